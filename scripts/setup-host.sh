@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what vcontainer needs on a Debian bookworm build host: QEMU (from
+# bookworm-backports, because the preinstalled qemu-utils 10.0 conflicts with
+# bookworm's 7.2), the tools that build the guest blobs, the test fixtures'
+# tools, and vhost-device-vsock (hybrid vsock where /dev/vhost-vsock is absent).
+# Idempotent: a second run only checks.
+set -euo pipefail
+
+need_root() { if [ "$(id -u)" -ne 0 ]; then echo "setup-host.sh: run as root (or with sudo)" >&2; exit 1; fi; }
+need_root
+
+export DEBIAN_FRONTEND=noninteractive
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+
+if [ ! -f /etc/apt/sources.list.d/vcontainer-backports.sources ]; then
+  cat > /etc/apt/sources.list.d/vcontainer-backports.sources <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: ${codename}-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+pkgs_main=(mmdebstrap squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
+           skopeo umoci docker-registry apache2-utils socat iproute2 jq)
+missing=()
+for p in "${pkgs_main[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1 \
+   || [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  [ ${#missing[@]} -gt 0 ] && apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
+    apt-get install -y -q --no-install-recommends -t "${codename}-backports" \
+      qemu-system-x86 qemu-system-arm qemu-system-data ipxe-qemu
+  fi
+fi
+# the registry service is started by the tests themselves on loopback, never at boot
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+
+if ! command -v vhost-device-vsock >/dev/null 2>&1; then
+  cargo install --locked vhost-device-vsock
+  ln -sf "$HOME/.cargo/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock 2>/dev/null || true
+fi
+echo "setup-host: ok ($(qemu-system-x86_64 --version | head -1); $(vhost-device-vsock --version 2>&1 | head -1))"
