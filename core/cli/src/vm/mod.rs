@@ -1,0 +1,1 @@
+//! The VM: QEMU command line, acceleration, transports, batch and memres lifecycle.
