@@ -1,0 +1,212 @@
+//! End-to-end tests of issue 3 (the VM): they boot the real guest under QEMU and run the
+//! real podman/docker in it. Each test drives the installed multi-call names (vpdmn, vdkr)
+//! with a private HOME, so state dirs are fresh and nothing leaks between tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
+
+const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
+
+fn state_dir(w: &World, tool: &str) -> PathBuf {
+    w.home.path().join(format!(".{tool}")).join("x86_64")
+}
+
+/// No QEMU or vhost-device-vsock process may refer to this state dir.
+fn assert_no_vm_processes(state: &Path) {
+    let needle = state.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = pids_matching(&needle)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("qemu-system") || c.contains("vhost-device-vsock")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VM processes left behind for {needle}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn state_image(state: &Path, runtime: &str) -> PathBuf {
+    state.join(format!("{runtime}-state.img"))
+}
+
+fn assert_fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck")
+        .args(["-n", "-f"])
+        .arg(img)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        out.status.success(),
+        "state disk {} not clean: {}{}",
+        img.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+fn import_busybox(w: &World, tool: &str) {
+    let tar = w.home.path().join("bb-rootfs.tar");
+    busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    let o = w.run(
+        tool,
+        [
+            std::ffi::OsStr::new("import"),
+            tar.as_os_str(),
+            "bb:1".as_ref(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "import failed: {}", stderr(&o));
+}
+
+#[test]
+fn batch_images_from_empty_state_leaves_no_vm() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = World::new();
+        let o = w.run(tool, ["--no-daemon", "images"]);
+        assert_eq!(o.status.code(), Some(0), "{tool} images: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("REPOSITORY"),
+            "{tool} images printed no header: {}",
+            stdout(&o)
+        );
+        let state = state_dir(&w, tool);
+        assert_no_vm_processes(&state);
+        assert_fsck_clean(&state_image(&state, runtime));
+    }
+}
+
+#[test]
+fn memres_runs_commands_with_exact_argv_streams_and_status() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = World::new();
+        let state = state_dir(&w, tool);
+
+        let o = w.run(tool, ["memres", "start"]);
+        assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
+        let o = w.run(tool, ["memres", "status"]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).contains("running"), "{}", stdout(&o));
+
+        import_busybox(&w, tool);
+
+        // stdout and stderr stay separate, the exit status is the container's
+        let o = w.run(
+            tool,
+            ["vrun", "bb:1", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        );
+        assert_eq!(stdout(&o), "out\n", "stderr was: {}", stderr(&o));
+        assert!(stderr(&o).contains("err"), "stderr: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(7));
+
+        // arguments with spaces, quotes and ; reach the container's argv unchanged
+        let o = w.run(
+            tool,
+            [
+                "vrun", "bb:1", "printf", "[%s]\\n", "a b", "it's", "x;y", "$HOME", "\"q\"",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "[a b]\n[it's]\n[x;y]\n[$HOME]\n[\"q\"]\n");
+
+        // 8 commands at once against one instance, each with its own output
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                w.cmd(tool)
+                    .args(["vrun", "bb:1", "sh", "-c", &format!("echo job-{i}")])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for (i, c) in children.into_iter().enumerate() {
+            let o = c.wait_with_output().expect("wait");
+            assert_eq!(o.status.code(), Some(0), "job {i}: {}", stderr(&o));
+            assert_eq!(stdout(&o), format!("job-{i}\n"));
+        }
+
+        let o = w.run(tool, ["memres", "stop"]);
+        assert_eq!(o.status.code(), Some(0), "memres stop: {}", stderr(&o));
+        assert_no_vm_processes(&state);
+        assert_fsck_clean(&state_image(&state, runtime));
+        let o = w.run(tool, ["memres", "status"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stdout(&o).contains("not running"), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn qemu_killed_mid_command_fails_clearly_and_state_survives() {
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let w = World::new();
+    let state = state_dir(&w, tool);
+    let o = w.run(tool, ["memres", "start"]);
+    assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
+    import_busybox(&w, tool);
+
+    let child = w
+        .cmd(tool)
+        .args(["vrun", "bb:1", "sleep", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(5));
+    let needle = state.to_string_lossy().into_owned();
+    let qemu: Vec<u32> = pids_matching(&needle)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.starts_with("qemu-system"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(qemu.len(), 1, "expected one QEMU for {needle}: {qemu:?}");
+    let status = Command::new("kill")
+        .args(["-KILL", &qemu[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(125), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("console.log"),
+        "error should name the console log: {}",
+        stderr(&o)
+    );
+
+    let o = w.run(tool, ["memres", "start"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "restart after kill: {}",
+        stderr(&o)
+    );
+    let o = w.run(tool, ["images"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("bb"), "image lost: {}", stdout(&o));
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_no_vm_processes(&state);
+    assert_fsck_clean(&state_image(&state, runtime));
+}
