@@ -1,1 +1,43 @@
-//! placeholder
+//! Host<->guest wire protocol of vcontainer.
+//!
+//! The host CLI and the guest agent share this crate and nothing else, so that both sides agree
+//! on the bytes by construction. It only encodes and decodes: who reads when, timeouts and
+//! threads are the business of the agent and of the host client.
+//!
+//! # Wire format
+//! Every message is one [`Frame`]: a 4-byte big-endian payload length, a 1-byte
+//! [`FrameType`], then the payload. Payloads are at most [`MAX_PAYLOAD`] bytes; a longer length
+//! is rejected before anything is allocated, because the peer (a guest, or a host) is not
+//! trusted to be sane. Control frames carry a JSON [`Request`] or [`Response`]; data frames
+//! carry raw stdin/stdout/stderr/tar bytes; end-of-stream frames have an empty payload.
+//!
+//! # Conversations (one connection per operation)
+//! - `Hello` -> `HelloOk` | `Error{VersionMismatch}`.
+//! - `Exec` (+ `Stdin`* `StdinEnd`, `Signal`, `Resize` at any time) -> [`Response::Started`]
+//!   (absent when the program could not be started), `Stdout`/`Stderr` chunks as produced,
+//!   `StdoutEnd`/`StderrEnd`, then exactly one `Exited`. A program that is not found or not
+//!   executable ends with `Exited` 127 / 126 and a message on stderr, like a shell.
+//! - `PushTar` + `Tar`* + `TarEnd` -> `Done` | `Error`.
+//! - `PullTar` -> `Tar`* `TarEnd` `Done` | `Error` (possibly after some `Tar` frames).
+//! - `ServiceStart` -> `Done` (service ready) | `Error`; `ServiceStatus` -> `ServiceState`.
+//! - `Shutdown` -> `Done` (after services are stopped, disks synced and unmounted), then the
+//!   guest powers off.
+
+mod frame;
+mod message;
+
+pub use frame::{
+    decode_frame, encode_frame, read_frame, write_frame, Frame, FrameType, ProtoError, HEADER_LEN,
+    MAX_PAYLOAD,
+};
+pub use message::{
+    check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response,
+    ServiceStartRequest, WindowSize,
+};
+
+/// Version of this protocol. Bump it on any incompatible change of frames or messages; host
+/// and agent refuse to talk across versions (see [`check_version`]).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The vsock port the agent listens on unless `vcontainer.port=` says otherwise.
+pub const AGENT_VSOCK_PORT: u32 = 1024;

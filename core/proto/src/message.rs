@@ -1,0 +1,267 @@
+//! Typed control messages, carried as JSON in control frames.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ProtoError;
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Run one program in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program and arguments, passed to execve unchanged (no shell in between); `argv[0]`
+    /// is looked up in `PATH` when it has no `/`.
+    pub argv: Vec<String>,
+    /// Extra environment, on top of the agent's fixed defaults (PATH, HOME, TERM).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory; `/` when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Run on a pseudo terminal of this size (stdout and stderr are then one stream).
+    #[serde(default)]
+    pub tty: Option<WindowSize>,
+    /// The host sends stdin frames; otherwise the program's stdin is /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+impl ExecRequest {
+    /// A plain request: no PTY, no stdin, no extra environment, cwd `/`.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: None,
+            tty: None,
+            stdin: false,
+        }
+    }
+}
+
+/// Start a long-running service (e.g. containerd, dockerd) and wait until it is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStartRequest {
+    /// Name used by `ServiceStatus` and in logs; starting a running name again is a no-op.
+    pub name: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Program run repeatedly until it exits 0 (= ready); empty means "ready once started".
+    #[serde(default)]
+    pub probe: Vec<String>,
+    /// How long the probe may keep failing before the start is reported as failed.
+    pub timeout_secs: u64,
+}
+
+/// Host -> guest control messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    Hello {
+        protocol_version: u32,
+        /// Free text naming the client (e.g. "vcontainer 0.1.0"), for the guest's log.
+        client: String,
+    },
+    Exec(ExecRequest),
+    /// Deliver a signal (Linux numbering) to the running program's process group.
+    Signal {
+        signal: i32,
+    },
+    /// New PTY size; the program gets SIGWINCH.
+    Resize(WindowSize),
+    /// Unpack the tar stream that follows into the guest directory `dest` (created if missing).
+    PushTar {
+        dest: String,
+    },
+    /// Send `path` back as a tar stream. Entries are named `<basename of path>/...` (like
+    /// `tar -C dirname basename`), or relative to `path` itself with `contents_only`.
+    PullTar {
+        path: String,
+        #[serde(default)]
+        contents_only: bool,
+    },
+    ServiceStart(ServiceStartRequest),
+    ServiceStatus {
+        name: String,
+    },
+    /// Stop services, sync and unmount the state disk, answer `Done`, then power off.
+    Shutdown,
+}
+
+/// How a program ended: a value, never parsed from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by this signal (Linux numbering).
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The status as a shell (and docker) reports it: the code, or 128 + signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            Self::Code(code) => code,
+            Self::Signal(sig) => 128 + sig,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == Self::Code(0)
+    }
+}
+
+/// Classes of agent-side failures, so the host can choose an exit code and a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    VersionMismatch,
+    /// The request was malformed or not valid in this state of the conversation.
+    BadRequest,
+    NotFound,
+    PermissionDenied,
+    /// A tar entry would land outside the target directory.
+    PathEscape,
+    ServiceFailed,
+    Timeout,
+    Io,
+    Internal,
+    /// A kind this side does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+/// What the agent says about itself in answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloOk {
+    pub protocol_version: u32,
+    pub agent_version: String,
+    /// `vcontainer.runtime=` from the kernel command line ("" when not set).
+    pub runtime: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Problems found during boot that did not stop the agent (e.g. the state disk failed
+    /// fsck and runtime storage is on tmpfs), for the host to show.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// Guest -> host control messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    HelloOk(HelloOk),
+    /// The program is running with this guest pid.
+    Started {
+        pid: u32,
+    },
+    Exited {
+        status: ExitStatus,
+    },
+    /// A request without a richer answer completed (push, pull, service start, shutdown).
+    Done,
+    ServiceState {
+        name: String,
+        running: bool,
+        pid: Option<u32>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Refuse to talk across protocol versions, naming both.
+pub fn check_version(host: u32, agent: u32) -> Result<(), ProtoError> {
+    if host == agent {
+        Ok(())
+    } else {
+        Err(ProtoError::VersionMismatch { host, agent })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PROTOCOL_VERSION;
+
+    #[test]
+    fn version_mismatch_names_both_versions() {
+        assert!(check_version(PROTOCOL_VERSION, PROTOCOL_VERSION).is_ok());
+        let err = check_version(1, 2).expect_err("mismatch");
+        let text = err.to_string();
+        assert!(text.contains("host speaks version 1"), "{text}");
+        assert!(text.contains("agent speaks version 2"), "{text}");
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let requests = vec![
+            Request::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client: "test".into(),
+            },
+            Request::Exec(ExecRequest {
+                argv: vec!["a b".into(), "c'd\"e;f".into()],
+                env: vec![("K".into(), "v=1".into())],
+                cwd: Some("/tmp".into()),
+                tty: Some(WindowSize { rows: 24, cols: 80 }),
+                stdin: true,
+            }),
+            Request::Signal { signal: 15 },
+            Request::Resize(WindowSize { rows: 1, cols: 2 }),
+            Request::PushTar { dest: "/x".into() },
+            Request::PullTar {
+                path: "/y".into(),
+                contents_only: true,
+            },
+            Request::ServiceStart(ServiceStartRequest {
+                name: "dockerd".into(),
+                argv: vec!["dockerd".into()],
+                env: vec![],
+                probe: vec!["docker".into(), "info".into()],
+                timeout_secs: 60,
+            }),
+            Request::ServiceStatus { name: "x".into() },
+            Request::Shutdown,
+        ];
+        for req in requests {
+            let json = serde_json::to_vec(&req).expect("ser");
+            let back: Request = serde_json::from_slice(&json).expect("de");
+            assert_eq!(back, req);
+        }
+    }
+
+    #[test]
+    fn unknown_error_kind_from_a_newer_peer_is_kept_as_unknown() {
+        let resp: Response =
+            serde_json::from_str(r#"{"type":"error","kind":"brand_new","message":"m"}"#)
+                .expect("de");
+        assert_eq!(resp, Response::error(ErrorKind::Unknown, "m"));
+    }
+
+    #[test]
+    fn signal_exit_maps_to_128_plus_n() {
+        assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+        assert_eq!(ExitStatus::Code(7).shell_code(), 7);
+    }
+}
