@@ -1,0 +1,277 @@
+//! Runtime plugins: what a container runtime needs in the guest, and how its commands are
+//! classified and rewritten for the guest.
+
+use abi_stable::{
+    std_types::{ROption, RResult, RSlice, RString, RVec},
+    StableAbi,
+};
+
+use crate::PluginError;
+
+/// The functions of a runtime plugin (interface v1).
+///
+/// A prefix type: functions may be appended in later interface versions without breaking
+/// plugins built against this one.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = RuntimeModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct RuntimeModule {
+    /// The fixed facts about this runtime (names, guest packages, services, storage).
+    pub spec: extern "C" fn() -> RuntimeSpec,
+    /// Classifies one user command (argv after the global options, e.g.
+    /// `["run", "--rm", "-v", "./src:/src", "alpine", "ls"]`) and rewrites it for the guest.
+    #[sabi(last_prefix_field)]
+    pub plan: extern "C" fn(args: RSlice<'_, RString>) -> RResult<CommandPlan, PluginError>,
+}
+
+/// Everything the core and the guest-image builder need to know about a runtime.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSpec {
+    /// The runtime's CLI binary in the guest: "docker" / "podman".
+    pub runtime_binary: RString,
+    /// The user-facing tool name: "vdkr" / "vpdmn" (used in messages and `[vdkr]` prefixes).
+    pub tool_name: RString,
+    /// Directory name under $HOME for state: ".vdkr" / ".vpdmn".
+    pub state_dir_name: RString,
+    /// Environment variable prefix: "VDKR" / "VPDMN" (VDKR_ARCH, VDKR_BLOB_DIR, ...).
+    pub env_prefix: RString,
+    /// File name of the state disk inside the state dir: "docker-state.img" / "podman-state.img".
+    pub state_image_name: RString,
+    /// Where the state disk is mounted in the guest: "/var/lib/docker" / "/var/lib/containers".
+    pub guest_storage_path: RString,
+    /// Debian package names the guest rootfs needs for this runtime.
+    pub guest_packages: RVec<RString>,
+    /// Files the guest-image builder writes into the rootfs (runtime configuration that must
+    /// differ from the distribution default in a systemd-less VM).
+    pub guest_files: RVec<GuestFile>,
+    /// Long-running services the host asks the agent to start, in order, before the first
+    /// runtime command. Empty for daemonless runtimes.
+    pub services: RVec<ServiceSpec>,
+    /// skopeo destination transport for imports: "docker-daemon:" / "containers-storage:".
+    pub import_transport: RString,
+    /// How `--storage`/state export produces a tar of the runtime's storage.
+    pub storage_export: StorageExport,
+}
+
+/// One file baked into the guest rootfs.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    /// Absolute path in the guest.
+    pub path: RString,
+    /// Full contents (text).
+    pub contents: RString,
+    /// Permission bits, e.g. 0o644.
+    pub mode: u32,
+}
+
+/// A daemon the agent starts (ServiceStart) and waits for.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Short name for logs and errors ("containerd", "dockerd").
+    pub name: RString,
+    /// Program and arguments (never a shell string).
+    pub argv: RVec<RString>,
+    /// Extra environment as `KEY=VALUE`.
+    pub env: RVec<RString>,
+    /// A command that exits 0 once the service is ready; retried until `timeout_secs`.
+    pub readiness_probe: RVec<RString>,
+    /// How long to wait for readiness. Generous, because guests may run under TCG emulation.
+    pub timeout_secs: u32,
+}
+
+/// How the runtime's storage is exported as a tar (for `--storage`, Yocto deploy).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct StorageExport {
+    /// Guest directory whose contents are archived.
+    pub source_dir: RString,
+    /// Path prefix of the entries in the tar: "docker" (deploy with `tar -xf F -C /var/lib/`)
+    /// or "." (entries relative to the storage dir).
+    pub archive_prefix: RString,
+    /// Stop the runtime's services before archiving, so the files are consistent.
+    pub stop_services_first: bool,
+    /// One line for humans: what the tar holds and how to deploy it.
+    pub description: RString,
+}
+
+/// How the core has to run a planned command.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandClass {
+    /// Run `argv` in the guest, stream stdout/stderr, return its exit code.
+    PassThrough,
+    /// Copy `inputs` into the guest first (and rw volumes back afterwards).
+    FileIn,
+    /// Copy `outputs` from the guest to the host afterwards (may also have inputs).
+    FileOut,
+    /// stdin and/or a terminal must be connected (`stdin`/`tty`); inputs/outputs still apply.
+    Interactive,
+    /// Not a runtime command: the core implements it itself (vimport, vshell, vconfig,
+    /// vstorage, memres, clean, ...). `argv` is empty.
+    Own,
+}
+
+/// The result of [`RuntimeModule::plan`]. The fields are authoritative; `class` is the summary
+/// the core dispatches on (priority: Own > Interactive > FileOut > FileIn > PassThrough).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct CommandPlan {
+    /// The command to run in the guest, starting with the runtime binary. Host paths of
+    /// `inputs`/`outputs` are already replaced by their guest paths.
+    pub argv: RVec<RString>,
+    /// See [`CommandClass`].
+    pub class: CommandClass,
+    /// Host files/dirs to place in the guest before running.
+    pub inputs: RVec<FileInput>,
+    /// Guest files/dirs to bring back to the host after running.
+    pub outputs: RVec<FileOutput>,
+    /// The runtime command asked for a terminal (`-t`, `--tty`).
+    pub tty: bool,
+    /// The runtime command reads the user's stdin (`-i`, `--interactive`, `login` prompt,
+    /// `load` without `-i`, `--password-stdin`).
+    pub stdin: bool,
+    /// The container runs detached (`run -d`): volumes cannot be synced back on exit.
+    pub detach: bool,
+    /// Ports the container publishes (`-p`); the core forwards host ports to the guest.
+    pub ports: RVec<PortMapping>,
+    /// The command needs the guest network (pull, push, login, run of a possibly missing image).
+    pub needs_network: bool,
+    /// `--name` of the container created, if any (to key port forwards).
+    pub container_name: ROption<RString>,
+}
+
+/// What kind of host object a [`FileInput`] is.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Must be a regular file (`load -i`, `import`, `build -f`).
+    File,
+    /// Must be a directory (`build` context).
+    Dir,
+    /// A file or a directory, whichever the host path is (`cp` source).
+    Path,
+    /// A bind-mount source (`-v`, `--mount type=bind`): file or directory, copied back to the
+    /// host after the container exits unless `read_only`.
+    Volume,
+}
+
+/// A host path the command reads.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FileInput {
+    /// As the user wrote it; relative paths stay relative (the core resolves them against
+    /// its working directory).
+    pub host_path: RString,
+    /// Where the content must be in the guest: the file itself, or the directory whose
+    /// contents mirror the host directory.
+    pub guest_path: RString,
+    /// See [`InputKind`].
+    pub kind: InputKind,
+    /// The container may not change it, so nothing is copied back.
+    pub read_only: bool,
+}
+
+/// A guest path the command writes, to be copied to the host afterwards.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FileOutput {
+    /// File or directory written in the guest.
+    pub guest_path: RString,
+    /// Destination on the host, as the user wrote it (relative stays relative).
+    pub host_path: RString,
+    /// `docker cp` semantics: if `host_path` is an existing directory, the output goes inside
+    /// it under the guest path's file name instead of replacing it.
+    pub into_existing_dir: bool,
+}
+
+/// Transport protocol of a published port.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl PortProtocol {
+    /// "tcp" / "udp" / "sctp".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+            PortProtocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `start == end`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+/// One `-p [ip:][host:]container[/proto]` value.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    /// Host address to bind, empty for all.
+    pub host_ip: RString,
+    /// Host port(s); None means "runtime picks one" (`-p 80`).
+    pub host_ports: ROption<PortRange>,
+    /// Container port(s).
+    pub container_ports: PortRange,
+    pub protocol: PortProtocol,
+}
+
+impl CommandPlan {
+    /// A plan that just runs `argv` in the guest.
+    pub fn pass_through(argv: Vec<String>) -> Self {
+        CommandPlan {
+            argv: argv.into_iter().map(RString::from).collect(),
+            class: CommandClass::PassThrough,
+            inputs: RVec::new(),
+            outputs: RVec::new(),
+            tty: false,
+            stdin: false,
+            detach: false,
+            ports: RVec::new(),
+            needs_network: false,
+            container_name: ROption::RNone,
+        }
+    }
+
+    /// A plan for a command the core implements itself.
+    pub fn own() -> Self {
+        CommandPlan {
+            class: CommandClass::Own,
+            ..Self::pass_through(Vec::new())
+        }
+    }
+
+    /// Recomputes `class` from the other fields (see the priority on [`CommandPlan`]).
+    pub fn with_derived_class(mut self) -> Self {
+        self.class = if self.class == CommandClass::Own {
+            CommandClass::Own
+        } else if self.stdin || self.tty {
+            CommandClass::Interactive
+        } else if !self.outputs.is_empty() {
+            CommandClass::FileOut
+        } else if !self.inputs.is_empty() {
+            CommandClass::FileIn
+        } else {
+            CommandClass::PassThrough
+        };
+        self
+    }
+
+    /// `argv` as plain strings.
+    pub fn argv_strings(&self) -> Vec<String> {
+        self.argv.iter().map(|s| s.to_string()).collect()
+    }
+}
