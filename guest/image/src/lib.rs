@@ -1,1 +1,18 @@
-//! placeholder
+//! Builds the vcontainer guest blobs (kernel, initramfs with the agent, runtime rootfs
+//! squashfs, blobs.json) from Debian packages, cached by a hash of their inputs.
+//! See TEAM.md "Guest blobs" and "Guest boot contract" for what the blobs must hold.
+
+pub mod arch;
+pub mod blobs_json;
+pub mod build;
+pub mod cache;
+pub mod error;
+pub mod initramfs;
+pub mod modules;
+pub mod publish;
+pub mod rootfs;
+pub mod runtime_files;
+
+pub use arch::Arch;
+pub use build::{build, BuildReport, BuildRequest};
+pub use error::{Error, Result};
