@@ -1,0 +1,121 @@
+//! Interactive exec: the user's terminal connected to a program in the guest.
+
+use std::io::{self, IsTerminal};
+use std::os::fd::AsFd;
+use std::thread;
+
+use nix::sys::termios::{self, SetArg, Termios};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
+use signal_hook::iterator::Signals;
+use vcontainer_proto::{ExecRequest, ExitStatus, Request, WindowSize};
+
+use super::exec::{run, SharedWriter};
+use super::{AgentConn, ClientError};
+
+/// The size of the terminal on stdout (or stdin), if there is one.
+pub fn terminal_size() -> Option<WindowSize> {
+    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass, nothing else.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws as *mut libc::winsize) };
+        if rc == 0 && ws.ws_row > 0 && ws.ws_col > 0 {
+            return Some(WindowSize {
+                rows: ws.ws_row,
+                cols: ws.ws_col,
+            });
+        }
+    }
+    None
+}
+
+/// Run `request` on the process's own stdin/stdout/stderr, as `docker exec -i[t]` does.
+///
+/// With `request.tty` set and a terminal on stdin, the terminal is put in raw mode (restored
+/// on return, also on error) so keys like Ctrl-C travel as bytes to the guest PTY, and
+/// window size changes follow as `Resize`. SIGINT, SIGTERM, SIGHUP and SIGQUIT received by
+/// this process are forwarded to the guest program. `request.stdin` decides whether stdin is
+/// forwarded at all.
+pub fn exec_interactive<C: AgentConn>(
+    conn: C,
+    mut request: ExecRequest,
+) -> Result<ExitStatus, ClientError> {
+    let tty = request.tty.is_some();
+    if tty {
+        if let Some(size) = terminal_size() {
+            request.tty = Some(size);
+        }
+    }
+    let stdin: Option<Box<dyn io::Read + Send>> = if request.stdin {
+        Some(Box::new(io::stdin()))
+    } else {
+        None
+    };
+    let _raw = if tty && io::stdin().is_terminal() {
+        Some(RawMode::enter().map_err(|source| ClientError::Local {
+            context: "switching the terminal to raw mode".into(),
+            source,
+        })?)
+    } else {
+        None
+    };
+    let mut signals =
+        Signals::new([SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|source| {
+            ClientError::Local {
+                context: "installing signal handlers".into(),
+                source,
+            }
+        })?;
+    let handle = signals.handle();
+    let mut stdout = io::stdout();
+    let mut stderr = io::stderr();
+    let result = run(conn, request, stdin, &mut stdout, &mut stderr, |writer| {
+        let _ = thread::Builder::new()
+            .name("agent-signals".into())
+            .spawn(move || relay_signals(&mut signals, &writer, tty));
+    });
+    handle.close();
+    result
+}
+
+fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool) {
+    for signal in signals.forever() {
+        let request = if signal == SIGWINCH {
+            match (tty, terminal_size()) {
+                (true, Some(size)) => Request::Resize(size),
+                _ => continue,
+            }
+        } else {
+            Request::Signal { signal }
+        };
+        if writer.request(&request).is_err() {
+            return;
+        }
+    }
+}
+
+/// Raw terminal mode on stdin for as long as this lives.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter() -> io::Result<Self> {
+        let stdin = io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, &raw)?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSAFLUSH, &self.saved);
+    }
+}

@@ -1,0 +1,200 @@
+//! `vcontainer-agent`: serves the vcontainer protocol inside the guest.
+//!
+//! The library holds everything that does not need to be PID 1 — answering requests on any
+//! stream listener — so the host client's unit tests can run a real agent in-process over a
+//! Unix socket. The binary (`main.rs`) adds the PID-1 boot duties ([`pid1`]) and vsock.
+
+pub mod console;
+mod exec;
+pub mod listener;
+pub mod pid1;
+pub mod reaper;
+mod resolve;
+mod service;
+mod sink;
+mod tarx;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use vcontainer_proto::{
+    check_version, read_frame, ErrorKind, HelloOk, ProtoError, Request, Response, PROTOCOL_VERSION,
+};
+
+pub use listener::{AgentListener, AgentStream};
+pub use reaper::Reaper;
+
+use crate::service::Services;
+use crate::sink::FrameSink;
+
+/// What the host is told about this guest, and where service logs go.
+#[derive(Debug, Clone, Default)]
+pub struct AgentInfo {
+    /// `vcontainer.runtime=` from the kernel command line.
+    pub runtime: String,
+    /// Problems found during boot that the host should show.
+    pub warnings: Vec<String>,
+    /// Directory for `<service>.log` files.
+    pub service_log_dir: PathBuf,
+}
+
+/// Work to do on `Shutdown` after services are stopped: sync, unmount, and finally power off.
+pub trait ShutdownHook: Send + Sync {
+    /// Make persistent state safe (sync, unmount the state disk). Errors go to the host.
+    fn prepare(&self) -> Result<(), String>;
+    /// Called after the host got its answer. Powers the guest off; may return in tests.
+    fn power_off(&self);
+}
+
+/// A hook that does nothing (not PID 1, unit tests).
+pub struct NoShutdown;
+
+impl ShutdownHook for NoShutdown {
+    fn prepare(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn power_off(&self) {}
+}
+
+/// The serving state shared by all connections.
+pub struct Agent {
+    info: AgentInfo,
+    reaper: Reaper,
+    services: Services,
+    shutdown: Box<dyn ShutdownHook>,
+}
+
+impl Agent {
+    pub fn new(info: AgentInfo, reaper: Reaper, shutdown: Box<dyn ShutdownHook>) -> Self {
+        Self {
+            info,
+            reaper,
+            services: Services::default(),
+            shutdown,
+        }
+    }
+
+    /// An agent for tests: per-child reaping, no shutdown duties, logs in `log_dir`.
+    pub fn for_tests(log_dir: PathBuf) -> Self {
+        Self::new(
+            AgentInfo {
+                runtime: "test".into(),
+                warnings: Vec::new(),
+                service_log_dir: log_dir,
+            },
+            Reaper::per_child(),
+            Box::new(NoShutdown),
+        )
+    }
+}
+
+/// Accept connections forever, one thread per connection.
+pub fn serve<L: AgentListener>(listener: L, agent: Arc<Agent>) {
+    loop {
+        match listener.accept_stream() {
+            Ok(stream) => {
+                let agent = Arc::clone(&agent);
+                let spawned = thread::Builder::new()
+                    .name("conn".into())
+                    .spawn(move || handle_connection(&agent, stream));
+                if let Err(e) = spawned {
+                    log!("cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                log!("accept failed: {e}");
+                // EMFILE and friends: do not spin.
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Serve one connection: one request, its conversation, then close.
+pub fn handle_connection<S: AgentStream>(agent: &Agent, stream: S) {
+    if let Err(e) = converse(agent, &stream) {
+        log!("connection ended with an error: {e}");
+    }
+    stream.shutdown_both();
+}
+
+fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError> {
+    let sink = FrameSink::new(Box::new(stream.try_clone_stream()?));
+    let mut reader = stream.try_clone_stream()?;
+    let Some(frame) = read_frame(&mut reader)? else {
+        return Ok(());
+    };
+    let request: Request = match frame.parse() {
+        Ok(request) => request,
+        Err(e) => {
+            return sink.finish(&Response::error(
+                ErrorKind::BadRequest,
+                format!("first frame is not a valid request: {e}"),
+            ))
+        }
+    };
+    match request {
+        Request::Hello {
+            protocol_version,
+            client,
+        } => {
+            if let Err(e) = check_version(protocol_version, PROTOCOL_VERSION) {
+                log!("refusing client {client:?}: {e}");
+                return sink.finish(&Response::error(ErrorKind::VersionMismatch, e.to_string()));
+            }
+            sink.finish(&Response::HelloOk(hello(agent)))
+        }
+        Request::Exec(exec) => exec::run(agent, exec, Box::new(reader), &sink),
+        Request::PushTar { dest } => tarx::push(&dest, &mut reader, &sink),
+        Request::PullTar {
+            path,
+            contents_only,
+        } => tarx::pull(&path, contents_only, &sink),
+        Request::ServiceStart(start) => {
+            let response = agent.services.start(agent, start);
+            sink.finish(&response)
+        }
+        Request::ServiceStatus { name } => sink.finish(&agent.services.status(&name)),
+        Request::Shutdown => shutdown(agent, &sink),
+        Request::Signal { .. } | Request::Resize(_) => sink.finish(&Response::error(
+            ErrorKind::BadRequest,
+            "Signal and Resize are only valid on an Exec connection",
+        )),
+    }
+}
+
+fn hello(agent: &Agent) -> HelloOk {
+    HelloOk {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        runtime: agent.info.runtime.clone(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        warnings: agent.info.warnings.clone(),
+    }
+}
+
+fn shutdown(agent: &Agent, sink: &FrameSink) -> Result<(), ProtoError> {
+    log!("shutdown requested: stopping services");
+    agent.services.stop_all();
+    let response = match agent.shutdown.prepare() {
+        Ok(()) => Response::Done,
+        Err(message) => Response::error(ErrorKind::Io, message),
+    };
+    let sent = sink.finish(&response);
+    agent.shutdown.power_off();
+    sent
+}
+
+/// Map an io error to the protocol's error kind.
+pub(crate) fn error_kind(e: &io::Error) -> ErrorKind {
+    match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Io,
+    }
+}

@@ -1,0 +1,270 @@
+//! Long-running services (containerd, dockerd, ...) started on the host's request.
+//!
+//! The runtime plugin on the host declares what to start and how to tell it is ready (a
+//! probe program that exits 0), so the agent knows nothing about docker or podman.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+use vcontainer_proto::{ErrorKind, ExitStatus, Response, ServiceStartRequest};
+
+use crate::resolve::{resolve, DEFAULT_PATH};
+use crate::{log, Agent};
+
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a service gets to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const LOG_TAIL_BYTES: u64 = 2048;
+
+struct Running {
+    pid: u32,
+    exited: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+    log: PathBuf,
+}
+
+impl Running {
+    fn alive(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.exited.try_recv().ok();
+        }
+        self.status.is_none()
+    }
+}
+
+/// Services by name, in start order (they stop in reverse).
+#[derive(Default)]
+pub(crate) struct Services {
+    table: Mutex<(Vec<String>, HashMap<String, Running>)>,
+}
+
+impl Services {
+    pub(crate) fn start(&self, agent: &Agent, request: ServiceStartRequest) -> Response {
+        match self.try_start(agent, request) {
+            Ok(()) => Response::Done,
+            Err((kind, message)) => {
+                log!("service start failed: {message}");
+                Response::error(kind, message)
+            }
+        }
+    }
+
+    fn try_start(
+        &self,
+        agent: &Agent,
+        request: ServiceStartRequest,
+    ) -> Result<(), (ErrorKind, String)> {
+        let name = request.name.clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
+            return Err((
+                ErrorKind::BadRequest,
+                format!("service name {name:?} must be letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        // Hold the table for the whole start, so two hosts starting the same service at
+        // once do not start it twice.
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = table.1.get_mut(&name) {
+            if running.alive() {
+                return Ok(());
+            }
+        }
+        let Some(program) = request.argv.first() else {
+            return Err((ErrorKind::BadRequest, format!("service {name}: empty argv")));
+        };
+        let program = resolve(program, DEFAULT_PATH, Path::new("/")).map_err(|e| {
+            (
+                ErrorKind::NotFound,
+                format!("service {name}: {}", e.message),
+            )
+        })?;
+        let log_path = agent.info.service_log_dir.join(format!("{name}.log"));
+        let log_file = open_log(&log_path)
+            .map_err(|e| (ErrorKind::Io, format!("{}: {e}", log_path.display())))?;
+        let mut command = Command::new(program);
+        command
+            .arg0(&request.argv[0])
+            .args(&request.argv[1..])
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .env("HOME", "/root")
+            .envs(request.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(io_err)?)
+            .stderr(log_file)
+            .process_group(0);
+        let (child, exited) = agent.reaper.spawn(&mut command).map_err(io_err)?;
+        log!("service {name} started, pid {}", child.id());
+        let mut running = Running {
+            pid: child.id(),
+            exited,
+            status: None,
+            log: log_path,
+        };
+        drop(child);
+        let ready = wait_ready(agent, &name, &request, &mut running);
+        table.0.retain(|n| n != &name);
+        table.0.push(name.clone());
+        table.1.insert(name.clone(), running);
+        if ready.is_ok() {
+            log!("service {name} ready");
+        }
+        ready
+    }
+
+    pub(crate) fn status(&self, name: &str) -> Response {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = table
+            .1
+            .get_mut(name)
+            .and_then(|running| running.alive().then_some(running.pid));
+        Response::ServiceState {
+            name: name.to_owned(),
+            running: pid.is_some(),
+            pid,
+        }
+    }
+
+    /// SIGTERM each service (last started first), SIGKILL after [`STOP_GRACE`].
+    pub(crate) fn stop_all(&self) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let (order, services) = &mut *table;
+        for name in order.iter().rev() {
+            let Some(running) = services.get_mut(name) else {
+                continue;
+            };
+            if !running.alive() {
+                continue;
+            }
+            log!("stopping service {name} (pid {})", running.pid);
+            signal(running.pid, libc::SIGTERM);
+            match running.exited.recv_timeout(STOP_GRACE) {
+                Ok(status) => running.status = Some(status),
+                Err(_) => {
+                    log!("service {name} ignored SIGTERM for {STOP_GRACE:?}, killing it");
+                    signal(running.pid, libc::SIGKILL);
+                    running.status = running.exited.recv_timeout(Duration::from_secs(2)).ok();
+                }
+            }
+        }
+    }
+}
+
+fn wait_ready(
+    agent: &Agent,
+    name: &str,
+    request: &ServiceStartRequest,
+    running: &mut Running,
+) -> Result<(), (ErrorKind, String)> {
+    let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
+    loop {
+        if !running.alive() {
+            return Err((
+                ErrorKind::ServiceFailed,
+                format!(
+                    "service {name} exited ({:?}) before it was ready; end of {}:\n{}",
+                    running.status,
+                    running.log.display(),
+                    log_tail(&running.log)
+                ),
+            ));
+        }
+        if request.probe.is_empty() {
+            return Ok(());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if probe_once(agent, &request.probe, remaining)? {
+            return Ok(());
+        }
+        if Instant::now() + PROBE_INTERVAL > deadline {
+            return Err((
+                ErrorKind::Timeout,
+                format!(
+                    "service {name} not ready after {} s (probe {:?} kept failing); end of {}:\n{}",
+                    request.timeout_secs,
+                    request.probe,
+                    running.log.display(),
+                    log_tail(&running.log)
+                ),
+            ));
+        }
+        thread::sleep(PROBE_INTERVAL);
+    }
+}
+
+/// Run the probe once; `Ok(true)` when it exits 0 within `limit`.
+fn probe_once(
+    agent: &Agent,
+    probe: &[String],
+    limit: Duration,
+) -> Result<bool, (ErrorKind, String)> {
+    let program = resolve(&probe[0], DEFAULT_PATH, Path::new("/"))
+        .map_err(|e| (ErrorKind::NotFound, format!("probe: {}", e.message)))?;
+    let mut command = Command::new(program);
+    command
+        .arg0(&probe[0])
+        .args(&probe[1..])
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .env("HOME", "/root")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let (child, exited) = agent.reaper.spawn(&mut command).map_err(io_err)?;
+    match exited.recv_timeout(limit.max(Duration::from_millis(100))) {
+        Ok(status) => Ok(status.success()),
+        Err(RecvTimeoutError::Timeout) => {
+            signal(child.id(), libc::SIGKILL);
+            let _ = exited.recv_timeout(Duration::from_secs(2));
+            Ok(false)
+        }
+        Err(RecvTimeoutError::Disconnected) => Ok(false),
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn log_tail(path: &Path) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+    let mut text = Vec::new();
+    let _ = file.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+fn io_err(e: std::io::Error) -> (ErrorKind, String) {
+    (crate::error_kind(&e), e.to_string())
+}
