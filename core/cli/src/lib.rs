@@ -6,3 +6,19 @@
 pub mod agent_client;
 pub mod plugins;
 pub mod vm;
+
+// the command front (helper "front")
+pub mod arch;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dispatch;
+pub mod front;
+pub mod memres_probe;
+pub mod program_name;
+pub mod session;
+pub mod state_dir;
+pub mod tool;
+pub mod ui;
+pub mod vconfig;
+pub mod vstorage;

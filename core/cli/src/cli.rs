@@ -1,0 +1,317 @@
+//! The command-line grammar (clap derive + a little builder for the verbatim commands).
+//!
+//! Global options are recognised only before the command name (clap's non-`global` args do
+//! exactly that). Everything after a runtime command's name is an "external subcommand":
+//! clap hands it over untouched, so `vdkr run alpine ls --help` gives `--help` to `ls`, and
+//! `-it`, `--storage`, `--` or `;` inside the container command are never eaten (the old
+//! tool's bug, spec/cli.md §8.4).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{value_parser, Arg, ArgAction, Args, ColorChoice, Command, Subcommand};
+
+use crate::commands::{CORE_COMMANDS, RUNTIME_COMMANDS};
+
+/// Options given before the command, with the old tool's names.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalOptions {
+    /// Target architecture: x86_64 or aarch64 (overrides the program name, $<TOOL>_ARCH and the config)
+    #[arg(short = 'a', long, value_name = "ARCH")]
+    pub arch: Option<String>,
+
+    /// Runtime plugin to use (docker, podman); needed when run as `vcontainer`
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+
+    /// Use the named instance's state dir, ~/.<tool>/<NAME>
+    #[arg(short = 'I', long, value_name = "NAME")]
+    pub instance: Option<String>,
+
+    /// Use a fresh temporary state dir, deleted when the command ends
+    #[arg(long)]
+    pub stateless: bool,
+
+    /// Export the runtime storage as a tar to FILE after the command
+    #[arg(long, value_name = "FILE")]
+    pub storage: Option<PathBuf>,
+
+    /// Start from the runtime storage in this tar (as written by --storage)
+    #[arg(long, value_name = "FILE")]
+    pub input_storage: Option<PathBuf>,
+
+    /// State dir for this invocation (created with a marker file if missing)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Where the guest kernel/initramfs/rootfs blobs are
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
+
+    /// Config dir (default ~/.config/<tool>, or $<TOOL>_CONFIG_DIR)
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Never use KVM (run the guest under TCG)
+    #[arg(long)]
+    pub no_kvm: bool,
+
+    /// Run this command in a one-shot VM instead of the memres VM
+    #[arg(long)]
+    pub no_daemon: bool,
+
+    /// Give the guest no network
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Registry auth file (docker config.json / podman auth.json); default $VDKR_CONFIG, then $VPDMN_CONFIG
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Default registry for unqualified image names (default: config `registry`)
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+
+    /// Disable the default registry
+    #[arg(long, conflicts_with = "registry")]
+    pub no_registry: bool,
+
+    /// Registry reached over plain HTTP (repeatable)
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+
+    /// Verify TLS for the default registry
+    #[arg(long)]
+    pub secure_registry: bool,
+
+    /// CA certificate for the default registry
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// User for the default registry
+    #[arg(long, value_name = "USER")]
+    pub registry_user: Option<String>,
+
+    /// Password for the default registry (prefer --config: arguments are visible in ps)
+    #[arg(long, alias = "registry-pass", value_name = "PASSWORD")]
+    pub registry_password: Option<String>,
+
+    /// Interactive (keep stdin open); `-it` before the command = -i -t
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Allocate a terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Verbose output on stderr
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// Commands the front handles itself.
+#[derive(Debug, Clone, Subcommand)]
+pub enum FrontCommand {
+    /// Show or change the config: vconfig [KEY [VALUE | --reset]]
+    Vconfig(VconfigArgs),
+    /// State dirs: list, path [ARCH], df, clean [ARCH | --all]
+    Vstorage {
+        #[command(subcommand)]
+        action: Option<VstorageAction>,
+    },
+    /// Delete the state dir of this arch/instance (refused while its memres VM runs)
+    Clean,
+    /// Print a completion script for bash, zsh or fish
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VconfigArgs {
+    /// Config key (no key: show all)
+    pub key: Option<String>,
+    /// New value for KEY (no value: print it)
+    #[arg(allow_negative_numbers = true)]
+    pub value: Option<String>,
+    /// Reset KEY to its default
+    #[arg(long, requires = "key", conflicts_with = "value")]
+    pub reset: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum VstorageAction {
+    /// List the state dirs (the default)
+    List,
+    /// Print the state dir path (for ARCH, if given)
+    Path { arch: Option<String> },
+    /// Disk usage of each state dir
+    Df,
+    /// Delete the current state dir, ARCH's, or all of them (only dirs this tool created)
+    Clean {
+        arch: Option<String>,
+        #[arg(long, conflicts_with = "arch")]
+        all: bool,
+    },
+}
+
+fn command_list(title: &str, rows: &[(&str, &str)]) -> String {
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let mut text = format!("{title}\n");
+    for (name, about) in rows {
+        text.push_str(&format!("  {name:<width$}  {about}\n"));
+    }
+    text
+}
+
+/// clap wants `'static` names unless its `string` feature is on; the program name is built
+/// once or twice per process, so leaking it is cheaper than another feature in the lock.
+fn static_name(name: &str) -> &'static str {
+    Box::leak(name.to_string().into_boxed_str())
+}
+
+fn base_command(tool_name: &str, color: ColorChoice) -> Command {
+    let after_help = format!(
+        "{}\n{}\nArguments after a command are passed to it unchanged.\n\
+         Exit status: the container's, or 125 when {tool_name} itself failed.",
+        command_list(
+            "Runtime commands (run in the VM; need a runtime):",
+            RUNTIME_COMMANDS
+        ),
+        command_list("Core commands:", CORE_COMMANDS),
+    );
+    Command::new(static_name(tool_name))
+        .about("Run docker or podman commands for a target architecture inside a QEMU VM")
+        .color(color)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("version")
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("Print the tool name and version"),
+        )
+        .subcommand_value_name("COMMAND")
+        .after_help(after_help)
+}
+
+/// The parser used at run time: runtime and core commands are external subcommands, so their
+/// arguments arrive verbatim.
+pub fn parser(tool_name: &str, color: ColorChoice) -> Command {
+    let cmd = base_command(tool_name, color)
+        .allow_external_subcommands(true)
+        .external_subcommand_value_parser(value_parser!(OsString));
+    let cmd = <GlobalOptions as Args>::augment_args(cmd);
+    <FrontCommand as Subcommand>::augment_subcommands(cmd)
+}
+
+/// The grammar for completion scripts: the same, plus the runtime and core command names as
+/// real subcommands so shells can complete them.
+pub fn completion_grammar(tool_name: &str) -> Command {
+    let mut cmd = base_command(tool_name, ColorChoice::Never);
+    cmd = <GlobalOptions as Args>::augment_args(cmd);
+    cmd = <FrontCommand as Subcommand>::augment_subcommands(cmd);
+    for (name, about) in RUNTIME_COMMANDS.iter().chain(CORE_COMMANDS) {
+        cmd = cmd.subcommand(
+            Command::new(*name).about(*about).arg(
+                Arg::new("args")
+                    .num_args(0..)
+                    .trailing_var_arg(true)
+                    .allow_hyphen_values(true),
+            ),
+        );
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    fn parse(args: &[&str]) -> clap::ArgMatches {
+        parser("vdkr", ColorChoice::Never)
+            .try_get_matches_from(args)
+            .unwrap()
+    }
+
+    fn external(m: &clap::ArgMatches) -> (String, Vec<String>) {
+        let (name, sub) = m.subcommand().unwrap();
+        let args = sub
+            .get_many::<OsString>("")
+            .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        (name.to_string(), args)
+    }
+
+    #[test]
+    fn grammar_is_valid() {
+        parser("vdkr", ColorChoice::Never).debug_assert();
+        completion_grammar("vdkr").debug_assert();
+    }
+
+    #[test]
+    fn options_after_the_command_are_not_global() {
+        let m = parse(&["vdkr", "run", "alpine", "ls", "--help"]);
+        assert_eq!(
+            external(&m),
+            (
+                "run".into(),
+                vec!["alpine".into(), "ls".into(), "--help".into()]
+            )
+        );
+        let m = parse(&["vdkr", "run", "-it", "alpine", "sh"]);
+        let g = GlobalOptions::from_arg_matches(&m).unwrap();
+        assert!(!g.interactive && !g.tty);
+        assert_eq!(external(&m).1, ["-it", "alpine", "sh"]);
+        let m = parse(&["vdkr", "images", "-a", "--storage", "x", "--", "-v"]);
+        let g = GlobalOptions::from_arg_matches(&m).unwrap();
+        assert!(g.arch.is_none() && g.storage.is_none() && !g.verbose);
+        assert_eq!(external(&m).1, ["-a", "--storage", "x", "--", "-v"]);
+    }
+
+    #[test]
+    fn options_before_the_command_are_global() {
+        let m = parse(&[
+            "vdkr",
+            "-a",
+            "aarch64",
+            "-it",
+            "-v",
+            "--insecure-registry",
+            "r1:5000",
+            "--insecure-registry=r2:5000",
+            "--registry-pass",
+            "p w",
+            "vrun",
+            "alpine",
+        ]);
+        let g = GlobalOptions::from_arg_matches(&m).unwrap();
+        assert_eq!(g.arch.as_deref(), Some("aarch64"));
+        assert!(g.interactive && g.tty && g.verbose);
+        assert_eq!(g.insecure_registries, ["r1:5000", "r2:5000"]);
+        assert_eq!(g.registry_password.as_deref(), Some("p w"));
+        assert_eq!(external(&m), ("vrun".into(), vec!["alpine".into()]));
+    }
+
+    #[test]
+    fn front_commands_parse() {
+        let m = parse(&["vdkr", "vconfig", "arch", "--reset"]);
+        let c = FrontCommand::from_arg_matches(&m).unwrap();
+        assert!(matches!(
+            c,
+            FrontCommand::Vconfig(VconfigArgs { reset: true, .. })
+        ));
+        let m = parse(&["vdkr", "vstorage", "clean", "--all"]);
+        let c = FrontCommand::from_arg_matches(&m).unwrap();
+        assert!(matches!(
+            c,
+            FrontCommand::Vstorage {
+                action: Some(VstorageAction::Clean { all: true, .. })
+            }
+        ));
+        assert!(parser("vdkr", ColorChoice::Never)
+            .try_get_matches_from(["vdkr", "vconfig", "arch", "x", "--reset"])
+            .is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The names of the commands that run in the VM, and of the core commands that need no
+//! runtime. One table, so that help, completion and dispatch agree.
+
+/// Commands handed verbatim to the runtime (docker/podman pass-through names and the
+/// tool's own "v" commands of spec/cli.md §1.2–1.3), with a one-line description.
+pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
+    ("run", "Run a command in a new container"),
+    (
+        "vrun",
+        "Run a container with its entrypoint cleared (run --rm [-it] IMAGE CMD)",
+    ),
+    ("exec", "Run a command in a running container"),
+    ("images", "List images"),
+    (
+        "image",
+        "Manage images (ls, rm, pull, inspect, tag, push, prune, history)",
+    ),
+    ("pull", "Pull an image from a registry"),
+    ("push", "Push an image to a registry"),
+    ("load", "Load an image from a tar archive (-i FILE)"),
+    ("save", "Save an image to a tar archive (-o FILE)"),
+    ("import", "Import a tarball as an image"),
+    (
+        "vimport",
+        "Import an OCI layout, tarball or directory (type auto-detected)",
+    ),
+    ("tag", "Tag an image"),
+    ("rmi", "Remove images"),
+    ("build", "Build an image"),
+    ("history", "Show the history of an image"),
+    ("commit", "Create an image from a container"),
+    ("ps", "List containers"),
+    ("create", "Create a container"),
+    ("start", "Start containers"),
+    ("stop", "Stop containers"),
+    ("restart", "Restart containers"),
+    ("kill", "Kill containers"),
+    ("pause", "Pause containers"),
+    ("unpause", "Unpause containers"),
+    ("rm", "Remove containers"),
+    ("logs", "Show a container's logs"),
+    ("inspect", "Show low-level information on objects"),
+    ("top", "Show the processes of a container"),
+    ("stats", "Show container resource usage"),
+    ("port", "List a container's port mappings"),
+    (
+        "wait",
+        "Wait for containers to stop and print their exit codes",
+    ),
+    ("cp", "Copy files between a container and the host"),
+    ("container", "Manage containers"),
+    ("volume", "Manage volumes"),
+    ("network", "Manage networks"),
+    ("system", "Manage the runtime (df, prune, events, info)"),
+    ("info", "Show runtime information"),
+    ("version", "Show the runtime's version"),
+    ("search", "Search a registry for images"),
+    ("login", "Log in to a registry"),
+    ("logout", "Log out from a registry"),
+    (
+        "vshell",
+        "Open a shell in the VM itself (needs a running memres VM)",
+    ),
+    (
+        "memres",
+        "Manage the memory-resident VM (start, stop, restart, status, list)",
+    ),
+    ("vmemres", "Same as memres"),
+];
+
+/// Commands of the core that need no runtime; their arguments are also passed verbatim to
+/// the part of the core that owns them.
+pub const CORE_COMMANDS: &[(&str, &str)] = &[
+    (
+        "plugins",
+        "List the runtime and backend plugins found (--format json)",
+    ),
+    (
+        "doctor",
+        "Check the host: QEMU, acceleration, vsock transport, blobs",
+    ),
+];
+
+/// `vcontainer image build ...` (OCI image from a rootfs, with a backend plugin) is a core
+/// command when no runtime is selected; with a runtime, `image` is the runtime's.
+pub const CORE_IMAGE_COMMAND: &str = "image";
+
+pub fn is_runtime_command(name: &str) -> bool {
+    RUNTIME_COMMANDS.iter().any(|(n, _)| *n == name)
+}
+
+pub fn is_core_command(name: &str) -> bool {
+    CORE_COMMANDS.iter().any(|(n, _)| *n == name)
+}

@@ -1,0 +1,306 @@
+//! The multi-call entry: argv[0] -> tool, clap -> options + command, then the command's
+//! handler. `main.rs` only maps the result to an exit code.
+
+use std::ffi::OsString;
+
+use anyhow::{bail, Context};
+use clap::{ArgMatches, FromArgMatches, Subcommand};
+
+use crate::cli::{self, FrontCommand, GlobalOptions};
+use crate::commands;
+use crate::dispatch::{self, CoreContext, RuntimeContext};
+use crate::program_name::{parse_program_name, ProgramName, RuntimeAlias};
+use crate::session::Session;
+use crate::state_dir;
+use crate::tool::{self, Tool};
+use crate::ui;
+use crate::{vconfig, vstorage};
+
+/// Exit status for failures of the tool itself (docker's convention).
+pub const EXIT_TOOL_ERROR: i32 = 125;
+
+/// The runtime aliases known to the front. Until the plugin loader is wired this is the
+/// built-in table; then it becomes the aliases the loaded runtime plugins declare.
+pub fn runtime_aliases() -> Vec<RuntimeAlias> {
+    tool::builtin_runtime_aliases()
+}
+
+/// The name to put in front of messages, from argv[0] alone (used by main for errors that
+/// happen before anything else is known).
+pub fn program_label(argv: &[OsString]) -> String {
+    let Some(argv0) = argv.first() else {
+        return crate::program_name::GENERIC_NAME.to_string();
+    };
+    let argv0 = argv0.to_string_lossy();
+    match parse_program_name(&argv0, &runtime_aliases()) {
+        Ok(p) => p.tool,
+        Err(e) => e.name,
+    }
+}
+
+/// What the command line asks for, before anything touches the disk or the environment
+/// beyond argv[0]. Split from [`run`] so tests can check that argv reaches the runtime
+/// command untouched.
+#[derive(Debug)]
+pub enum Invocation {
+    /// clap printed help or a usage error: print it and exit with this code.
+    Usage { error: clap::Error, code: i32 },
+    /// `--version`
+    Version { program: String },
+    /// no command: print help
+    Help { program: String },
+    /// `vconfig`, `vstorage`, `clean`, `completion`
+    Front {
+        program: ProgramName,
+        tool: Option<Tool>,
+        options: GlobalOptions,
+        command: FrontCommand,
+    },
+    /// `plugins`, `doctor`, `image build` without a runtime
+    Core(CoreContext),
+    /// a command that runs in the VM; `argv` is verbatim (command name first)
+    Runtime {
+        program: ProgramName,
+        tool: Tool,
+        options: GlobalOptions,
+        argv: Vec<OsString>,
+    },
+}
+
+/// Parses argv (argv[0] included) into an [`Invocation`].
+pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
+    let aliases = runtime_aliases();
+    let argv0 = argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let program = parse_program_name(&argv0, &aliases)?;
+
+    let matches = match cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            let code = match error.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => EXIT_TOOL_ERROR,
+            };
+            return Ok(Invocation::Usage { error, code });
+        }
+    };
+    let options = GlobalOptions::from_arg_matches(&matches)?;
+    if matches.get_flag("version") {
+        return Ok(Invocation::Version {
+            program: program.tool,
+        });
+    }
+    let tool = select_tool(&program, &options, &aliases)?;
+
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(Invocation::Help {
+            program: program.tool,
+        });
+    };
+    if FrontCommand::has_subcommand(name) {
+        let command = FrontCommand::from_arg_matches(&matches)?;
+        return Ok(Invocation::Front {
+            program,
+            tool,
+            options,
+            command,
+        });
+    }
+    let argv_rest = verbatim_args(name, sub);
+    let core_image = name == commands::CORE_IMAGE_COMMAND && tool.is_none();
+    if commands::is_core_command(name) || core_image {
+        return Ok(Invocation::Core(CoreContext {
+            program: program.tool,
+            options,
+            argv: argv_rest,
+        }));
+    }
+    if !commands::is_runtime_command(name) {
+        bail!(
+            "unknown command '{name}'; run '{} --help' for the list",
+            program.tool
+        );
+    }
+    Ok(Invocation::Runtime {
+        tool: require_tool(tool, name)?,
+        program,
+        options,
+        argv: argv_rest,
+    })
+}
+
+/// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure (125).
+pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
+    match parse(&argv)? {
+        Invocation::Usage { error, code } => {
+            error.print().context("printing usage")?;
+            Ok(code)
+        }
+        Invocation::Version { program } => {
+            println!("{program} version {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Invocation::Help { program } => {
+            cli::parser(&program, ui::clap_color())
+                .print_help()
+                .context("printing help")?;
+            Ok(0)
+        }
+        Invocation::Front {
+            program,
+            tool,
+            options,
+            command,
+        } => {
+            init_logging(&tool, &options);
+            run_front_command(&program, tool, options, command)
+        }
+        Invocation::Core(ctx) => {
+            init_logging(&None, &ctx.options);
+            dispatch::run_core_command(ctx)
+        }
+        Invocation::Runtime {
+            program,
+            tool,
+            options,
+            argv,
+        } => {
+            init_logging(&Some(tool.clone()), &options);
+            let session = Session::new(tool, program.arch, options)?;
+            let ctx = runtime_context(session, argv)?;
+            dispatch::run_runtime_command(ctx)
+        }
+    }
+}
+
+/// The command name plus its arguments as clap received them (external subcommand values
+/// are stored under the empty id).
+fn verbatim_args(name: &str, sub: &ArgMatches) -> Vec<OsString> {
+    let mut argv = vec![OsString::from(name)];
+    if let Some(values) = sub.get_many::<OsString>("") {
+        argv.extend(values.cloned());
+    }
+    argv
+}
+
+/// Picks the tool from the program name and `--runtime`; they must agree.
+fn select_tool(
+    program: &ProgramName,
+    options: &GlobalOptions,
+    aliases: &[RuntimeAlias],
+) -> anyhow::Result<Option<Tool>> {
+    match (&program.runtime, &options.runtime) {
+        (None, None) => Ok(None),
+        (None, Some(wanted)) => Ok(Some(tool::tool_for_runtime(wanted, aliases)?)),
+        (Some(runtime), None) => Ok(Some(Tool::new(&program.tool, runtime))),
+        (Some(runtime), Some(wanted)) => {
+            let asked = tool::tool_for_runtime(wanted, aliases)?;
+            if &asked.runtime != runtime {
+                bail!(
+                    "{} runs {runtime}, but --runtime asks for {}; use {} or vcontainer --runtime {}",
+                    program.tool,
+                    asked.runtime,
+                    asked.name,
+                    asked.runtime
+                );
+            }
+            Ok(Some(Tool::new(&program.tool, runtime)))
+        }
+    }
+}
+
+fn require_tool(tool: Option<Tool>, command: &str) -> anyhow::Result<Tool> {
+    match tool {
+        Some(t) => Ok(t),
+        None => {
+            let runtimes: Vec<String> = runtime_aliases()
+                .iter()
+                .map(|a| format!("{} ({})", a.runtime, a.alias))
+                .collect();
+            bail!(
+                "'{command}' needs a runtime: use `vcontainer --runtime <RUNTIME> {command} ...` \
+                 or run it as one of the runtime's names; runtimes: {}",
+                runtimes.join(", ")
+            )
+        }
+    }
+}
+
+fn run_front_command(
+    program: &ProgramName,
+    tool: Option<Tool>,
+    options: GlobalOptions,
+    command: FrontCommand,
+) -> anyhow::Result<i32> {
+    let name = match &command {
+        FrontCommand::Completion { shell } => {
+            let mut grammar = cli::completion_grammar(&program.tool);
+            clap_complete::generate(*shell, &mut grammar, &program.tool, &mut std::io::stdout());
+            return Ok(0);
+        }
+        FrontCommand::Vconfig(_) => "vconfig",
+        FrontCommand::Vstorage { .. } => "vstorage",
+        FrontCommand::Clean => "clean",
+    };
+    let session = Session::new(require_tool(tool, name)?, program.arch, options)?;
+    match command {
+        FrontCommand::Vconfig(args) => vconfig::run(&session, &args),
+        FrontCommand::Vstorage { action } => vstorage::run(&session, action.as_ref()),
+        FrontCommand::Clean => vstorage::clean_current(&session),
+        FrontCommand::Completion { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Resolves arch, settings and the state dir (creating it) for a runtime command.
+pub fn runtime_context(session: Session, argv: Vec<OsString>) -> anyhow::Result<RuntimeContext> {
+    let (arch, arch_source) = session.arch()?;
+    let settings = session.settings()?;
+    let request = session.state_request()?;
+    let root = session.state_root()?;
+    let state = state_dir::prepare(&request, &session.tool, &root, arch, &session.cwd)?;
+    if settings.verbose {
+        ui::info(
+            &session.tool.name,
+            &format!(
+                "runtime {}, arch {arch} (from {arch_source}), state {}",
+                session.tool.runtime,
+                state.path.display()
+            ),
+        );
+    }
+    Ok(RuntimeContext {
+        tool: session.tool,
+        arch,
+        arch_source,
+        state,
+        options: session.options,
+        settings,
+        config_dir: session.config_dir,
+        argv,
+    })
+}
+
+/// Log output of all modules on stderr: warnings by default, debug with -v (or
+/// `$<TOOL>_VERBOSE`), or whatever `$VCONTAINER_LOG` says.
+fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
+    let verbose = options.verbose
+        || tool
+            .as_ref()
+            .and_then(|t| t.env_var("VERBOSE"))
+            .is_some_and(|v| v == "true" || v == "1");
+    let default = if verbose { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VCONTAINER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ui::stderr_color())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

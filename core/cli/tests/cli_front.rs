@@ -1,0 +1,509 @@
+//! The built binary, run through links named like the installed ones (vdkr-aarch64, ...),
+//! with HOME in a temp dir: arch precedence, state paths, vconfig, safe clean, parsing.
+
+// test helpers outside #[test] fns: a failed setup step should just panic
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+const NAMES: &[&str] = &[
+    "vcontainer",
+    "vdkr",
+    "vpdmn",
+    "vdkr-x86_64",
+    "vdkr-aarch64",
+    "vpdmn-x86_64",
+    "vpdmn-aarch64",
+    "vdkr-riscv64",
+];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bin")).unwrap();
+        fs::create_dir(dir.path().join("home")).unwrap();
+        fs::create_dir(dir.path().join("work")).unwrap();
+        for name in NAMES {
+            std::os::unix::fs::symlink(
+                env!("CARGO_BIN_EXE_vcontainer"),
+                dir.path().join("bin").join(name),
+            )
+            .unwrap();
+        }
+        Fixture { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The link `name`, with a clean environment: HOME in the fixture, no VDKR_*/VPDMN_*.
+    fn cmd(&self, name: &str) -> Command {
+        let mut cmd = Command::new(self.dir.path().join("bin").join(name));
+        cmd.env_clear()
+            .env("HOME", self.home())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(self.work());
+        cmd
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> Output {
+        self.cmd(name).args(args).output().unwrap()
+    }
+
+    fn run_env(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = self.cmd(name);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().unwrap()
+    }
+
+    fn config_path(&self, tool: &str) -> PathBuf {
+        self.home().join(".config").join(tool).join("config")
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn host_arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// `vstorage path` for a link + env + args; asserts success.
+fn storage_path(f: &Fixture, name: &str, env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["vstorage", "path"]);
+    let o = f.run_env(name, env, &all);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    stdout(&o).trim_end().to_string()
+}
+
+#[test]
+fn vstorage_path_of_vpdmn_aarch64_ends_in_dot_vpdmn_aarch64() {
+    let f = Fixture::new();
+    let path = storage_path(&f, "vpdmn-aarch64", &[], &[]);
+    assert!(path.ends_with(".vpdmn/aarch64"), "{path}");
+    assert!(Path::new(&path).starts_with(f.home().canonicalize().unwrap()));
+}
+
+#[test]
+fn arch_precedence_flag_name_env_config_host() {
+    let f = Fixture::new();
+    // host, when nothing else says
+    let p = storage_path(&f, "vdkr", &[], &[]);
+    assert!(p.ends_with(&format!(".vdkr/{}", host_arch())), "{p}");
+
+    // config beats host
+    let o = f.run("vdkr", &["vconfig", "arch", "aarch64"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(storage_path(&f, "vdkr", &[], &[]).ends_with(".vdkr/aarch64"));
+
+    // env beats config
+    let env = [("VDKR_ARCH", "x86_64")];
+    assert!(storage_path(&f, "vdkr", &env, &[]).ends_with(".vdkr/x86_64"));
+
+    // only the tool's own prefix counts
+    let other = [("VPDMN_ARCH", "x86_64")];
+    assert!(storage_path(&f, "vdkr", &other, &[]).ends_with(".vdkr/aarch64"));
+
+    // program name beats env
+    let env = [("VDKR_ARCH", "aarch64")];
+    assert!(storage_path(&f, "vdkr-x86_64", &env, &[]).ends_with(".vdkr/x86_64"));
+
+    // flag beats program name; OCI alias accepted
+    assert!(storage_path(&f, "vdkr-x86_64", &env, &["-a", "arm64"]).ends_with(".vdkr/aarch64"));
+    assert!(storage_path(&f, "vdkr-aarch64", &[], &["--arch", "x86_64"]).ends_with(".vdkr/x86_64"));
+}
+
+#[test]
+fn legacy_arch_file_is_read_after_the_config_key() {
+    let f = Fixture::new();
+    let dir = f.home().join(".config/vpdmn");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("arch"), "aarch64\n").unwrap();
+    assert!(storage_path(&f, "vpdmn", &[], &[]).ends_with(".vpdmn/aarch64"));
+}
+
+#[test]
+fn vstorage_path_honours_its_arch_argument() {
+    let f = Fixture::new();
+    let o = f.run("vdkr-x86_64", &["vstorage", "path", "aarch64"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).trim_end().ends_with(".vdkr/aarch64"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn unknown_arch_is_exit_125_with_a_clear_message() {
+    let f = Fixture::new();
+    for (name, args, env) in [
+        ("vdkr", vec!["-a", "riscv64", "vstorage", "path"], vec![]),
+        ("vdkr-riscv64", vec!["vstorage", "path"], vec![]),
+        (
+            "vdkr",
+            vec!["vstorage", "path"],
+            vec![("VDKR_ARCH", "riscv64")],
+        ),
+        ("vdkr", vec!["vstorage", "path", "riscv64"], vec![]),
+    ] {
+        let o = f.run_env(name, &env, &args);
+        assert_eq!(o.status.code(), Some(125), "{name} {args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("riscv64") && err.contains("x86_64, aarch64"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+    }
+}
+
+#[test]
+fn state_dir_env_and_instance_and_relative_state_dir() {
+    let f = Fixture::new();
+    let root = f.dir.path().join("roots/vd");
+    let env = [("VDKR_STATE_DIR", root.to_str().unwrap())];
+    assert_eq!(
+        storage_path(&f, "vdkr-aarch64", &env, &[]),
+        root.join("aarch64").to_str().unwrap()
+    );
+    assert!(storage_path(&f, "vdkr", &[], &["-I", "ci"]).ends_with(".vdkr/ci"));
+    let p = storage_path(&f, "vdkr", &[], &["--state-dir", "rel/../st"]);
+    assert_eq!(
+        p,
+        f.work()
+            .canonicalize()
+            .unwrap()
+            .join("st")
+            .to_str()
+            .unwrap()
+    );
+    let o = f.run("vdkr", &["-I", "../escape", "vstorage", "path"]);
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn vconfig_set_get_show_reset() {
+    let f = Fixture::new();
+    let o = f.run("vpdmn", &["vconfig", "memory", "4096"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "confirmation goes to stderr");
+    assert_eq!(
+        fs::read_to_string(f.config_path("vpdmn")).unwrap(),
+        "memory=4096\n"
+    );
+    assert_eq!(stdout(&f.run("vpdmn", &["vconfig", "memory"])), "4096\n");
+    assert_eq!(stdout(&f.run("vpdmn", &["vconfig", "cpus"])), "2\n");
+    let show = stdout(&f.run("vpdmn", &["vconfig"]));
+    assert!(show.contains("  memory = 4096\n"), "{show}");
+    assert!(show.contains("  cpus = 2 (default)\n"), "{show}");
+    assert!(show.contains("Config directory: "), "{show}");
+    let o = f.run("vpdmn", &["vconfig", "memory", "--reset"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("Reset memory to default: 2048"));
+    assert_eq!(fs::read_to_string(f.config_path("vpdmn")).unwrap(), "");
+}
+
+#[test]
+fn vconfig_errors_exit_125_and_leave_the_file_untouched() {
+    let f = Fixture::new();
+    let path = f.config_path("vdkr");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let original = "# keep me\narch=aarch64\nauto-daemon=false\n";
+    fs::write(&path, original).unwrap();
+    for (args, expect) in [
+        (
+            vec!["vconfig", "daemon", "yes"],
+            "valid keys: arch, timeout",
+        ),
+        (vec!["vconfig", "idle", "5"], "unknown config key 'idle'"),
+        (vec!["vconfig", "state", "x"], "unknown config key"),
+        (
+            vec!["vconfig", "arch", "riscv64"],
+            "valid values: x86_64, aarch64",
+        ),
+        (
+            vec!["vconfig", "verbose", "yes"],
+            "valid values: true, false",
+        ),
+        (vec!["vconfig", "timeout", "0"], "integer >= 1"),
+        (vec!["vconfig", "cpus", "-3"], "integer >= 1"),
+        (vec!["vconfig", "state-dir", "relative"], "absolute path"),
+        (vec!["vconfig", "nokey", "--reset"], "unknown config key"),
+    ] {
+        let o = f.run("vdkr", &args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+        assert_eq!(fs::read_to_string(&path).unwrap(), original, "{args:?}");
+    }
+    // no temp file left beside it
+    assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+}
+
+#[test]
+fn bad_stored_config_value_is_an_error_naming_the_file() {
+    let f = Fixture::new();
+    let path = f.config_path("vdkr");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, "arch=sparc\n").unwrap();
+    let o = f.run("vdkr", &["vstorage", "path"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("sparc"), "{}", stderr(&o));
+}
+
+/// Makes a state dir the way the tool does (dir + marker).
+fn make_state_dir(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join(".vcontainer-state"), "test\n").unwrap();
+    fs::write(dir.join("podman-state.img"), vec![0u8; 4096]).unwrap();
+}
+
+#[test]
+fn clean_all_with_state_dir_leaves_user_files_and_siblings_alone() {
+    let f = Fixture::new();
+    let parent = f.work().join("project");
+    fs::create_dir_all(parent.join("src")).unwrap();
+    fs::write(parent.join("notes.txt"), "mine").unwrap();
+    fs::write(parent.join("src/main.c"), "int main(void){return 0;}").unwrap();
+    fs::create_dir(parent.join("photos")).unwrap();
+    fs::write(parent.join("photos/cat.jpg"), "jpg").unwrap();
+    let state = parent.join("state");
+    make_state_dir(&state);
+    // a marked per-arch dir in the default root and an unmarked user dir beside it
+    make_state_dir(&f.home().join(".vpdmn/x86_64"));
+    fs::create_dir_all(f.home().join(".vpdmn/keep")).unwrap();
+    fs::write(f.home().join(".vpdmn/keep/data"), "x").unwrap();
+
+    let o = f.run(
+        "vpdmn",
+        &["--state-dir", "project/state", "vstorage", "clean", "--all"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!state.exists(), "the marked state dir is deleted");
+    assert!(!f.home().join(".vpdmn/x86_64").exists());
+    assert_eq!(
+        fs::read_to_string(parent.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert!(parent.join("src/main.c").is_file());
+    assert!(parent.join("photos/cat.jpg").is_file());
+    assert!(f.home().join(".vpdmn/keep/data").is_file());
+    assert!(f.home().join(".vpdmn").is_dir(), "the root itself stays");
+}
+
+#[test]
+fn clean_refuses_a_dir_without_marker() {
+    let f = Fixture::new();
+    let user = f.work().join("src");
+    fs::create_dir(&user).unwrap();
+    fs::write(user.join("main.rs"), "fn main() {}").unwrap();
+    for args in [
+        vec!["--state-dir", "src", "clean"],
+        vec!["--state-dir", "src", "vstorage", "clean"],
+    ] {
+        let o = f.run("vdkr", &args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(stderr(&o).contains("marker"), "{}", stderr(&o));
+        assert!(user.join("main.rs").is_file());
+    }
+}
+
+#[test]
+fn clean_of_the_current_dir_and_of_an_arch() {
+    let f = Fixture::new();
+    let a = f.home().join(".vdkr/aarch64");
+    let x = f.home().join(".vdkr/x86_64");
+    make_state_dir(&a);
+    make_state_dir(&x);
+    let o = f.run("vdkr-aarch64", &["clean"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!a.exists() && x.exists());
+    let o = f.run("vdkr-aarch64", &["clean"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("No storage directory found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = f.run("vdkr", &["vstorage", "clean", "x86_64"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!x.exists());
+}
+
+struct Sleeper(Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn clean_refuses_while_a_memres_vm_runs() {
+    let f = Fixture::new();
+    let state = f.home().join(".vdkr/x86_64");
+    make_state_dir(&state);
+    let sleeper = Sleeper(Command::new("sleep").arg("60").spawn().unwrap());
+    fs::write(
+        state.join("vm.json"),
+        format!(r#"{{"qemu_pid": {}}}"#, sleeper.0.id()),
+    )
+    .unwrap();
+    for args in [
+        vec!["clean"],
+        vec!["vstorage", "clean"],
+        vec!["vstorage", "clean", "--all"],
+    ] {
+        let o = f.run("vdkr-x86_64", &args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(
+            stderr(&o).contains("memres VM is running"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(state.join("podman-state.img").is_file());
+    }
+    let list = stdout(&f.run("vdkr-x86_64", &["vstorage", "list"]));
+    assert!(
+        list.contains(&format!("memres running (PID {})", sleeper.0.id())),
+        "{list}"
+    );
+    drop(sleeper);
+    let o = f.run("vdkr-x86_64", &["clean"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!state.exists());
+}
+
+#[test]
+fn vstorage_list_shows_only_marked_dirs() {
+    let f = Fixture::new();
+    make_state_dir(&f.home().join(".vdkr/aarch64"));
+    fs::create_dir_all(f.home().join(".vdkr/photos")).unwrap();
+    let o = f.run("vdkr", &["vstorage", "list"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains("aarch64\n  Path:"), "{out}");
+    assert!(!out.contains("photos"), "{out}");
+    assert!(out.contains("Status: no memres"), "{out}");
+    let f2 = Fixture::new();
+    let out = stdout(&f2.run("vdkr", &["vstorage"]));
+    assert!(out.contains("(no storage directories found)"), "{out}");
+}
+
+#[test]
+fn version_help_and_completion() {
+    let f = Fixture::new();
+    let o = f.run("vpdmn-aarch64", &["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o),
+        format!("vpdmn version {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let o = f.run("vdkr", &["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for word in [
+        "--insecure-registry",
+        "--stateless",
+        "vconfig",
+        "vrun",
+        "memres",
+    ] {
+        assert!(help.contains(word), "{word} missing in help");
+    }
+    assert!(!help.contains('\x1b'), "no colour when not on a terminal");
+    for shell in ["bash", "zsh", "fish"] {
+        let o = f.run("vdkr", &["completion", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        let script = stdout(&o);
+        assert!(script.contains("vdkr"), "{shell}");
+        assert!(
+            script.contains("vimport"),
+            "{shell}: runtime commands completed"
+        );
+    }
+}
+
+#[test]
+fn help_after_the_command_is_not_the_tools_help() {
+    let f = Fixture::new();
+    let o = f.run("vdkr", &["run", "alpine", "ls", "--help"]);
+    assert!(!stdout(&o).contains("Usage: vdkr"), "{}", stdout(&o));
+    assert!(
+        !stderr(&o).contains("unexpected argument"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn runtime_commands_are_not_faked() {
+    let f = Fixture::new();
+    let o = f.run("vdkr", &["images"]);
+    assert_ne!(o.status.code(), Some(0), "must not claim success");
+}
+
+#[test]
+fn usage_errors_are_125() {
+    let f = Fixture::new();
+    let o = f.run("vdkr", &["--no-such-option", "images"]);
+    assert_eq!(o.status.code(), Some(125));
+    let o = f.run("vdkr", &["frobnicate"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).starts_with("vdkr: error: unknown command 'frobnicate'"));
+    let o = f.run("vcontainer", &["images"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--runtime"), "{}", stderr(&o));
+    let o = f.run("vdkr", &["--runtime", "podman", "images"]);
+    assert_eq!(o.status.code(), Some(125));
+    let o = f.run("vdkr", &["--state-dir", "/x", "--stateless", "images"]);
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn runtime_command_prepares_a_marked_state_dir_and_stateless_a_private_one() {
+    let f = Fixture::new();
+    let tmp = f.dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let tmp_s = tmp.to_str().unwrap();
+    let _ = f.run_env(
+        "vpdmn",
+        &[("TMPDIR", tmp_s)],
+        &["--state-dir", "sd", "images"],
+    );
+    assert!(f.work().join("sd/.vcontainer-state").is_file());
+    let _ = f.run_env(
+        "vpdmn-aarch64",
+        &[("TMPDIR", tmp_s)],
+        &["--stateless", "images"],
+    );
+    assert!(
+        !f.home().join(".vpdmn/aarch64").exists(),
+        "--stateless must not touch the persistent instance"
+    );
+    assert_eq!(
+        fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the temporary state dir is removed at exit"
+    );
+}
