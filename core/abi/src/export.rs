@@ -17,12 +17,13 @@ macro_rules! export_backend_plugin {
         unpack: $unpack:path,
         index: $index:path $(,)?
     ) => {
-        #[doc(hidden)]
-        pub mod __vcontainer_plugin_export {
+        // An anonymous const block: the plugin's own function names stay visible, and the
+        // wrappers below cannot clash with them (hence their prefixed names).
+        const _: () = {
             use $crate::abi_stable::std_types::{RResult, RStr, RString, ROption, RVec};
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
 
-            extern "C" fn info() -> $crate::PluginInfo {
+            extern "C" fn __vc_info() -> $crate::PluginInfo {
                 $crate::PluginInfo {
                     name: RString::from($name),
                     version: RString::from(env!("CARGO_PKG_VERSION")),
@@ -33,30 +34,34 @@ macro_rules! export_backend_plugin {
                     description: RString::from($description),
                 }
             }
-            extern "C" fn build(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
-                $crate::backend::serve(req, super::$build)
+            extern "C" fn __vc_build(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
+                $crate::backend::serve(req, $build)
             }
-            extern "C" fn unpack(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
-                $crate::backend::serve(req, super::$unpack)
+            extern "C" fn __vc_unpack(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
+                $crate::backend::serve(req, $unpack)
             }
-            extern "C" fn index(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
-                $crate::backend::serve(req, super::$index)
+            extern "C" fn __vc_index(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
+                $crate::backend::serve(req, $index)
             }
 
             /// The root module of this plugin.
             #[::abi_stable::export_root_module]
-            pub fn vcontainer_plugin_root() -> $crate::PluginRootRef {
-                let backend = $crate::BackendModule { build, unpack, index }.leak_into_prefix();
+            pub fn __vc_plugin_root() -> $crate::PluginRootRef {
+                let backend = $crate::BackendModule {
+                    build: __vc_build,
+                    unpack: __vc_unpack,
+                    index: __vc_index,
+                }.leak_into_prefix();
                 $crate::PluginRoot {
                     interface_version: $crate::INTERFACE_VERSION,
                     kind: $crate::PluginKind::Backend,
-                    info,
+                    info: __vc_info,
                     runtime: ROption::RNone,
                     backend: ROption::RSome(backend),
                 }
                 .leak_into_prefix()
             }
-        }
+        };
     };
 }
 
@@ -73,12 +78,13 @@ macro_rules! export_runtime_plugin {
         spec: $spec:path,
         plan: $plan:path $(,)?
     ) => {
-        #[doc(hidden)]
-        pub mod __vcontainer_plugin_export {
+        // An anonymous const block: the plugin's own function names stay visible, and the
+        // wrappers below cannot clash with them (hence their prefixed names).
+        const _: () = {
             use $crate::abi_stable::std_types::{RResult, RSlice, RString, ROption, RVec};
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
 
-            extern "C" fn info() -> $crate::PluginInfo {
+            extern "C" fn __vc_info() -> $crate::PluginInfo {
                 $crate::PluginInfo {
                     name: RString::from($name),
                     version: RString::from(env!("CARGO_PKG_VERSION")),
@@ -89,31 +95,34 @@ macro_rules! export_runtime_plugin {
                     description: RString::from($description),
                 }
             }
-            extern "C" fn spec() -> $crate::runtime::RuntimeSpec {
+            extern "C" fn __vc_spec() -> $crate::runtime::RuntimeSpec {
                 // A spec is built from literals; a panic here is a plugin bug, and aborting
                 // is the only option across extern "C" without a Result.
-                super::$spec()
+                $spec()
             }
-            extern "C" fn plan(
+            extern "C" fn __vc_plan(
                 args: RSlice<'_, RString>,
             ) -> RResult<$crate::runtime::CommandPlan, $crate::PluginError> {
                 let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-                $crate::catch_panic(|| super::$plan(&args)).into()
+                $crate::catch_panic(|| $plan(&args)).into()
             }
 
             /// The root module of this plugin.
             #[::abi_stable::export_root_module]
-            pub fn vcontainer_plugin_root() -> $crate::PluginRootRef {
-                let runtime = $crate::RuntimeModule { spec, plan }.leak_into_prefix();
+            pub fn __vc_plugin_root() -> $crate::PluginRootRef {
+                let runtime = $crate::RuntimeModule {
+                    spec: __vc_spec,
+                    plan: __vc_plan,
+                }.leak_into_prefix();
                 $crate::PluginRoot {
                     interface_version: $crate::INTERFACE_VERSION,
                     kind: $crate::PluginKind::Runtime,
-                    info,
+                    info: __vc_info,
                     runtime: ROption::RSome(runtime),
                     backend: ROption::RNone,
                 }
                 .leak_into_prefix()
             }
-        }
+        };
     };
 }
