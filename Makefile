@@ -1,0 +1,69 @@
+# vcontainer: build, install, test. `make help` lists the targets.
+#
+#   make build                      release build of the workspace (binary + plugins)
+#   make agent                      static guest agent (vcontainer-agent)
+#   make guest                      guest blobs into build/blobs (scripts/build-guest.sh; needs root)
+#   make install PREFIX=~/.local    bin/ (+ vdkr, vpdmn, <tool>-<arch> links), lib/vcontainer/plugins/, share/vcontainer/
+#   make test                       everything, including the end-to-end tests against real guests
+#   make test-unit                  the tests that need no guest (end-to-end tests skip, saying why)
+#   make bench | make lint
+
+CARGO        ?= cargo
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+# the guest agent is built for the guest's arch; an explicit --target keeps the static
+# RUSTFLAGS away from the host artifacts in target/release
+AGENT_TARGET ?= x86_64-unknown-linux-gnu
+
+RELEASE_DIR  := target/release
+BLOB_DIR     := build/blobs
+TOOL_LINKS   := vdkr vpdmn vdkr-x86_64 vdkr-aarch64 vpdmn-x86_64 vpdmn-aarch64
+
+BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
+PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
+SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
+
+.PHONY: all help build build-debug agent guest install test test-unit bench lint
+
+all: build
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^#//'
+
+build:
+	$(CARGO) build --release --workspace
+
+# the end-to-end tests run target/debug/vcontainer and load the plugin .so files beside it
+build-debug:
+	$(CARGO) build --workspace
+
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p vcontainer-agent --target $(AGENT_TARGET)
+
+# owned by the guest image builder; it builds the agent itself and caches by input hash
+guest:
+	scripts/build-guest.sh
+
+install: build
+	install -d $(BIN_DEST) $(PLUGIN_DEST) $(SHARE_DEST)
+	install -m 0755 $(RELEASE_DIR)/vcontainer $(BIN_DEST)/vcontainer
+	for link in $(TOOL_LINKS); do ln -sfn vcontainer $(BIN_DEST)/$$link; done
+	set -e; found=0; for so in $(RELEASE_DIR)/libvcontainer_*.so; do \
+	  [ -e "$$so" ] || continue; found=1; install -m 0755 "$$so" $(PLUGIN_DEST)/; done; \
+	  [ $$found = 1 ] || { echo "install: no plugins (libvcontainer_*.so) in $(RELEASE_DIR)" >&2; exit 1; }
+	if [ -d $(BLOB_DIR) ]; then rm -rf $(SHARE_DEST)/blobs && cp -a $(BLOB_DIR) $(SHARE_DEST)/blobs; \
+	  else echo "install: no $(BLOB_DIR) (run 'make guest'); installed without guest blobs" >&2; fi
+
+# VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them
+test: build-debug guest
+	VCONTAINER_E2E=1 $(CARGO) test --workspace
+
+test-unit: build-debug
+	$(CARGO) test --workspace
+
+bench:
+	$(CARGO) bench --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
