@@ -1,0 +1,445 @@
+//! `image build`: rootfs (+ layer definitions, + base image) -> OCI image layout.
+//!
+//! Differences from image-oci's backends, on purpose (spec/backends.md §7):
+//! * one history entry per layer, no orphan blobs, one index.json entry (no stale base tag),
+//!   no `platform` in a single-arch index.json;
+//! * owners, modes, setuid bits, xattrs and file capabilities are kept (umoci's rootless
+//!   repack flattens owners to 0:0; `root_owned` restores that behaviour);
+//! * the variant is written (`armv7` -> arm + v7);
+//! * reproducible: mtimes clamped to SOURCE_DATE_EPOCH, which also dates `created`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{cache_key, CachedLayer, LayerCache};
+use crate::compress::{Compression, LayerSink};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::imageread::{image_tree, open_image};
+use crate::layer::write_layer;
+use crate::layerdef::parse_layer_def;
+use crate::layout::LayoutWriter;
+use crate::plan::{apply_plan, plan_layer, Plan, Source, StampRules};
+use crate::settings::ImageOptions;
+use crate::spec::{self, Descriptor, History, ImageConfig, Index, Manifest, RootFs};
+use crate::staging::{write_file_atomic, Staged};
+use crate::tarout::{write_layout_tar, TarStyle};
+use crate::timefmt;
+use crate::tree::{Tree, ROOT};
+
+/// Which backend's conventions to follow where they differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// One layer of the whole rootfs; no layer definitions, no base image.
+    Sloci,
+    #[default]
+    Umoci,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnnotationOptions {
+    pub created: Option<String>,
+    pub revision: Option<String>,
+    pub version: Option<String>,
+    /// Extra `key=value` annotations (manifest and index entry).
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuildRequest {
+    pub rootfs: Option<PathBuf>,
+    pub output: PathBuf,
+    /// index.json `org.opencontainers.image.ref.name`; default `latest`.
+    pub tag: Option<String>,
+    pub config: ImageOptions,
+    pub annotations: AnnotationOptions,
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    /// `name:type:content` definitions (umoci only).
+    pub layers: Vec<String>,
+    /// OCI layout of a base image (umoci only).
+    pub base_image: Option<PathBuf>,
+    pub base_tag: Option<String>,
+    /// With a base image and no layer definitions: also white out what the base has and
+    /// the rootfs does not (default: add/overwrite only, like image-oci's rsync).
+    pub delete_missing: bool,
+    pub cache_dir: Option<PathBuf>,
+    /// Recorded in cache markers (`machine=`).
+    pub machine: Option<String>,
+    pub source_date_epoch: Option<i64>,
+    /// Also write the layout as a tar file.
+    pub tar_output: Option<PathBuf>,
+    pub tar_style: TarStyle,
+    /// Store all entries as 0:0 like umoci's rootless repack.
+    pub root_owned: bool,
+    /// Replace an existing output.
+    pub force: bool,
+    pub flavor: Flavor,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub digest: Option<Digest>,
+    pub diff_id: Option<Digest>,
+    pub size: u64,
+    pub entries: usize,
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub tag: String,
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: Vec<LayerReport>,
+    pub tar: Option<PathBuf>,
+}
+
+/// Checks a tag against the OCI ref.name grammar (components of alphanumerics joined by
+/// `-._:@+` or `--`, separated by `/`).
+pub fn validate_tag(tag: &str) -> Result<()> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 255
+        && tag.split('/').all(|comp| {
+            let b = comp.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-._:@+".contains(c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid tag {tag:?} (letters and digits joined by - . _ : @ +)"
+        )))
+    }
+}
+
+fn kv_map(items: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        let (k, v) = i
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::invalid(format!("invalid {what} {i:?} (expected KEY=VALUE)")))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+struct LayerOut {
+    desc: Descriptor,
+    diff_id: Digest,
+    cached: bool,
+}
+
+/// Writes the plan as a blob of `layout` (through the cache when there is one).
+fn emit_layer(
+    req: &BuildRequest,
+    layout: &LayoutWriter,
+    plan: &Plan,
+    name: &str,
+    kind: &str,
+    lower: &[Digest],
+    log: &mut dyn FnMut(&str),
+) -> Result<LayerOut> {
+    let cache = req.cache_dir.as_ref().map(|d| LayerCache {
+        dir: d.clone(),
+        machine: req.machine.clone().unwrap_or_default(),
+    });
+    let key = match &cache {
+        Some(_) => Some(cache_key(
+            plan,
+            lower,
+            req.compression,
+            req.compression_level,
+            req.source_date_epoch,
+        )?),
+        None => None,
+    };
+    if let (Some(cache), Some(key)) = (&cache, &key) {
+        if let Some((blob, hit)) = cache.lookup(key, name) {
+            cache.restore(&blob, &hit, layout)?;
+            log(&format!("OCI Cache HIT: Layer '{name}' ({})", &key[..16]));
+            return Ok(LayerOut {
+                desc: layer_descriptor(req, &hit),
+                diff_id: hit.diff_id,
+                cached: true,
+            });
+        }
+        log(&format!(
+            "OCI Cache MISS: Layer '{name}' ({name}:{kind} {} entries, key {})",
+            plan.ops.len(),
+            &key[..16]
+        ));
+    }
+    let tmp = layout.temp_blob()?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    let mut sink = LayerSink::new(req.compression, req.compression_level, file)
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    write_layer(plan, &mut sink)?;
+    let (_f, d) = sink.finish().map_err(|e| Error::io(tmp.path(), e))?;
+    let blob = layout.commit_blob(tmp, &d.digest)?;
+    let info = CachedLayer {
+        diff_id: d.diff_id,
+        digest: d.digest,
+        size: d.size,
+        uncompressed_size: d.uncompressed_size,
+        media_type: req.compression.media_type().to_string(),
+    };
+    if let (Some(cache), Some(key)) = (&cache, &key) {
+        let created = timefmt::rfc3339(timefmt::now_or(None));
+        if let Err(e) = cache.store(key, name, &blob, &info, &created) {
+            log(&format!(
+                "warning: could not store layer '{name}' in the cache: {e}"
+            ));
+        }
+    }
+    Ok(LayerOut {
+        desc: layer_descriptor(req, &info),
+        diff_id: d.diff_id,
+        cached: false,
+    })
+}
+
+fn layer_descriptor(req: &BuildRequest, l: &CachedLayer) -> Descriptor {
+    let mut desc = Descriptor::new(&l.media_type, l.digest, l.size);
+    if req.flavor == Flavor::Umoci && l.size != l.uncompressed_size {
+        desc.annotations.insert(
+            spec::ANNOTATION_UNCOMPRESSED_SIZE.into(),
+            l.uncompressed_size.to_string(),
+        );
+    }
+    desc
+}
+
+/// Builds the image described by `req`. `log` receives progress lines (including the
+/// `OCI Cache HIT`/`OCI Cache MISS` lines build systems grep for).
+pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildReport> {
+    let tag = req.tag.clone().unwrap_or_else(|| "latest".into());
+    validate_tag(&tag)?;
+    req.config.validate()?;
+    let extra_annotations = kv_map(&req.annotations.extra, "annotation")?;
+    if req.flavor == Flavor::Sloci && (!req.layers.is_empty() || req.base_image.is_some()) {
+        return Err(Error::invalid(
+            "multi-layer images and base images need the umoci backend",
+        ));
+    }
+    let defs = req
+        .layers
+        .iter()
+        .map(|s| parse_layer_def(s))
+        .collect::<Result<Vec<_>>>()?;
+    let rootfs = req.rootfs.as_deref();
+    if let Some(r) = rootfs {
+        if !r.is_dir() {
+            return Err(Error::invalid(format!(
+                "rootfs {} is not a directory",
+                r.display()
+            )));
+        }
+    }
+    if defs.is_empty() && rootfs.is_none() {
+        return Err(Error::invalid(
+            "nothing to build: give --rootfs or layer definitions",
+        ));
+    }
+    let sources: Vec<(String, String, Vec<Source>)> = if defs.is_empty() {
+        let root = rootfs.map(Path::to_path_buf).unwrap_or_default();
+        let src = if req.base_image.is_some() && !req.delete_missing {
+            Source::Overlay {
+                src: root,
+                dst: ROOT.to_vec(),
+            }
+        } else {
+            Source::Mirror {
+                root,
+                path: ROOT.to_vec(),
+            }
+        };
+        vec![("rootfs".into(), "rootfs".into(), vec![src])]
+    } else {
+        defs.iter()
+            .map(|d| {
+                Ok((
+                    d.name.clone(),
+                    d.kind.as_str().to_string(),
+                    d.sources(rootfs)?,
+                ))
+            })
+            .collect::<Result<_>>()?
+    };
+
+    let created = timefmt::rfc3339(timefmt::now_or(req.source_date_epoch));
+    let staged = Staged::new(&req.output, req.force)?;
+    let layout = LayoutWriter::init(staged.path())?;
+
+    // Base image: verified, its layers copied, its tree known.
+    let (mut config, mut layers, mut tree) = match &req.base_image {
+        Some(base) => {
+            let img = open_image(base, req.base_tag.as_deref(), req.config.arch.as_deref())?;
+            log(&format!(
+                "base image {} ({} layers)",
+                base.display(),
+                img.manifest.layers.len()
+            ));
+            let tree = image_tree(&img)?;
+            for l in &img.manifest.layers {
+                layout.copy_blob_from(base, &l.digest, Some(l.size))?;
+            }
+            (img.config.clone(), img.manifest.layers.clone(), tree)
+        }
+        None => (
+            ImageConfig {
+                rootfs: RootFs {
+                    kind: "layers".into(),
+                    diff_ids: Vec::new(),
+                },
+                ..ImageConfig::default()
+            },
+            Vec::new(),
+            Tree::default(),
+        ),
+    };
+    config.rootfs.kind = "layers".into();
+
+    let rules = StampRules {
+        source_date_epoch: req.source_date_epoch,
+        root_owned: req.root_owned,
+    };
+    let backend = match req.flavor {
+        Flavor::Sloci => "sloci",
+        Flavor::Umoci => "umoci",
+    };
+    let mut reports = Vec::new();
+    for (name, kind, srcs) in &sources {
+        let plan = plan_layer(&tree, srcs, rules, &mut |w| log(&format!("warning: {w}")))?;
+        let created_by =
+            format!("vcontainer image build --backend {backend} (layer {name}: {kind})");
+        if plan.ops.is_empty() {
+            log(&format!("layer '{name}': no changes, no layer written"));
+            config.history.push(History {
+                created: Some(created.clone()),
+                created_by: Some(created_by),
+                author: req.config.author.clone(),
+                comment: None,
+                empty_layer: true,
+            });
+            reports.push(LayerReport {
+                name: name.clone(),
+                digest: None,
+                diff_id: None,
+                size: 0,
+                entries: 0,
+                cached: false,
+            });
+            continue;
+        }
+        let out = emit_layer(
+            req,
+            &layout,
+            &plan,
+            name,
+            kind,
+            &config.rootfs.diff_ids,
+            log,
+        )?;
+        apply_plan(&mut tree, &plan)?;
+        log(&format!(
+            "layer '{name}': {} entries, {} ({} bytes){}",
+            plan.ops.len(),
+            out.desc.digest,
+            out.desc.size,
+            if out.cached { ", from cache" } else { "" }
+        ));
+        config.rootfs.diff_ids.push(out.diff_id);
+        config.history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(created_by),
+            author: req.config.author.clone(),
+            comment: None,
+            empty_layer: false,
+        });
+        reports.push(LayerReport {
+            name: name.clone(),
+            digest: Some(out.desc.digest),
+            diff_id: Some(out.diff_id),
+            size: out.desc.size,
+            entries: plan.ops.len(),
+            cached: out.cached,
+        });
+        layers.push(out.desc);
+    }
+
+    req.config.apply(&mut config)?;
+    config.created = Some(created.clone());
+    let config_desc = layout.write_json(spec::MEDIA_CONFIG, &config)?;
+
+    let mut annotations = extra_annotations;
+    for (k, v) in [
+        (spec::ANNOTATION_CREATED, &req.annotations.created),
+        (spec::ANNOTATION_REVISION, &req.annotations.revision),
+        (spec::ANNOTATION_VERSION, &req.annotations.version),
+    ] {
+        if let Some(v) = v {
+            annotations.insert(k.to_string(), v.clone());
+        }
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(spec::MEDIA_MANIFEST.into()),
+        config: config_desc.clone(),
+        layers,
+        annotations: annotations.clone(),
+    };
+    let mut manifest_desc = layout.write_json(spec::MEDIA_MANIFEST, &manifest)?;
+    manifest_desc.annotations = annotations;
+    manifest_desc
+        .annotations
+        .insert(spec::ANNOTATION_REF_NAME.into(), tag.clone());
+    layout.write_index(&Index {
+        schema_version: 2,
+        media_type: Some(spec::MEDIA_INDEX.into()),
+        manifests: vec![manifest_desc.clone()],
+        annotations: BTreeMap::new(),
+    })?;
+
+    if let Some(tar) = &req.tar_output {
+        let top = req
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let mtime = req.source_date_epoch.unwrap_or(0);
+        write_file_atomic(tar, req.force, |f| {
+            write_layout_tar(staged.path(), top.as_bytes(), req.tar_style, mtime, f)
+        })?;
+        log(&format!("wrote {}", tar.display()));
+    }
+    let output = staged.commit()?;
+    log(&format!(
+        "wrote {} ({tag}, {})",
+        output.display(),
+        manifest_desc.digest
+    ));
+    Ok(BuildReport {
+        output,
+        tag,
+        manifest: manifest_desc.digest,
+        config: config_desc.digest,
+        layers: reports,
+        tar: req.tar_output.clone(),
+    })
+}

@@ -1,0 +1,353 @@
+//! Layer compression with diff_id and blob digest computed in the same streaming pass.
+//!
+//! gzip is compressed in parallel the way pigz/pgzip do it: the tar stream is cut into
+//! fixed 1 MiB chunks, each chunk is deflated independently (ending in a sync flush, the
+//! last one in a final block) and the pieces are concatenated into one gzip member. The
+//! chunk boundaries depend only on the input, never on the number of threads or on write
+//! sizes, so the output is byte-identical on every machine. zstd uses libzstd's own worker
+//! threads, whose output does not depend on the worker count either.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Crc, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, HashingWriter};
+
+const GZIP_CHUNK: usize = 1 << 20;
+/// Fixed gzip header: no name, MTIME 0, no extra flags, OS "unknown" (reproducible).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip
+    }
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => crate::spec::MEDIA_LAYER_GZIP,
+            Compression::Zstd => crate::spec::MEDIA_LAYER_ZSTD,
+            Compression::None => crate::spec::MEDIA_LAYER_TAR,
+        }
+    }
+
+    pub fn parse(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "gzip" | "gz" => Ok(Compression::Gzip),
+            "zstd" | "zst" => Ok(Compression::Zstd),
+            "none" | "tar" => Ok(Compression::None),
+            _ => Err(crate::error::Error::invalid(format!(
+                "unknown compression {s:?} (gzip, zstd or none)"
+            ))),
+        }
+    }
+}
+
+/// What one compressed layer stream came to.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamDigests {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// sha256 of the bytes written to the file.
+    pub digest: Digest,
+    pub size: u64,
+}
+
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Receives the uncompressed layer tar through `Write`, writes the compressed blob to a file.
+pub struct LayerSink {
+    raw_hash: Sha256,
+    raw_len: u64,
+    engine: Engine,
+}
+
+enum Engine {
+    Plain(HashingWriter<io::BufWriter<File>>),
+    Zstd(Box<zstd::stream::write::Encoder<'static, HashingWriter<io::BufWriter<File>>>>),
+    Gzip(ParallelGzip),
+}
+
+impl LayerSink {
+    pub fn new(compression: Compression, level: Option<i32>, out: File) -> io::Result<Self> {
+        let file = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, out));
+        let engine = match compression {
+            Compression::None => Engine::Plain(file),
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(file, level.unwrap_or(3))?;
+                // Always multi-threaded (even with one worker): libzstd's MT output is the
+                // same for any worker count, but differs from the single-threaded mode.
+                enc.multithread(worker_count().max(1) as u32)?;
+                enc.include_checksum(false)?;
+                Engine::Zstd(Box::new(enc))
+            }
+            Compression::Gzip => Engine::Gzip(ParallelGzip::new(
+                file,
+                level.unwrap_or(6).clamp(0, 9) as u32,
+            )),
+        };
+        Ok(LayerSink {
+            raw_hash: Sha256::new(),
+            raw_len: 0,
+            engine,
+        })
+    }
+
+    pub fn finish(self) -> io::Result<(File, StreamDigests)> {
+        let diff_id = Digest(self.raw_hash.finalize().into());
+        let hw = match self.engine {
+            Engine::Plain(hw) => hw,
+            Engine::Zstd(enc) => enc.finish()?,
+            Engine::Gzip(gz) => gz.finish()?,
+        };
+        let (buf, digest, size) = hw.finish();
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        Ok((
+            file,
+            StreamDigests {
+                diff_id,
+                uncompressed_size: self.raw_len,
+                digest,
+                size,
+            },
+        ))
+    }
+}
+
+impl Write for LayerSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.engine {
+            Engine::Plain(w) => w.write(buf)?,
+            Engine::Zstd(w) => w.write(buf)?,
+            Engine::Gzip(w) => w.write(buf)?,
+        };
+        self.raw_hash.update(&buf[..n]);
+        self.raw_len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+type Job = (u64, Vec<u8>, bool);
+type Done = (u64, io::Result<Vec<u8>>);
+
+/// pigz-style gzip: chunks deflated on worker threads, reassembled in order by a writer
+/// thread.
+struct ParallelGzip {
+    buf: Vec<u8>,
+    seq: u64,
+    crc: Crc,
+    jobs: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<io::Result<HashingWriter<io::BufWriter<File>>>>>,
+}
+
+impl ParallelGzip {
+    fn new(mut out: HashingWriter<io::BufWriter<File>>, level: u32) -> Self {
+        let n = worker_count();
+        let (job_tx, job_rx) = sync_channel::<Job>(n * 2);
+        let (done_tx, done_rx) = sync_channel::<Done>(n * 2);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let workers = (0..n)
+            .map(|_| {
+                let rx = Arc::clone(&job_rx);
+                let tx = done_tx.clone();
+                std::thread::spawn(move || compress_worker(&rx, &tx, level))
+            })
+            .collect();
+        drop(done_tx);
+        let writer = std::thread::spawn(move || {
+            out.write_all(&GZIP_HEADER)?;
+            write_in_order(done_rx, &mut out)?;
+            Ok(out)
+        });
+        ParallelGzip {
+            buf: Vec::with_capacity(GZIP_CHUNK),
+            seq: 0,
+            crc: Crc::new(),
+            jobs: Some(job_tx),
+            workers,
+            writer: Some(writer),
+        }
+    }
+
+    fn send(&mut self, last: bool) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(GZIP_CHUNK));
+        let broken = || io::Error::other("gzip worker stopped");
+        self.jobs
+            .as_ref()
+            .ok_or_else(broken)?
+            .send((self.seq, chunk, last))
+            .map_err(|_| broken())?;
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = GZIP_CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.crc.update(&data[..n]);
+        if self.buf.len() == GZIP_CHUNK {
+            self.send(false)?;
+        }
+        Ok(n)
+    }
+
+    fn finish(mut self) -> io::Result<HashingWriter<io::BufWriter<File>>> {
+        self.send(true)?;
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            w.join()
+                .map_err(|_| io::Error::other("gzip worker panicked"))?;
+        }
+        let mut out = self
+            .writer
+            .take()
+            .ok_or_else(|| io::Error::other("gzip writer missing"))?
+            .join()
+            .map_err(|_| io::Error::other("gzip writer panicked"))??;
+        out.write_all(&self.crc.sum().to_le_bytes())?;
+        out.write_all(&self.crc.amount().to_le_bytes())?;
+        Ok(out)
+    }
+}
+
+fn compress_worker(rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Done>, level: u32) {
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, chunk, last)) = job else { return };
+        let res = deflate_chunk(&chunk, level, last);
+        if tx.send((seq, res)).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_in_order<W: Write>(rx: Receiver<Done>, out: &mut W) -> io::Result<()> {
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, res) in rx {
+        pending.insert(seq, res?);
+        while let Some(data) = pending.remove(&next) {
+            out.write_all(&data)?;
+            next += 1;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(io::Error::other("gzip chunks lost"));
+    }
+    Ok(())
+}
+
+/// Raw deflate of one chunk: sync-flushed (byte aligned, not final) or, for the last chunk,
+/// finished with a final block.
+fn deflate_chunk(input: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(64 * 1024);
+        }
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&input[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = c.total_in() as usize == input.len();
+        match (last, status) {
+            (true, Status::StreamEnd) => break,
+            (false, _) if all_in && out.len() < out.capacity() => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len);
+        let mut x = 12345u32;
+        while v.len() < len {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let word = ["alpha ", "beta ", "gamma\n", "delta "][(x >> 16) as usize % 4];
+            v.extend_from_slice(word.as_bytes());
+            v.push((x >> 8) as u8);
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn run(comp: Compression, data: &[u8]) -> (Vec<u8>, StreamDigests) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let f = File::create(&path).expect("create");
+        let mut sink = LayerSink::new(comp, None, f).expect("sink");
+        for piece in data.chunks(7777) {
+            sink.write_all(piece).expect("write");
+        }
+        let (_f, d) = sink.finish().expect("finish");
+        (std::fs::read(&path).expect("read"), d)
+    }
+
+    #[test]
+    fn gzip_round_trips_and_is_deterministic() {
+        for len in [0, 10, GZIP_CHUNK, 3 * GZIP_CHUNK + 17] {
+            let data = sample(len);
+            let (a, da) = run(Compression::Gzip, &data);
+            let (b, _) = run(Compression::Gzip, &data);
+            assert_eq!(a, b, "len {len}");
+            assert_eq!(da.diff_id, Digest::of(&data));
+            assert_eq!(da.digest, Digest::of(&a));
+            assert_eq!(da.size, a.len() as u64);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&a[..])
+                .read_to_end(&mut back)
+                .expect("gunzip");
+            assert_eq!(back, data);
+        }
+    }
+
+    #[test]
+    fn zstd_round_trips() {
+        let data = sample(2 * GZIP_CHUNK + 5);
+        let (a, da) = run(Compression::Zstd, &data);
+        let (b, _) = run(Compression::Zstd, &data);
+        assert_eq!(a, b);
+        assert_eq!(da.diff_id, Digest::of(&data));
+        let back = zstd::decode_all(&a[..]).expect("unzstd");
+        assert_eq!(back, data);
+    }
+}
