@@ -1,1 +1,33 @@
 //! The VM: QEMU command line, acceleration, transports, batch and memres lifecycle.
+//!
+//! One file per concern: `accel` (KVM or TCG), `qemu` (the declarative `VmSpec` and its argv),
+//! `transport` (vsock or hybrid vsock, CIDs, connecting), `blobs` (finding kernel/initramfs/
+//! rootfs), `statedisk` (the persistent ext4 image), `process` (children and their identity),
+//! `qmp` (QEMU's control socket), `boot` (start the processes and wait for the agent's hello),
+//! `instance` (vm.json and finding a running VM), `supervisor` (the detached owner of a memres
+//! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`.
+
+pub mod accel;
+mod agent_rpc;
+pub mod batch;
+pub mod blobs;
+pub mod boot;
+pub mod config;
+pub mod doctor;
+pub mod error;
+pub mod instance;
+pub mod lock;
+pub mod memres;
+pub mod process;
+pub mod qemu;
+pub mod qmp;
+pub mod statedisk;
+pub mod supervisor;
+pub mod transport;
+
+pub use batch::{boot_batch, BatchVm};
+pub use config::{Arch, PortForward, Protocol, VmConfig};
+pub use doctor::{doctor, DoctorReport};
+pub use error::{Result, VmError};
+pub use instance::{ensure_running, Instance};
+pub use transport::AgentStream;

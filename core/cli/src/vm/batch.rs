@@ -1,0 +1,99 @@
+//! Batch mode (`--no-daemon`): boot, run, shut down cleanly, leave no process behind.
+//!
+//! The VM's processes are children of the calling thread with PR_SET_PDEATHSIG, so a CLI
+//! killed mid-run takes QEMU with it; dropping the `BatchVm` shuts the guest down through the
+//! agent and waits for QEMU to exit. vm.lock is held for the VM's whole life: a memres start
+//! or another batch run on the same state dir waits instead of opening the same state disk.
+
+use std::time::Duration;
+
+use super::boot::{self, RunningVm, StopOutcome};
+use super::config::VmConfig;
+use super::error::{Result, VmError};
+use super::instance::Instance;
+use super::lock::{self, VmLock};
+use super::transport::AgentStream;
+
+pub struct BatchVm {
+    vm: Option<RunningVm>,
+    _lock: VmLock,
+}
+
+/// Boot a throw-away VM for one command. Fails when a memres VM runs on the same state dir
+/// (use `Instance::find` first and run the command there instead).
+pub fn boot_batch(cfg: &VmConfig) -> Result<BatchVm> {
+    let lock = lock::exclusive(&cfg.state_dir)?;
+    if Instance::find(&cfg.state_dir).is_some() {
+        return Err(VmError::Other(format!(
+            "a memres VM is running for {}; run the command through it, or `memres stop` first",
+            cfg.state_dir.display()
+        )));
+    }
+    let vm = boot::boot(cfg)?;
+    Ok(BatchVm {
+        vm: Some(vm),
+        _lock: lock,
+    })
+}
+
+impl BatchVm {
+    fn vm(&self) -> &RunningVm {
+        // Some until shutdown(self) consumes it
+        self.vm
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("BatchVm used after shutdown"))
+    }
+
+    /// One new connection to the agent.
+    pub fn connect(&self) -> Result<AgentStream> {
+        let vm = self.vm();
+        vm.endpoint
+            .connect(vcontainer_proto::AGENT_VSOCK_PORT, Duration::from_secs(10))
+    }
+
+    /// When a connection broke: the error naming the console log if QEMU is gone.
+    pub fn explain_disconnect(&mut self) -> Option<VmError> {
+        let vm = self.vm.as_mut()?;
+        if vm.qemu.is_running() {
+            return None;
+        }
+        Some(VmError::VmGone {
+            detail: "QEMU exited while the command ran".into(),
+            console_log: vm.paths.console_log.clone(),
+        })
+    }
+
+    pub fn boot_time(&self) -> Duration {
+        self.vm().boot_time
+    }
+
+    pub fn running(&self) -> &RunningVm {
+        self.vm()
+    }
+
+    /// Shut the guest down cleanly and wait for QEMU to exit (QMP quit, then SIGKILL, when it
+    /// does not within the shutdown timeout).
+    pub fn shutdown(mut self) -> StopOutcome {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> StopOutcome {
+        let Some(mut vm) = self.vm.take() else {
+            return StopOutcome::AlreadyGone;
+        };
+        let timeout = vm.cfg.shutdown_timeout();
+        boot::stop(
+            &mut vm.qemu,
+            vm.vhost.as_mut(),
+            &vm.endpoint,
+            &vm.paths,
+            timeout,
+        )
+    }
+}
+
+impl Drop for BatchVm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,462 @@
+//! Booting one VM (vhost-device-vsock when hybrid, then QEMU) and stopping it cleanly.
+//!
+//! Readiness is decided only by a successful agent `Hello` before a deadline (never by a
+//! sleep or by reading the console). Stopping always asks the guest first (`Shutdown`: the
+//! agent stops services, syncs and unmounts the state disk, then powers off; -no-reboot makes
+//! QEMU exit); QMP `quit` and SIGKILL are only the escalation when the guest does not comply.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use vcontainer_proto::{HelloOk, AGENT_VSOCK_PORT};
+
+use super::accel::{self, AccelChoice};
+use super::agent_rpc::{self, HelloError};
+use super::blobs::{self, BlobSet};
+use super::config::VmConfig;
+use super::error::{Result, VmError};
+use super::process::{self, Proc};
+use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
+use super::qmp::Qmp;
+use super::statedisk;
+use super::transport::{self, Endpoint, TransportChoice, TransportKind};
+
+/// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
+const HYBRID_GUEST_CID: u32 = 3;
+
+/// Files of one VM in (or, for long state dirs, next to) its state dir.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmPaths {
+    pub state_dir: PathBuf,
+    /// Where the Unix sockets are: the state dir, or a short runtime dir (see transport).
+    pub socket_dir: PathBuf,
+    pub console_log: PathBuf,
+    /// QEMU's own stdout/stderr (errors such as a locked disk image land here).
+    pub qemu_log: PathBuf,
+    pub vhost_log: PathBuf,
+    pub vsock_socket: PathBuf,
+    pub vhost_user_socket: PathBuf,
+    pub qmp_socket: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(state_dir: &Path) -> Result<Self> {
+        let socket_dir = transport::socket_dir(state_dir)?;
+        Ok(VmPaths {
+            state_dir: state_dir.to_path_buf(),
+            console_log: state_dir.join("console.log"),
+            qemu_log: state_dir.join("qemu.log"),
+            vhost_log: state_dir.join("vhost-device-vsock.log"),
+            vsock_socket: socket_dir.join("vsock.sock"),
+            vhost_user_socket: socket_dir.join("vhost-vsock.sock"),
+            qmp_socket: socket_dir.join("qmp.sock"),
+            socket_dir,
+        })
+    }
+
+    /// Remove the sockets of a VM that is gone (callers make sure it is).
+    pub fn remove_sockets(&self) {
+        for p in [
+            &self.vsock_socket,
+            &self.vhost_user_socket,
+            &self.qmp_socket,
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
+        if self.socket_dir != self.state_dir {
+            let _ = std::fs::remove_dir(&self.socket_dir);
+        }
+    }
+
+    /// The tail of the console log plus QEMU's own messages, for error reports.
+    pub fn diagnostics(&self) -> String {
+        let mut out = process::tail_lines(&self.console_log, 15);
+        let qemu = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
+        let qemu = qemu.trim();
+        if !qemu.is_empty() {
+            out.push_str("\n  QEMU said:\n");
+            out.push_str(&process::tail_lines(&self.qemu_log, 10));
+        }
+        out
+    }
+}
+
+/// A VM that answered Hello: its processes and how to reach it.
+#[derive(Debug)]
+pub struct RunningVm {
+    pub cfg: VmConfig,
+    pub paths: VmPaths,
+    pub qemu: Proc,
+    pub vhost: Option<Proc>,
+    pub endpoint: Endpoint,
+    pub accel: AccelChoice,
+    pub transport: TransportChoice,
+    pub blobs: BlobSet,
+    pub hello: HelloOk,
+    /// Wall time from spawning the first process to the agent's Hello.
+    pub boot_time: Duration,
+}
+
+/// What happened when a VM was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The agent acknowledged Shutdown and QEMU exited by itself.
+    Clean,
+    /// QEMU had to be quit through QMP or killed; the state disk may need the guest's fsck.
+    Forced,
+    /// QEMU was already gone.
+    AlreadyGone,
+}
+
+/// Boot a VM for `cfg` and wait for the agent's Hello.
+///
+/// Children die with the calling thread (PR_SET_PDEATHSIG): call from a thread that lives as
+/// long as the VM should (the main thread of the CLI or of the supervisor).
+pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
+    let paths = VmPaths::new(&cfg.state_dir)?;
+    let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
+    let program = super::qemu::qemu_program(cfg.arch);
+    let qemu_bin = process::which(program).ok_or_else(|| VmError::QemuNotFound {
+        program: program.into(),
+    })?;
+    let accel = accel::choose(cfg.arch, cfg.no_kvm);
+    let transport = transport::choose(cfg.transport)?;
+    if cfg.state_disk {
+        statedisk::ensure(&cfg.state_disk_path(), cfg.state_disk_size_mib)?;
+    }
+    paths.remove_sockets();
+    std::fs::create_dir_all(&paths.socket_dir)
+        .map_err(|e| VmError::io(format!("creating {}", paths.socket_dir.display()), e))?;
+    // keep the previous boot's console for post-mortems (e.g. after a crash)
+    let _ = std::fs::rename(&paths.console_log, paths.state_dir.join("console.log.old"));
+
+    let started = Instant::now();
+    let (vsock, endpoint, mut vhost, claim) = match transport.kind {
+        TransportKind::Hybrid => {
+            let child = spawn_vhost_device_vsock(&paths)?;
+            (
+                VsockDevice::Hybrid {
+                    vhost_user_socket: paths.vhost_user_socket.clone(),
+                },
+                Endpoint::Hybrid {
+                    uds_path: paths.vsock_socket.clone(),
+                },
+                Some(Proc::Child(child)),
+                None,
+            )
+        }
+        TransportKind::Vsock => {
+            let claim = transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes())?;
+            (
+                VsockDevice::Kernel {
+                    cid: claim.cid,
+                    vhostfd: Some(claim.device.as_raw_fd()),
+                },
+                Endpoint::Vsock { cid: claim.cid },
+                None,
+                Some(claim),
+            )
+        }
+    };
+    let mut disks = vec![Disk {
+        role: DiskRole::Rootfs,
+        path: blobs.rootfs.clone(),
+        read_only: true,
+    }];
+    if cfg.state_disk {
+        disks.push(Disk {
+            role: DiskRole::State,
+            path: cfg.state_disk_path(),
+            read_only: false,
+        });
+    }
+    let spec = VmSpec {
+        arch: cfg.arch,
+        accel: accel.accel,
+        memory_mib: cfg.memory_mib,
+        cpus: cfg.cpus,
+        kernel: blobs.kernel.clone(),
+        initrd: blobs.initramfs.clone(),
+        disks,
+        port_forwards: cfg.port_forwards.clone(),
+        console_log: paths.console_log.clone(),
+        qmp_socket: paths.qmp_socket.clone(),
+        vsock,
+        kernel_args: KernelArgs {
+            runtime: cfg.runtime.clone(),
+            state_device: cfg.state_disk.then(|| "/dev/vdb".to_string()),
+            storage_path: cfg.storage_path.clone(),
+            agent_port: AGENT_VSOCK_PORT,
+            debug: cfg.debug,
+        },
+    };
+    let qemu_log = log_file(&paths.qemu_log)?;
+    let mut cmd = Command::new(&qemu_bin);
+    cmd.args(spec.render())
+        .stdin(Stdio::null())
+        .stdout(clone_file(&qemu_log)?)
+        .stderr(qemu_log);
+    process::die_with_parent(&mut cmd, Signal::SIGKILL);
+    process::close_other_fds(&mut cmd);
+    if let Some(c) = &claim {
+        process::pass_fd(&mut cmd, c.device.as_raw_fd());
+    }
+    let spawned = cmd.spawn();
+    // QEMU holds its own copy of the vhost fd (and with it the CID) from here on
+    drop(claim);
+    let mut qemu = match spawned {
+        Ok(c) => Proc::Child(c),
+        Err(e) => {
+            if let Some(v) = vhost.as_mut() {
+                v.terminate(Duration::from_secs(2));
+            }
+            paths.remove_sockets();
+            return Err(VmError::io(format!("starting {}", qemu_bin.display()), e));
+        }
+    };
+    let deadline = started + cfg.boot_timeout();
+    match wait_for_hello(&mut qemu, vhost.as_mut(), &endpoint, deadline, &paths, cfg) {
+        Ok(hello) => Ok(RunningVm {
+            cfg: cfg.clone(),
+            paths,
+            qemu,
+            vhost,
+            endpoint,
+            accel,
+            transport,
+            blobs,
+            hello,
+            boot_time: started.elapsed(),
+        }),
+        Err(e) => {
+            qemu.signal(Signal::SIGKILL);
+            qemu.wait(Duration::from_secs(5));
+            if let Some(v) = vhost.as_mut() {
+                v.terminate(Duration::from_secs(2));
+            }
+            paths.remove_sockets();
+            Err(e)
+        }
+    }
+}
+
+fn log_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| VmError::io(format!("creating {}", path.display()), e))
+}
+
+fn clone_file(f: &File) -> Result<File> {
+    f.try_clone()
+        .map_err(|e| VmError::io("duplicating a log fd", e))
+}
+
+fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
+    let bin = process::which("vhost-device-vsock").ok_or(VmError::VhostDeviceVsockNotFound)?;
+    let log = log_file(&paths.vhost_log)?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--guest-cid")
+        .arg(HYBRID_GUEST_CID.to_string())
+        .arg("--socket")
+        .arg(&paths.vhost_user_socket)
+        .arg("--uds-path")
+        .arg(&paths.vsock_socket)
+        .stdin(Stdio::null())
+        .stdout(clone_file(&log)?)
+        .stderr(log);
+    process::die_with_parent(&mut cmd, Signal::SIGKILL);
+    process::close_other_fds(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| VmError::io(format!("starting {}", bin.display()), e))?;
+    // QEMU connects to the vhost-user socket at start-up, so it must exist first
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !paths.vhost_user_socket.exists() {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(VmError::Other(format!(
+                "vhost-device-vsock exited ({st}) before listening:\n{}",
+                process::tail_lines(&paths.vhost_log, 10)
+            )));
+        }
+        if Instant::now() > deadline {
+            process::kill_child(&mut child);
+            return Err(VmError::Other(format!(
+                "vhost-device-vsock did not create {} within 10 s",
+                paths.vhost_user_socket.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(child)
+}
+
+/// Poll connect + Hello until the agent answers, QEMU exits, or the deadline passes.
+fn wait_for_hello(
+    qemu: &mut Proc,
+    mut vhost: Option<&mut Proc>,
+    endpoint: &Endpoint,
+    deadline: Instant,
+    paths: &VmPaths,
+    cfg: &VmConfig,
+) -> Result<HelloOk> {
+    let mut last_attempt = String::from("no connection attempt yet");
+    loop {
+        if !qemu.is_running() {
+            let status = match qemu {
+                Proc::Child(c) => c
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "exited".into()),
+                Proc::Foreign(_) => "exited".into(),
+            };
+            return Err(VmError::BootExited {
+                status,
+                tail: paths.diagnostics(),
+                console_log: paths.console_log.clone(),
+            });
+        }
+        if let Some(v) = vhost.as_deref_mut() {
+            if !v.is_running() {
+                return Err(VmError::Other(format!(
+                    "vhost-device-vsock exited during boot:\n{}\n  see {}",
+                    process::tail_lines(&paths.vhost_log, 10),
+                    paths.vhost_log.display()
+                )));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(VmError::BootTimeout {
+                secs: cfg.boot_timeout_secs,
+                tail: format!("{}\n  last attempt: {last_attempt}", paths.diagnostics()),
+                console_log: paths.console_log.clone(),
+            });
+        }
+        let budget = (deadline - now).min(Duration::from_secs(5));
+        match endpoint.connect(AGENT_VSOCK_PORT, budget) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(budget));
+                let _ = s.set_write_timeout(Some(budget));
+                match agent_rpc::hello(&mut s) {
+                    Ok(h) => return Ok(h),
+                    Err(HelloError::Refused(m)) => return Err(VmError::Hello(m)),
+                    Err(HelloError::NotReady(m)) => last_attempt = format!("hello: {m}"),
+                }
+            }
+            Err(e) => last_attempt = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stop a VM: agent Shutdown, wait for QEMU to exit; on timeout QMP quit, then SIGKILL.
+/// vhost-device-vsock is stopped after QEMU. Sockets are removed.
+pub fn stop(
+    qemu: &mut Proc,
+    vhost: Option<&mut Proc>,
+    endpoint: &Endpoint,
+    paths: &VmPaths,
+    timeout: Duration,
+) -> StopOutcome {
+    let outcome = if !qemu.is_running() {
+        StopOutcome::AlreadyGone
+    } else {
+        let asked = if timeout.is_zero() {
+            Err("no time for a clean shutdown".to_string())
+        } else {
+            endpoint
+                .connect(AGENT_VSOCK_PORT, Duration::from_secs(5))
+                .map_err(|e| e.to_string())
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(timeout))
+                        .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
+                        .map_err(|e| e.to_string())?;
+                    agent_rpc::shutdown(&mut s)
+                })
+        };
+        if let Err(e) = &asked {
+            log(paths, &format!("agent Shutdown failed: {e}"));
+        }
+        // after Done the guest powers off on its own; give it the same budget either way
+        if qemu.wait(timeout) {
+            if asked.is_ok() {
+                StopOutcome::Clean
+            } else {
+                StopOutcome::Forced
+            }
+        } else {
+            log(
+                paths,
+                "the guest did not power off in time: QMP quit (state disk integrity may be at risk; the guest fscks it on the next boot)",
+            );
+            if let Ok(mut q) = Qmp::connect(&paths.qmp_socket, Duration::from_secs(2)) {
+                let _ = q.quit();
+            }
+            if !qemu.wait(Duration::from_secs(5)) {
+                qemu.signal(Signal::SIGKILL);
+                qemu.wait(Duration::from_secs(5));
+            }
+            StopOutcome::Forced
+        }
+    };
+    if let Some(v) = vhost {
+        v.terminate(Duration::from_secs(2));
+    }
+    paths.remove_sockets();
+    outcome
+}
+
+/// A line for the post-mortem in the state dir's console.log.old-style log (never stdout).
+pub fn log(paths: &VmPaths, msg: &str) {
+    if let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.state_dir.join("vm.log"))
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = writeln!(f, "{now} {msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_in_a_short_state_dir() {
+        let p = VmPaths::new(Path::new("/home/u/.vdkr/x86_64")).expect("paths");
+        assert_eq!(p.vsock_socket, Path::new("/home/u/.vdkr/x86_64/vsock.sock"));
+        assert_eq!(
+            p.vhost_user_socket,
+            Path::new("/home/u/.vdkr/x86_64/vhost-vsock.sock")
+        );
+        assert_eq!(p.qmp_socket, Path::new("/home/u/.vdkr/x86_64/qmp.sock"));
+        assert_eq!(p.console_log, Path::new("/home/u/.vdkr/x86_64/console.log"));
+    }
+
+    #[test]
+    fn missing_blobs_fail_before_anything_starts() {
+        let t = tempfile::tempdir().expect("tmp");
+        let mut cfg = VmConfig::new(super::super::Arch::X86_64, "podman", t.path());
+        cfg.blob_dir = Some(t.path().join("no-blobs"));
+        let e = boot(&cfg).expect_err("no blobs");
+        assert!(matches!(e, VmError::BlobsMissing { .. }), "{e}");
+        assert!(
+            !cfg.state_disk_path().exists(),
+            "nothing created on failure"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! What the caller decides about a VM: arch, runtime, state dir, resources, forwards, timeouts.
+//!
+//! Serializable because the memres supervisor (a separate process) receives it as JSON.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::transport::TransportKind;
+
+/// Guest architecture (names as in the blob layout and `uname -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Arch {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The arch of the machine we run on, when it is one we can emulate as a guest.
+    pub fn host() -> Option<Arch> {
+        std::env::consts::ARCH.parse().ok()
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            other => Err(format!("unknown arch {other:?} (use x86_64 or aarch64)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A host port forwarded to a guest port through QEMU user networking (`-p H:G[/udp]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    pub host: u16,
+    pub guest: u16,
+    pub protocol: Protocol,
+}
+
+impl FromStr for PortForward {
+    type Err = String;
+    /// `H:G`, `H:G/tcp`, `H:G/udp`, or `H` (same port on both sides).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad port forward {s:?}: expected HOST:GUEST[/tcp|/udp]");
+        let (ports, protocol) = match s.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Protocol::Tcp),
+            Some((p, "udp")) => (p, Protocol::Udp),
+            Some(_) => return Err(bad()),
+            None => (s, Protocol::Tcp),
+        };
+        let (h, g) = ports.split_once(':').unwrap_or((ports, ports));
+        let host: u16 = h.parse().map_err(|_| bad())?;
+        let guest: u16 = g.parse().map_err(|_| bad())?;
+        if host == 0 || guest == 0 {
+            return Err(bad());
+        }
+        Ok(PortForward {
+            host,
+            guest,
+            protocol,
+        })
+    }
+}
+
+impl std::fmt::Display for PortForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        write!(f, "{}:{}/{}", self.host, self.guest, proto)
+    }
+}
+
+/// Everything needed to boot one VM for one state dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmConfig {
+    pub arch: Arch,
+    /// Runtime plugin name (`docker`, `podman`): picks the blob set and the state disk name.
+    pub runtime: String,
+    /// Host state dir (`~/.vpdmn/x86_64`); created by the caller, holds the marker file.
+    pub state_dir: PathBuf,
+    /// `--blob-dir`, when given; otherwise the resolution order of `blobs::resolve` applies.
+    pub blob_dir: Option<PathBuf>,
+    /// Guest path the state disk is mounted on (declared by the runtime plugin).
+    pub storage_path: String,
+    /// False for `--stateless`: no state disk, storage lives in guest RAM.
+    pub state_disk: bool,
+    pub state_disk_size_mib: u64,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub no_kvm: bool,
+    pub port_forwards: Vec<PortForward>,
+    /// Memres only: stop the VM after this long without a command; 0 = never.
+    pub idle_timeout_secs: u64,
+    /// How long to wait for the agent's hello after QEMU starts.
+    pub boot_timeout_secs: u64,
+    /// How long a clean guest shutdown may take before QMP quit, then SIGKILL.
+    pub shutdown_timeout_secs: u64,
+    /// Forced transport; None = `VCONTAINER_TRANSPORT` or automatic.
+    pub transport: Option<TransportKind>,
+    /// `vcontainer.debug=1` on the kernel command line and no `quiet`.
+    pub debug: bool,
+    /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.
+    #[serde(skip)]
+    pub supervisor_command: Option<Vec<std::ffi::OsString>>,
+}
+
+/// Default guest memory: enough for dockerd + a build.
+pub const DEFAULT_MEMORY_MIB: u32 = 2048;
+pub const DEFAULT_CPUS: u32 = 2;
+/// Sparse, so only what the guest writes takes space on the host.
+pub const DEFAULT_STATE_DISK_MIB: u64 = 8192;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 1800;
+/// TCG boots reach the agent in a few seconds; the margin is for loaded CI machines.
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 120;
+/// The ext4 journal commit under load took up to 30 s in the old tool; be generous.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 60;
+
+impl VmConfig {
+    /// A config with the defaults; the storage path is the usual one for docker and podman.
+    pub fn new(arch: Arch, runtime: &str, state_dir: impl Into<PathBuf>) -> Self {
+        let storage_path = match runtime {
+            "docker" => "/var/lib/docker",
+            "podman" => "/var/lib/containers",
+            _ => "/var/lib/vcontainer",
+        }
+        .to_string();
+        VmConfig {
+            arch,
+            runtime: runtime.to_string(),
+            state_dir: state_dir.into(),
+            blob_dir: None,
+            storage_path,
+            state_disk: true,
+            state_disk_size_mib: DEFAULT_STATE_DISK_MIB,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            cpus: DEFAULT_CPUS,
+            no_kvm: false,
+            port_forwards: Vec::new(),
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
+            shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            transport: None,
+            debug: false,
+            supervisor_command: None,
+        }
+    }
+
+    /// `docker-state.img` / `podman-state.img` (names kept from the old tool).
+    pub fn state_disk_path(&self) -> PathBuf {
+        self.state_dir.join(format!("{}-state.img", self.runtime))
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.state_dir.join("console.log")
+    }
+
+    pub fn boot_timeout(&self) -> Duration {
+        Duration::from_secs(self.boot_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_forward_forms() {
+        let p: PortForward = "8080:80".parse().expect("valid");
+        assert_eq!((p.host, p.guest, p.protocol), (8080, 80, Protocol::Tcp));
+        let p: PortForward = "5353:53/udp".parse().expect("valid");
+        assert_eq!((p.host, p.guest, p.protocol), (5353, 53, Protocol::Udp));
+        let p: PortForward = "9000".parse().expect("valid");
+        assert_eq!((p.host, p.guest), (9000, 9000));
+        for bad in ["", "a:b", "80:80/sctp", "0:80", "70000:80", "80:"] {
+            assert!(bad.parse::<PortForward>().is_err(), "{bad} accepted");
+        }
+        assert_eq!(p.to_string(), "9000:9000/tcp");
+    }
+
+    #[test]
+    fn arch_names() {
+        assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
+        assert_eq!("x86_64".parse::<Arch>(), Ok(Arch::X86_64));
+        assert!("riscv64".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn config_roundtrips_as_json() {
+        let mut c = VmConfig::new(Arch::X86_64, "podman", "/tmp/s");
+        c.port_forwards.push("1:2/udp".parse().expect("valid"));
+        let j = serde_json::to_string(&c).expect("serializes");
+        let back: VmConfig = serde_json::from_str(&j).expect("parses");
+        assert_eq!(back.port_forwards, c.port_forwards);
+        assert_eq!(
+            back.state_disk_path(),
+            PathBuf::from("/tmp/s/podman-state.img")
+        );
+        assert_eq!(back.storage_path, "/var/lib/containers");
+    }
+}

@@ -1,0 +1,162 @@
+//! `vcontainer doctor`: what the VM layer would use on this host, and why.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::accel::{self, AccelChoice};
+use super::blobs::{self, BlobSet};
+use super::config::Arch;
+use super::process;
+use super::qemu::qemu_program;
+use super::transport::{self, TransportChoice, TransportKind};
+
+#[derive(Debug)]
+pub struct DoctorReport {
+    pub arch: Arch,
+    pub runtime: String,
+    /// QEMU binary and its `--version` first line, or why not.
+    pub qemu: Result<(PathBuf, String), String>,
+    pub accel: AccelChoice,
+    pub transport: Result<TransportChoice, String>,
+    /// Needed for the hybrid transport.
+    pub vhost_device_vsock: Option<PathBuf>,
+    pub blobs: Result<BlobSet, String>,
+    /// The plugin search path, in order (TEAM.md), with whether each dir exists.
+    pub plugin_dirs: Vec<(PathBuf, bool)>,
+}
+
+impl DoctorReport {
+    /// True when a VM can be booted.
+    pub fn ok(&self) -> bool {
+        self.qemu.is_ok()
+            && self.blobs.is_ok()
+            && match &self.transport {
+                Ok(t) => t.kind != TransportKind::Hybrid || self.vhost_device_vsock.is_some(),
+                Err(_) => false,
+            }
+    }
+}
+
+/// Gather the report for (arch, runtime).
+pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) -> DoctorReport {
+    let program = qemu_program(arch);
+    let qemu = match process::which(program) {
+        None => Err(format!("{program} not found on PATH")),
+        Some(p) => match Command::new(&p).arg("--version").output() {
+            Ok(o) if o.status.success() => {
+                let v = String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                Ok((p, v))
+            }
+            Ok(o) => Err(format!("{} --version failed: {}", p.display(), o.status)),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        },
+    };
+    DoctorReport {
+        arch,
+        runtime: runtime.to_string(),
+        qemu,
+        accel: accel::choose(arch, no_kvm),
+        transport: transport::choose(None).map_err(|e| e.to_string()),
+        vhost_device_vsock: process::which("vhost-device-vsock"),
+        blobs: blobs::resolve(blob_dir, arch, runtime).map_err(|e| e.to_string()),
+        plugin_dirs: plugin_search_path()
+            .into_iter()
+            .map(|p| {
+                let e = p.is_dir();
+                (p, e)
+            })
+            .collect(),
+    }
+}
+
+/// $VCONTAINER_PLUGIN_PATH, <exe dir>/../lib/vcontainer/plugins, <exe dir>.
+fn plugin_search_path() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::env::var_os("VCONTAINER_PLUGIN_PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        v.push(dir.join("../lib/vcontainer/plugins"));
+        v.push(dir);
+    }
+    v
+}
+
+impl std::fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+        writeln!(f, "guest: {} {}", self.runtime, self.arch)?;
+        match &self.qemu {
+            Ok((p, v)) => writeln!(f, "[{}] qemu: {} ({v})", mark(true), p.display())?,
+            Err(e) => writeln!(f, "[{}] qemu: {e}", mark(false))?,
+        }
+        writeln!(
+            f,
+            "[ok  ] accel: {} ({})",
+            self.accel.accel, self.accel.reason
+        )?;
+        match &self.transport {
+            Ok(t) => {
+                let ok = t.kind != TransportKind::Hybrid || self.vhost_device_vsock.is_some();
+                write!(f, "[{}] transport: {} ({})", mark(ok), t.kind, t.reason)?;
+                if t.kind == TransportKind::Hybrid {
+                    match &self.vhost_device_vsock {
+                        Some(p) => write!(f, "; vhost-device-vsock at {}", p.display())?,
+                        None => write!(f, "; vhost-device-vsock NOT found")?,
+                    }
+                }
+                writeln!(f)?;
+            }
+            Err(e) => writeln!(f, "[{}] transport: {e}", mark(false))?,
+        }
+        match &self.blobs {
+            Ok(b) => {
+                write!(
+                    f,
+                    "[{}] blobs: {} (from {})",
+                    mark(true),
+                    b.dir.display(),
+                    b.source
+                )?;
+                if let Some(k) = b.meta.as_ref().and_then(|m| m.kernel_version.as_deref()) {
+                    write!(f, ", kernel {k}")?;
+                }
+                writeln!(f)?;
+            }
+            Err(e) => writeln!(f, "[{}] blobs: {e}", mark(false))?,
+        }
+        for (p, exists) in &self.plugin_dirs {
+            writeln!(
+                f,
+                "[ok  ] plugin dir: {}{}",
+                p.display(),
+                if *exists { "" } else { " (absent)" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_on_this_host() {
+        let t = tempfile::tempdir().expect("tmp");
+        let r = doctor(Arch::X86_64, "podman", Some(t.path()), false);
+        let text = r.to_string();
+        assert!(text.contains("accel: "), "{text}");
+        assert!(text.contains("[FAIL] blobs:"), "{text}");
+        assert!(!r.ok(), "no blobs in an empty dir");
+        if let Ok((_, v)) = &r.qemu {
+            assert!(v.contains("QEMU emulator version"), "{v}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Child processes (QEMU, vhost-device-vsock, the supervisor) and their identity.
+//!
+//! A pid alone is never trusted: pids are recycled, so a stale vm.json could point at an
+//! unrelated process. A process is identified by (pid, start time in clock ticks since boot,
+//! from /proc/<pid>/stat field 22), which no other process can share.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A process identified beyond its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// (state char, start time) from /proc/<pid>/stat.
+fn stat(pid: i32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&s)
+}
+
+/// The comm field may hold spaces and parentheses, so fields are counted after the last ')'.
+fn parse_stat(s: &str) -> Option<(char, u64)> {
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // after ')' come fields 3.. ; starttime is field 22, i.e. the 20th here
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcId {
+    /// The identity of a live process.
+    pub fn of(pid: i32) -> Option<ProcId> {
+        let (_, start_time) = stat(pid)?;
+        Some(ProcId { pid, start_time })
+    }
+
+    /// True while this very process exists and has not exited (zombies count as gone).
+    pub fn is_alive(&self) -> bool {
+        matches!(stat(self.pid), Some((state, start)) if start == self.start_time && state != 'Z' && state != 'X')
+    }
+
+    /// Signal it, but only if it is still the same process.
+    pub fn signal(&self, sig: Signal) -> bool {
+        self.is_alive() && nix::sys::signal::kill(Pid::from_raw(self.pid), sig).is_ok()
+    }
+
+    /// Wait until it is gone, polling (it may not be our child, so waitpid is not available).
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_alive() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Make `cmd`'s child die with `sig` when the thread that spawned it dies, so a killed CLI or
+/// supervisor never leaves QEMU running. Note: the kernel ties this to the spawning *thread*,
+/// so spawn from a thread that lives as long as the VM should.
+pub fn die_with_parent(cmd: &mut Command, sig: Signal) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // the parent may have died before prctl took effect
+            if libc::getppid() != parent.as_raw() {
+                libc::kill(libc::getpid(), sig as libc::c_int);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Keep an inherited fd open in the child at the same number (std opens everything
+/// close-on-exec; this clears the flag for `fd` only, after fork).
+pub fn pass_fd(cmd: &mut Command, fd: i32) {
+    // SAFETY: fcntl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A process we stop: our own child (reaped with waitpid) or one found through vm.json.
+#[derive(Debug)]
+pub enum Proc {
+    Child(Child),
+    Foreign(ProcId),
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Proc::Child(c) => c.id() as i32,
+            Proc::Foreign(p) => p.pid,
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self {
+            Proc::Child(c) => matches!(c.try_wait(), Ok(None)),
+            Proc::Foreign(p) => p.is_alive(),
+        }
+    }
+
+    /// True when it is gone within `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        match self {
+            Proc::Child(c) => wait_child(c, timeout).is_some(),
+            Proc::Foreign(p) => p.wait_gone(timeout),
+        }
+    }
+
+    pub fn signal(&mut self, sig: Signal) {
+        if self.is_running() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid()), sig);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; waits until it is gone.
+    pub fn terminate(&mut self, grace: Duration) {
+        self.signal(Signal::SIGTERM);
+        if !self.wait(grace) {
+            self.signal(Signal::SIGKILL);
+            self.wait(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Mark every fd >= 3 close-on-exec in the child, so nothing the caller (a shell, a test
+/// harness holding pipes) leaked to us without CLOEXEC reaches a long-lived process. Register
+/// it before `pass_fd`, which then re-opens the one fd meant to be inherited.
+pub fn close_other_fds(cmd: &mut Command) {
+    // SAFETY: close_range is a plain syscall, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // CLOSE_RANGE_CLOEXEC = 1 << 2 (Linux 5.11); older kernels: leave fds as they are
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 1u32 << 2);
+            Ok(())
+        });
+    }
+}
+
+/// Wait for a child of ours with a deadline.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILL and reap a child (no-op when it already exited).
+pub fn kill_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// The last `n` lines of a (console) log, read from its end so a huge log costs nothing.
+pub fn tail_lines(path: &Path, n: usize) -> String {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return format!("  (no console log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "  (console log is empty)".into();
+    }
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Find a program on PATH (plus the sbin dirs a user PATH may lack).
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(Into::into))
+        .map(|d| d.join(program))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_comm() {
+        let line =
+            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn identity_detects_exit_and_recycling() {
+        let me = ProcId::of(std::process::id() as i32).expect("self");
+        assert!(me.is_alive());
+        let fake = ProcId {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        assert!(
+            !fake.is_alive(),
+            "same pid, other start time: another process"
+        );
+        let mut child = Command::new("true").spawn().expect("spawn");
+        let id = ProcId::of(child.id() as i32);
+        child.wait().expect("wait");
+        if let Some(id) = id {
+            assert!(!id.is_alive());
+            assert!(!id.signal(Signal::SIGKILL));
+        }
+    }
+
+    #[test]
+    fn child_dies_with_its_parent_thread() {
+        // spawn `sleep` from a short-lived thread: when the thread ends, sleep gets SIGKILL
+        let t = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            die_with_parent(&mut cmd, Signal::SIGKILL);
+            cmd.spawn().expect("spawn")
+        });
+        let mut child = t.join().expect("thread");
+        let st = wait_child(&mut child, Duration::from_secs(10)).expect("killed");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn tail_of_a_log() {
+        let t = tempfile::tempdir().expect("tmp");
+        let p = t.path().join("console.log");
+        std::fs::write(&p, "a\nb\r\n\nc\nd\n").expect("w");
+        assert_eq!(tail_lines(&p, 2), "  | c\n  | d");
+        assert!(tail_lines(&t.path().join("none"), 2).contains("no console log"));
+    }
+}

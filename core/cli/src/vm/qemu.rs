@@ -1,0 +1,441 @@
+//! The QEMU command line: one declarative `VmSpec`, rendered once into an argv.
+//!
+//! The old runner appended to an option string in several places and lost settings on the way
+//! (its `-nic none` ordering bug); here the spec is built whole and never mutated, and the argv
+//! is a vector handed to `execve` (no shell, so paths with spaces are safe). Paths are escaped
+//! for QEMU's own option syntax, where a comma must be doubled.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use super::accel::Accel;
+use super::config::{Arch, PortForward, Protocol};
+
+/// What a virtio disk is for; its position in `VmSpec::disks` gives /dev/vda, /dev/vdb, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskRole {
+    /// The runtime's squashfs, read-only (/dev/vda).
+    Rootfs,
+    /// The persistent ext4 state disk (/dev/vdb).
+    State,
+}
+
+impl DiskRole {
+    fn id(self) -> &'static str {
+        match self {
+            DiskRole::Rootfs => "rootfs",
+            DiskRole::State => "state",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub role: DiskRole,
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// The vsock device and how the host reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VsockDevice {
+    /// `vhost-user-vsock-pci` served by vhost-device-vsock on this vhost-user socket; needs
+    /// guest RAM in a shared memfd.
+    Hybrid { vhost_user_socket: PathBuf },
+    /// In-kernel `vhost-vsock-pci`. `vhostfd` is an already opened /dev/vhost-vsock whose CID
+    /// was claimed by us (so two VMs can never race for one CID).
+    Kernel { cid: u32, vhostfd: Option<i32> },
+}
+
+/// The kernel command line keys of the boot contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelArgs {
+    pub runtime: String,
+    /// Guest device of the state disk, None = `vcontainer.state=none`.
+    pub state_device: Option<String>,
+    pub storage_path: String,
+    pub agent_port: u32,
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub arch: Arch,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// In guest order: /dev/vda first.
+    pub disks: Vec<Disk>,
+    pub port_forwards: Vec<PortForward>,
+    pub console_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    pub vsock: VsockDevice,
+    pub kernel_args: KernelArgs,
+}
+
+impl VmSpec {
+    /// The QEMU binary for the guest arch.
+    pub fn program(&self) -> &'static str {
+        qemu_program(self.arch)
+    }
+
+    /// The console device the kernel writes to.
+    pub fn console_device(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+
+    /// The kernel command line (boot contract in TEAM.md).
+    pub fn kernel_cmdline(&self) -> String {
+        let k = &self.kernel_args;
+        let mut parts = vec![format!("console={}", self.console_device())];
+        if !k.debug {
+            parts.push("quiet".into());
+        }
+        parts.push("panic=-1".into());
+        parts.push(format!("vcontainer.runtime={}", k.runtime));
+        parts.push(format!(
+            "vcontainer.state={}",
+            k.state_device.as_deref().unwrap_or("none")
+        ));
+        parts.push(format!("vcontainer.storage={}", k.storage_path));
+        parts.push(format!("vcontainer.port={}", k.agent_port));
+        if k.debug {
+            parts.push("vcontainer.debug=1".into());
+        }
+        parts.join(" ")
+    }
+
+    /// The argv after the program name.
+    pub fn render(&self) -> Vec<OsString> {
+        let mut a = Argv::default();
+        let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
+
+        // machine, accelerator, CPU
+        let machine = match self.arch {
+            Arch::X86_64 => "q35",
+            Arch::Aarch64 => "virt",
+        };
+        let mut m = machine.to_string();
+        if hybrid {
+            // vhost-user needs the guest RAM shareable with vhost-device-vsock
+            m.push_str(",memory-backend=mem");
+        }
+        a.opt("-machine", m);
+        a.opt("-accel", self.accel.to_string());
+        let cpu = match (self.arch, self.accel) {
+            (_, Accel::Kvm) => "host",
+            // `max` enables every feature TCG emulates; a57 is what the old tool used but
+            // it lacks features newer arm64 kernels and binaries like to see.
+            (_, Accel::Tcg) => "max",
+        };
+        a.opt("-cpu", cpu);
+        a.opt("-m", format!("{}M", self.memory_mib));
+        a.opt("-smp", self.cpus.to_string());
+        if hybrid {
+            a.opt(
+                "-object",
+                format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    self.memory_mib
+                ),
+            );
+        }
+        for flag in ["-nodefaults", "-no-user-config", "-no-reboot"] {
+            a.flag(flag);
+        }
+        a.opt("-display", "none");
+
+        // kernel
+        a.opt_os("-kernel", self.kernel.as_os_str().to_owned());
+        a.opt_os("-initrd", self.initrd.as_os_str().to_owned());
+        a.opt("-append", self.kernel_cmdline());
+
+        // console to a file, QMP on a socket
+        a.opt_os(
+            "-chardev",
+            cat(&["file,id=console,path=".as_ref(), &escape(&self.console_log)]),
+        );
+        a.opt("-serial", "chardev:console");
+        a.opt_os(
+            "-chardev",
+            cat(&[
+                "socket,id=qmp,server=on,wait=off,path=".as_ref(),
+                &escape(&self.qmp_socket),
+            ]),
+        );
+        a.opt("-mon", "chardev=qmp,mode=control");
+
+        // disks, in guest order
+        for d in &self.disks {
+            let id = d.role.id();
+            let mut spec = cat(&[
+                "file=".as_ref(),
+                &escape(&d.path),
+                format!(",if=none,id={id},format=raw").as_ref(),
+            ]);
+            if d.read_only {
+                spec.push(",readonly=on");
+            } else {
+                // writeback: what the guest flushed is in the host page cache, which survives
+                // QEMU being killed; discard keeps the sparse file small.
+                spec.push(",cache=writeback,discard=unmap,detect-zeroes=unmap");
+            }
+            a.opt_os("-drive", spec);
+            a.opt("-device", format!("virtio-blk-pci,drive={id},serial={id}"));
+        }
+
+        // user networking, id net0 (QMP hostfwd_add relies on that name)
+        let mut net = "user,id=net0".to_string();
+        for f in &self.port_forwards {
+            let proto = match f.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            net.push_str(&format!(",hostfwd={proto}::{}-:{}", f.host, f.guest));
+        }
+        a.opt("-netdev", net);
+        // romfile= : no PXE option ROM to load, we boot with -kernel
+        a.opt("-device", "virtio-net-pci,netdev=net0,romfile=");
+
+        // vsock
+        match &self.vsock {
+            VsockDevice::Hybrid { vhost_user_socket } => {
+                a.opt_os(
+                    "-chardev",
+                    cat(&["socket,id=vsock,path=".as_ref(), &escape(vhost_user_socket)]),
+                );
+                a.opt("-device", "vhost-user-vsock-pci,chardev=vsock");
+            }
+            VsockDevice::Kernel { cid, vhostfd } => {
+                let mut d = format!("vhost-vsock-pci,guest-cid={cid}");
+                if let Some(fd) = vhostfd {
+                    d.push_str(&format!(",vhostfd={fd}"));
+                }
+                a.opt("-device", d);
+            }
+        }
+        a.0
+    }
+}
+
+pub fn qemu_program(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu-system-x86_64",
+        Arch::Aarch64 => "qemu-system-aarch64",
+    }
+}
+
+#[derive(Default)]
+struct Argv(Vec<OsString>);
+
+impl Argv {
+    fn flag(&mut self, f: &str) {
+        self.0.push(f.into());
+    }
+    fn opt(&mut self, o: &str, v: impl Into<String>) {
+        self.0.push(o.into());
+        self.0.push(v.into().into());
+    }
+    fn opt_os(&mut self, o: &str, v: OsString) {
+        self.0.push(o.into());
+        self.0.push(v);
+    }
+}
+
+/// A path as a QEMU option value: commas doubled (QEMU's escape), bytes otherwise kept.
+fn escape(p: &std::path::Path) -> OsString {
+    let mut out = Vec::with_capacity(p.as_os_str().len());
+    for &b in p.as_os_str().as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+fn cat(parts: &[&OsStr]) -> OsString {
+    let mut s = OsString::new();
+    for p in parts {
+        s.push(p);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(arch: Arch, vsock: VsockDevice) -> VmSpec {
+        VmSpec {
+            arch,
+            accel: Accel::Tcg,
+            memory_mib: 2048,
+            cpus: 2,
+            kernel: "/b/bzImage".into(),
+            initrd: "/b/initramfs.cpio.gz".into(),
+            disks: vec![
+                Disk {
+                    role: DiskRole::Rootfs,
+                    path: "/b/rootfs.img".into(),
+                    read_only: true,
+                },
+                Disk {
+                    role: DiskRole::State,
+                    path: "/s/my,dir/podman-state.img".into(),
+                    read_only: false,
+                },
+            ],
+            port_forwards: vec!["8080:80".parse().expect("valid")],
+            console_log: "/s/console.log".into(),
+            qmp_socket: "/s/qmp.sock".into(),
+            vsock,
+            kernel_args: KernelArgs {
+                runtime: "podman".into(),
+                state_device: Some("/dev/vdb".into()),
+                storage_path: "/var/lib/containers".into(),
+                agent_port: 1024,
+                debug: false,
+            },
+        }
+    }
+
+    fn strings(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    /// Value following the n-th occurrence of an option.
+    fn values(argv: &[String], opt: &str) -> Vec<String> {
+        argv.windows(2)
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    fn hybrid() -> VsockDevice {
+        VsockDevice::Hybrid {
+            vhost_user_socket: "/s/vhost-vsock.sock".into(),
+        }
+    }
+
+    #[test]
+    fn x86_64_hybrid() {
+        let s = spec(Arch::X86_64, hybrid());
+        assert_eq!(s.program(), "qemu-system-x86_64");
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["q35,memory-backend=mem"]);
+        assert_eq!(values(&argv, "-cpu"), ["max"]);
+        assert_eq!(values(&argv, "-accel"), ["tcg"]);
+        assert_eq!(values(&argv, "-m"), ["2048M"]);
+        assert_eq!(values(&argv, "-smp"), ["2"]);
+        assert_eq!(
+            values(&argv, "-object"),
+            ["memory-backend-memfd,id=mem,size=2048M,share=on"]
+        );
+        for f in ["-nodefaults", "-no-user-config", "-no-reboot"] {
+            assert!(argv.contains(&f.to_string()), "{f} missing");
+        }
+        assert_eq!(values(&argv, "-display"), ["none"]);
+        assert_eq!(values(&argv, "-kernel"), ["/b/bzImage"]);
+        let append = &values(&argv, "-append")[0];
+        assert_eq!(
+            append,
+            "console=ttyS0 quiet panic=-1 vcontainer.runtime=podman vcontainer.state=/dev/vdb \
+             vcontainer.storage=/var/lib/containers vcontainer.port=1024"
+        );
+        let drives = values(&argv, "-drive");
+        assert_eq!(drives.len(), 2);
+        assert!(drives[0].starts_with("file=/b/rootfs.img,if=none,id=rootfs,format=raw"));
+        assert!(drives[0].contains("readonly=on"));
+        // the comma in the state dir path is doubled for QEMU's parser
+        assert!(drives[1].starts_with("file=/s/my,,dir/podman-state.img,"));
+        assert!(!drives[1].contains("readonly"));
+        let devices = values(&argv, "-device");
+        assert_eq!(devices[0], "virtio-blk-pci,drive=rootfs,serial=rootfs");
+        assert_eq!(devices[1], "virtio-blk-pci,drive=state,serial=state");
+        assert_eq!(
+            values(&argv, "-netdev"),
+            ["user,id=net0,hostfwd=tcp::8080-:80"]
+        );
+        assert!(devices.contains(&"vhost-user-vsock-pci,chardev=vsock".to_string()));
+        let chardevs = values(&argv, "-chardev");
+        assert!(chardevs.contains(&"file,id=console,path=/s/console.log".to_string()));
+        assert!(chardevs.contains(&"socket,id=qmp,server=on,wait=off,path=/s/qmp.sock".to_string()));
+        assert!(chardevs.contains(&"socket,id=vsock,path=/s/vhost-vsock.sock".to_string()));
+        assert_eq!(values(&argv, "-serial"), ["chardev:console"]);
+        assert_eq!(values(&argv, "-mon"), ["chardev=qmp,mode=control"]);
+    }
+
+    #[test]
+    fn aarch64_kernel_vsock_kvm() {
+        let mut s = spec(
+            Arch::Aarch64,
+            VsockDevice::Kernel {
+                cid: 1234,
+                vhostfd: Some(5),
+            },
+        );
+        s.accel = Accel::Kvm;
+        s.kernel = "/b/Image".into();
+        s.kernel_args.state_device = None;
+        s.kernel_args.debug = true;
+        s.port_forwards = vec!["53:5353/udp".parse().expect("valid")];
+        s.memory_mib = 1024;
+        s.cpus = 4;
+        assert_eq!(s.program(), "qemu-system-aarch64");
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["virt"]);
+        assert_eq!(values(&argv, "-cpu"), ["host"]);
+        assert_eq!(values(&argv, "-accel"), ["kvm"]);
+        assert_eq!(values(&argv, "-m"), ["1024M"]);
+        assert_eq!(values(&argv, "-smp"), ["4"]);
+        assert!(
+            values(&argv, "-object").is_empty(),
+            "no memfd without vhost-user"
+        );
+        assert_eq!(values(&argv, "-kernel"), ["/b/Image"]);
+        let append = &values(&argv, "-append")[0];
+        assert!(append.starts_with("console=ttyAMA0 panic=-1 "), "{append}");
+        assert!(append.contains("vcontainer.state=none"));
+        assert!(append.ends_with("vcontainer.debug=1"));
+        assert!(values(&argv, "-device")
+            .contains(&"vhost-vsock-pci,guest-cid=1234,vhostfd=5".to_string()));
+        assert_eq!(
+            values(&argv, "-netdev"),
+            ["user,id=net0,hostfwd=udp::53-:5353"]
+        );
+    }
+
+    #[test]
+    fn aarch64_tcg_hybrid_and_x86_kernel_vsock() {
+        let s = spec(Arch::Aarch64, hybrid());
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["virt,memory-backend=mem"]);
+        assert_eq!(values(&argv, "-cpu"), ["max"]);
+        let s = spec(
+            Arch::X86_64,
+            VsockDevice::Kernel {
+                cid: 7,
+                vhostfd: None,
+            },
+        );
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["q35"]);
+        assert!(values(&argv, "-device").contains(&"vhost-vsock-pci,guest-cid=7".to_string()));
+        assert!(!argv.iter().any(|a| a.contains("vhost-user")));
+    }
+
+    #[test]
+    fn spaces_in_paths_stay_one_argument() {
+        let mut s = spec(Arch::X86_64, hybrid());
+        s.kernel = "/my blobs/bzImage".into();
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-kernel"), ["/my blobs/bzImage"]);
+    }
+}

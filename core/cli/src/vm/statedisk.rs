@@ -1,0 +1,144 @@
+//! The persistent ext4 state disk (`<runtime>-state.img`).
+//!
+//! Created on first use as a sparse file (only what the guest writes takes host space) and
+//! formatted with mkfs.ext4; never recreated when it exists, because it holds the user's
+//! images. It is built under a temporary name and renamed into place, so an interrupted
+//! creation never leaves a half-formatted disk that a later boot would trust.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::error::{Result, VmError};
+
+/// Outcome of `ensure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDisk {
+    Created,
+    Existing,
+}
+
+/// Make sure `path` is a state disk: keep an existing file, else create a sparse ext4 image
+/// of `size_mib`.
+pub fn ensure(path: &Path, size_mib: u64) -> Result<StateDisk> {
+    let err = |detail: String| VmError::StateDisk {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => return Ok(StateDisk::Existing),
+        Ok(_) => return Err(err("exists but is not a regular file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e.to_string())),
+    }
+    if size_mib < 64 {
+        return Err(err(format!(
+            "size {size_mib} MiB is too small (minimum 64)"
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| err("no file name".into()))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = path.with_file_name(format!(".{file_name}.creating-{}", std::process::id()));
+    let result = (|| {
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| err(format!("creating {}: {e}", tmp.display())))?;
+        f.set_len(size_mib * 1024 * 1024)
+            .map_err(|e| err(format!("sizing: {e}")))?;
+        drop(f);
+        let out = Command::new(mkfs_ext4())
+            .args([
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1",
+                "-L",
+                "vcstate",
+            ])
+            .arg(&tmp)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| err(format!("running mkfs.ext4 (install e2fsprogs): {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "mkfs.ext4 failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // no-clobber: if another process created the disk meanwhile, keep theirs
+        std::fs::hard_link(&tmp, path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                err("created concurrently by another process".into())
+            } else {
+                err(format!("moving into place: {e}"))
+            }
+        })?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(StateDisk::Created),
+        Err(_) if path.is_file() => Ok(StateDisk::Existing),
+        Err(e) => Err(e),
+    }
+}
+
+/// mkfs.ext4 lives in /sbin or /usr/sbin, which a non-root PATH may lack.
+fn mkfs_ext4() -> std::path::PathBuf {
+    for d in ["/usr/sbin", "/sbin"] {
+        let p = Path::new(d).join("mkfs.ext4");
+        if p.is_file() {
+            return p;
+        }
+    }
+    "mkfs.ext4".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn creates_sparse_ext4_once() {
+        let t = tempfile::tempdir().expect("tmp");
+        let p = t.path().join("podman-state.img");
+        assert_eq!(ensure(&p, 256).expect("create"), StateDisk::Created);
+        let m = std::fs::metadata(&p).expect("exists");
+        assert_eq!(m.len(), 256 * 1024 * 1024);
+        assert!(
+            m.blocks() * 512 < m.len() / 4,
+            "not sparse: {} blocks",
+            m.blocks()
+        );
+        // ext4 superblock magic 0xEF53 at offset 1024 + 0x38
+        let bytes = std::fs::read(&p).expect("read");
+        assert_eq!(&bytes[1024 + 0x38..1024 + 0x3a], &[0x53, 0xef]);
+        // a second call keeps the disk, even a modified one
+        std::fs::write(t.path().join("marker"), b"").expect("w");
+        let before = std::fs::metadata(&p).expect("m").ino();
+        assert_eq!(ensure(&p, 512).expect("keep"), StateDisk::Existing);
+        assert_eq!(std::fs::metadata(&p).expect("m").ino(), before);
+        // no temp file left over
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn refuses_a_directory_and_tiny_sizes() {
+        let t = tempfile::tempdir().expect("tmp");
+        assert!(ensure(t.path(), 256).is_err());
+        let e = ensure(&t.path().join("x.img"), 1).expect_err("too small");
+        assert!(e.to_string().contains("too small"));
+        assert!(!t.path().join("x.img").exists());
+    }
+}
