@@ -1,1 +1,212 @@
-//! placeholder
+//! Runtime plugin for vdkr: dockerd + containerd in the guest, docker CLI semantics.
+//!
+//! The plugin only describes; the core and the guest agent act. It says which Debian packages
+//! the guest needs, which daemons to start and how to tell they are up, where docker keeps its
+//! state, and how each user command is rewritten for the guest (shared docker/podman rules in
+//! [`vcontainer_abi::plan_kit`]).
+
+use vcontainer_abi::plan_kit::{self, Dialect};
+use vcontainer_abi::runtime::{CommandPlan, GuestFile, RuntimeSpec, ServiceSpec, StorageExport};
+use vcontainer_abi::PluginError;
+
+/// The docker CLI in the guest.
+pub const DIALECT: Dialect = Dialect { binary: "docker" };
+
+/// Guest mount point of the state disk; dockerd's data root.
+pub const STORAGE_PATH: &str = "/var/lib/docker";
+
+const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// dockerd settings that must hold in a systemd-less VM. They live in daemon.json rather than
+/// on the command line: dockerd refuses to start when a setting is given in both places.
+/// overlay2 on the ext4 state disk; cgroupfs (no systemd); no userland proxy (host ports
+/// reach the guest through QEMU's port forwarding, then docker's iptables DNAT).
+const DAEMON_JSON: &str = r#"{
+    "storage-driver": "overlay2",
+    "data-root": "/var/lib/docker",
+    "exec-opts": ["native.cgroupdriver=cgroupfs"],
+    "userland-proxy": false
+}
+"#;
+
+fn strings(words: &[&str]) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
+    words.iter().map(|w| (*w).into()).collect()
+}
+
+/// The fixed facts about docker in the guest.
+pub fn spec() -> RuntimeSpec {
+    RuntimeSpec {
+        runtime_binary: "docker".into(),
+        tool_name: "vdkr".into(),
+        state_dir_name: ".vdkr".into(),
+        env_prefix: "VDKR".into(),
+        state_image_name: "docker-state.img".into(),
+        guest_storage_path: STORAGE_PATH.into(),
+        guest_packages: strings(&[
+            "docker.io",
+            "containerd",
+            "runc",
+            "tini",
+            "skopeo",
+            "iptables",
+            "ca-certificates",
+            "e2fsprogs",
+        ]),
+        guest_files: vec![GuestFile {
+            path: "/etc/docker/daemon.json".into(),
+            contents: DAEMON_JSON.into(),
+            mode: 0o644,
+        }]
+        .into(),
+        services: vec![
+            ServiceSpec {
+                name: "containerd".into(),
+                // Its root sits on the state disk next to docker's data (where dockerd would
+                // put a containerd it manages itself), not on the guest's tmpfs overlay.
+                argv: strings(&[
+                    "containerd",
+                    "--address",
+                    CONTAINERD_SOCKET,
+                    "--root",
+                    "/var/lib/docker/containerd/daemon",
+                    "--state",
+                    "/run/containerd",
+                ]),
+                env: strings(&[PATH_ENV]),
+                readiness_probe: strings(&["ctr", "--address", CONTAINERD_SOCKET, "version"]),
+                timeout_secs: 60,
+            },
+            ServiceSpec {
+                name: "dockerd".into(),
+                argv: strings(&[
+                    "dockerd",
+                    "--containerd",
+                    CONTAINERD_SOCKET,
+                    "--host",
+                    "unix:///var/run/docker.sock",
+                ]),
+                env: strings(&[PATH_ENV]),
+                readiness_probe: strings(&["docker", "version", "--format", "{{.Server.Version}}"]),
+                // dockerd initialises iptables and the overlay2 driver: slow under TCG.
+                timeout_secs: 120,
+            },
+        ]
+        .into(),
+        import_transport: "docker-daemon:".into(),
+        storage_export: StorageExport {
+            source_dir: STORAGE_PATH.into(),
+            archive_prefix: "docker".into(),
+            stop_services_first: true,
+            description: "docker's data root as docker/...; deploy with `tar -xf F -C /var/lib/`"
+                .into(),
+        },
+    }
+}
+
+/// Classifies one docker command for the guest.
+pub fn plan(args: &[String]) -> Result<CommandPlan, PluginError> {
+    plan_kit::plan(&DIALECT, args)
+}
+
+vcontainer_abi::export_runtime_plugin! {
+    name: "docker",
+    aliases: ["docker", "vdkr"],
+    description: "docker (dockerd + containerd) in the guest; vdkr",
+    spec: spec,
+    plan: plan,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcontainer_abi::runtime::CommandClass;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_match_the_old_tool() {
+        let s = spec();
+        assert_eq!(s.runtime_binary.as_str(), "docker");
+        assert_eq!(s.tool_name.as_str(), "vdkr");
+        assert_eq!(s.state_dir_name.as_str(), ".vdkr");
+        assert_eq!(s.env_prefix.as_str(), "VDKR");
+        assert_eq!(s.state_image_name.as_str(), "docker-state.img");
+        assert_eq!(s.import_transport.as_str(), "docker-daemon:");
+        assert_eq!(s.guest_storage_path.as_str(), "/var/lib/docker");
+    }
+
+    #[test]
+    fn packages_include_the_runtime_stack() {
+        let s = spec();
+        for p in [
+            "docker.io",
+            "containerd",
+            "runc",
+            "tini",
+            "skopeo",
+            "iptables",
+        ] {
+            assert!(s.guest_packages.iter().any(|x| x.as_str() == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn containerd_starts_before_dockerd_and_dockerd_uses_it() {
+        let s = spec();
+        let names: Vec<&str> = s.services.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["containerd", "dockerd"]);
+        let dockerd: Vec<&str> = s.services[1].argv.iter().map(|a| a.as_str()).collect();
+        let at = dockerd
+            .iter()
+            .position(|a| *a == "--containerd")
+            .expect("--containerd");
+        assert_eq!(dockerd[at + 1], CONTAINERD_SOCKET);
+        for svc in s.services.iter() {
+            assert!(!svc.readiness_probe.is_empty());
+            assert!(svc.timeout_secs >= 30);
+        }
+    }
+
+    #[test]
+    fn dockerd_flags_do_not_repeat_daemon_json() {
+        // dockerd exits when a setting is both a flag and in daemon.json.
+        let s = spec();
+        let argv: Vec<&str> = s.services[1].argv.iter().map(|a| a.as_str()).collect();
+        for key in ["storage-driver", "data-root", "exec-opt", "userland-proxy"] {
+            assert!(!argv.iter().any(|a| a.contains(key)), "{key}");
+            assert!(DAEMON_JSON.contains(key.trim_end_matches("-opt")));
+        }
+    }
+
+    #[test]
+    fn storage_export_is_prefixed_docker() {
+        let s = spec();
+        assert_eq!(s.storage_export.archive_prefix.as_str(), "docker");
+        assert!(s.storage_export.stop_services_first);
+    }
+
+    #[test]
+    fn plan_uses_the_docker_binary() {
+        let p = plan(&args(&["run", "-it", "alpine", "sh"])).unwrap();
+        assert_eq!(p.argv[0].as_str(), "docker");
+        assert_eq!(p.class, CommandClass::Interactive);
+        let p = plan(&args(&["vrun", "alpine", "echo", "hi"])).unwrap();
+        assert_eq!(
+            p.argv_strings(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--entrypoint",
+                "",
+                "alpine",
+                "echo",
+                "hi"
+            ]
+        );
+    }
+}

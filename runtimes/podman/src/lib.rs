@@ -1,1 +1,190 @@
-//! placeholder
+//! Runtime plugin for vpdmn: daemonless podman in the guest.
+//!
+//! Podman needs no services, but its distribution defaults assume systemd and journald, which
+//! the guest lacks; the configuration files below switch those off. Command classification is
+//! shared with docker ([`vcontainer_abi::plan_kit`]).
+
+use vcontainer_abi::plan_kit::{self, Dialect};
+use vcontainer_abi::runtime::{CommandPlan, GuestFile, RuntimeSpec, StorageExport};
+use vcontainer_abi::PluginError;
+
+/// The podman CLI in the guest.
+pub const DIALECT: Dialect = Dialect { binary: "podman" };
+
+/// Guest mount point of the state disk.
+pub const STORAGE_PATH: &str = "/var/lib/containers";
+
+/// podman's graph root inside the state disk.
+pub const GRAPH_ROOT: &str = "/var/lib/containers/storage";
+
+/// overlay on the ext4 state disk (the old guest used the much slower vfs driver).
+const STORAGE_CONF: &str = r#"[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+
+[storage.options.overlay]
+mountopt = "nodev"
+"#;
+
+/// Short names like `alpine` resolve on Docker Hub, as with docker.
+const REGISTRIES_CONF: &str = r#"unqualified-search-registries = ["docker.io"]
+short-name-mode = "permissive"
+"#;
+
+/// cgroupfs and file events: the defaults (systemd, journald) do not exist in the guest.
+const CONTAINERS_CONF: &str = r#"[containers]
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "crun"
+
+[network]
+network_backend = "netavark"
+"#;
+
+fn strings(words: &[&str]) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
+    words.iter().map(|w| (*w).into()).collect()
+}
+
+fn file(path: &str, contents: &str) -> GuestFile {
+    GuestFile {
+        path: path.into(),
+        contents: contents.into(),
+        mode: 0o644,
+    }
+}
+
+/// The fixed facts about podman in the guest.
+pub fn spec() -> RuntimeSpec {
+    RuntimeSpec {
+        runtime_binary: "podman".into(),
+        tool_name: "vpdmn".into(),
+        state_dir_name: ".vpdmn".into(),
+        env_prefix: "VPDMN".into(),
+        state_image_name: "podman-state.img".into(),
+        guest_storage_path: STORAGE_PATH.into(),
+        guest_packages: strings(&[
+            "podman",
+            "crun",
+            "conmon",
+            "netavark",
+            "aardvark-dns",
+            "skopeo",
+            "fuse-overlayfs",
+            "nftables",
+            "iptables",
+            "catatonit",
+            "ca-certificates",
+            "e2fsprogs",
+        ]),
+        guest_files: vec![
+            file("/etc/containers/storage.conf", STORAGE_CONF),
+            file("/etc/containers/registries.conf", REGISTRIES_CONF),
+            file("/etc/containers/containers.conf", CONTAINERS_CONF),
+        ]
+        .into(),
+        services: Default::default(),
+        import_transport: "containers-storage:".into(),
+        storage_export: StorageExport {
+            source_dir: GRAPH_ROOT.into(),
+            archive_prefix: ".".into(),
+            stop_services_first: false,
+            description: "podman's graph root as ./...; deploy with `tar -xf F -C /var/lib/containers/storage`"
+                .into(),
+        },
+    }
+}
+
+/// Classifies one podman command for the guest.
+pub fn plan(args: &[String]) -> Result<CommandPlan, PluginError> {
+    plan_kit::plan(&DIALECT, args)
+}
+
+vcontainer_abi::export_runtime_plugin! {
+    name: "podman",
+    aliases: ["podman", "vpdmn"],
+    description: "daemonless podman in the guest; vpdmn",
+    spec: spec,
+    plan: plan,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcontainer_abi::runtime::CommandClass;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_match_the_old_tool() {
+        let s = spec();
+        assert_eq!(s.runtime_binary.as_str(), "podman");
+        assert_eq!(s.tool_name.as_str(), "vpdmn");
+        assert_eq!(s.state_dir_name.as_str(), ".vpdmn");
+        assert_eq!(s.env_prefix.as_str(), "VPDMN");
+        assert_eq!(s.state_image_name.as_str(), "podman-state.img");
+        assert_eq!(s.import_transport.as_str(), "containers-storage:");
+        assert_eq!(s.guest_storage_path.as_str(), "/var/lib/containers");
+    }
+
+    #[test]
+    fn daemonless_with_systemd_free_config() {
+        let s = spec();
+        assert!(s.services.is_empty());
+        let conf = s
+            .guest_files
+            .iter()
+            .find(|f| f.path.as_str() == "/etc/containers/containers.conf")
+            .expect("containers.conf");
+        assert!(conf.contents.contains("cgroup_manager = \"cgroupfs\""));
+        assert!(conf.contents.contains("events_logger = \"file\""));
+        let storage = s
+            .guest_files
+            .iter()
+            .find(|f| f.path.as_str() == "/etc/containers/storage.conf")
+            .expect("storage.conf");
+        assert!(storage.contents.contains(GRAPH_ROOT));
+        assert!(GRAPH_ROOT.starts_with(s.guest_storage_path.as_str()));
+    }
+
+    #[test]
+    fn packages_include_the_runtime_stack() {
+        let s = spec();
+        for p in [
+            "podman",
+            "crun",
+            "conmon",
+            "netavark",
+            "aardvark-dns",
+            "skopeo",
+            "fuse-overlayfs",
+            "nftables",
+            "iptables",
+        ] {
+            assert!(s.guest_packages.iter().any(|x| x.as_str() == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn storage_export_is_relative() {
+        let s = spec();
+        assert_eq!(s.storage_export.archive_prefix.as_str(), ".");
+        assert_eq!(s.storage_export.source_dir.as_str(), GRAPH_ROOT);
+    }
+
+    #[test]
+    fn plan_uses_the_podman_binary() {
+        let p = plan(&args(&["run", "--rm", "-v", "./src:/src", "alpine", "ls"])).unwrap();
+        assert_eq!(p.argv[0].as_str(), "podman");
+        assert_eq!(p.class, CommandClass::FileIn);
+        let p = plan(&args(&["kube", "play", "pod.yaml"])).unwrap();
+        assert_eq!(p.inputs[0].host_path.as_str(), "pod.yaml");
+        let p = plan(&args(&["exec", "-l", "-it", "sh"])).unwrap();
+        assert!(p.tty && p.stdin);
+    }
+}
