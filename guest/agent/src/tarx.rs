@@ -92,7 +92,7 @@ fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String
                 ))
             }
             Err(e) => {
-                let text = e.to_string();
+                let text = error_chain(&e);
                 let kind = if text.contains("outside of") {
                     ErrorKind::PathEscape
                 } else {
@@ -223,4 +223,17 @@ impl Write for TarWriter<'_> {
         }
         Ok(())
     }
+}
+
+/// An error with its causes: tar wraps the interesting part ("outside of the destination",
+/// "permission denied") in a generic "failed to unpack" error.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

@@ -1,17 +1,24 @@
 //! The client against a real in-process agent over a Unix socket.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use vcontainer_agent::Agent;
-use vcontainer_proto::{ErrorKind, ExecRequest, ExitStatus};
+use vcontainer_proto::{
+    read_frame, write_frame, ErrorKind, ExecRequest, ExitStatus, Frame, FrameType, Request,
+    Response,
+};
 
+use super::exec::run;
 use super::*;
 
-/// A running in-process agent; connect() opens one connection per operation.
+/// A running in-process agent; `connect` opens one connection per operation.
 struct TestAgent {
     socket: PathBuf,
     dir: tempfile::TempDir,
@@ -31,7 +38,7 @@ impl TestAgent {
         UnixStream::connect(&self.socket).expect("connect")
     }
 
-    fn exec(&self, argv: &[&str]) -> (Vec<u8>, Vec<u8>, ExitStatus) {
+    fn exec(&self, argv: &[&str]) -> (String, String, ExitStatus) {
         self.exec_with(ExecRequest::new(argv.iter().copied()), None)
     }
 
@@ -39,11 +46,15 @@ impl TestAgent {
         &self,
         request: ExecRequest,
         stdin: Option<Box<dyn Read + Send>>,
-    ) -> (Vec<u8>, Vec<u8>, ExitStatus) {
+    ) -> (String, String, ExitStatus) {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let status = exec(self.connect(), request, stdin, &mut out, &mut err).expect("exec");
-        (out, err, status)
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            status,
+        )
     }
 }
 
@@ -57,10 +68,514 @@ fn hello_reports_the_protocol_version() {
 }
 
 #[test]
+fn agent_refuses_another_protocol_version_naming_both() {
+    let agent = TestAgent::start();
+    let mut conn = agent.connect();
+    let hello = Request::Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        client: "future".into(),
+    };
+    let frame = Frame::control(&hello).expect("encode");
+    write_frame(&mut conn, FrameType::Control, &frame.payload).expect("send");
+    let answer: Response = read_frame(&mut conn)
+        .expect("read")
+        .expect("frame")
+        .parse()
+        .expect("parse");
+    match answer {
+        Response::Error {
+            kind: ErrorKind::VersionMismatch,
+            message,
+        } => {
+            assert!(
+                message.contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("version {PROTOCOL_VERSION}")),
+                "{message}"
+            );
+        }
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+}
+
+#[test]
 fn stdout_stderr_and_exit_code_are_separate() {
     let agent = TestAgent::start();
     let (out, err, status) = agent.exec(&["sh", "-c", "echo out; echo err >&2; exit 7"]);
-    assert_eq!(String::from_utf8_lossy(&out), "out\n");
-    assert_eq!(String::from_utf8_lossy(&err), "err\n");
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
     assert_eq!(status, ExitStatus::Code(7));
+}
+
+#[test]
+fn argv_arrives_unchanged() {
+    let agent = TestAgent::start();
+    let args = ["a b", "c'd", "e\"f", "g;h", "$(i)", "`j`", "", "  k  ", "*"];
+    let mut argv = vec!["printf", "[%s]\n"];
+    argv.extend(args);
+    let (out, _, status) = agent.exec(&argv);
+    let expected: String = args.iter().map(|a| format!("[{a}]\n")).collect();
+    assert_eq!(out, expected);
+    assert_eq!(status, ExitStatus::Code(0));
+}
+
+#[test]
+fn env_and_cwd_are_applied_and_agent_env_is_not_leaked() {
+    let agent = TestAgent::start();
+    std::env::set_var("VCONTAINER_TEST_LEAK", "leaked");
+    let mut request = ExecRequest::new([
+        "sh",
+        "-c",
+        "pwd; echo \"$GREETING\"; echo \"[$VCONTAINER_TEST_LEAK]\"",
+    ]);
+    request.env = vec![("GREETING".into(), "hello world".into())];
+    request.cwd = Some("/tmp".into());
+    let (out, _, status) = agent.exec_with(request, None);
+    assert_eq!(out, "/tmp\nhello world\n[]\n");
+    assert_eq!(status, ExitStatus::Code(0));
+}
+
+#[test]
+fn not_found_is_127_and_not_executable_is_126() {
+    let agent = TestAgent::start();
+    let (_, err, status) = agent.exec(&["no-such-program-vcontainer"]);
+    assert_eq!(status, ExitStatus::Code(127));
+    assert!(
+        err.contains("no-such-program-vcontainer: command not found"),
+        "{err}"
+    );
+
+    let plain = agent.dir.path().join("plain-file");
+    std::fs::write(&plain, "not a program").expect("write");
+    let (_, err, status) = agent.exec(&[plain.to_str().expect("utf8")]);
+    assert_eq!(status, ExitStatus::Code(126));
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+#[test]
+fn a_killed_program_reports_its_signal() {
+    let agent = TestAgent::start();
+    let (_, _, status) = agent.exec(&["sh", "-c", "kill -9 $$"]);
+    assert_eq!(status, ExitStatus::Signal(9));
+    assert_eq!(status.shell_code(), 137);
+}
+
+#[test]
+fn eight_concurrent_execs_get_their_own_output() {
+    let agent = Arc::new(TestAgent::start());
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let agent = Arc::clone(&agent);
+            thread::spawn(move || {
+                let script = format!("sleep 0.2; echo out-{i}; echo err-{i} >&2; exit {i}");
+                agent.exec(&["sh", "-c", &script])
+            })
+        })
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let (out, err, status) = handle.join().expect("thread");
+        assert_eq!(out, format!("out-{i}\n"));
+        assert_eq!(err, format!("err-{i}\n"));
+        assert_eq!(status, ExitStatus::Code(i32::try_from(i).expect("small")));
+    }
+}
+
+#[test]
+fn stdin_round_trips_byte_for_byte_and_reaches_eof() {
+    let agent = TestAgent::start();
+    // Larger than one frame, with every byte value, so chunking and EOF are both exercised.
+    let input: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let status = exec(
+        agent.connect(),
+        ExecRequest::new(["cat"]),
+        Some(Box::new(Cursor::new(input.clone()))),
+        &mut out,
+        &mut err,
+    )
+    .expect("exec");
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(out.len(), input.len());
+    assert!(out == input, "stdin came back altered");
+}
+
+#[test]
+fn without_stdin_the_program_reads_eof() {
+    let agent = TestAgent::start();
+    let (out, _, status) = agent.exec(&["sh", "-c", "cat; echo done"]);
+    assert_eq!(out, "done\n");
+    assert_eq!(status, ExitStatus::Code(0));
+}
+
+#[test]
+fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
+    let agent = TestAgent::start();
+    let mut request = ExecRequest::new(["sh", "-c", "stty size; sleep 0.5; stty size"]);
+    request.tty = Some(WindowSize { rows: 24, cols: 80 });
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let status = run(
+        agent.connect(),
+        request,
+        None,
+        &mut out,
+        &mut err,
+        |writer| {
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(200));
+                let _ = writer.request(&Request::Resize(WindowSize {
+                    rows: 50,
+                    cols: 132,
+                }));
+            });
+        },
+    )
+    .expect("exec");
+    assert_eq!(status, ExitStatus::Code(0));
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text, "24 80\r\n50 132\r\n");
+}
+
+#[test]
+fn signal_is_delivered_to_the_program() {
+    let agent = TestAgent::start();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let status = run(
+        agent.connect(),
+        ExecRequest::new(["sleep", "30"]),
+        None,
+        &mut out,
+        &mut err,
+        |writer| {
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(200));
+                let _ = writer.request(&Request::Signal { signal: 15 });
+            });
+        },
+    )
+    .expect("exec");
+    assert_eq!(status, ExitStatus::Signal(15));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Forwards one connection to the agent until told to cut it, like a VM that dies.
+fn cutting_proxy(agent: &TestAgent) -> (UnixStream, Sender<()>) {
+    let (client, proxy_side) = UnixStream::pair().expect("pair");
+    let upstream = agent.connect();
+    let (cut_tx, cut_rx) = channel::<()>();
+    let pipes = [
+        (
+            proxy_side.try_clone().expect("clone"),
+            upstream.try_clone().expect("clone"),
+        ),
+        (
+            upstream.try_clone().expect("clone"),
+            proxy_side.try_clone().expect("clone"),
+        ),
+    ];
+    for (mut from, mut to) in pipes {
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+        });
+    }
+    thread::spawn(move || {
+        let _ = cut_rx.recv();
+        let _ = proxy_side.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+    });
+    (client, cut_tx)
+}
+
+/// Tells the test when the program's first output arrived.
+struct Notify {
+    seen: Vec<u8>,
+    tx: Option<Sender<()>>,
+}
+
+impl Write for Notify {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.seen.extend_from_slice(buf);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn connection_lost_mid_exec_is_a_distinct_error() {
+    let agent = TestAgent::start();
+    let (conn, cut) = cutting_proxy(&agent);
+    let (seen_tx, seen_rx) = channel();
+    thread::spawn(move || {
+        let _ = seen_rx.recv();
+        let _ = cut.send(());
+    });
+    let mut out = Notify {
+        seen: Vec::new(),
+        tx: Some(seen_tx),
+    };
+    let mut err = Vec::new();
+    let result = exec(
+        conn,
+        ExecRequest::new(["sh", "-c", "echo started; sleep 30"]),
+        None,
+        &mut out,
+        &mut err,
+    );
+    match result {
+        Err(e) => {
+            assert!(e.is_connection_lost(), "wrong error: {e:?}");
+            assert!(e.to_string().contains("lost"), "{e}");
+        }
+        Ok(status) => panic!("expected a lost connection, got {status:?}"),
+    }
+    assert_eq!(out.seen, b"started\n");
+}
+
+/// A tar archive built in memory with the given (name, contents) files.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = ::tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = ::tar::Header::new_gnu();
+        set_owner(&mut header);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(::tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, *data)
+            .expect("append");
+    }
+    builder.into_inner().expect("finish")
+}
+
+fn set_owner(header: &mut ::tar::Header) {
+    header.set_uid(u64::from(nix::unistd::geteuid().as_raw()));
+    header.set_gid(u64::from(nix::unistd::getegid().as_raw()));
+    header.set_mtime(1_700_000_000);
+}
+
+/// A tar whose single entry has a raw name, bypassing the tar crate's own name checks.
+fn tar_with_raw_name(name: &str) -> Vec<u8> {
+    let mut header = ::tar::Header::new_old();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_entry_type(::tar::EntryType::Regular);
+    header.set_cksum();
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.extend_from_slice(b"evil");
+    bytes.resize(1024, 0);
+    bytes.extend_from_slice(&[0u8; 1024]);
+    bytes
+}
+
+fn entries_of(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = ::tar::Archive::new(archive);
+    let mut out = Vec::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("read");
+        out.push((name, data));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn push_then_pull_round_trips_files() {
+    let agent = TestAgent::start();
+    let dest = agent.dir.path().join("pushed");
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    let archive = tar_of(&[("a.txt", b"alpha\n"), ("sub/dir/b.bin", &big)]);
+    push_tar(agent.connect(), path_str(&dest), &mut Cursor::new(archive)).expect("push");
+    assert_eq!(std::fs::read(dest.join("a.txt")).expect("a"), b"alpha\n");
+    assert_eq!(std::fs::read(dest.join("sub/dir/b.bin")).expect("b"), big);
+
+    let mut pulled = Vec::new();
+    pull_tar(agent.connect(), path_str(&dest), &mut pulled).expect("pull");
+    let entries = entries_of(&pulled);
+    let files: Vec<_> = entries.iter().filter(|(_, d)| !d.is_empty()).collect();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].0, "pushed/a.txt");
+    assert_eq!(files[0].1, b"alpha\n");
+    assert_eq!(files[1].0, "pushed/sub/dir/b.bin");
+    assert!(files[1].1 == big);
+
+    let mut contents = Vec::new();
+    pull_tar_contents(agent.connect(), path_str(&dest), &mut contents).expect("pull contents");
+    let contents = entries_of(&contents);
+    assert!(
+        contents
+            .iter()
+            .any(|(name, data)| name.trim_start_matches("./") == "a.txt" && data == b"alpha\n"),
+        "{:?}",
+        contents.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    assert!(!contents.iter().any(|(n, _)| n.contains("pushed")));
+}
+
+#[test]
+fn push_refuses_entries_that_escape_the_destination() {
+    let agent = TestAgent::start();
+    let dest = agent.dir.path().join("jail");
+    for name in ["../escaped.txt", "/abs-escaped.txt", "ok/../../escaped.txt"] {
+        let result = push_tar(
+            agent.connect(),
+            path_str(&dest),
+            &mut Cursor::new(tar_with_raw_name(name)),
+        );
+        match result {
+            Err(ClientError::Agent {
+                kind: ErrorKind::PathEscape,
+                ..
+            }) => {}
+            other => panic!("{name}: expected a path escape refusal, got {other:?}"),
+        }
+    }
+    assert!(!agent.dir.path().join("escaped.txt").exists());
+    assert!(!Path::new("/abs-escaped.txt").exists());
+}
+
+#[test]
+fn push_refuses_writing_through_a_symlink_out_of_the_destination() {
+    let agent = TestAgent::start();
+    let dest = agent.dir.path().join("jail");
+    let outside = agent.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    // First a symlink pointing out of the jail, then a file "through" it.
+    let mut builder = ::tar::Builder::new(Vec::new());
+    let mut link = ::tar::Header::new_gnu();
+    set_owner(&mut link);
+    link.set_entry_type(::tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    builder
+        .append_link(&mut link, "link", &outside)
+        .expect("link");
+    let mut file = ::tar::Header::new_gnu();
+    set_owner(&mut file);
+    file.set_size(4);
+    file.set_mode(0o644);
+    file.set_entry_type(::tar::EntryType::Regular);
+    builder
+        .append_data(&mut file, "link/owned.txt", &b"evil"[..])
+        .expect("file");
+    let archive = builder.into_inner().expect("finish");
+    let result = push_tar(agent.connect(), path_str(&dest), &mut Cursor::new(archive));
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Agent {
+                kind: ErrorKind::PathEscape,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(!outside.join("owned.txt").exists());
+}
+
+#[test]
+fn pull_of_a_missing_path_is_not_found() {
+    let agent = TestAgent::start();
+    let missing = agent.dir.path().join("missing");
+    let mut sink = Vec::new();
+    let result = pull_tar(agent.connect(), path_str(&missing), &mut sink);
+    assert!(
+        matches!(
+            result,
+            Err(ClientError::Agent {
+                kind: ErrorKind::NotFound,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn services_start_with_probe_report_status_and_stop_on_shutdown() {
+    let agent = TestAgent::start();
+    let ready_flag = agent.dir.path().join("ready");
+    let script = format!("sleep 0.3; touch {}; exec sleep 60", ready_flag.display());
+    service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "svc".into(),
+            argv: vec!["sh".into(), "-c".into(), script],
+            env: vec![],
+            probe: vec!["test".into(), "-e".into(), ready_flag.display().to_string()],
+            timeout_secs: 10,
+        },
+    )
+    .expect("service start");
+    assert!(
+        ready_flag.exists(),
+        "Done came before the probe could succeed"
+    );
+    let state = service_status(agent.connect(), "svc").expect("status");
+    assert!(state.running);
+    assert!(state.pid.is_some());
+
+    shutdown(agent.connect()).expect("shutdown");
+    let state = service_status(agent.connect(), "svc").expect("status");
+    assert!(!state.running);
+}
+
+#[test]
+fn a_service_that_dies_or_never_gets_ready_is_an_error() {
+    let agent = TestAgent::start();
+    let died = service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "dies".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo boom; exit 3".into()],
+            env: vec![],
+            probe: vec!["false".into()],
+            timeout_secs: 10,
+        },
+    );
+    match died {
+        Err(ClientError::Agent {
+            kind: ErrorKind::ServiceFailed,
+            message,
+        }) => assert!(message.contains("boom"), "{message}"),
+        other => panic!("expected ServiceFailed, got {other:?}"),
+    }
+    let slow = service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "never-ready".into(),
+            argv: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            probe: vec!["false".into()],
+            timeout_secs: 1,
+        },
+    );
+    assert!(
+        matches!(
+            slow,
+            Err(ClientError::Agent {
+                kind: ErrorKind::Timeout,
+                ..
+            })
+        ),
+        "{slow:?}"
+    );
+    shutdown(agent.connect()).expect("shutdown");
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
 }
