@@ -13,7 +13,8 @@ use clap::{value_parser, Arg, ArgAction, Args, ColorChoice, Command, Subcommand}
 
 use crate::commands::{CORE_COMMANDS, RUNTIME_COMMANDS};
 
-/// Options given before the command, with the old tool's names.
+// Options given before the command, with the old tool's names. (A plain comment: a doc
+// comment would become the about text of the top-level command.)
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalOptions {
     /// Target architecture: x86_64 or aarch64 (overrides the program name, $<TOOL>_ARCH and the config)
@@ -109,10 +110,12 @@ pub struct GlobalOptions {
     pub verbose: bool,
 }
 
-/// Commands the front handles itself.
+// Commands the front handles itself. (A plain comment: a doc comment here would become the
+// about text of the top-level command.)
 #[derive(Debug, Clone, Subcommand)]
 pub enum FrontCommand {
     /// Show or change the config: vconfig [KEY [VALUE | --reset]]
+    #[command(after_help = crate::config::keys_help())]
     Vconfig(VconfigArgs),
     /// State dirs: list, path [ARCH], df, clean [ARCH | --all]
     Vstorage {

@@ -134,6 +134,20 @@ pub fn valid_keys() -> String {
     KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
+/// The key table for `vconfig --help`: name, accepted values, who reads it.
+pub fn keys_help() -> String {
+    let mut text = String::from("Keys:\n");
+    for k in KEYS {
+        text.push_str(&format!(
+            "  {} ({})\n      {}\n",
+            k.name,
+            k.kind.expected(),
+            k.used_by
+        ));
+    }
+    text
+}
+
 /// Exact-match lookup.
 pub fn key_spec(name: &str) -> Result<&'static KeySpec, ConfigError> {
     KEYS.iter()

@@ -2,6 +2,7 @@
 //! handler. `main.rs` only maps the result to an exit code.
 
 use std::ffi::OsString;
+use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, FromArgMatches, Subcommand};
@@ -142,7 +143,11 @@ pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
             Ok(code)
         }
         Invocation::Version { program } => {
-            println!("{program} version {}", env!("CARGO_PKG_VERSION"));
+            writeln!(
+                std::io::stdout(),
+                "{program} version {}",
+                env!("CARGO_PKG_VERSION")
+            )?;
             Ok(0)
         }
         Invocation::Help { program } => {
@@ -239,8 +244,13 @@ fn run_front_command(
 ) -> anyhow::Result<i32> {
     let name = match &command {
         FrontCommand::Completion { shell } => {
+            // generated into memory: clap_complete panics when its writer fails (closed pipe)
             let mut grammar = cli::completion_grammar(&program.tool);
-            clap_complete::generate(*shell, &mut grammar, &program.tool, &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut grammar, &program.tool, &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script")?;
             return Ok(0);
         }
         FrontCommand::Vconfig(_) => "vconfig",

@@ -99,7 +99,7 @@ fn path(session: &Session, arch: Option<&str>) -> anyhow::Result<i32> {
         None => session.arch()?.0,
     };
     let (dir, _) = current_dir(session, arch)?;
-    println!("{}", dir.display());
+    writeln!(std::io::stdout(), "{}", dir.display())?;
     Ok(0)
 }
 
