@@ -4,8 +4,10 @@
 //!
 //! Read-only and lenient about `vm.json`'s exact fields: any top-level `*pid` number counts,
 //! and a matching `*start_time` (clock ticks since boot, /proc/<pid>/stat field 22) is
-//! checked when present, so a reused pid is not mistaken for our VM. When the VM layer offers
-//! its own status function, `probe` should call it instead.
+//! checked when present, so a reused pid is not mistaken for our VM. The VM layer's own
+//! `Instance::find` is asked first; the checks here are wider on purpose (any one live
+//! process, a held lock, the old tool's pid file), because for deleting, "maybe running" must
+//! count as running.
 
 use std::fs;
 use std::path::Path;
@@ -88,6 +90,11 @@ pub fn probe(dir: &Path) -> MemresStatus {
     let daemon_pid = dir.join("daemon.pid");
     let mut seen_files = false;
 
+    if let Some(instance) = crate::vm::instance::Instance::find(dir) {
+        return MemresStatus::Running {
+            pid: u32::try_from(instance.record.qemu_pid).ok(),
+        };
+    }
     if let Ok(text) = fs::read_to_string(&vm_json) {
         seen_files = true;
         if let Some(pid) = live_pids_from_vm_json(&text).into_iter().next() {
