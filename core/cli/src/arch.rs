@@ -71,6 +71,16 @@ impl fmt::Display for Arch {
     }
 }
 
+/// The VM layer has its own copy of the type (with serde names for vm.json).
+impl From<Arch> for crate::vm::config::Arch {
+    fn from(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => crate::vm::config::Arch::X86_64,
+            Arch::Aarch64 => crate::vm::config::Arch::Aarch64,
+        }
+    }
+}
+
 /// Which step of the chain decided; shown in `-v` output so users can see why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchSource {

@@ -8,7 +8,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use std::io::Write;
+
+use anyhow::{bail, Context};
 
 use crate::arch::{Arch, ArchSource};
 use crate::cli::GlobalOptions;
@@ -56,6 +58,10 @@ impl RuntimeContext {
 pub struct CoreContext {
     /// The program name the user typed (`vcontainer`, `vdkr`).
     pub program: String,
+    /// The runtime, when the program name or `--runtime` chose one.
+    pub tool: Option<Tool>,
+    /// The arch from `--arch` or the program name, if any (core commands read no config).
+    pub arch: Option<Arch>,
     pub options: GlobalOptions,
     /// `["plugins", "--format", "json"]`
     pub argv: Vec<OsString>,
@@ -84,5 +90,47 @@ pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
 pub fn run_core_command(ctx: CoreContext) -> anyhow::Result<i32> {
     let name = ctx.argv.first().and_then(|c| c.to_str()).unwrap_or("");
     tracing::debug!(program = %ctx.program, argv = ?ctx.argv, "core command");
-    bail!("'{name}' is not wired into the command front yet")
+    match name {
+        "doctor" => run_doctor(&ctx),
+        _ => bail!("'{name}' is not wired into the command front yet"),
+    }
+}
+
+/// `doctor`: the VM layer's report for the selected runtime (or every known one) and arch
+/// (or the host's). Exit 0 when a VM can be booted for each, 1 otherwise.
+fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
+    if let Some(extra) = ctx.argv.get(1) {
+        bail!(
+            "doctor takes no arguments (got '{}'); use --runtime/--arch before it",
+            extra.to_string_lossy()
+        );
+    }
+    let arch = match ctx.arch {
+        Some(a) => a,
+        None => Arch::host().context("choose an arch with --arch")?,
+    };
+    let runtimes: Vec<String> = match &ctx.tool {
+        Some(t) => vec![t.runtime.clone()],
+        None => {
+            let mut all: Vec<String> = crate::front::runtime_aliases()
+                .into_iter()
+                .map(|a| a.runtime)
+                .collect();
+            all.dedup();
+            all
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut all_ok = true;
+    for runtime in runtimes {
+        let report = crate::vm::doctor(
+            arch.into(),
+            &runtime,
+            ctx.options.blob_dir.as_deref(),
+            ctx.options.no_kvm,
+        );
+        all_ok &= report.ok();
+        writeln!(out, "{report}")?;
+    }
+    Ok(if all_ok { 0 } else { 1 })
 }

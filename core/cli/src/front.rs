@@ -115,8 +115,14 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     let argv_rest = verbatim_args(name, sub);
     let core_image = name == commands::CORE_IMAGE_COMMAND && tool.is_none();
     if commands::is_core_command(name) || core_image {
+        let arch = match &options.arch {
+            Some(a) => Some(a.parse::<crate::arch::Arch>().context("--arch")?),
+            None => program.arch,
+        };
         return Ok(Invocation::Core(CoreContext {
             program: program.tool,
+            tool,
+            arch,
             options,
             argv: argv_rest,
         }));

@@ -507,3 +507,27 @@ fn runtime_command_prepares_a_marked_state_dir_and_stateless_a_private_one() {
         "the temporary state dir is removed at exit"
     );
 }
+
+#[test]
+fn doctor_reports_each_runtime_without_needing_one() {
+    let f = Fixture::new();
+    let o = f.run("vcontainer", &["doctor"]);
+    let out = stdout(&o);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("guest: docker") && out.contains("guest: podman"),
+        "{out}"
+    );
+    let o = f.run("vpdmn-aarch64", &["doctor"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("guest: podman aarch64") && !out.contains("docker"),
+        "{out}"
+    );
+    let o = f.run("vcontainer", &["doctor", "--bogus"]);
+    assert_eq!(o.status.code(), Some(125));
+}
