@@ -55,7 +55,8 @@ pub fn exec_interactive<C: AgentConn>(
     } else {
         None
     };
-    let _raw = if tty && io::stdin().is_terminal() {
+    // Raw mode only when keys are forwarded: otherwise Ctrl-C would reach nobody.
+    let _raw = if tty && stdin.is_some() && io::stdin().is_terminal() {
         Some(RawMode::enter().map_err(|source| ClientError::Local {
             context: "switching the terminal to raw mode".into(),
             source,
