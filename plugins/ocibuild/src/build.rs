@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::imageread::{image_tree, open_image};
 use crate::layer::write_layer;
-use crate::layerdef::parse_layer_def;
+use crate::layerdef::LayerDef;
 use crate::layout::LayoutWriter;
 use crate::plan::{apply_plan, plan_layer, Plan, Source, StampRules};
 use crate::settings::ImageOptions;
@@ -45,8 +45,8 @@ pub struct AnnotationOptions {
     pub created: Option<String>,
     pub revision: Option<String>,
     pub version: Option<String>,
-    /// Extra `key=value` annotations (manifest and index entry).
-    pub extra: Vec<String>,
+    /// More annotations with their full keys (manifest and index entry).
+    pub extra: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,8 +60,9 @@ pub struct BuildRequest {
     pub annotations: AnnotationOptions,
     pub compression: Compression,
     pub compression_level: Option<i32>,
-    /// `name:type:content` definitions (umoci only).
-    pub layers: Vec<String>,
+    /// Layer definitions (umoci only); [`crate::layerdef::parse_layer_def`] reads the
+    /// `name:type:content` form.
+    pub layers: Vec<LayerDef>,
     /// OCI layout of a base image (umoci only).
     pub base_image: Option<PathBuf>,
     pub base_tag: Option<String>,
@@ -122,18 +123,6 @@ pub fn validate_tag(tag: &str) -> Result<()> {
             "invalid tag {tag:?} (letters and digits joined by - . _ : @ +)"
         )))
     }
-}
-
-fn kv_map(items: &[String], what: &str) -> Result<BTreeMap<String, String>> {
-    let mut m = BTreeMap::new();
-    for i in items {
-        let (k, v) = i
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| Error::invalid(format!("invalid {what} {i:?} (expected KEY=VALUE)")))?;
-        m.insert(k.to_string(), v.to_string());
-    }
-    Ok(m)
 }
 
 struct LayerOut {
@@ -225,23 +214,40 @@ fn layer_descriptor(req: &BuildRequest, l: &CachedLayer) -> Descriptor {
     desc
 }
 
+/// Opens the base image: by tag, else the only image of the layout, else `latest`.
+fn open_base(
+    base: &Path,
+    tag: Option<&str>,
+    arch: Option<&str>,
+) -> Result<crate::imageread::Image> {
+    if tag.is_some() {
+        return open_image(base, tag, arch);
+    }
+    let index = crate::imageread::read_index(base)?;
+    let tag = if index.manifests.len() == 1 {
+        None
+    } else {
+        Some("latest")
+    };
+    open_image(base, tag, arch)
+}
+
 /// Builds the image described by `req`. `log` receives progress lines (including the
 /// `OCI Cache HIT`/`OCI Cache MISS` lines build systems grep for).
 pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildReport> {
     let tag = req.tag.clone().unwrap_or_else(|| "latest".into());
     validate_tag(&tag)?;
     req.config.validate()?;
-    let extra_annotations = kv_map(&req.annotations.extra, "annotation")?;
+    let extra_annotations = req.annotations.extra.clone();
     if req.flavor == Flavor::Sloci && (!req.layers.is_empty() || req.base_image.is_some()) {
         return Err(Error::invalid(
             "multi-layer images and base images need the umoci backend",
         ));
     }
-    let defs = req
-        .layers
-        .iter()
-        .map(|s| parse_layer_def(s))
-        .collect::<Result<Vec<_>>>()?;
+    for d in &req.layers {
+        d.validate()?;
+    }
+    let defs = &req.layers;
     let rootfs = req.rootfs.as_deref();
     if let Some(r) = rootfs {
         if !r.is_dir() {
@@ -287,17 +293,26 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
     let layout = LayoutWriter::init(staged.path())?;
 
     // Base image: verified, its layers copied, its tree known.
+    let mut base_reports = Vec::new();
     let (mut config, mut layers, mut tree) = match &req.base_image {
         Some(base) => {
-            let img = open_image(base, req.base_tag.as_deref(), req.config.arch.as_deref())?;
+            let img = open_base(base, req.base_tag.as_deref(), req.config.arch.as_deref())?;
             log(&format!(
                 "base image {} ({} layers)",
                 base.display(),
                 img.manifest.layers.len()
             ));
             let tree = image_tree(&img)?;
-            for l in &img.manifest.layers {
+            for (i, l) in img.manifest.layers.iter().enumerate() {
                 layout.copy_blob_from(base, &l.digest, Some(l.size))?;
+                base_reports.push(LayerReport {
+                    name: format!("base-{}", i + 1),
+                    digest: Some(l.digest),
+                    diff_id: img.config.rootfs.diff_ids.get(i).copied(),
+                    size: l.size,
+                    entries: 0,
+                    cached: false,
+                });
             }
             (img.config.clone(), img.manifest.layers.clone(), tree)
         }
@@ -323,7 +338,7 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
         Flavor::Sloci => "sloci",
         Flavor::Umoci => "umoci",
     };
-    let mut reports = Vec::new();
+    let mut reports = base_reports;
     for (name, kind, srcs) in &sources {
         let plan = plan_layer(&tree, srcs, rules, &mut |w| log(&format!("warning: {w}")))?;
         let created_by =

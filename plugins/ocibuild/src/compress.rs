@@ -23,18 +23,13 @@ const GZIP_CHUNK: usize = 1 << 20;
 /// Fixed gzip header: no name, MTIME 0, no extra flags, OS "unknown" (reproducible).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    #[default]
     Gzip,
     Zstd,
     None,
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Gzip
-    }
 }
 
 impl Compression {

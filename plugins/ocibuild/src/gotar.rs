@@ -387,7 +387,7 @@ mod tests {
         assert_eq!(rec.len(), 105);
         assert!(rec.starts_with(b"105 "));
         // 98 + 3 = 101 -> "101 " makes 104, not 101: the size field grows the record.
-        let rec = pax_record(b"path", &vec![b'y'; 91]);
+        let rec = pax_record(b"path", &[b'y'; 91]);
         assert_eq!(rec.len(), 101);
         assert!(rec.starts_with(b"101 "));
     }

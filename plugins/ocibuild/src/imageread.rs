@@ -155,6 +155,9 @@ fn select_entry(layout: &Path, entries: &[Descriptor], tag: Option<&str>) -> Res
     }
 }
 
+/// Receives each checked entry; may read a regular file's content and return its digest.
+pub type Visitor<'v> = dyn FnMut(&LayerEvent<'_>, &mut dyn Read) -> Result<Option<Digest>> + 'v;
+
 /// One checked entry of a layer.
 pub enum LayerEvent<'a> {
     Add {
@@ -273,12 +276,7 @@ fn entry_meta(image: &Path, e: &mut tar::Entry<'_, impl Read>, kind: Kind) -> Re
 /// each checked entry to `visit` (which may read a regular file's content from the entry).
 /// Both the blob digest and the diff_id are verified; on a mismatch the caller must
 /// discard whatever `visit` produced.
-pub fn read_layer(
-    img: &Image,
-    i: usize,
-    tree: &mut Tree,
-    visit: &mut dyn FnMut(&LayerEvent<'_>, &mut dyn Read) -> Result<Option<Digest>>,
-) -> Result<()> {
+pub fn read_layer(img: &Image, i: usize, tree: &mut Tree, visit: &mut Visitor<'_>) -> Result<()> {
     let desc = &img.manifest.layers[i];
     let diff_id = img.config.rootfs.diff_ids[i];
     let path = layout::blob_path(&img.layout, &desc.digest);
@@ -353,7 +351,7 @@ fn read_entry<R: Read>(
     img: &Image,
     entry: &mut tar::Entry<'_, R>,
     tree: &mut Tree,
-    visit: &mut dyn FnMut(&LayerEvent<'_>, &mut dyn Read) -> Result<Option<Digest>>,
+    visit: &mut Visitor<'_>,
 ) -> Result<()> {
     let image = img.layout.as_path();
     let raw = entry.path_bytes().into_owned();

@@ -40,6 +40,8 @@ pub struct IndexRequest {
     pub source_date_epoch: Option<i64>,
     pub tar_output: Option<PathBuf>,
     pub tar_style: TarStyle,
+    /// Annotations (full keys) of the image index and its index.json entry.
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +49,7 @@ pub struct IndexReport {
     pub output: PathBuf,
     pub index: Option<Digest>,
     pub platforms: Vec<Platform>,
+    pub manifests: Vec<Digest>,
 }
 
 /// Parses `PATH[:TAG][@ARCH]`-free CLI input: `DIR` or `DIR:TAG`... kept simple: a
@@ -82,6 +85,7 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
     let out = LayoutWriter::init(staged.path())?;
     let mut entries = Vec::new();
     let mut platforms = Vec::new();
+    let mut manifests = Vec::new();
     for input in &req.inputs {
         let img = open_image(&input.layout, input.tag.as_deref(), None)?;
         // Verify and copy every blob the image references.
@@ -142,6 +146,7 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
         );
         d.platform = Some(platform.clone());
         platforms.push(platform);
+        manifests.push(img.manifest_desc.digest);
         entries.push(d);
     }
     let index_digest = if req.flat {
@@ -161,9 +166,10 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
             schema_version: 2,
             media_type: Some(spec::MEDIA_INDEX.into()),
             manifests: entries,
-            annotations: BTreeMap::new(),
+            annotations: req.annotations.clone(),
         };
         let mut desc = out.write_json(spec::MEDIA_INDEX, &nested)?;
+        desc.annotations = req.annotations.clone();
         desc.annotations
             .insert(spec::ANNOTATION_REF_NAME.into(), tag.clone());
         out.write_index(&Index {
@@ -190,5 +196,6 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
         output,
         index: index_digest,
         platforms,
+        manifests,
     })
 }

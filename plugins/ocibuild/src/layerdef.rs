@@ -12,11 +12,14 @@ use crate::error::{Error, Result};
 use crate::plan::{image_path, Source};
 use crate::tree::ROOT;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LayerKind {
     Directories,
     Files,
     Host,
+    /// A directory prepared by the build system, laid over the image root.
+    #[serde(alias = "dir", alias = "rootfs")]
     Packages,
 }
 
@@ -31,7 +34,7 @@ impl LayerKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDef {
     pub name: String,
     pub kind: LayerKind,
@@ -55,19 +58,16 @@ pub fn parse_layer_def(s: &str) -> Result<LayerDef> {
         )));
     }
     let name = fields[0].to_string();
-    if !valid_name(&name) {
-        return Err(Error::invalid(format!(
-            "layer definition {s:?}: name {name:?} may only hold letters, digits, '.', '_', '-'"
-        )));
-    }
     let kind = match fields[1] {
         "directories" => LayerKind::Directories,
         "files" => LayerKind::Files,
         "host" => LayerKind::Host,
-        "packages" | "rootfs" => LayerKind::Packages,
-        other => return Err(Error::invalid(format!(
+        "packages" | "rootfs" | "dir" => LayerKind::Packages,
+        other => {
+            return Err(Error::invalid(format!(
             "layer definition {s:?}: unknown type {other:?} (directories, files, host, packages)"
-        ))),
+        )))
+        }
     };
     let content = fields[2..].join(":");
     let items: Vec<String> = content
@@ -76,34 +76,46 @@ pub fn parse_layer_def(s: &str) -> Result<LayerDef> {
         .filter(|i| !i.is_empty())
         .map(str::to_string)
         .collect();
-    if items.is_empty() {
-        return Err(Error::invalid(format!(
-            "layer definition {s:?}: no content"
-        )));
-    }
-    for item in &items {
-        match kind {
-            LayerKind::Host => {
-                let (src, dst) = item.rsplit_once(':').ok_or_else(|| {
-                    Error::invalid(format!("host layer item {item:?}: expected SRC:DST"))
-                })?;
-                if src.is_empty() || dst.is_empty() {
-                    return Err(Error::invalid(format!(
-                        "host layer item {item:?}: expected SRC:DST"
-                    )));
-                }
-                image_path(dst)?;
-            }
-            LayerKind::Directories | LayerKind::Files => {
-                image_path(item)?;
-            }
-            LayerKind::Packages => {}
-        }
-    }
-    Ok(LayerDef { name, kind, items })
+    let def = LayerDef { name, kind, items };
+    def.validate()
+        .map_err(|e| Error::invalid(format!("layer definition {s:?}: {e}")))?;
+    Ok(def)
 }
 
 impl LayerDef {
+    /// Checks name and items (also for definitions that did not come from a string).
+    pub fn validate(&self) -> Result<()> {
+        if !valid_name(&self.name) {
+            return Err(Error::invalid(format!(
+                "layer name {:?} may only hold letters, digits, '.', '_', '-'",
+                self.name
+            )));
+        }
+        if self.items.is_empty() {
+            return Err(Error::invalid(format!("layer {:?}: no content", self.name)));
+        }
+        for item in &self.items {
+            match self.kind {
+                LayerKind::Host => {
+                    let (src, dst) = item.rsplit_once(':').ok_or_else(|| {
+                        Error::invalid(format!("host layer item {item:?}: expected SRC:DST"))
+                    })?;
+                    if src.is_empty() || dst.is_empty() {
+                        return Err(Error::invalid(format!(
+                            "host layer item {item:?}: expected SRC:DST"
+                        )));
+                    }
+                    image_path(dst)?;
+                }
+                LayerKind::Directories | LayerKind::Files => {
+                    image_path(item)?;
+                }
+                LayerKind::Packages => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The sources of this layer; `rootfs` is the image rootfs that directories/files
     /// layers take their content from.
     pub fn sources(&self, rootfs: Option<&Path>) -> Result<Vec<Source>> {

@@ -7,6 +7,7 @@
 //!
 //! Entry points: [`build::build`], [`unpack::unpack`], [`index::build_index`].
 
+pub mod abi_glue;
 pub mod build;
 pub mod cache;
 pub mod compress;

@@ -427,7 +427,7 @@ pub fn plan_layer(
         .filter_map(|q| tree::parent(q).map(<[u8]>::to_vec))
         .collect();
     for p in parents {
-        if !cands.get(&p).is_some_and(|c| c.meta.kind == Kind::Dir) {
+        if cands.get(&p).is_none_or(|c| c.meta.kind != Kind::Dir) {
             continue;
         }
         if tree.children(&p).all(|(k, _)| removed.contains(k)) {
