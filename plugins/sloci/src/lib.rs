@@ -44,3 +44,54 @@ vcontainer_abi::export_backend_plugin! {
     unpack: unpack,
     index: index,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vcontainer_abi::backend::LayerSpec;
+
+    #[test]
+    fn refuses_layers_and_base_images_without_output() {
+        let t = tempfile::tempdir().expect("tmp");
+        let out = t.path().join("out");
+        let req = BuildRequest {
+            rootfs: t.path().to_path_buf(),
+            output: out.clone(),
+            arch: "amd64".into(),
+            layers: vec![LayerSpec::parse("a:files:/x").expect("layer")],
+            ..BuildRequest::default()
+        };
+        let err = build(req).expect_err("refused");
+        assert!(err.message.contains("umoci"), "{err}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn builds_one_layer_without_platform_in_index() {
+        let t = tempfile::tempdir().expect("tmp");
+        let rootfs = t.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).expect("mkdir");
+        std::fs::write(rootfs.join("etc/hostname"), "x\n").expect("write");
+        let out = t.path().join("out");
+        let res = build(BuildRequest {
+            rootfs,
+            output: out.clone(),
+            arch: "aarch64".into(),
+            cmd: Some(vec!["/bin/sh".into()]),
+            source_date_epoch: Some(0),
+            ..BuildRequest::default()
+        })
+        .expect("build");
+        assert_eq!(res.layers.len(), 1);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).expect("index"))
+                .expect("json");
+        assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+        assert!(index["manifests"][0].get("platform").is_none());
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            "latest"
+        );
+        assert!(unpack(UnpackRequest::default()).is_err());
+    }
+}
