@@ -141,9 +141,32 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     })
 }
 
+/// Exit status of a command whose reader went away (`vdkr vstorage list | head -1`), as if
+/// killed by SIGPIPE, which Rust ignores so that socket errors stay errors.
+pub const EXIT_STDOUT_CLOSED: i32 = 128 + 13;
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure (125).
 pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
-    match parse(&argv)? {
+    let invocation = parse(&argv)?;
+    let runs_in_vm = matches!(invocation, Invocation::Runtime { .. });
+    match execute(invocation) {
+        // the front's own commands write only to stdout, so a broken pipe there means the
+        // reader closed it: stop quietly like other Unix tools
+        Err(e) if !runs_in_vm && is_broken_pipe(&e) => Ok(EXIT_STDOUT_CLOSED),
+        other => other,
+    }
+}
+
+fn execute(invocation: Invocation) -> anyhow::Result<i32> {
+    match invocation {
         Invocation::Usage { error, code } => {
             error.print().context("printing usage")?;
             Ok(code)
@@ -319,4 +342,18 @@ fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_pipe_is_found_in_the_context_chain() {
+        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing the completion script");
+        assert!(is_broken_pipe(&e));
+        let other = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!is_broken_pipe(&other));
+    }
 }
