@@ -273,6 +273,7 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
             Source::Mirror {
                 root,
                 path: ROOT.to_vec(),
+                follow: false,
             }
         };
         vec![("rootfs".into(), "rootfs".into(), vec![src])]

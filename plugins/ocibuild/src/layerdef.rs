@@ -134,6 +134,7 @@ impl LayerDef {
                 LayerKind::Directories | LayerKind::Files => out.push(Source::Mirror {
                     root: need_rootfs()?.to_path_buf(),
                     path: image_path(item)?,
+                    follow: self.kind == LayerKind::Directories,
                 }),
                 LayerKind::Host => {
                     let (src, dst) = item

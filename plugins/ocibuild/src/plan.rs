@@ -25,8 +25,13 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// Make image path `path` equal to `root/path`.
-    Mirror { root: PathBuf, path: Vec<u8> },
+    /// Make image path `path` equal to `root/path`. With `follow`, a symlink at `path`
+    /// (merged-usr `/bin`) brings the directory it points to along.
+    Mirror {
+        root: PathBuf,
+        path: Vec<u8>,
+        follow: bool,
+    },
     /// Copy the host file or tree `src` to image path `dst`.
     Overlay { src: PathBuf, dst: Vec<u8> },
 }
@@ -283,8 +288,21 @@ impl Collector<'_> {
         Ok(join_parts(&cur))
     }
 
-    fn mirror(&mut self, root: &Path, path: &[u8], warn: &mut dyn FnMut(String)) -> Result<()> {
-        let Some(resolved) = self.resolve_in_root(root, path)? else {
+    fn mirror(
+        &mut self,
+        root: &Path,
+        path: &[u8],
+        follow: bool,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<()> {
+        let lookup = if follow {
+            let mut p = path.to_vec();
+            p.extend_from_slice(b"/.");
+            p
+        } else {
+            path.to_vec()
+        };
+        let Some(resolved) = self.resolve_in_root(root, &lookup)? else {
             warn(format!(
                 "{} not found in {}, skipped",
                 String::from_utf8_lossy(path),
@@ -383,7 +401,7 @@ pub fn plan_layer(
     };
     for s in sources {
         match s {
-            Source::Mirror { root, path } => col.mirror(root, path, warn)?,
+            Source::Mirror { root, path, follow } => col.mirror(root, path, *follow, warn)?,
             Source::Overlay { src, dst } => col.overlay(src, dst)?,
         }
     }

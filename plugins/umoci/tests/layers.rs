@@ -1,0 +1,325 @@
+//! Multi-layer builds: delta-only layers, whiteouts, opaque directories, merged-usr, base
+//! images and the layer cache.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use vcontainer_ocibuild::layerdef::parse_layer_def;
+use vcontainer_ocibuild::{BuildRequest, Flavor};
+
+fn names(layout: &Path, i: usize) -> Vec<String> {
+    tar_entries(&layer_tar(layout, i))
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect()
+}
+
+fn req(rootfs: Option<&Path>, out: &Path, layers: &[&str]) -> BuildRequest {
+    BuildRequest {
+        rootfs: rootfs.map(Path::to_path_buf),
+        output: out.to_path_buf(),
+        layers: layers
+            .iter()
+            .map(|l| parse_layer_def(l).expect("layer def"))
+            .collect(),
+        source_date_epoch: Some(SDE),
+        flavor: Flavor::Umoci,
+        ..BuildRequest::default()
+    }
+}
+
+#[test]
+fn layers_are_delta_only() {
+    let t = tempfile::tempdir().expect("tmp");
+    let r = t.path().join("rootfs");
+    sh(&format!(
+        "mkdir -p {0}/usr/lib {0}/etc {0}/app && echo lib > {0}/usr/lib/libx && echo cfg > {0}/etc/app.conf \
+         && echo bin > {0}/app/run && echo host > {1}/hostfile",
+        r.display(),
+        t.path().display()
+    ));
+    let out = t.path().join("img");
+    let host = format!(
+        "cfg:host:{}:/etc/extra/hostfile",
+        t.path().join("hostfile").display()
+    );
+    let (res, _) = build_logged(&req(
+        Some(&r),
+        &out,
+        &[
+            "base:directories:/usr+/etc",
+            "app:files:/app/run+/etc/app.conf",
+            &host,
+        ],
+    ));
+    res.expect("build");
+    let l = load(&out);
+    assert_eq!(l.manifest.layers.len(), 3);
+    assert_eq!(l.config.history.len(), 3);
+    let base = names(&out, 0);
+    assert_eq!(
+        base,
+        vec![
+            ".",
+            "etc/",
+            "etc/app.conf",
+            "usr/",
+            "usr/lib/",
+            "usr/lib/libx"
+        ]
+    );
+    // etc/app.conf is unchanged since layer 1: not repeated.
+    assert_eq!(names(&out, 1), vec!["app/", "app/run"]);
+    assert_eq!(names(&out, 2), vec!["etc/extra/", "etc/extra/hostfile"]);
+}
+
+#[test]
+fn removed_files_get_whiteouts_and_replaced_dirs_are_opaque() {
+    let t = tempfile::tempdir().expect("tmp");
+    let a = t.path().join("a");
+    let b = t.path().join("b");
+    sh(&format!(
+        "mkdir -p {a}/etc {a}/var/cache/old && echo 1 > {a}/etc/keep && echo 2 > {a}/etc/gone \
+         && echo 3 > {a}/var/cache/old/x && echo 4 > {a}/var/cache/y \
+         && mkdir -p {b}/etc {b}/var/cache && cp -a {a}/etc/keep {b}/etc/keep && echo new > {b}/var/cache/z \
+         && touch -d @1600000000 {a}/etc {b}/etc",
+        a = a.display(),
+        b = b.display()
+    ));
+    let base = t.path().join("base");
+    vcontainer_ocibuild::build(&req(Some(&a), &base, &[]), &mut |_| {}).expect("base");
+    let out = t.path().join("img");
+    let mut r = req(Some(&b), &out, &["sync:directories:/etc+/var"]);
+    r.base_image = Some(base.clone());
+    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    let l = load(&out);
+    assert_eq!(l.manifest.layers.len(), 2, "base layer + one new layer");
+    let top = names(&out, 1);
+    assert!(top.contains(&"etc/.wh.gone".to_string()), "{top:?}");
+    assert!(
+        !top.contains(&"etc/keep".to_string()),
+        "unchanged file repeated: {top:?}"
+    );
+    assert!(
+        top.contains(&"var/cache/.wh..wh..opq".to_string()),
+        "{top:?}"
+    );
+    assert!(top.contains(&"var/cache/z".to_string()), "{top:?}");
+    assert!(
+        !top.iter()
+            .any(|n| n.contains(".wh.old") || n.contains(".wh.y")),
+        "{top:?}"
+    );
+
+    // Applying the layers gives exactly the new tree (our unpack and umoci's).
+    let bundle = t.path().join("bundle");
+    vcontainer_ocibuild::unpack(
+        &vcontainer_ocibuild::UnpackRequest {
+            image: out.clone(),
+            bundle: bundle.clone(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .expect("unpack");
+    let got = tree_bytes(&bundle.join("rootfs"));
+    let want = tree_bytes(&b);
+    assert_eq!(got, want);
+    if have("umoci") && is_root() {
+        let ub = t.path().join("umoci-bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:latest", out.display()))
+            .arg(&ub));
+        assert_eq!(
+            tree_bytes(&ub.join("rootfs")),
+            want,
+            "umoci applies our whiteouts the same"
+        );
+    }
+}
+
+#[test]
+fn merged_usr_symlink_is_correct_in_every_layer() {
+    let t = tempfile::tempdir().expect("tmp");
+    let old = t.path().join("old");
+    let new = t.path().join("new");
+    sh(&format!(
+        "mkdir -p {o}/bin {o}/usr/bin && echo oldsh > {o}/bin/sh && echo ls > {o}/bin/ls \
+         && mkdir -p {n}/usr/bin && echo newsh > {n}/usr/bin/sh && echo env > {n}/usr/bin/env && ln -s usr/bin {n}/bin",
+        o = old.display(),
+        n = new.display()
+    ));
+    let base = t.path().join("base");
+    vcontainer_ocibuild::build(&req(Some(&old), &base, &[]), &mut |_| {}).expect("base");
+
+    // A files layer naming /bin/sh through the symlink, then a directories layer for /bin.
+    let out = t.path().join("img");
+    let mut r = req(
+        Some(&new),
+        &out,
+        &["shell:files:/bin/sh", "rest:directories:/bin"],
+    );
+    r.base_image = Some(base);
+    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    let l1 = names(&out, 1);
+    assert!(l1.contains(&"bin".to_string()), "{l1:?}");
+    assert!(l1.contains(&"usr/bin/sh".to_string()), "{l1:?}");
+    for i in 1..load(&out).manifest.layers.len() {
+        for n in names(&out, i) {
+            assert!(
+                !n.starts_with("bin/"),
+                "layer {i} has an entry inside the bin symlink: {n}"
+            );
+        }
+    }
+    let bundle = t.path().join("bundle");
+    vcontainer_ocibuild::unpack(
+        &vcontainer_ocibuild::UnpackRequest {
+            image: out,
+            bundle: bundle.clone(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .expect("unpack");
+    let root = bundle.join("rootfs");
+    assert!(std::fs::symlink_metadata(root.join("bin"))
+        .expect("bin")
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(root.join("bin/sh")).expect("sh"),
+        "newsh\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/bin/env")).expect("env"),
+        "env\n"
+    );
+}
+
+#[test]
+fn cache_hits_on_rebuild_and_misses_after_a_change() {
+    let t = tempfile::tempdir().expect("tmp");
+    let r = t.path().join("rootfs");
+    sh(&format!(
+        "mkdir -p {0}/usr/lib {0}/app && echo lib > {0}/usr/lib/libx && echo v1 > {0}/app/run",
+        r.display()
+    ));
+    let cache = t.path().join("cache");
+    let layers = ["base:directories:/usr", "app:directories:/app"];
+    let mk = |out: &str| {
+        let mut q = req(Some(&r), &t.path().join(out), &layers);
+        q.cache_dir = Some(cache.clone());
+        q.machine = Some("qemux86-64".into());
+        q
+    };
+    let (res, log1) = build_logged(&mk("one"));
+    res.expect("first");
+    assert_eq!(
+        log1.iter()
+            .filter(|l| l.starts_with("OCI Cache MISS: Layer '"))
+            .count(),
+        2,
+        "{log1:?}"
+    );
+
+    let (res, log2) = build_logged(&mk("two"));
+    res.expect("second");
+    assert_eq!(
+        log2.iter()
+            .filter(|l| l.starts_with("OCI Cache HIT: Layer '"))
+            .count(),
+        2,
+        "{log2:?}"
+    );
+    assert_eq!(
+        tree_bytes(&t.path().join("one")),
+        tree_bytes(&t.path().join("two"))
+    );
+
+    let mut dirs: Vec<String> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2);
+    for d in &dirs {
+        let (key, name) = d.split_once('-').expect("<key>-<name>");
+        assert_eq!(key.len(), 16);
+        assert!(key.bytes().all(|c| c.is_ascii_hexdigit()));
+        let marker =
+            std::fs::read_to_string(cache.join(d).join(".oci-layer-cache")).expect("marker");
+        assert!(marker.contains(&format!("cache_key={key}\n")), "{marker}");
+        assert!(marker.contains(&format!("layer_name={name}\n")), "{marker}");
+        assert!(marker.contains("created="), "{marker}");
+        assert!(marker.contains("machine=qemux86-64"), "{marker}");
+    }
+
+    // Same size, same mtime, different content: still a miss (content is hashed).
+    sh(&format!(
+        "echo v2 > {0}/app/run && touch -d @1700000000 {0}/app/run {0}/app",
+        r.display()
+    ));
+    let (res, log3) = build_logged(&mk("three"));
+    res.expect("third");
+    assert!(
+        log3.iter()
+            .any(|l| l.starts_with("OCI Cache HIT: Layer 'base'")),
+        "{log3:?}"
+    );
+    assert!(
+        log3.iter()
+            .any(|l| l.starts_with("OCI Cache MISS: Layer 'app'")),
+        "{log3:?}"
+    );
+}
+
+#[test]
+fn base_image_config_is_inherited_and_layers_kept() {
+    let t = tempfile::tempdir().expect("tmp");
+    let a = t.path().join("a");
+    sh(&format!(
+        "mkdir -p {0}/etc && echo a > {0}/etc/a",
+        a.display()
+    ));
+    let base = t.path().join("base");
+    let mut rb = req(Some(&a), &base, &[]);
+    rb.config.env = vec!["PATH=/bin".into(), "KEEP=1".into()];
+    rb.config.entrypoint = Some(vec!["/bin/sh".into()]);
+    rb.tag = Some("base".into());
+    vcontainer_ocibuild::build(&rb, &mut |_| {}).expect("base");
+    let b = t.path().join("b");
+    sh(&format!(
+        "mkdir -p {0}/etc && echo b > {0}/etc/b",
+        b.display()
+    ));
+    let out = t.path().join("img");
+    let mut r = req(Some(&b), &out, &[]);
+    r.base_image = Some(base.clone());
+    r.config.env = vec!["PATH=/usr/bin:/bin".into()];
+    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    let l = load(&out);
+    let bl = load(&base);
+    assert_eq!(l.manifest.layers[0], bl.manifest.layers[0]);
+    assert_eq!(l.manifest.layers.len(), 2);
+    assert_eq!(
+        l.config.config.env,
+        Some(vec!["PATH=/usr/bin:/bin".to_string(), "KEEP=1".to_string()])
+    );
+    assert_eq!(
+        l.config.config.entrypoint,
+        Some(vec!["/bin/sh".to_string()])
+    );
+    // Overlay semantics by default: nothing of the base is whited out.
+    assert!(!names(&out, 1).iter().any(|n| n.contains(".wh.")));
+    // Exactly one index entry (the base tag does not linger), and no orphan blobs.
+    assert_eq!(l.index.manifests.len(), 1);
+    let blobs = std::fs::read_dir(out.join("blobs/sha256"))
+        .expect("blobs")
+        .count();
+    assert_eq!(blobs, 2 + 2, "2 layers + config + manifest");
+}
