@@ -4,8 +4,10 @@
 //! outside the destination: entries with `..` or absolute names are refused outright, and
 //! `tar::Entry::unpack_in` refuses entries whose parent resolves (through symlinks) outside it.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::path::{Component, Path};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
 
 use vcontainer_proto::{read_frame, ErrorKind, FrameType, ProtoError, Response};
 
@@ -172,13 +174,14 @@ fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (Error
             format!("pull path {} is not an absolute path", path.display()),
         ));
     }
-    let meta = path
-        .symlink_metadata()
+    path.symlink_metadata()
         .map_err(|e| (error_kind(&e), format!("{}: {e}", path.display())))?;
-    let base = path.file_name().map_or_else(
-        || Path::new(".").to_path_buf(),
-        |name| Path::new(name).to_path_buf(),
-    );
+    let top = if contents_only {
+        PathBuf::from(".")
+    } else {
+        path.file_name()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    };
     let writer = TarWriter {
         sink,
         buf: Vec::with_capacity(PULL_CHUNK),
@@ -186,11 +189,44 @@ fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (Error
     let mut builder = tar::Builder::new(writer);
     builder.follow_symlinks(false);
     let io_err = |e: io::Error| (error_kind(&e), format!("packing {}: {e}", path.display()));
-    if meta.is_dir() {
-        let name = if contents_only { Path::new(".") } else { &base };
-        builder.append_dir_all(name, path).map_err(io_err)?;
-    } else {
-        builder.append_path_with_name(path, &base).map_err(io_err)?;
+    // (device, inode) of files with several links -> the name they were first archived as.
+    let mut first_names: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
+        let entry =
+            entry.map_err(|e| (ErrorKind::Io, format!("walking {}: {e}", path.display())))?;
+        let relative = entry.path().strip_prefix(path).unwrap_or(Path::new(""));
+        let name = top.join(relative);
+        let meta = entry.path().symlink_metadata().map_err(|e| {
+            io_err(io::Error::new(
+                e.kind(),
+                format!("{}: {e}", entry.path().display()),
+            ))
+        })?;
+        if meta.file_type().is_socket() {
+            // Like GNU tar: a socket cannot be archived, and is meaningless after a restart.
+            log!("pull: skipping socket {}", entry.path().display());
+            continue;
+        }
+        if meta.is_file() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = first_names.get(&key) {
+                let mut header = tar::Header::new_gnu();
+                header.set_metadata(&meta);
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &name, first)
+                    .map_err(io_err)?;
+                continue;
+            }
+            first_names.insert(key, name.clone());
+        }
+        builder
+            .append_path_with_name(entry.path(), &name)
+            .map_err(io_err)?;
     }
     let mut writer = builder.into_inner().map_err(io_err)?;
     writer.flush().map_err(io_err)?;

@@ -487,6 +487,44 @@ fn push_refuses_writing_through_a_symlink_out_of_the_destination() {
 }
 
 #[test]
+fn pull_skips_sockets_and_keeps_hard_links() {
+    let agent = TestAgent::start();
+    let dir = agent.dir.path().join("tree");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("a"), b"shared").expect("write");
+    std::fs::hard_link(dir.join("a"), dir.join("b")).expect("link");
+    let _socket = UnixListener::bind(dir.join("s.sock")).expect("socket");
+    let mut pulled = Vec::new();
+    pull_tar_contents(agent.connect(), path_str(&dir), &mut pulled).expect("pull");
+    let mut archive = ::tar::Archive::new(&pulled[..]);
+    let mut kinds = Vec::new();
+    for entry in archive.entries().expect("entries") {
+        let entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        let link = entry
+            .link_name()
+            .expect("link name")
+            .map(|l| l.to_string_lossy().into_owned());
+        kinds.push((name, entry.header().entry_type(), link));
+    }
+    assert!(
+        !kinds.iter().any(|(n, _, _)| n.contains("s.sock")),
+        "{kinds:?}"
+    );
+    assert!(kinds
+        .iter()
+        .any(|(n, t, _)| n.trim_start_matches("./") == "a" && *t == ::tar::EntryType::Regular));
+    assert!(
+        kinds
+            .iter()
+            .any(|(n, t, l)| n.trim_start_matches("./") == "b"
+                && *t == ::tar::EntryType::Link
+                && l.as_deref().map(|l| l.trim_start_matches("./")) == Some("a")),
+        "{kinds:?}"
+    );
+}
+
+#[test]
 fn pull_of_a_missing_path_is_not_found() {
     let agent = TestAgent::start();
     let missing = agent.dir.path().join("missing");
