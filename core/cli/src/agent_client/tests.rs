@@ -203,6 +203,20 @@ fn stdin_round_trips_byte_for_byte_and_reaches_eof() {
 }
 
 #[test]
+fn a_background_child_holding_stdout_does_not_hold_up_the_exit_status() {
+    let agent = TestAgent::start();
+    let started = Instant::now();
+    let (out, _, status) = agent.exec(&["sh", "-c", "sleep 20 & echo hi; exit 3"]);
+    assert_eq!(out, "hi\n");
+    assert_eq!(status, ExitStatus::Code(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn without_stdin_the_program_reads_eof() {
     let agent = TestAgent::start();
     let (out, _, status) = agent.exec(&["sh", "-c", "cat; echo done"]);
