@@ -14,9 +14,10 @@ use anyhow::{bail, Context};
 
 use crate::arch::{Arch, ArchSource};
 use crate::cli::GlobalOptions;
+use crate::plugins::{self, ListFormat, PluginSet};
 use crate::session::Settings;
 use crate::state_dir::StateDir;
-use crate::tool::Tool;
+use crate::tool::{Catalog, Tool};
 
 /// Everything a runtime command needs, resolved by the front.
 #[derive(Debug)]
@@ -39,6 +40,9 @@ pub struct RuntimeContext {
     /// The command and its arguments exactly as typed after the global options:
     /// `["run", "--rm", "alpine", "sh", "-c", "echo $HOME; ls"]`. Never re-split or re-joined.
     pub argv: Vec<OsString>,
+    /// The plugins found at start-up; `plugins.require_runtime(&tool.runtime)` is this
+    /// command's runtime plugin (an error listing what was found when it is missing).
+    pub plugins: PluginSet,
 }
 
 impl RuntimeContext {
@@ -65,6 +69,8 @@ pub struct CoreContext {
     pub options: GlobalOptions,
     /// `["plugins", "--format", "json"]`
     pub argv: Vec<OsString>,
+    /// The plugins found at start-up.
+    pub plugins: PluginSet,
 }
 
 /// Runs one runtime command and returns its exit status (the container's, or 125/126/127
@@ -92,8 +98,40 @@ pub fn run_core_command(ctx: CoreContext) -> anyhow::Result<i32> {
     tracing::debug!(program = %ctx.program, argv = ?ctx.argv, "core command");
     match name {
         "doctor" => run_doctor(&ctx),
+        "plugins" => run_plugins(&ctx),
         _ => bail!("'{name}' is not wired into the command front yet"),
     }
+}
+
+/// `plugins [--format table|json]`: one row per plugin found; files that could not be
+/// loaded are listed on stderr with the reason and do not change the exit status.
+fn run_plugins(ctx: &CoreContext) -> anyhow::Result<i32> {
+    let grammar = clap::Command::new("plugins")
+        .about("List the runtime and backend plugins found")
+        .no_binary_name(true)
+        .color(crate::ui::clap_color())
+        .arg(
+            clap::Arg::new("format")
+                .long("format")
+                .value_parser(["table", "json"])
+                .default_value("table")
+                .help("Output format"),
+        );
+    let matches = match grammar.try_get_matches_from(ctx.argv.iter().skip(1)) {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            e.print()?;
+            return Ok(code);
+        }
+    };
+    let format = match matches.get_one::<String>("format").map(String::as_str) {
+        Some("json") => ListFormat::Json,
+        _ => ListFormat::Table,
+    };
+    plugins::print_failures(&ctx.plugins);
+    std::io::stdout().write_all(plugins::list(&ctx.plugins, format).as_bytes())?;
+    Ok(0)
 }
 
 /// `doctor`: the VM layer's report for the selected runtime (or every known one) and arch
@@ -111,14 +149,7 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
     };
     let runtimes: Vec<String> = match &ctx.tool {
         Some(t) => vec![t.runtime.clone()],
-        None => {
-            let mut all: Vec<String> = crate::front::runtime_aliases()
-                .into_iter()
-                .map(|a| a.runtime)
-                .collect();
-            all.dedup();
-            all
-        }
+        None => Catalog::from_plugins(&ctx.plugins).runtimes(),
     };
     let mut out = std::io::stdout().lock();
     let mut all_ok = true;

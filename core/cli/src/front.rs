@@ -10,31 +10,31 @@ use clap::{ArgMatches, FromArgMatches, Subcommand};
 use crate::cli::{self, FrontCommand, GlobalOptions};
 use crate::commands;
 use crate::dispatch::{self, CoreContext, RuntimeContext};
-use crate::program_name::{parse_program_name, ProgramName, RuntimeAlias};
+use crate::plugins::{self, PluginSet};
+use crate::program_name::{parse_program_name, ProgramName};
 use crate::session::Session;
 use crate::state_dir;
-use crate::tool::{self, Tool};
+use crate::tool::{Catalog, Tool};
 use crate::ui;
 use crate::{vconfig, vstorage};
 
 /// Exit status for failures of the tool itself (docker's convention).
 pub const EXIT_TOOL_ERROR: i32 = 125;
 
-/// The runtime aliases known to the front. Until the plugin loader is wired this is the
-/// built-in table; then it becomes the aliases the loaded runtime plugins declare.
-pub fn runtime_aliases() -> Vec<RuntimeAlias> {
-    tool::builtin_runtime_aliases()
-}
-
-/// The name to put in front of messages, from argv[0] alone (used by main for errors that
-/// happen before anything else is known).
+/// The name to put in front of messages, from argv[0] and the built-in runtimes alone (main
+/// uses it for errors that happen before anything else is known).
 pub fn program_label(argv: &[OsString]) -> String {
     let Some(argv0) = argv.first() else {
         return crate::program_name::GENERIC_NAME.to_string();
     };
-    let argv0 = argv0.to_string_lossy();
-    match parse_program_name(&argv0, &runtime_aliases()) {
-        Ok(p) => p.tool,
+    let catalog = Catalog::builtin();
+    match parse_program_name(&argv0.to_string_lossy(), catalog.aliases()) {
+        Ok(p) => p
+            .runtime
+            .as_deref()
+            .and_then(|r| catalog.tool(r))
+            .map(|t| t.name.clone())
+            .unwrap_or(p.tool),
         Err(e) => e.name,
     }
 }
@@ -65,17 +65,23 @@ pub enum Invocation {
         tool: Tool,
         options: GlobalOptions,
         argv: Vec<OsString>,
+        plugins: PluginSet,
     },
 }
 
 /// Parses argv (argv[0] included) into an [`Invocation`].
+///
+/// The runtime plugins are discovered first: their declared aliases decide what argv[0]
+/// means (with built-in entries for vdkr/vpdmn when a plugin is missing, so the front's own
+/// commands still work).
 pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
-    let aliases = runtime_aliases();
+    let plugins = plugins::discover();
+    let catalog = Catalog::from_plugins(&plugins);
     let argv0 = argv
         .first()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let program = parse_program_name(&argv0, &aliases)?;
+    let program = parse_program_name(&argv0, catalog.aliases())?;
 
     let matches = match cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv) {
         Ok(m) => m,
@@ -96,7 +102,7 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
             program: program.tool,
         });
     }
-    let tool = select_tool(&program, &options, &aliases)?;
+    let tool = select_tool(&program, &options, &catalog)?;
 
     let Some((name, sub)) = matches.subcommand() else {
         return Ok(Invocation::Help {
@@ -125,6 +131,7 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
             arch,
             options,
             argv: argv_rest,
+            plugins,
         }));
     }
     if !commands::is_runtime_command(name) {
@@ -134,10 +141,11 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         );
     }
     Ok(Invocation::Runtime {
-        tool: require_tool(tool, name)?,
+        tool: require_tool(tool, name, &catalog)?,
         program,
         options,
         argv: argv_rest,
+        plugins,
     })
 }
 
@@ -203,10 +211,11 @@ fn execute(invocation: Invocation) -> anyhow::Result<i32> {
             tool,
             options,
             argv,
+            plugins,
         } => {
             init_logging(&Some(tool.clone()), &options);
             let session = Session::new(tool, program.arch, options)?;
-            let ctx = runtime_context(session, argv)?;
+            let ctx = runtime_context(session, argv, plugins)?;
             dispatch::run_runtime_command(ctx)
         }
     }
@@ -226,35 +235,42 @@ fn verbatim_args(name: &str, sub: &ArgMatches) -> Vec<OsString> {
 fn select_tool(
     program: &ProgramName,
     options: &GlobalOptions,
-    aliases: &[RuntimeAlias],
+    catalog: &Catalog,
 ) -> anyhow::Result<Option<Tool>> {
-    match (&program.runtime, &options.runtime) {
+    let from_name = match &program.runtime {
+        Some(runtime) => Some(catalog.tool_for(runtime)?),
+        None => None,
+    };
+    match (from_name, &options.runtime) {
         (None, None) => Ok(None),
-        (None, Some(wanted)) => Ok(Some(tool::tool_for_runtime(wanted, aliases)?)),
-        (Some(runtime), None) => Ok(Some(Tool::new(&program.tool, runtime))),
-        (Some(runtime), Some(wanted)) => {
-            let asked = tool::tool_for_runtime(wanted, aliases)?;
-            if &asked.runtime != runtime {
+        (None, Some(wanted)) => Ok(Some(catalog.tool_for(wanted)?)),
+        (Some(tool), None) => Ok(Some(tool)),
+        (Some(tool), Some(wanted)) => {
+            let asked = catalog.tool_for(wanted)?;
+            if asked.runtime != tool.runtime {
                 bail!(
-                    "{} runs {runtime}, but --runtime asks for {}; use {} or vcontainer --runtime {}",
+                    "{} runs {}, but --runtime asks for {}; use {} or vcontainer --runtime {}",
                     program.tool,
+                    tool.runtime,
                     asked.runtime,
                     asked.name,
                     asked.runtime
                 );
             }
-            Ok(Some(Tool::new(&program.tool, runtime)))
+            Ok(Some(tool))
         }
     }
 }
 
-fn require_tool(tool: Option<Tool>, command: &str) -> anyhow::Result<Tool> {
+fn require_tool(tool: Option<Tool>, command: &str, catalog: &Catalog) -> anyhow::Result<Tool> {
     match tool {
         Some(t) => Ok(t),
         None => {
-            let runtimes: Vec<String> = runtime_aliases()
+            let runtimes: Vec<String> = catalog
+                .runtimes()
                 .iter()
-                .map(|a| format!("{} ({})", a.runtime, a.alias))
+                .filter_map(|r| catalog.tool(r))
+                .map(|t| format!("{} ({})", t.runtime, t.name))
                 .collect();
             bail!(
                 "'{command}' needs a runtime: use `vcontainer --runtime <RUNTIME> {command} ...` \
@@ -286,7 +302,11 @@ fn run_front_command(
         FrontCommand::Vstorage { .. } => "vstorage",
         FrontCommand::Clean => "clean",
     };
-    let session = Session::new(require_tool(tool, name)?, program.arch, options)?;
+    let session = Session::new(
+        require_tool(tool, name, &Catalog::builtin())?,
+        program.arch,
+        options,
+    )?;
     match command {
         FrontCommand::Vconfig(args) => vconfig::run(&session, &args),
         FrontCommand::Vstorage { action } => vstorage::run(&session, action.as_ref()),
@@ -296,7 +316,11 @@ fn run_front_command(
 }
 
 /// Resolves arch, settings and the state dir (creating it) for a runtime command.
-pub fn runtime_context(session: Session, argv: Vec<OsString>) -> anyhow::Result<RuntimeContext> {
+pub fn runtime_context(
+    session: Session,
+    argv: Vec<OsString>,
+    plugins: PluginSet,
+) -> anyhow::Result<RuntimeContext> {
     let (arch, arch_source) = session.arch()?;
     let settings = session.settings()?;
     let request = session.state_request()?;
@@ -321,6 +345,7 @@ pub fn runtime_context(session: Session, argv: Vec<OsString>) -> anyhow::Result<
         settings,
         config_dir: session.config_dir,
         argv,
+        plugins,
     })
 }
 

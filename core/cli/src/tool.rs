@@ -11,29 +11,31 @@ use crate::program_name::RuntimeAlias;
 /// Who we are for this invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tool {
-    /// The user-facing name, also the state-dir and config-dir name: `vdkr`, `vpdmn`.
+    /// The user-facing name, also the config-dir name: `vdkr`, `vpdmn`.
     pub name: String,
     /// The runtime plugin's name: `docker`, `podman`.
     pub runtime: String,
+    /// The state root's name under $HOME: `.vdkr`.
+    pub state_dir_name: String,
+    /// `VDKR`: each tool reads only its own prefix (the old runner's cross-talk between
+    /// VDKR_* and VPDMN_* is a bug we do not copy).
+    pub env_prefix: String,
 }
 
 impl Tool {
+    /// A tool with the conventional derived names (`.vdkr`, `VDKR`).
     pub fn new(name: &str, runtime: &str) -> Self {
         Tool {
             name: name.to_string(),
             runtime: runtime.to_string(),
+            state_dir_name: format!(".{name}"),
+            env_prefix: name.to_ascii_uppercase().replace('-', "_"),
         }
-    }
-
-    /// `VDKR` for vdkr; each tool reads only its own prefix (the old runner's cross-talk
-    /// between VDKR_* and VPDMN_* is a bug we do not copy).
-    pub fn env_prefix(&self) -> String {
-        self.name.to_ascii_uppercase().replace('-', "_")
     }
 
     /// `VDKR_<suffix>`.
     pub fn env_var_name(&self, suffix: &str) -> String {
-        format!("{}_{suffix}", self.env_prefix())
+        format!("{}_{suffix}", self.env_prefix)
     }
 
     /// The value of `VDKR_<suffix>`, if set and valid UTF-8.
@@ -43,7 +45,7 @@ impl Tool {
 
     /// `~/.vdkr`: the default root holding one state dir per arch or instance.
     pub fn default_state_root(&self) -> anyhow::Result<PathBuf> {
-        Ok(home_dir()?.join(format!(".{}", self.name)))
+        Ok(home_dir()?.join(&self.state_dir_name))
     }
 
     /// `~/.config/vdkr`: where the old tool kept its `config` file (it ignored XDG, and so do
@@ -53,31 +55,90 @@ impl Tool {
     }
 }
 
-/// The argv[0] names of the runtimes we ship, used until the runtime plugins' declared
-/// aliases are wired in (then the plugin list replaces this table).
-pub fn builtin_runtime_aliases() -> Vec<RuntimeAlias> {
-    vec![
-        RuntimeAlias::new("vdkr", "docker"),
-        RuntimeAlias::new("vpdmn", "podman"),
-    ]
+/// The runtimes the front knows, with the argv[0] names each answers to.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    tools: Vec<Tool>,
+    aliases: Vec<RuntimeAlias>,
 }
 
-/// Finds the tool for `--runtime X`, where X may be a runtime name (`docker`) or a tool
-/// name (`vdkr`). The first alias a runtime declares is its tool name.
-pub fn tool_for_runtime(wanted: &str, aliases: &[RuntimeAlias]) -> anyhow::Result<Tool> {
-    let found = aliases
-        .iter()
-        .find(|a| a.runtime == wanted)
-        .or_else(|| aliases.iter().find(|a| a.alias == wanted));
-    match found {
-        Some(a) => Ok(Tool::new(&a.alias, &a.runtime)),
-        None => {
-            let mut names: Vec<&str> = aliases.iter().map(|a| a.runtime.as_str()).collect();
-            names.dedup();
-            bail!(
+impl Catalog {
+    /// The runtimes we ship, for when their plugins are not (yet) found: the front's own
+    /// commands (vconfig, vstorage, clean) work without plugins.
+    pub fn builtin() -> Self {
+        let mut catalog = Catalog::default();
+        catalog.add(Tool::new("vdkr", "docker"), &["docker"]);
+        catalog.add(Tool::new("vpdmn", "podman"), &["podman"]);
+        catalog
+    }
+
+    /// The runtime plugins' own names and aliases first (their specs name the tool, state
+    /// dir and env prefix), then built-in entries for runtimes no plugin provides.
+    pub fn from_plugins(set: &crate::plugins::PluginSet) -> Self {
+        let mut catalog = Catalog::default();
+        for loaded in &set.runtimes {
+            let Some(runtime) = loaded.runtime() else {
+                continue;
+            };
+            let spec = runtime.spec();
+            let tool = Tool {
+                name: spec.tool_name.to_string(),
+                runtime: loaded.name.clone(),
+                state_dir_name: spec.state_dir_name.to_string(),
+                env_prefix: spec.env_prefix.to_string(),
+            };
+            let aliases: Vec<&str> = loaded.aliases.iter().map(String::as_str).collect();
+            catalog.add(tool, &aliases);
+        }
+        for tool in Catalog::builtin().tools {
+            if catalog.tool(&tool.runtime).is_none() {
+                catalog.add(tool.clone(), &[&tool.runtime]);
+            }
+        }
+        catalog
+    }
+
+    /// Adds a tool answering to its own name and `aliases`; an alias already claimed by an
+    /// earlier tool stays with it.
+    fn add(&mut self, tool: Tool, aliases: &[&str]) {
+        for alias in std::iter::once(tool.name.as_str()).chain(aliases.iter().copied()) {
+            if !self.aliases.iter().any(|a| a.alias == alias) {
+                self.aliases.push(RuntimeAlias::new(alias, &tool.runtime));
+            }
+        }
+        self.tools.push(tool);
+    }
+
+    /// Every argv[0] name and the runtime it selects.
+    pub fn aliases(&self) -> &[RuntimeAlias] {
+        &self.aliases
+    }
+
+    /// The runtimes, in catalog order.
+    pub fn runtimes(&self) -> Vec<String> {
+        self.tools.iter().map(|t| t.runtime.clone()).collect()
+    }
+
+    /// The tool of a runtime (`docker` -> vdkr).
+    pub fn tool(&self, runtime: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.runtime == runtime)
+    }
+
+    /// The tool for `--runtime X`, where X may be a runtime (`docker`), a tool (`vdkr`) or
+    /// any alias.
+    pub fn tool_for(&self, wanted: &str) -> anyhow::Result<Tool> {
+        let runtime = self
+            .aliases
+            .iter()
+            .find(|a| a.alias == wanted)
+            .map(|a| a.runtime.as_str())
+            .unwrap_or(wanted);
+        match self.tool(runtime) {
+            Some(t) => Ok(t.clone()),
+            None => bail!(
                 "unknown runtime '{wanted}'; valid runtimes: {}",
-                names.join(", ")
-            )
+                self.runtimes().join(", ")
+            ),
         }
     }
 }
@@ -102,20 +163,43 @@ mod tests {
         let t = Tool::new("vpdmn", "podman");
         assert_eq!(t.env_var_name("ARCH"), "VPDMN_ARCH");
         assert_eq!(t.env_var_name("STATE_DIR"), "VPDMN_STATE_DIR");
+        assert_eq!(t.state_dir_name, ".vpdmn");
     }
 
     #[test]
-    fn runtime_lookup_accepts_runtime_or_tool_name() {
-        let aliases = builtin_runtime_aliases();
+    fn runtime_lookup_accepts_runtime_tool_or_alias() {
+        let catalog = Catalog::builtin();
         assert_eq!(
-            tool_for_runtime("docker", &aliases).unwrap(),
+            catalog.tool_for("docker").unwrap(),
             Tool::new("vdkr", "docker")
         );
         assert_eq!(
-            tool_for_runtime("vpdmn", &aliases).unwrap(),
+            catalog.tool_for("vpdmn").unwrap(),
             Tool::new("vpdmn", "podman")
         );
-        let err = tool_for_runtime("lxc", &aliases).unwrap_err().to_string();
+        let err = catalog.tool_for("lxc").unwrap_err().to_string();
         assert_eq!(err, "unknown runtime 'lxc'; valid runtimes: docker, podman");
+    }
+
+    #[test]
+    fn builtin_aliases_map_names_to_runtimes() {
+        let catalog = Catalog::builtin();
+        let find = |name: &str| {
+            catalog
+                .aliases()
+                .iter()
+                .find(|a| a.alias == name)
+                .map(|a| a.runtime.clone())
+        };
+        assert_eq!(find("vdkr").as_deref(), Some("docker"));
+        assert_eq!(find("podman").as_deref(), Some("podman"));
+        assert_eq!(find("vcontainer"), None);
+    }
+
+    #[test]
+    fn plugins_without_runtimes_fall_back_to_builtin() {
+        let set = crate::plugins::discover_in(&[]);
+        let catalog = Catalog::from_plugins(&set);
+        assert_eq!(catalog.runtimes(), ["docker", "podman"]);
     }
 }

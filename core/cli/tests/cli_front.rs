@@ -17,6 +17,7 @@ const NAMES: &[&str] = &[
     "vpdmn-x86_64",
     "vpdmn-aarch64",
     "vdkr-riscv64",
+    "docker",
 ];
 
 struct Fixture {
@@ -529,5 +530,43 @@ fn doctor_reports_each_runtime_without_needing_one() {
         "{out}"
     );
     let o = f.run("vcontainer", &["doctor", "--bogus"]);
+    assert_eq!(o.status.code(), Some(125));
+}
+
+#[test]
+fn runtime_alias_names_use_the_tools_state_dir() {
+    let f = Fixture::new();
+    // a link named after the runtime acts as vdkr: never ~/.docker (the real docker's dir)
+    let p = storage_path(&f, "docker", &[], &["-a", "aarch64"]);
+    assert!(p.ends_with(".vdkr/aarch64"), "{p}");
+    let p = storage_path(
+        &f,
+        "vcontainer",
+        &[],
+        &["--runtime", "vpdmn", "-a", "x86_64"],
+    );
+    assert!(p.ends_with(".vpdmn/x86_64"), "{p}");
+}
+
+#[test]
+fn plugins_lists_and_reports_unloadable_files() {
+    let f = Fixture::new();
+    let dir = f.dir.path().join("plugins");
+    fs::create_dir(&dir).unwrap();
+    let bogus = dir.join("libvcontainer_bogus.so");
+    fs::write(&bogus, "not an ELF file").unwrap();
+    let env = [("VCONTAINER_PLUGIN_PATH", dir.to_str().unwrap())];
+    let o = f.run_env("vcontainer", &env, &["plugins", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&*bogus.to_string_lossy()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).trim_start().starts_with('['), "{}", stdout(&o));
+    let o = f.run_env("vdkr", &env, &["plugins"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("KIND"), "{}", stdout(&o));
+    let o = f.run("vcontainer", &["plugins", "--format", "yaml"]);
     assert_eq!(o.status.code(), Some(125));
 }
