@@ -43,6 +43,19 @@ const KNOWN_STATE_FILES: &[&str] = &[
     "vhost-vsock.sock",
 ];
 
+/// Files only a VM runner writes; at least one must be present before an unmarked, non-empty
+/// dir is adopted, so a user's dir that merely holds a `share/` folder is never taken over.
+const STRONG_STATE_FILES: &[&str] = &[
+    "docker-state.img",
+    "podman-state.img",
+    "daemon.pid",
+    "daemon.sock",
+    "qmp.sock",
+    "qemu.log",
+    "vm.json",
+    "console.log",
+];
+
 /// How the state dir was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateKind {
@@ -227,14 +240,21 @@ pub fn ensure_owned_dir(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
             if has_marker(dir) {
                 return Ok(());
             }
-            let foreign = foreign_entries(dir)?;
-            if let Some(first) = foreign.first() {
+            let (known, foreign) = classify_entries(dir)?;
+            let old_state = known
+                .iter()
+                .any(|k| STRONG_STATE_FILES.contains(&k.as_str()));
+            let adoptable = foreign.is_empty() && (known.is_empty() || old_state);
+            if !adoptable {
+                let example = foreign
+                    .first()
+                    .or(known.first())
+                    .map_or("?", String::as_str);
                 bail!(
-                    "state dir {} already holds files {} did not create (e.g. '{}'); \
+                    "state dir {} already holds files {} did not create (e.g. '{example}'); \
                      choose a new or empty directory",
                     dir.display(),
                     tool.name,
-                    first
                 );
             }
             write_marker(dir, tool)
@@ -252,7 +272,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn foreign_entries(dir: &Path) -> anyhow::Result<Vec<String>> {
+/// (names a state dir may hold, other names), each sorted.
+fn classify_entries(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut known = Vec::new();
     let mut foreign = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let name = entry
@@ -260,12 +282,15 @@ fn foreign_entries(dir: &Path) -> anyhow::Result<Vec<String>> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if !KNOWN_STATE_FILES.contains(&name.as_str()) {
+        if KNOWN_STATE_FILES.contains(&name.as_str()) {
+            known.push(name);
+        } else {
             foreign.push(name);
         }
     }
+    known.sort();
     foreign.sort();
-    Ok(foreign)
+    Ok((known, foreign))
 }
 
 fn write_marker(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
@@ -430,6 +455,17 @@ mod tests {
         fs::create_dir(old.join("share")).unwrap();
         ensure_owned_dir(&old, &tool()).unwrap();
         assert!(has_marker(&old));
+
+        // a user's dir holding only a `share` folder is not an old state dir
+        let shared = base.path().join("shared");
+        fs::create_dir_all(shared.join("share")).unwrap();
+        assert!(ensure_owned_dir(&shared, &tool()).is_err());
+        assert!(!has_marker(&shared));
+
+        let empty = base.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        ensure_owned_dir(&empty, &tool()).unwrap();
+        assert!(has_marker(&empty));
     }
 
     #[test]
