@@ -248,14 +248,12 @@ impl Drain {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .open += 1;
-        let drain = Arc::clone(self);
         let end = match kind {
             FrameType::Stderr => FrameType::StderrEnd,
             _ => FrameType::StdoutEnd,
         };
-        let pump_drain = Arc::clone(&drain);
         let spawned = thread::Builder::new().name("exec-out".into()).spawn({
-            let drain = pump_drain;
+            let drain = Arc::clone(self);
             move || {
                 let mut buf = vec![0u8; READ_CHUNK];
                 loop {
@@ -277,7 +275,7 @@ impl Drain {
             }
         });
         if spawned.is_err() {
-            drain.closed();
+            self.closed();
         }
     }
 
