@@ -29,6 +29,8 @@ struct Running {
     exited: Receiver<ExitStatus>,
     status: Option<ExitStatus>,
     log: PathBuf,
+    /// The probe succeeded once.
+    ready: bool,
 }
 
 impl Running {
@@ -40,10 +42,17 @@ impl Running {
     }
 }
 
+/// Start order (services stop in reverse) and the services by name.
+type Table = (Vec<String>, HashMap<String, Running>);
+
 /// Services by name, in start order (they stop in reverse).
 #[derive(Default)]
 pub(crate) struct Services {
-    table: Mutex<(Vec<String>, HashMap<String, Running>)>,
+    /// Held for a whole start, so two hosts starting the same service at once do not start
+    /// it twice; the table itself is only locked briefly, so status and shutdown never wait
+    /// for a slow readiness probe.
+    starting: Mutex<()>,
+    table: Mutex<Table>,
 }
 
 impl Services {
@@ -55,6 +64,10 @@ impl Services {
                 Response::error(kind, message)
             }
         }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn try_start(
@@ -74,14 +87,32 @@ impl Services {
                 format!("service name {name:?} must be letters, digits, '-', '_' or '.'"),
             ));
         }
-        // Hold the table for the whole start, so two hosts starting the same service at
-        // once do not start it twice.
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(running) = table.1.get_mut(&name) {
-            if running.alive() {
-                return Ok(());
-            }
+        let _one_start_at_a_time = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        let already = self
+            .table()
+            .1
+            .get_mut(&name)
+            .and_then(|running| running.alive().then_some(running.ready));
+        match already {
+            Some(true) => return Ok(()),
+            // Running but never got ready (an earlier start timed out): probe again.
+            Some(false) => {}
+            None => self.spawn(agent, &name, &request)?,
         }
+        self.wait_ready(agent, &name, &request)?;
+        if let Some(running) = self.table().1.get_mut(&name) {
+            running.ready = true;
+        }
+        log!("service {name} ready");
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        agent: &Agent,
+        name: &str,
+        request: &ServiceStartRequest,
+    ) -> Result<(), (ErrorKind, String)> {
         let Some(program) = request.argv.first() else {
             return Err((ErrorKind::BadRequest, format!("service {name}: empty argv")));
         };
@@ -109,26 +140,72 @@ impl Services {
             .process_group(0);
         let (child, exited) = agent.reaper.spawn(&mut command).map_err(io_err)?;
         log!("service {name} started, pid {}", child.id());
-        let mut running = Running {
+        let running = Running {
             pid: child.id(),
             exited,
             status: None,
             log: log_path,
+            ready: false,
         };
-        drop(child);
-        let ready = wait_ready(agent, &name, &request, &mut running);
-        table.0.retain(|n| n != &name);
-        table.0.push(name.clone());
-        table.1.insert(name.clone(), running);
-        if ready.is_ok() {
-            log!("service {name} ready");
+        let mut table = self.table();
+        table.0.retain(|n| n != name);
+        table.0.push(name.to_owned());
+        table.1.insert(name.to_owned(), running);
+        Ok(())
+    }
+
+    /// Probe until ready; fails when the service dies or the timeout passes.
+    fn wait_ready(
+        &self,
+        agent: &Agent,
+        name: &str,
+        request: &ServiceStartRequest,
+    ) -> Result<(), (ErrorKind, String)> {
+        let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
+        loop {
+            let (alive, status, log_path) = {
+                let mut table = self.table();
+                match table.1.get_mut(name) {
+                    Some(running) => (running.alive(), running.status, running.log.clone()),
+                    None => (false, None, PathBuf::new()),
+                }
+            };
+            if !alive {
+                return Err((
+                    ErrorKind::ServiceFailed,
+                    format!(
+                        "service {name} exited ({status:?}) before it was ready; end of {}:\n{}",
+                        log_path.display(),
+                        log_tail(&log_path)
+                    ),
+                ));
+            }
+            if request.probe.is_empty() {
+                return Ok(());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if probe_once(agent, &request.probe, remaining)? {
+                return Ok(());
+            }
+            if Instant::now() + PROBE_INTERVAL > deadline {
+                return Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "service {name} not ready after {} s (probe {:?} kept failing); end of {}:\n{}",
+                        request.timeout_secs,
+                        request.probe,
+                        log_path.display(),
+                        log_tail(&log_path)
+                    ),
+                ));
+            }
+            thread::sleep(PROBE_INTERVAL);
         }
-        ready
     }
 
     pub(crate) fn status(&self, name: &str) -> Response {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = table
+        let pid = self
+            .table()
             .1
             .get_mut(name)
             .and_then(|running| running.alive().then_some(running.pid));
@@ -141,7 +218,7 @@ impl Services {
 
     /// SIGTERM each service (last started first), SIGKILL after [`STOP_GRACE`].
     pub(crate) fn stop_all(&self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table();
         let (order, services) = &mut *table;
         for name in order.iter().rev() {
             let Some(running) = services.get_mut(name) else {
@@ -164,49 +241,6 @@ impl Services {
     }
 }
 
-fn wait_ready(
-    agent: &Agent,
-    name: &str,
-    request: &ServiceStartRequest,
-    running: &mut Running,
-) -> Result<(), (ErrorKind, String)> {
-    let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
-    loop {
-        if !running.alive() {
-            return Err((
-                ErrorKind::ServiceFailed,
-                format!(
-                    "service {name} exited ({:?}) before it was ready; end of {}:\n{}",
-                    running.status,
-                    running.log.display(),
-                    log_tail(&running.log)
-                ),
-            ));
-        }
-        if request.probe.is_empty() {
-            return Ok(());
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if probe_once(agent, &request.probe, remaining)? {
-            return Ok(());
-        }
-        if Instant::now() + PROBE_INTERVAL > deadline {
-            return Err((
-                ErrorKind::Timeout,
-                format!(
-                    "service {name} not ready after {} s (probe {:?} kept failing); end of {}:\n{}",
-                    request.timeout_secs,
-                    request.probe,
-                    running.log.display(),
-                    log_tail(&running.log)
-                ),
-            ));
-        }
-        thread::sleep(PROBE_INTERVAL);
-    }
-}
-
-/// Run the probe once; `Ok(true)` when it exits 0 within `limit`.
 fn probe_once(
     agent: &Agent,
     probe: &[String],

@@ -628,6 +628,42 @@ fn a_service_that_dies_or_never_gets_ready_is_an_error() {
     shutdown(agent.connect()).expect("shutdown");
 }
 
+#[test]
+fn a_service_that_timed_out_is_probed_again_not_started_twice() {
+    let agent = TestAgent::start();
+    let flag = agent.dir.path().join("late-ready");
+    let request = |timeout_secs| ServiceStartRequest {
+        name: "late".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 2; touch {}; exec sleep 60", flag.display()),
+        ],
+        env: vec![],
+        probe: vec!["test".into(), "-e".into(), flag.display().to_string()],
+        timeout_secs,
+    };
+    let first = service_start(agent.connect(), request(1));
+    assert!(
+        matches!(
+            first,
+            Err(ClientError::Agent {
+                kind: ErrorKind::Timeout,
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    let pid = service_status(agent.connect(), "late").expect("status").pid;
+    assert!(pid.is_some());
+    service_start(agent.connect(), request(20)).expect("second start");
+    assert_eq!(
+        service_status(agent.connect(), "late").expect("status").pid,
+        pid
+    );
+    shutdown(agent.connect()).expect("shutdown");
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
