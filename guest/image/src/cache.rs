@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Bump when the builder's output changes for the same inputs (new config, different
 /// squashfs options, different boot module set...), so old cache entries stop matching.
-pub const BUILDER_VERSION: &str = "1";
+pub const BUILDER_VERSION: &str = "2";
 
 /// Accumulates named fields into a sha256. Each field is length-prefixed so that
 /// ("ab","c") and ("a","bc") hash differently.

@@ -61,7 +61,7 @@ struct BuildArgs {
     /// vcontainer-proto version, which the agent built from the same tree speaks)
     #[arg(long, default_value_t = vcontainer_proto::PROTOCOL_VERSION)]
     protocol_version: u32,
-    /// squashfs compressor: lz4 (faster guest reads under TCG) or zstd (smaller)
+    /// squashfs compressor: lz4 (fastest guest reads under TCG), lz4hc or zstd (smaller)
     #[arg(long, default_value = "lz4")]
     compression: SquashfsCompression,
     /// Rebuild the rootfs even when cached (to pick up Debian updates)

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds the vcontainer guest blobs (called by `make guest`):
+#   build/blobs/<arch>/<runtime>/{bzImage|Image, initramfs.cpio.gz, rootfs.img, blobs.json}
+# 1. the static guest agent (glibc crt-static, built for an explicit --target so the
+#    RUSTFLAGS do not invalidate the workspace's shared host build cache),
+# 2. the builder (crate vcontainer-guest-image),
+# 3. one blob set per runtime. The slow rootfs stage (mmdebstrap + mksquashfs, ~1-2 min per
+#    runtime) is cached in build/cache by its inputs; a changed agent only redoes the
+#    initramfs (seconds).
+#
+# Needs root (mmdebstrap --mode=root), network access to the Debian mirror, and the tools
+# scripts/setup-host.sh installs (mmdebstrap, squashfs-tools, xz-utils, zstd).
+#
+# Environment:
+#   GUEST_ARCH        x86_64 (default) or aarch64 (needs an aarch64 Rust target + linker and
+#                     qemu-user-static/binfmt for mmdebstrap; not exercised in CI)
+#   GUEST_RUNTIMES    runtimes to build (default: "docker podman")
+#   GUEST_SUITE       Debian suite (default: bookworm)
+#   GUEST_MIRROR      Debian mirror (default: http://deb.debian.org/debian)
+#   GUEST_COMPRESSION squashfs compressor: lz4 (default), lz4hc, zstd
+#   GUEST_AGENT       use this agent binary instead of building vcontainer-agent
+#   GUEST_REBUILD=1   rebuild the rootfs even when cached (pick up Debian updates)
+#   BLOB_DIR / CACHE_DIR  output and cache (default: build/blobs, build/cache)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+arch=${GUEST_ARCH:-x86_64}
+runtimes=${GUEST_RUNTIMES:-docker podman}
+suite=${GUEST_SUITE:-bookworm}
+mirror=${GUEST_MIRROR:-http://deb.debian.org/debian}
+compression=${GUEST_COMPRESSION:-lz4}
+blob_dir=${BLOB_DIR:-$repo/build/blobs}
+cache_dir=${CACHE_DIR:-$repo/build/cache}
+
+# Each runtime's Debian packages (the kernel and the common guest tools -- e2fsprogs,
+# iproute2, kmod, ca-certificates, util-linux, procps -- are added by the builder).
+# TODO: take these from the runtime plugins' declared package sets once they export them.
+packages_for() {
+  case "$1" in
+    docker) echo "docker.io,containerd,runc,tini,skopeo,iptables" ;;
+    podman) echo "podman,crun,conmon,netavark,aardvark-dns,skopeo,fuse-overlayfs,nftables,iptables,golang-github-containers-common" ;;
+    *) echo "build-guest.sh: no package set for runtime '$1'" >&2; return 1 ;;
+  esac
+}
+
+case "$arch" in
+  x86_64) triple=x86_64-unknown-linux-gnu ;;
+  aarch64) triple=aarch64-unknown-linux-gnu ;;
+  *) echo "build-guest.sh: unknown GUEST_ARCH '$arch' (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "build-guest.sh: run as root (mmdebstrap --mode=root keeps real file owners)" >&2
+  exit 1
+fi
+for tool in mmdebstrap mksquashfs; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "build-guest.sh: $tool not found; run scripts/setup-host.sh" >&2; exit 1; }
+done
+
+start=$(date +%s)
+log() { echo "build-guest: [$(( $(date +%s) - start ))s] $*" >&2; }
+
+# 1. the agent
+if [ -n "${GUEST_AGENT:-}" ]; then
+  agent=$GUEST_AGENT
+  log "using agent $agent"
+else
+  log "building the static agent for $triple"
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release -p vcontainer-agent --target "$triple"
+  agent=$repo/target/$triple/release/vcontainer-agent
+fi
+[ -f "$agent" ] || { echo "build-guest.sh: agent $agent missing" >&2; exit 1; }
+# PID 1 in an initramfs without a libc: a dynamic agent would die before main()
+if command -v readelf >/dev/null 2>&1 && readelf -l "$agent" 2>/dev/null | grep -q 'program interpreter'; then
+  echo "build-guest.sh: $agent is dynamically linked; build it with -C target-feature=+crt-static" >&2
+  exit 1
+fi
+
+# 2. the builder
+log "building vcontainer-guest-image"
+cargo build -p vcontainer-guest-image
+builder=$repo/target/debug/vcontainer-guest-image
+
+# 3. the blob sets, one builder at a time per cache
+mkdir -p "$cache_dir" "$blob_dir"
+exec 9>"$cache_dir/.lock"
+flock 9
+"$builder" clean-temps --cache "$cache_dir"
+extra=()
+[ "${GUEST_REBUILD:-0}" = 1 ] && extra+=(--rebuild-rootfs)
+for runtime in $runtimes; do
+  log "guest for $arch/$runtime"
+  "$builder" build --arch "$arch" --runtime "$runtime" --agent "$agent" \
+    --package "$(packages_for "$runtime")" --suite "$suite" --mirror "$mirror" \
+    --compression "$compression" --out "$blob_dir" --cache "$cache_dir" "${extra[@]}"
+done
+log "done: $(du -sh "$blob_dir/$arch" | cut -f1) in $blob_dir/$arch"
