@@ -65,6 +65,8 @@ pub struct Agent {
     reaper: Reaper,
     services: Services,
     shutdown: Box<dyn ShutdownHook>,
+    /// Result of [`Agent::make_state_safe`] once it ran.
+    state_safe: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 impl Agent {
@@ -74,6 +76,7 @@ impl Agent {
             reaper,
             services: Services::default(),
             shutdown,
+            state_safe: std::sync::Mutex::new(None),
         }
     }
 
@@ -179,15 +182,43 @@ fn hello(agent: &Agent) -> HelloOk {
 }
 
 fn shutdown(agent: &Agent, sink: &FrameSink) -> Result<(), ProtoError> {
-    log!("shutdown requested: stopping services");
-    agent.services.stop_all();
-    let response = match agent.shutdown.prepare() {
+    log!("shutdown requested by the host");
+    let response = match agent.make_state_safe() {
         Ok(()) => Response::Done,
         Err(message) => Response::error(ErrorKind::Io, message),
     };
     let sent = sink.finish(&response);
     agent.shutdown.power_off();
     sent
+}
+
+impl Agent {
+    /// Stop services, then sync and release the state disk: everything a clean power-off
+    /// needs, whoever asked for it (the host's `Shutdown`, or the power button).
+    /// Done once: a second request (power button during a `Shutdown`) waits for the first
+    /// and gets the same result.
+    pub fn make_state_safe(&self) -> Result<(), String> {
+        let mut done = self
+            .state_safe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(result) = &*done {
+            return result.clone();
+        }
+        log!("stopping services");
+        self.services.stop_all();
+        let result = self.shutdown.prepare();
+        *done = Some(result.clone());
+        result
+    }
+
+    /// Make state safe, then power off (the power-button path; nobody waits for an answer).
+    pub fn shut_down(&self) {
+        if let Err(e) = self.make_state_safe() {
+            log!("shutdown: {e}");
+        }
+        self.shutdown.power_off();
+    }
 }
 
 /// Map an io error to the protocol's error kind.

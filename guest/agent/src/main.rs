@@ -35,8 +35,10 @@ fn run_as_init() -> ! {
             pid1::power_off();
         }
     };
+    let agent = Arc::new(booted.agent);
+    pid1::power_button::watch(Arc::clone(&agent));
     log!("ready: listening on vsock port {}", booted.port);
-    serve(listener, Arc::new(booted.agent));
+    serve(listener, agent);
     pid1::power_off();
 }
 

@@ -6,6 +6,7 @@ pub mod cmdline;
 mod modules;
 mod mounts;
 mod net;
+pub mod power_button;
 mod storage;
 mod tools;
 
