@@ -4,6 +4,7 @@
 #   make agent                      static guest agent (vcontainer-agent)
 #   make guest                      guest blobs into build/blobs (scripts/build-guest.sh; needs root)
 #   make install PREFIX=~/.local    bin/ (+ vdkr, vpdmn, <tool>-<arch> links), lib/vcontainer/plugins/, share/vcontainer/
+#   make sdk                        build/sdk/: vcontainer-standalone-<host>.sh installer + .tar.zst/.tar.gz
 #   make test                       everything, including the end-to-end tests against real guests
 #   make test-unit                  the tests that need no guest (end-to-end tests skip, saying why)
 #   make bench | make lint
@@ -23,12 +24,12 @@ BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
 SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
 
-.PHONY: all help build build-debug agent guest install test test-unit bench lint
+.PHONY: all help build build-debug agent guest install sdk test test-unit bench lint
 
 all: build
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^#//'
+	@sed -n '3,10p' Makefile | sed 's/^#//'
 
 build:
 	$(CARGO) build --release --workspace
@@ -54,8 +55,24 @@ install: build
 	if [ -d $(BLOB_DIR) ]; then rm -rf $(SHARE_DEST)/blobs && cp -a $(BLOB_DIR) $(SHARE_DEST)/blobs; \
 	  else echo "install: no $(BLOB_DIR) (run 'make guest'); installed without guest blobs" >&2; fi
 
-# VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them
+# the relocatable SDK (scripts/sdk/build-sdk.sh): cargo decides what to rebuild, and the
+# tree is repacked only when a binary, plugin, blob or SDK script is newer than the installer
+SDK_OUT       := build/sdk
+SDK_INSTALLER := $(SDK_OUT)/vcontainer-standalone-$(shell uname -m).sh
+SDK_PACKAGES  := vcontainer vcontainer-runtime-docker vcontainer-runtime-podman vcontainer-backend-sloci vcontainer-backend-umoci
+
+sdk:
+	$(CARGO) build --release $(addprefix -p ,$(SDK_PACKAGES))
+	@$(MAKE) --no-print-directory $(SDK_INSTALLER)
+
+$(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontainer_*.so) \
+		$(wildcard $(BLOB_DIR)/*/*/*) $(wildcard scripts/sdk/*)
+	SDK_SKIP_BUILD=1 SDK_OUT=$(SDK_OUT) BLOB_DIR=$(BLOB_DIR) RELEASE_DIR=$(RELEASE_DIR) scripts/sdk/build-sdk.sh
+
+# VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them;
+# the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
 test: build-debug guest
+	@$(MAKE) --no-print-directory sdk
 	VCONTAINER_E2E=1 $(CARGO) test --workspace
 
 test-unit: build-debug

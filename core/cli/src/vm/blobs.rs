@@ -82,10 +82,22 @@ impl BlobSearch {
             env_generic: var("VCONTAINER_BLOB_DIR"),
             env_tool: tool_var.and_then(|n| var(n).map(|v| (n.to_string(), v))),
             installed: exe_dir.map(|d| d.join("../share/vcontainer/blobs")),
-            // core/cli -> repo root; valid in a dev checkout, absent in an install
-            dev_tree: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/blobs")),
+            dev_tree: dev_tree_blobs(),
         }
     }
+}
+
+/// `<repo>/build/blobs` of the checkout this binary was built in (core/cli -> repo root).
+/// Debug builds only: a release binary (what `make install` and the SDK ship) must carry
+/// no build path, and finds its blobs relative to itself.
+#[cfg(debug_assertions)]
+fn dev_tree_blobs() -> Option<PathBuf> {
+    Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/blobs"))
+}
+
+#[cfg(not(debug_assertions))]
+fn dev_tree_blobs() -> Option<PathBuf> {
+    None
 }
 
 /// Find the blob set for (arch, runtime) using the process environment.

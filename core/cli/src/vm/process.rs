@@ -214,10 +214,17 @@ pub fn tail_lines(path: &Path, n: usize) -> String {
         .join("\n")
 }
 
-/// Find a program on PATH (plus the sbin dirs a user PATH may lack).
+/// Find a program: first in `<exe dir>/../libexec` (the helpers an SDK bundles, such as
+/// vhost-device-vsock, found relative to this binary so a moved SDK still works), then on
+/// PATH (plus the sbin dirs a user PATH may lack).
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let libexec = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("../libexec")));
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    libexec
+        .into_iter()
+        .chain(std::env::split_paths(&path))
         .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(Into::into))
         .map(|d| d.join(program))
         .find(|p| {
