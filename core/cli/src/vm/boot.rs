@@ -16,7 +16,6 @@ use nix::sys::signal::Signal;
 use vcontainer_proto::{HelloOk, AGENT_VSOCK_PORT};
 
 use super::accel::{self, AccelChoice};
-use super::agent_rpc::{self, HelloError};
 use super::blobs::{self, BlobSet};
 use super::config::VmConfig;
 use super::error::{Result, VmError};
@@ -25,6 +24,7 @@ use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
+use crate::agent_client::{self, ClientError};
 
 /// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
 const HYBRID_GUEST_CID: u32 = 3;
@@ -344,13 +344,17 @@ fn wait_for_hello(
         }
         let budget = (deadline - now).min(Duration::from_secs(5));
         match endpoint.connect(AGENT_VSOCK_PORT, budget) {
-            Ok(mut s) => {
+            Ok(s) => {
                 let _ = s.set_read_timeout(Some(budget));
                 let _ = s.set_write_timeout(Some(budget));
-                match agent_rpc::hello(&mut s) {
+                match agent_client::hello(s) {
                     Ok(h) => return Ok(h),
-                    Err(HelloError::Refused(m)) => return Err(VmError::Hello(m)),
-                    Err(HelloError::NotReady(m)) => last_attempt = format!("hello: {m}"),
+                    // not listening yet / went away mid-hello: try again
+                    Err(e @ ClientError::ConnectionLost { .. }) => {
+                        last_attempt = format!("hello: {e}")
+                    }
+                    // a version mismatch or garbage will not fix itself
+                    Err(e) => return Err(VmError::Hello(e.to_string())),
                 }
             }
             Err(e) => last_attempt = e.to_string(),
@@ -377,11 +381,11 @@ pub fn stop(
             endpoint
                 .connect(AGENT_VSOCK_PORT, Duration::from_secs(5))
                 .map_err(|e| e.to_string())
-                .and_then(|mut s| {
+                .and_then(|s| {
                     s.set_read_timeout(Some(timeout))
                         .and_then(|()| s.set_write_timeout(Some(Duration::from_secs(5))))
                         .map_err(|e| e.to_string())?;
-                    agent_rpc::shutdown(&mut s)
+                    agent_client::shutdown(s).map_err(|e| e.to_string())
                 })
         };
         if let Err(e) = &asked {

@@ -80,11 +80,22 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
         return Err(VmError::Supervisor("no pipe to the supervisor".into()));
     };
 
-    // one line: "ready" or "error <json>"; EOF means it died
+    // one line: "ready" or "error <json>"; EOF (empty line) means it died. Other lines are
+    // skipped, so a supervisor run under a wrapper that prints something still works.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let mut reader = BufReader::new(stdout);
+        let r = loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => break Ok(String::new()),
+                Ok(_) if line.trim_end() == "ready" || line.starts_with("error ") => {
+                    break Ok(line)
+                }
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        };
         let _ = tx.send(r);
     });
     let budget = cfg.boot_timeout() + cfg.shutdown_timeout() + Duration::from_secs(30);

@@ -8,7 +8,6 @@
 //! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`.
 
 pub mod accel;
-mod agent_rpc;
 pub mod batch;
 pub mod blobs;
 pub mod boot;

@@ -4,8 +4,8 @@
 //! and no other inherited fd; its stdout is a pipe on which it reports exactly one line
 //! (`ready` or `error <json string>`) and which it then closes, so no caller ever waits on a
 //! pipe held by a daemon (the old tool's 30-minute hang). It boots the VM (its children die
-//! with it through PR_SET_PDEATHSIG), writes vm.json, then sleeps in poll() on a signalfd and
-//! a pidfd of QEMU, waking up for: SIGTERM/SIGINT/SIGHUP (`memres stop`), QEMU exiting, or the
+//! with it through PR_SET_PDEATHSIG), writes vm.json, then sleeps in poll() on a signal self-pipe
+//! and a pidfd of QEMU, waking up for: SIGTERM/SIGINT/SIGHUP (`memres stop`), QEMU exiting, or the
 //! idle check. Every stop it makes is a clean guest shutdown through the agent.
 
 use std::io::Write;
@@ -13,8 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use super::boot::{self, RunningVm};
 use super::config::VmConfig;
@@ -57,8 +58,8 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    // from here signals are read from a signalfd, not delivered
-    let signals = match block_signals() {
+    // from here a stop signal wakes the watch loop instead of killing us
+    let signals = match signal_pipe() {
         Ok(s) => s,
         Err(e) => {
             report(&format!("error {}", json_str(&e)));
@@ -129,7 +130,7 @@ impl Wake {
     }
 }
 
-fn watch(vm: &mut RunningVm, signals: &SignalFd) -> Wake {
+fn watch(vm: &mut RunningVm, signals: &OwnedFd) -> Wake {
     let idle = vm.cfg.idle_timeout_secs;
     let tick = Duration::from_secs((idle / 5).clamp(1, 60));
     let qemu_fd = pidfd(vm.qemu.pid());
@@ -159,9 +160,7 @@ fn watch(vm: &mut RunningVm, signals: &SignalFd) -> Wake {
             std::thread::sleep(Duration::from_millis(100));
         }
         if fds[0].revents & libc::POLLIN != 0 {
-            if let Ok(Some(_)) = signals.read_signal() {
-                return Wake::Signal;
-            }
+            return Wake::Signal;
         }
         if !vm.qemu.is_running() {
             return Wake::QemuExited;
@@ -223,14 +222,39 @@ fn pidfd(pid: i32) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn block_signals() -> Result<SignalFd, String> {
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
+/// Write end of the self-pipe the signal handler writes to (-1 before setup).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 1u8;
+        // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte.
+        unsafe {
+            libc::write(fd, (&b as *const u8).cast(), 1);
+        }
     }
-    mask.thread_block()
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| format!("signalfd: {e}"))
+}
+
+/// SIGTERM/SIGINT/SIGHUP become a readable byte on the returned fd. A process-wide handler
+/// with a self-pipe (not a per-thread signal mask) so it works whichever thread the kernel
+/// picks to deliver the signal.
+fn signal_pipe() -> Result<OwnedFd, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(|e| format!("pipe: {e}"))?;
+    SIGNAL_PIPE.store(w.as_raw_fd(), Ordering::Relaxed);
+    // the write end lives as long as the process
+    std::mem::forget(w);
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls write(2) on an fd that stays open.
+        unsafe { sigaction(s, &action) }.map_err(|e| format!("sigaction {s}: {e}"))?;
+    }
+    Ok(r)
 }
 
 fn write_record(vm: &RunningVm) -> super::Result<()> {

@@ -331,6 +331,15 @@ impl AgentStream {
     }
 }
 
+impl crate::agent_client::AgentConn for AgentStream {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn crate::agent_client::AgentConn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_conn(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Read for AgentStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
