@@ -101,6 +101,55 @@ fn agent_refuses_another_protocol_version_naming_both() {
 }
 
 #[test]
+fn client_refuses_an_agent_with_another_version_naming_both() {
+    let (client, mut fake_agent) = UnixStream::pair().expect("pair");
+    thread::spawn(move || {
+        let _ = read_frame(&mut fake_agent);
+        let answer = Response::HelloOk(HelloOk {
+            protocol_version: 999,
+            agent_version: "9.9.9".into(),
+            runtime: "docker".into(),
+            kernel: "6.1".into(),
+            warnings: vec![],
+        });
+        let frame = Frame::control(&answer).expect("encode");
+        let _ = write_frame(&mut fake_agent, FrameType::Control, &frame.payload);
+    });
+    let err = hello(client).expect_err("mismatch");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ClientError::VersionMismatch { agent: 999, .. }),
+        "{err:?}"
+    );
+    assert!(
+        text.contains(&format!("host speaks version {PROTOCOL_VERSION}")),
+        "{text}"
+    );
+    assert!(text.contains("guest agent speaks version 999"), "{text}");
+}
+
+#[test]
+fn a_missing_working_directory_is_an_error_value() {
+    let agent = TestAgent::start();
+    let mut request = ExecRequest::new(["true"]);
+    request.cwd = Some("/no/such/dir/vcontainer".into());
+    let result = exec(
+        agent.connect(),
+        request,
+        None,
+        &mut Vec::new(),
+        &mut Vec::new(),
+    );
+    match result {
+        Err(ClientError::Agent {
+            kind: ErrorKind::NotFound,
+            message,
+        }) => assert!(message.contains("/no/such/dir/vcontainer"), "{message}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[test]
 fn stdout_stderr_and_exit_code_are_separate() {
     let agent = TestAgent::start();
     let (out, err, status) = agent.exec(&["sh", "-c", "echo out; echo err >&2; exit 7"]);
