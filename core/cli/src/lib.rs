@@ -7,6 +7,10 @@ pub mod agent_client;
 pub mod plugins;
 pub mod vm;
 
+// input detection and import plans; registry options and auth files (helper "vimport")
+pub mod registry;
+pub mod vimport;
+
 // the command front (helper "front")
 pub mod arch;
 pub mod cli;
