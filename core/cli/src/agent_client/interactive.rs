@@ -2,6 +2,8 @@
 
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use nix::sys::termios::{self, SetArg, Termios};
@@ -64,13 +66,20 @@ pub fn exec_interactive<C: AgentConn>(
     } else {
         None
     };
-    let mut signals =
-        Signals::new([SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT]).map_err(|source| {
-            ClientError::Local {
-                context: "installing signal handlers".into(),
-                source,
-            }
-        })?;
+    let signal_error = |source| ClientError::Local {
+        context: "installing signal handlers".into(),
+        source,
+    };
+    let restore_default = default_after_sessions().map_err(signal_error)?;
+    restore_default.store(false, Ordering::SeqCst);
+    let signals = Signals::new([SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT]);
+    let mut signals = match signals {
+        Ok(signals) => signals,
+        Err(e) => {
+            restore_default.store(true, Ordering::SeqCst);
+            return Err(signal_error(e));
+        }
+    };
     let handle = signals.handle();
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
@@ -80,7 +89,29 @@ pub fn exec_interactive<C: AgentConn>(
             .spawn(move || relay_signals(&mut signals, &writer, tty));
     });
     handle.close();
+    restore_default.store(true, Ordering::SeqCst);
     result
+}
+
+/// Signals that end the process by default, and are forwarded while a session runs.
+const TERMINATING: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+
+/// signal-hook cannot give a signal back its default action once a handler was installed,
+/// so a conditional "act as default" handler is registered once per process: while a
+/// session runs its flag is off and the signals are only forwarded; afterwards Ctrl-C or
+/// SIGTERM end this process again as usual.
+pub(crate) fn default_after_sessions() -> io::Result<Arc<AtomicBool>> {
+    static FLAG: Mutex<Option<Arc<AtomicBool>>> = Mutex::new(None);
+    let mut slot = FLAG.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(flag) = &*slot {
+        return Ok(Arc::clone(flag));
+    }
+    let flag = Arc::new(AtomicBool::new(true));
+    for signal in TERMINATING {
+        signal_hook::flag::register_conditional_default(signal, Arc::clone(&flag))?;
+    }
+    *slot = Some(Arc::clone(&flag));
+    Ok(flag)
 }
 
 fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool) {

@@ -326,6 +326,27 @@ fn signal_is_delivered_to_the_program() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+#[test]
+fn interactive_exec_forwards_our_sigint_to_the_program() {
+    let agent = TestAgent::start();
+    let conn = agent.connect();
+    thread::spawn(|| {
+        thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill has no memory-safety preconditions; the handler installed by
+        // exec_interactive turns SIGINT into a forwarded Signal request.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGINT);
+        }
+    });
+    let started = Instant::now();
+    let status = exec_interactive(conn, ExecRequest::new(["sleep", "30"])).expect("exec");
+    assert_eq!(status, ExitStatus::Signal(libc::SIGINT));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // After the session, Ctrl-C / SIGTERM act as default again (end this process).
+    let restore = super::interactive::default_after_sessions().expect("flag");
+    assert!(restore.load(std::sync::atomic::Ordering::SeqCst));
+}
+
 /// Forwards one connection to the agent until told to cut it, like a VM that dies.
 fn cutting_proxy(agent: &TestAgent) -> (UnixStream, Sender<()>) {
     let (client, proxy_side) = UnixStream::pair().expect("pair");
