@@ -241,3 +241,55 @@ fn batch_boot_run_shutdown_leaves_nothing() {
     assert_no_vm_processes(&state);
     assert_fsck_clean(&cfg.state_disk_path());
 }
+
+#[test]
+fn idle_timeout_stops_the_guest_cleanly_and_restart_clean_recreates_the_disk() {
+    if blobs_or_skip().is_none() {
+        return;
+    }
+    let (_tmp, state) = state_dir();
+    let mut cfg = config(&state);
+    cfg.idle_timeout_secs = 3;
+    let s = memres::start(&cfg).expect("start");
+    assert!(!s.already_running);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // the supervisor removes vm.json after the guest powered off and QEMU exited
+    while state.join("vm.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "idle timeout did not stop the VM"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(memres::status(&state).is_none());
+    assert_no_vm_processes(&state);
+    let log = std::fs::read_to_string(state.join("vm.log")).expect("vm.log");
+    assert!(log.contains("stopping: idle timeout"), "{log}");
+    assert!(log.contains("stopped: Clean"), "{log}");
+    assert_fsck_clean(&cfg.state_disk_path());
+
+    // restart --clean: a new, empty state disk
+    let old_disk = std::fs::File::options()
+        .write(true)
+        .open(cfg.state_disk_path())
+        .expect("disk");
+    old_disk
+        .set_modified(std::time::UNIX_EPOCH)
+        .expect("mark the old disk");
+    drop(old_disk);
+    cfg.idle_timeout_secs = 0;
+    let r = memres::restart(&cfg, true).expect("restart --clean");
+    assert!(!r.already_running);
+    let mtime = std::fs::metadata(cfg.state_disk_path())
+        .expect("disk")
+        .modified()
+        .expect("mtime");
+    assert_ne!(mtime, std::time::UNIX_EPOCH, "the old disk was kept");
+    assert_eq!(
+        memres::list(&[state.parent().expect("parent").to_path_buf()]).len(),
+        1,
+        "list finds the instance in a child dir of the root"
+    );
+    memres::stop(&state, cfg.shutdown_timeout()).expect("stop");
+    assert_no_vm_processes(&state);
+}

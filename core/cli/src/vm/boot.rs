@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -203,6 +204,9 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         .stderr(qemu_log);
     process::die_with_parent(&mut cmd, Signal::SIGKILL);
     process::close_other_fds(&mut cmd);
+    // own process group: a Ctrl-C on the terminal goes to the CLI, which shuts the guest down
+    // cleanly, instead of making QEMU quit under a mounted state disk
+    cmd.process_group(0);
     if let Some(c) = &claim {
         process::pass_fd(&mut cmd, c.device.as_raw_fd());
     }
@@ -274,6 +278,7 @@ fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
         .stderr(log);
     process::die_with_parent(&mut cmd, Signal::SIGKILL);
     process::close_other_fds(&mut cmd);
+    cmd.process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| VmError::io(format!("starting {}", bin.display()), e))?;
