@@ -173,17 +173,32 @@ fn argv_arrives_unchanged() {
 #[test]
 fn env_and_cwd_are_applied_and_agent_env_is_not_leaked() {
     let agent = TestAgent::start();
-    std::env::set_var("VCONTAINER_TEST_LEAK", "leaked");
-    let mut request = ExecRequest::new([
-        "sh",
-        "-c",
-        "pwd; echo \"$GREETING\"; echo \"[$VCONTAINER_TEST_LEAK]\"",
-    ]);
+    let mut request = ExecRequest::new(["sh", "-c", "pwd; echo \"$GREETING\""]);
     request.env = vec![("GREETING".into(), "hello world".into())];
     request.cwd = Some("/tmp".into());
     let (out, _, status) = agent.exec_with(request, None);
-    assert_eq!(out, "/tmp\nhello world\n[]\n");
+    assert_eq!(out, "/tmp\nhello world\n");
     assert_eq!(status, ExitStatus::Code(0));
+
+    // `env` run directly (no shell adding its own variables) sees exactly the fixed base
+    // plus the request's variables, nothing of the agent's (this test process's) own.
+    let mut request = ExecRequest::new(["env"]);
+    request.env = vec![
+        ("GREETING".into(), "hi".into()),
+        ("HOME".into(), "/home/override".into()),
+    ];
+    let (out, _, status) = agent.exec_with(request, None);
+    assert_eq!(status, ExitStatus::Code(0));
+    let mut vars: Vec<&str> = out.lines().collect();
+    vars.sort_unstable();
+    assert_eq!(
+        vars,
+        [
+            "GREETING=hi",
+            "HOME=/home/override",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
 }
 
 #[test]
