@@ -21,6 +21,7 @@
 #   GUEST_AGENT       use this agent binary instead of building vcontainer-agent
 #   GUEST_REBUILD=1   rebuild the rootfs even when cached (pick up Debian updates)
 #   BLOB_DIR / CACHE_DIR  output and cache (default: build/blobs, build/cache)
+#   GUEST_CACHE_DAYS  cache entries unused for this many days are pruned (default: 14)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -97,4 +98,6 @@ for runtime in $runtimes; do
     --package "$(packages_for "$runtime")" --suite "$suite" --mirror "$mirror" \
     --compression "$compression" --out "$blob_dir" --cache "$cache_dir" "${extra[@]}"
 done
+# old package sets / agents leave entries of hundreds of MB; published blobs are hard links
+"$builder" prune --cache "$cache_dir" --days "${GUEST_CACHE_DAYS:-14}"
 log "done: $(du -sh "$blob_dir/$arch" | cut -f1) in $blob_dir/$arch"

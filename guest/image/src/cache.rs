@@ -81,6 +81,7 @@ impl Cache {
     ) -> Result<(PathBuf, bool)> {
         let entry = self.entry(stage, key);
         if entry.is_dir() && !rebuild {
+            touch(&entry);
             return Ok((entry, false));
         }
         let stage_dir = self.root.join(stage);
@@ -93,6 +94,42 @@ impl Cache {
         let built = tmp.keep();
         crate::publish::replace_dir(&built, &entry)?;
         Ok((entry, true))
+    }
+
+    /// Removes finished entries not used (built or hit) for `max_age`: every change of the
+    /// package set or the agent leaves a new entry behind, and rootfs entries are hundreds of
+    /// MB. Published blobs are hard links, so pruning the cache never breaks a blob dir.
+    pub fn prune(&self, max_age: std::time::Duration) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let Ok(stages) = std::fs::read_dir(&self.root) else {
+            return Ok(removed);
+        };
+        let now = std::time::SystemTime::now();
+        for stage in stages.flatten() {
+            if !stage.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(stage.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok());
+                if age.is_some_and(|a| a > max_age) {
+                    let path = entry.path();
+                    std::fs::remove_dir_all(&path).map_err(io_err("removing", &path))?;
+                    removed.push(path);
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes leftovers of interrupted builds (`.tmp-*`) in every stage directory. Only
@@ -116,6 +153,12 @@ impl Cache {
         }
         Ok(removed)
     }
+}
+
+/// Marks a cache entry as used now (its mtime is the prune clock). Best effort: a read-only
+/// cache still works, it just cannot be pruned by age.
+fn touch(entry: &Path) {
+    let _ = filetime::set_file_mtime(entry, filetime::FileTime::now());
 }
 
 #[cfg(test)]
@@ -172,6 +215,39 @@ mod tests {
             .unwrap();
         assert!(built);
         assert_eq!(std::fs::read(path.join("f")).unwrap(), b"two");
+    }
+
+    #[test]
+    fn prune_removes_only_entries_unused_for_the_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        for key in ["old", "fresh"] {
+            cache
+                .get_or_build("rootfs", key, false, |tmp| {
+                    std::fs::write(tmp.join("f"), b"x").map_err(io_err("w", tmp))
+                })
+                .unwrap();
+        }
+        let week_ago = filetime::FileTime::from_unix_time(
+            filetime::FileTime::now().unix_seconds() - 8 * 24 * 3600,
+            0,
+        );
+        filetime::set_file_mtime(cache.entry("rootfs", "old"), week_ago).unwrap();
+        let removed = cache
+            .prune(std::time::Duration::from_secs(7 * 24 * 3600))
+            .unwrap();
+        assert_eq!(removed, [cache.entry("rootfs", "old")]);
+        assert!(cache.entry("rootfs", "fresh").is_dir());
+
+        // a cache hit refreshes the clock
+        filetime::set_file_mtime(cache.entry("rootfs", "fresh"), week_ago).unwrap();
+        cache
+            .get_or_build("rootfs", "fresh", false, |_| panic!("cached"))
+            .unwrap();
+        let removed = cache
+            .prune(std::time::Duration::from_secs(7 * 24 * 3600))
+            .unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
     }
 
     #[test]

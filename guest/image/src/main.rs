@@ -31,6 +31,13 @@ enum Cmd {
         #[arg(long, default_value = "build/cache")]
         cache: PathBuf,
     },
+    /// Remove cache entries not used for some days (published blobs are not affected)
+    Prune {
+        #[arg(long, default_value = "build/cache")]
+        cache: PathBuf,
+        #[arg(long, default_value_t = 14)]
+        days: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -80,6 +87,14 @@ fn main() -> Result<()> {
             let index = ModuleIndex::load(&modules_dir)?;
             for path in index.resolve(BOOT_MODULES, &kver)? {
                 println!("{path}");
+            }
+            Ok(())
+        }
+        Cmd::Prune { cache, days } => {
+            let removed =
+                Cache::new(cache).prune(std::time::Duration::from_secs(days * 24 * 3600))?;
+            for path in &removed {
+                eprintln!("pruned {}", path.display());
             }
             Ok(())
         }
