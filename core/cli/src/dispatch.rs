@@ -84,12 +84,7 @@ pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
         argv = ?ctx.argv,
         "runtime command"
     );
-    bail!(
-        "'{}' for {} {}: running commands in the VM is not wired yet",
-        ctx.command(),
-        ctx.tool.runtime,
-        ctx.arch
-    )
+    crate::runner::run(ctx)
 }
 
 /// Runs one core command.

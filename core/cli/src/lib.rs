@@ -5,6 +5,7 @@
 
 pub mod agent_client;
 pub mod plugins;
+pub mod runner;
 pub mod vm;
 
 // input detection and import plans; registry options and auth files (helper "vimport")

@@ -1,0 +1,253 @@
+//! `memres start [-p H:C[/udp]]... | stop | restart [--clean] [-p ...] | status | list |
+//! clean-ports`: the memory-resident VM of a state dir. Data (status, list) goes to stdout,
+//! messages to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use vcontainer_abi::runtime::RuntimeSpec;
+
+use super::ports;
+use super::target::Target;
+use super::vmconfig;
+use crate::dispatch::RuntimeContext;
+use crate::state_dir::StateKind;
+use crate::ui;
+use crate::vm::{self, memres, PortForward};
+
+const USAGE: &str = "start [-p HOST:GUEST[/udp]]... | stop | restart [--clean] [-p ...] | status | list | clean-ports";
+
+/// Options of `start`/`restart`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct StartArgs {
+    forwards: Vec<PortForward>,
+    clean: bool,
+}
+
+fn parse_start(args: &[String], allow_clean: bool) -> anyhow::Result<StartArgs> {
+    let mut out = StartArgs::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let value = if a == "-p" || a == "--publish" {
+            i += 1;
+            Some(
+                args.get(i)
+                    .with_context(|| format!("{a} needs a value: HOST:GUEST[/udp]"))?
+                    .clone(),
+            )
+        } else if let Some(v) = a
+            .strip_prefix("--publish=")
+            .or_else(|| a.strip_prefix("-p"))
+        {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.to_string())
+            }
+        } else if a == "--clean" && allow_clean {
+            out.clean = true;
+            None
+        } else {
+            bail!("unknown option '{a}'; usage: memres {USAGE}");
+        };
+        if let Some(v) = value {
+            out.forwards
+                .push(v.parse::<PortForward>().map_err(anyhow::Error::msg)?);
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let Some(sub) = args.first() else {
+        bail!("memres needs a subcommand: {USAGE}");
+    };
+    let rest = &args[1..];
+    if ctx.state.is_temporary() && sub != "list" {
+        bail!("memres cannot be used with --stateless: the state dir is deleted when the command ends");
+    }
+    let state = &ctx.state.path;
+    match sub.as_str() {
+        "start" => {
+            let opts = parse_start(rest, false)?;
+            if let Some(i) = vm::Instance::find(state) {
+                ui::info(
+                    tool,
+                    &format!(
+                        "a memres VM is already running for {}: {}",
+                        ctx.arch,
+                        memres::describe(&i)
+                    ),
+                );
+                if !opts.forwards.is_empty() {
+                    ui::warn(tool, &format!("port forwards are set at start; use `{tool} memres restart -p ...` to change them"));
+                }
+                return Ok(0);
+            }
+            let cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
+            let started = memres::start(&cfg)?;
+            warm_up(ctx, spec, started.instance.clone())?;
+            ui::info(
+                tool,
+                &format!(
+                    "memres VM started in {:.1}s: {}",
+                    started.instance.record.boot_ms as f64 / 1000.0,
+                    memres::describe(&started.instance)
+                ),
+            );
+            Ok(0)
+        }
+        "stop" => {
+            if !rest.is_empty() {
+                bail!("memres stop takes no arguments");
+            }
+            let cfg = vmconfig::build(ctx, spec, state, true, Vec::new());
+            match memres::stop(state, cfg.shutdown_timeout())? {
+                memres::Stopped::NotRunning => ui::info(tool, "the memres VM is not running"),
+                memres::Stopped::BySupervisor => ui::info(tool, "memres VM stopped"),
+                memres::Stopped::Directly(outcome) => ui::info(
+                    tool,
+                    &format!(
+                        "memres VM stopped ({outcome:?}); see {}",
+                        cfg.console_log().display()
+                    ),
+                ),
+            }
+            Ok(0)
+        }
+        "restart" => {
+            let opts = parse_start(rest, true)?;
+            // keep the forwards the running VM had unless new ones are given
+            let forwards = if opts.forwards.is_empty() {
+                vm::Instance::find(state)
+                    .map(|i| i.record.port_forwards.clone())
+                    .unwrap_or_default()
+            } else {
+                opts.forwards
+            };
+            if opts.clean {
+                ui::info(
+                    tool,
+                    &format!("cleaning the VM state in {}", state.display()),
+                );
+            }
+            let cfg = vmconfig::build(ctx, spec, state, true, forwards);
+            let started = memres::restart(&cfg, opts.clean)?;
+            warm_up(ctx, spec, started.instance.clone())?;
+            ui::info(
+                tool,
+                &format!(
+                    "memres VM restarted: {}",
+                    memres::describe(&started.instance)
+                ),
+            );
+            Ok(0)
+        }
+        "status" => {
+            let mut out = std::io::stdout().lock();
+            match memres::status(state) {
+                Some(line) => {
+                    writeln!(out, "{line}")?;
+                    Ok(0)
+                }
+                None => {
+                    writeln!(
+                        out,
+                        "not running ({} {})",
+                        ctx.tool.runtime,
+                        state.display()
+                    )?;
+                    Ok(1)
+                }
+            }
+        }
+        "list" => {
+            let mut roots: Vec<PathBuf> = Vec::new();
+            if let Ok(root) = ctx.tool.default_state_root() {
+                roots.push(root);
+            }
+            if matches!(ctx.state.kind, StateKind::PerArch | StateKind::Instance(_)) {
+                if let Some(parent) = state.parent() {
+                    roots.push(parent.to_path_buf());
+                }
+            } else if !ctx.state.is_temporary() {
+                roots.push(state.clone());
+            }
+            roots.sort();
+            roots.dedup();
+            let mut seen = std::collections::HashSet::new();
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Running memres instances:")?;
+            let mut any = false;
+            for i in memres::list(&roots) {
+                if seen.insert(i.state_dir.clone()) {
+                    writeln!(out, "  {}", memres::describe(&i))?;
+                    any = true;
+                }
+            }
+            if !any {
+                writeln!(out, "  (none)")?;
+            }
+            Ok(0)
+        }
+        "clean-ports" => {
+            let instance = vm::Instance::find(state);
+            let (n, problems) = ports::clean(state, instance.as_ref())?;
+            for p in problems {
+                ui::warn(tool, &p);
+            }
+            if n == 0 {
+                ui::info(tool, "Port forward registry is already empty");
+            } else {
+                ui::info(
+                    tool,
+                    &format!("Cleared {n} port forward entries from registry"),
+                );
+            }
+            Ok(0)
+        }
+        other => bail!("unknown memres subcommand '{other}'; usage: {tool} memres {USAGE}"),
+    }
+}
+
+/// Starts the runtime's services right after boot, so the first command is warm.
+fn warm_up(ctx: &RuntimeContext, spec: &RuntimeSpec, instance: vm::Instance) -> anyhow::Result<()> {
+    let services: Vec<_> = spec.services.iter().cloned().collect();
+    if services.is_empty() {
+        return Ok(());
+    }
+    let mut target = Target::for_instance(instance, ctx.tool.name.clone(), services);
+    target.ensure_services()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn start_options() {
+        let a = parse_start(
+            &words(&["-p", "8080:80", "--publish=53:53/udp", "-p9000:9000"]),
+            false,
+        )
+        .expect("parse");
+        let f: Vec<String> = a.forwards.iter().map(|f| f.to_string()).collect();
+        assert_eq!(f, ["8080:80/tcp", "53:53/udp", "9000:9000/tcp"]);
+        assert!(parse_start(&words(&["--clean"]), false).is_err());
+        assert!(
+            parse_start(&words(&["--clean"]), true)
+                .expect("restart")
+                .clean
+        );
+        assert!(parse_start(&words(&["-p"]), false).is_err());
+        assert!(parse_start(&words(&["-p", "x:y"]), false).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! `--storage out.tar` (export the runtime storage after the command) and
+//! `--input-storage in.tar` (start the command from such a tar), in batch and memres mode
+//! (the old tool silently ignored `--storage` under memres, spec/cli.md §8.7).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use vcontainer_abi::runtime::StorageExport;
+
+use super::target::Target;
+use super::transfer;
+
+/// Where the archive's entries live in the guest, and whether they are named relative to the
+/// storage dir itself (`./...`) or carry its name (`docker/...`).
+fn layout(export: &StorageExport) -> anyhow::Result<(String, bool)> {
+    let source = export.source_dir.as_str().trim_end_matches('/');
+    let prefix = export.archive_prefix.as_str().trim_end_matches('/');
+    if prefix == "." || prefix.is_empty() {
+        return Ok((source.to_string(), true));
+    }
+    let (parent, name) = source.rsplit_once('/').unwrap_or(("", source));
+    if name == prefix {
+        let parent = if parent.is_empty() { "/" } else { parent };
+        return Ok((parent.to_string(), false));
+    }
+    bail!(
+        "the runtime plugin's storage export prefix '{prefix}' is neither '.' nor the name of {source}"
+    )
+}
+
+/// Writes the guest's runtime storage as a tar to `dest` (atomically). Services are stopped
+/// first when the runtime needs that for a consistent copy; the next command restarts them.
+pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyhow::Result<()> {
+    let (_, contents_only) = layout(export)?;
+    if export.stop_services_first {
+        target
+            .stop_services()
+            .context("stopping the runtime's services before the storage export")?;
+    }
+    let source = export.source_dir.to_string();
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".vcontainer-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let file = tmp.as_file_mut();
+    transfer::pull(target, &source, contents_only, |stream| {
+        std::io::copy(stream, file).context("writing the storage tar")?;
+        Ok(())
+    })
+    .with_context(|| format!("exporting the runtime storage to {}", dest.display()))?;
+    // only a complete archive gets the user's name
+    tmp.persist(dest)
+        .map_err(|e| anyhow::anyhow!(e.error))
+        .with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(())
+}
+
+/// Unpacks a storage tar into the guest before the runtime's services start.
+pub fn seed(target: &mut Target, export: &StorageExport, tar: &Path) -> anyhow::Result<()> {
+    let (dest, _) = layout(export)?;
+    transfer::push_archive(target, tar, &dest)
+        .with_context(|| format!("starting from the storage in {}", tar.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(source: &str, prefix: &str) -> StorageExport {
+        StorageExport {
+            source_dir: source.into(),
+            archive_prefix: prefix.into(),
+            stop_services_first: false,
+            description: "".into(),
+        }
+    }
+
+    #[test]
+    fn layouts_of_the_two_runtimes() {
+        assert_eq!(
+            layout(&export("/var/lib/docker", "docker")).expect("docker"),
+            ("/var/lib".to_string(), false)
+        );
+        assert_eq!(
+            layout(&export("/var/lib/containers/storage", ".")).expect("podman"),
+            ("/var/lib/containers/storage".to_string(), true)
+        );
+        assert!(layout(&export("/var/lib/docker", "other")).is_err());
+    }
+}

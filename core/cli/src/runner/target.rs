@@ -1,0 +1,347 @@
+//! The VM one command runs on (memres or batch), its runtime services, and what a lost
+//! connection means.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use vcontainer_abi::runtime::{RuntimeSpec, ServiceSpec};
+
+use super::mode::{self, Mode, ModeInputs};
+use super::vmconfig;
+use crate::agent_client::{self, ClientError, ExecRequest, ExitStatus, ServiceStartRequest};
+use crate::dispatch::RuntimeContext;
+use crate::ui;
+use crate::vm::{self, AgentStream, BatchVm, Instance, VmError};
+
+/// How often a running command resets the memres idle clock: the supervisor only sees new
+/// connections, and a long `run` must not look idle.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+/// How long a service may take to exit after SIGTERM before it is killed.
+const SERVICE_STOP_GRACE: Duration = Duration::from_secs(30);
+
+enum Vm {
+    Memres(Box<Instance>),
+    Batch(Box<BatchVm>),
+}
+
+/// A booted VM ready for agent connections.
+pub struct Target {
+    vm: Option<Vm>,
+    tool: String,
+    console_log: PathBuf,
+    services: Vec<ServiceSpec>,
+    services_started: bool,
+    _keepalive: Option<mpsc::Sender<()>>,
+    /// A private state dir of a batch VM without state disk (removed at the end).
+    private_dir: Option<PathBuf>,
+}
+
+/// The state dir's running memres VM, if any.
+pub fn running_instance(ctx: &RuntimeContext) -> Option<Instance> {
+    if ctx.state.is_temporary() {
+        return None;
+    }
+    Instance::find(&ctx.state.path)
+}
+
+impl Target {
+    /// Finds, starts or boots the VM for this command (see [`mode::choose`]). Messages go to
+    /// stderr only, so stdout stays the command's own output.
+    pub fn acquire(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<Target> {
+        let running = running_instance(ctx);
+        let choice = mode::choose(ModeInputs {
+            no_daemon: ctx.options.no_daemon,
+            auto_daemon: ctx.settings.auto_daemon,
+            stateless: ctx.state.is_temporary(),
+            input_storage: ctx.options.input_storage.is_some(),
+            memres_running: running.is_some(),
+        });
+        tracing::debug!(?choice, "execution mode");
+        let tool = ctx.tool.name.clone();
+        let services: Vec<ServiceSpec> = spec.services.iter().cloned().collect();
+        match (choice, running) {
+            (Mode::Memres, Some(instance)) => Ok(Target::for_instance(instance, tool, services)),
+            (Mode::Memres | Mode::StartMemres, _) => {
+                ui::info(
+                    &tool,
+                    &format!(
+                        "starting the memres VM for {} (stop it with `{tool} memres stop`)",
+                        ctx.arch
+                    ),
+                );
+                let cfg = vmconfig::build(ctx, spec, &ctx.state.path, true, Vec::new());
+                let started = vm::memres::start(&cfg)?;
+                let mut target = Target::for_instance(started.instance, tool, services);
+                target.ensure_services()?;
+                Ok(target)
+            }
+            (Mode::Batch { state_disk }, _) => {
+                let private_dir = if !state_disk && !ctx.state.is_temporary() {
+                    Some(private_batch_dir(&ctx.state.path)?)
+                } else {
+                    None
+                };
+                let dir = private_dir.as_deref().unwrap_or(&ctx.state.path);
+                let cfg = vmconfig::build(ctx, spec, dir, state_disk, Vec::new());
+                let started = Instant::now();
+                let batch = match vm::boot_batch(&cfg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        if let Some(d) = &private_dir {
+                            let _ = std::fs::remove_dir_all(d);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                tracing::debug!(elapsed = ?started.elapsed(), "batch VM booted");
+                Ok(Target {
+                    vm: Some(Vm::Batch(Box::new(batch))),
+                    tool,
+                    console_log: cfg.console_log(),
+                    services,
+                    services_started: false,
+                    _keepalive: None,
+                    private_dir,
+                })
+            }
+        }
+    }
+
+    /// A target on an already running memres VM.
+    pub fn for_instance(instance: Instance, tool: String, services: Vec<ServiceSpec>) -> Target {
+        let console_log = instance.record.paths.console_log.clone();
+        let keepalive = spawn_keepalive(instance.state_dir.clone());
+        Target {
+            vm: Some(Vm::Memres(Box::new(instance))),
+            tool,
+            console_log,
+            services,
+            services_started: false,
+            _keepalive: Some(keepalive),
+            private_dir: None,
+        }
+    }
+
+    /// The memres instance, when the command runs on one.
+    pub fn instance(&self) -> Option<&Instance> {
+        match &self.vm {
+            Some(Vm::Memres(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// One new connection to the agent.
+    pub fn connect(&mut self) -> anyhow::Result<AgentStream> {
+        let r = match &self.vm {
+            Some(Vm::Memres(i)) => i.connect(),
+            Some(Vm::Batch(b)) => b.connect(),
+            None => Err(VmError::Other("the VM was already shut down".into())),
+        };
+        match r {
+            Ok(s) => Ok(s),
+            Err(VmError::VmGone { .. }) => Err(self.vm_stopped()),
+            Err(e) => match self.wait_for_death() {
+                true => Err(self.vm_stopped()),
+                false => Err(anyhow!(e).context(format!(
+                    "connecting to the guest agent (console log: {})",
+                    self.console_log.display()
+                ))),
+            },
+        }
+    }
+
+    fn vm_stopped(&self) -> anyhow::Error {
+        anyhow!(
+            "the VM stopped unexpectedly; see the console log at {}",
+            self.console_log.display()
+        )
+    }
+
+    /// True when QEMU is gone (waiting a moment: a broken connection is often seen a little
+    /// before the process has exited).
+    fn wait_for_death(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let gone = match &mut self.vm {
+                Some(Vm::Memres(i)) => i.explain_disconnect().is_some(),
+                Some(Vm::Batch(b)) => b.explain_disconnect().is_some(),
+                None => true,
+            };
+            if gone || Instant::now() >= deadline {
+                return gone;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An agent operation's error as the user sees it: a lost connection names the console
+    /// log (and says the VM died when it did).
+    pub fn agent_error(&mut self, e: ClientError) -> anyhow::Error {
+        if e.is_connection_lost() {
+            if self.wait_for_death() {
+                return self.vm_stopped();
+            }
+            return anyhow!(e).context(format!(
+                "the guest agent went away; see the console log at {}",
+                self.console_log.display()
+            ));
+        }
+        anyhow!(e)
+    }
+
+    /// Starts the runtime's services (containerd, dockerd, ...) once per command; the agent
+    /// answers at once for a service that already runs.
+    pub fn ensure_services(&mut self) -> anyhow::Result<()> {
+        if self.services_started {
+            return Ok(());
+        }
+        for svc in self.services.clone() {
+            let request = ServiceStartRequest {
+                name: svc.name.to_string(),
+                argv: svc.argv.iter().map(|a| a.to_string()).collect(),
+                env: svc
+                    .env
+                    .iter()
+                    .filter_map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    })
+                    .collect(),
+                probe: svc.readiness_probe.iter().map(|a| a.to_string()).collect(),
+                timeout_secs: u64::from(svc.timeout_secs),
+            };
+            let conn = self.connect()?;
+            agent_client::service_start(conn, request)
+                .map_err(|e| self.agent_error(e))
+                .with_context(|| format!("starting {} in the guest", svc.name))?;
+        }
+        self.services_started = true;
+        Ok(())
+    }
+
+    /// Stops the runtime's services, last started first (for a consistent storage export).
+    /// The next command starts them again.
+    pub fn stop_services(&mut self) -> anyhow::Result<()> {
+        for svc in self.services.clone().iter().rev() {
+            let name = svc.name.to_string();
+            let conn = self.connect()?;
+            let state =
+                agent_client::service_status(conn, &name).map_err(|e| self.agent_error(e))?;
+            let Some(pid) = state.pid.filter(|_| state.running) else {
+                continue;
+            };
+            self.exec_quiet(&["kill", "-TERM", &pid.to_string()])?;
+            let deadline = Instant::now() + SERVICE_STOP_GRACE;
+            loop {
+                let conn = self.connect()?;
+                let state =
+                    agent_client::service_status(conn, &name).map_err(|e| self.agent_error(e))?;
+                if !state.running {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    self.exec_quiet(&["kill", "-KILL", &pid.to_string()])?;
+                    thread::sleep(Duration::from_millis(500));
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+        self.services_started = false;
+        Ok(())
+    }
+
+    /// Runs `argv` in the guest with captured output.
+    pub fn exec_capture(
+        &mut self,
+        argv: &[&str],
+    ) -> anyhow::Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let conn = self.connect()?;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = agent_client::exec(
+            conn,
+            ExecRequest::new(argv.iter().copied()),
+            None,
+            &mut out,
+            &mut err,
+        )
+        .map_err(|e| self.agent_error(e))?;
+        Ok((status, out, err))
+    }
+
+    /// Runs a helper command in the guest; a failure is an error naming its stderr.
+    pub fn exec_quiet(&mut self, argv: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let (status, out, err) = self.exec_capture(argv)?;
+        if !status.success() {
+            anyhow::bail!(
+                "`{}` failed in the guest ({status:?}): {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&err).trim()
+            );
+        }
+        Ok(out)
+    }
+
+    /// Ends the command's use of the VM: a batch VM is shut down cleanly (the guest syncs and
+    /// unmounts the state disk); a memres VM keeps running.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> anyhow::Result<()> {
+        let result = match self.vm.take() {
+            Some(Vm::Batch(b)) => match b.shutdown() {
+                vm::boot::StopOutcome::Forced => Err(anyhow!(
+                    "the VM did not shut down cleanly and was stopped by force; see {}",
+                    self.console_log.display()
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if let Some(d) = self.private_dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        result
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            ui::warn(&self.tool, &format!("{e:#}"));
+        }
+    }
+}
+
+/// `<state>/batch-<pid>`: a batch VM that must not open the state disk gets its own dir, so
+/// it neither waits for nor disturbs a memres VM of the same state dir.
+fn private_batch_dir(state: &Path) -> anyhow::Result<PathBuf> {
+    let dir = state.join(format!("batch-{}", std::process::id()));
+    if dir.exists() {
+        // left by a crashed run with our (recycled) pid: ours to clear
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A thread that touches the memres activity file until the returned sender is dropped.
+fn spawn_keepalive(state_dir: PathBuf) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let _ = thread::Builder::new()
+        .name("memres-keepalive".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(KEEPALIVE_EVERY) {
+                vm::instance::touch_activity(&state_dir);
+            }
+        });
+    tx
+}

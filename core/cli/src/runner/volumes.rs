@@ -1,0 +1,703 @@
+//! `-v host:ctr[:ro]` volumes: the host path is copied into the guest before the container
+//! runs, and what the container changed is copied back afterwards.
+//!
+//! The old tool copied with a glob that skipped dotfiles and synced back with
+//! `rsync --delete`, which deleted `.git/` and `.env` from the user's directory (spec/cli.md
+//! §8.1). Here a manifest of exactly what was pushed (type, size, mtime, mode, content hash)
+//! is kept, and after the run only differences between that manifest and the guest copy
+//! are applied: changed and new entries are written (atomically), entries the container
+//! deleted are deleted, and everything else on the host is never touched.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::target::Target;
+use super::transfer::{self, safe_relative, PushSource};
+
+/// Entries up to this size are compared in memory; larger ones are spooled to a temp file.
+const IN_MEMORY_LIMIT: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// Sockets, fifos, devices: never pushed, never touched.
+    Other,
+}
+
+/// One host entry as it was pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: i64,
+    pub mode: u32,
+    pub hash: Option<[u8; 32]>,
+    pub link: Option<PathBuf>,
+}
+
+/// What was pushed for one volume: entries by path relative to the volume root ("" = the
+/// root itself, for a single-file volume).
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    pub entries: BTreeMap<PathBuf, Entry>,
+}
+
+fn hash_reader(r: &mut dyn Read) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+fn entry_of(path: &Path) -> anyhow::Result<Entry> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::Other
+    };
+    let hash = match kind {
+        Kind::File => {
+            let mut f =
+                fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(hash_reader(&mut f).with_context(|| format!("reading {}", path.display()))?)
+        }
+        _ => None,
+    };
+    let link = match kind {
+        Kind::Symlink => Some(fs::read_link(path)?),
+        _ => None,
+    };
+    Ok(Entry {
+        kind,
+        size: meta.size(),
+        mtime: meta.mtime(),
+        mode: meta.mode() & 0o7777,
+        hash,
+        link,
+    })
+}
+
+/// Records a host file or directory tree (symlinks are not followed).
+pub fn scan(root: &Path) -> anyhow::Result<Manifest> {
+    let mut m = Manifest::default();
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.with_context(|| format!("reading {}", root.display()))?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        m.entries.insert(rel, entry_of(e.path())?);
+    }
+    Ok(m)
+}
+
+/// The guest's version of one entry, from the pulled tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEntry {
+    pub kind: Kind,
+    pub mode: u32,
+    pub hash: Option<[u8; 32]>,
+    pub link: Option<PathBuf>,
+}
+
+/// What to do on the host for one guest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Identical to what was pushed: leave the host alone.
+    Keep,
+    /// New or changed content: write it.
+    Write,
+    /// Only the permission bits changed.
+    Chmod,
+    /// The type changed (e.g. a file became a dir): remove the host entry, then write.
+    Replace,
+    /// The type changed but the host entry is a directory: left alone (with a warning)
+    /// rather than deleting a tree.
+    Conflict,
+}
+
+/// Compares the pushed entry (None: the container created it) with the guest's.
+pub fn decide(pushed: Option<&Entry>, guest: &GuestEntry) -> Action {
+    let Some(p) = pushed else {
+        return Action::Write;
+    };
+    if p.kind != guest.kind {
+        return if p.kind == Kind::Dir {
+            Action::Conflict
+        } else {
+            Action::Replace
+        };
+    }
+    match guest.kind {
+        Kind::File if p.hash != guest.hash => Action::Write,
+        Kind::Symlink if p.link != guest.link => Action::Write,
+        Kind::File | Kind::Dir if p.mode != guest.mode => Action::Chmod,
+        _ => Action::Keep,
+    }
+}
+
+/// Entries the container deleted: pushed (not `Other`, not the root) and absent from the
+/// guest, deepest first so that a directory comes after its contents.
+pub fn deletions(pushed: &Manifest, seen: &HashSet<PathBuf>) -> Vec<PathBuf> {
+    let mut gone: Vec<PathBuf> = pushed
+        .entries
+        .iter()
+        .filter(|(p, e)| !p.as_os_str().is_empty() && e.kind != Kind::Other && !seen.contains(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    gone.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    gone
+}
+
+/// What a sync did, for `-v` output and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub written: usize,
+    pub deleted: usize,
+    pub skipped: Vec<String>,
+}
+
+/// A host volume prepared for one run.
+pub struct Volume {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+    pub manifest: Manifest,
+}
+
+impl Volume {
+    fn is_file(&self) -> bool {
+        self.manifest
+            .entries
+            .get(Path::new(""))
+            .is_some_and(|e| e.kind != Kind::Dir)
+    }
+}
+
+/// Scans and pushes `host` to the guest path `guest` (a dir's contents into the dir, or a
+/// file as the file).
+pub fn push(
+    target: &mut Target,
+    host: &Path,
+    guest: &str,
+    read_only: bool,
+) -> anyhow::Result<Volume> {
+    let meta = fs::metadata(host).with_context(|| format!("volume source {}", host.display()))?;
+    let manifest = scan(host)?;
+    if meta.is_dir() {
+        transfer::push(target, PushSource::DirContents(host), guest)?;
+    } else {
+        let (parent, name) = split_guest(guest)?;
+        transfer::push(target, PushSource::Named { path: host, name }, parent)?;
+    }
+    Ok(Volume {
+        host: host.to_path_buf(),
+        guest: guest.to_string(),
+        read_only,
+        manifest,
+    })
+}
+
+fn split_guest(guest: &str) -> anyhow::Result<(&str, &str)> {
+    guest
+        .rsplit_once('/')
+        .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+        .with_context(|| format!("bad guest path {guest}"))
+}
+
+/// Brings the container's changes back to the host (see the module doc).
+pub fn sync_back(target: &mut Target, vol: &Volume) -> anyhow::Result<SyncReport> {
+    let host = vol.host.clone();
+    if vol.is_file() {
+        let pushed = vol.manifest.entries.get(Path::new("")).cloned();
+        return transfer::pull(target, &vol.guest, false, move |stream| {
+            let mut report = SyncReport::default();
+            let mut archive = tar::Archive::new(stream);
+            if let Some(entry) = archive.entries().context("reading the tar stream")?.next() {
+                let mut entry = entry.context("reading the tar stream")?;
+                if entry.header().entry_type().is_file() {
+                    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+                    let spool = Spool::read(&mut entry)?;
+                    let guest = GuestEntry {
+                        kind: Kind::File,
+                        mode,
+                        hash: Some(spool.hash),
+                        link: None,
+                    };
+                    apply_file(
+                        &host,
+                        decide(pushed.as_ref(), &guest),
+                        spool,
+                        mode,
+                        &mut report,
+                    )?;
+                }
+            }
+            Ok(report)
+        });
+    }
+    let pushed = vol.manifest.clone();
+    transfer::pull(target, &vol.guest, true, move |stream| {
+        apply_tree(&host, &pushed, stream)
+    })
+}
+
+/// Content of one guest file, hashed while read.
+struct Spool {
+    hash: [u8; 32],
+    data: SpoolData,
+}
+
+enum SpoolData {
+    Memory(Vec<u8>),
+    File(fs::File),
+}
+
+impl Spool {
+    fn read(entry: &mut dyn Read) -> anyhow::Result<Spool> {
+        let mut h = Sha256::new();
+        let mut mem = Vec::new();
+        let mut file: Option<fs::File> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = entry.read(&mut buf).context("reading the tar stream")?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            match &mut file {
+                Some(f) => f.write_all(&buf[..n])?,
+                None => {
+                    mem.extend_from_slice(&buf[..n]);
+                    if mem.len() as u64 > IN_MEMORY_LIMIT {
+                        let mut f = tempfile::tempfile().context("creating a spool file")?;
+                        f.write_all(&mem)?;
+                        mem = Vec::new();
+                        file = Some(f);
+                    }
+                }
+            }
+        }
+        let data = match file {
+            Some(mut f) => {
+                f.rewind()?;
+                SpoolData::File(f)
+            }
+            None => SpoolData::Memory(mem),
+        };
+        Ok(Spool {
+            hash: h.finalize().into(),
+            data,
+        })
+    }
+
+    fn reader(self) -> Box<dyn Read> {
+        match self.data {
+            SpoolData::Memory(v) => Box::new(io::Cursor::new(v)),
+            SpoolData::File(f) => Box::new(f),
+        }
+    }
+}
+
+/// Refuses a host path whose parent (inside `root`) is a symlink: a container could
+/// otherwise plant `a -> /etc` and have us write `a/passwd` outside the volume.
+fn check_parents(root: &Path, rel: &Path) -> anyhow::Result<()> {
+    let mut p = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        p.push(c);
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if m.file_type().is_symlink() {
+                anyhow::bail!("{} is a symlink; not writing through it", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_file(
+    dest: &Path,
+    action: Action,
+    spool: Spool,
+    mode: u32,
+    report: &mut SyncReport,
+) -> anyhow::Result<()> {
+    match action {
+        Action::Keep => {}
+        Action::Chmod => {
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", dest.display()))?;
+            report.written += 1;
+        }
+        Action::Write | Action::Replace => {
+            transfer::write_file_atomic(dest, &mut spool.reader(), mode)?;
+            report.written += 1;
+        }
+        Action::Conflict => report.skipped.push(format!(
+            "{}: became a file in the container",
+            dest.display()
+        )),
+    }
+    Ok(())
+}
+
+/// Applies a pulled directory tree (entries `./...`) against what was pushed.
+fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut file_hashes: HashMap<PathBuf, [u8; 32]> = HashMap::new();
+    let mut archive = tar::Archive::new(stream);
+    for entry in archive.entries().context("reading the tar stream")? {
+        let mut entry = entry.context("reading the tar stream")?;
+        let rel = safe_relative(&entry.path().context("tar entry name")?)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        seen.insert(rel.clone());
+        let dest = root.join(&rel);
+        if let Err(e) = check_parents(root, &rel) {
+            report.skipped.push(format!("{e:#}"));
+            continue;
+        }
+        let header_mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        let kind = entry.header().entry_type();
+        let p = pushed.entries.get(&rel);
+        if kind.is_dir() {
+            let g = GuestEntry {
+                kind: Kind::Dir,
+                mode: header_mode,
+                hash: None,
+                link: None,
+            };
+            match decide(p, &g) {
+                Action::Keep => {}
+                Action::Chmod => {
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(header_mode))?;
+                    report.written += 1;
+                }
+                Action::Write | Action::Replace => {
+                    if action_needs_removal(&dest) {
+                        fs::remove_file(&dest)
+                            .with_context(|| format!("removing {}", dest.display()))?;
+                    }
+                    fs::create_dir(&dest)
+                        .with_context(|| format!("creating {}", dest.display()))?;
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(header_mode))?;
+                    report.written += 1;
+                }
+                Action::Conflict => {}
+            }
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name()
+                .context("symlink target")?
+                .map(|l| l.into_owned());
+            let g = GuestEntry {
+                kind: Kind::Symlink,
+                mode: 0o777,
+                hash: None,
+                link: link.clone(),
+            };
+            let action = decide(p, &g);
+            if matches!(action, Action::Write | Action::Replace) {
+                let Some(link) = link else { continue };
+                let tmp = dest.with_file_name(format!(".vcontainer-link-{}", std::process::id()));
+                let _ = fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&link, &tmp)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                fs::rename(&tmp, &dest).with_context(|| format!("creating {}", dest.display()))?;
+                report.written += 1;
+            } else if action == Action::Conflict {
+                report.skipped.push(format!(
+                    "{}: became a symlink in the container",
+                    dest.display()
+                ));
+            }
+        } else if kind.is_file() || kind == tar::EntryType::Link {
+            let spool = if kind == tar::EntryType::Link {
+                // a hard link to a file already written (or kept) on the host
+                let target = entry
+                    .link_name()
+                    .context("hard link target")?
+                    .map(|l| safe_relative(&l))
+                    .transpose()?
+                    .unwrap_or_default();
+                let mut f = fs::File::open(root.join(&target))
+                    .with_context(|| format!("reading {}", root.join(&target).display()))?;
+                let s = Spool::read(&mut f)?;
+                if file_hashes.get(&target).is_some_and(|h| *h != s.hash) {
+                    report
+                        .skipped
+                        .push(format!("{}: hard link target changed", dest.display()));
+                    continue;
+                }
+                s
+            } else {
+                Spool::read(&mut entry)?
+            };
+            file_hashes.insert(rel.clone(), spool.hash);
+            let g = GuestEntry {
+                kind: Kind::File,
+                mode: header_mode,
+                hash: Some(spool.hash),
+                link: None,
+            };
+            let action = decide(p, &g);
+            if action == Action::Replace && action_needs_removal(&dest) {
+                fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
+            }
+            apply_file(&dest, action, spool, header_mode, &mut report)?;
+        }
+    }
+    for rel in deletions(pushed, &seen) {
+        let dest = root.join(&rel);
+        let Some(was) = pushed.entries.get(&rel) else {
+            continue;
+        };
+        if check_parents(root, &rel).is_err() {
+            continue;
+        }
+        // changed on the host while the container ran: the user's version wins
+        match entry_of(&dest) {
+            Ok(now) if now.kind == was.kind && now.size == was.size && now.mtime == was.mtime => {}
+            Ok(_) => {
+                report.skipped.push(format!(
+                    "{}: changed on the host meanwhile; kept",
+                    dest.display()
+                ));
+                continue;
+            }
+            Err(_) => continue, // already gone
+        }
+        let r = if was.kind == Kind::Dir {
+            fs::remove_dir(&dest)
+        } else {
+            fs::remove_file(&dest)
+        };
+        match r {
+            Ok(()) => report.deleted += 1,
+            Err(e) => report.skipped.push(format!("{}: {e}", dest.display())),
+        }
+    }
+    Ok(report)
+}
+
+/// True when a non-directory stands at `dest` (and must go before a new type is written).
+fn action_needs_removal(dest: &Path) -> bool {
+    fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(hash: u8, mode: u32) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size: 1,
+            mtime: 0,
+            mode,
+            hash: Some([hash; 32]),
+            link: None,
+        }
+    }
+
+    fn guest_file(hash: u8, mode: u32) -> GuestEntry {
+        GuestEntry {
+            kind: Kind::File,
+            mode,
+            hash: Some([hash; 32]),
+            link: None,
+        }
+    }
+
+    #[test]
+    fn only_real_changes_are_written() {
+        assert_eq!(
+            decide(Some(&file(1, 0o644)), &guest_file(1, 0o644)),
+            Action::Keep
+        );
+        assert_eq!(
+            decide(Some(&file(1, 0o644)), &guest_file(2, 0o644)),
+            Action::Write
+        );
+        assert_eq!(
+            decide(Some(&file(1, 0o644)), &guest_file(1, 0o755)),
+            Action::Chmod
+        );
+        assert_eq!(decide(None, &guest_file(1, 0o644)), Action::Write);
+        let dir = Entry {
+            kind: Kind::Dir,
+            hash: None,
+            ..file(0, 0o755)
+        };
+        assert_eq!(decide(Some(&dir), &guest_file(1, 0o644)), Action::Conflict);
+        let link = GuestEntry {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            hash: None,
+            link: Some("x".into()),
+        };
+        assert_eq!(decide(Some(&file(1, 0o644)), &link), Action::Replace);
+    }
+
+    #[test]
+    fn deletions_skip_unpushed_kinds_and_go_deepest_first() {
+        let mut m = Manifest::default();
+        m.entries.insert(
+            "".into(),
+            Entry {
+                kind: Kind::Dir,
+                hash: None,
+                ..file(0, 0o755)
+            },
+        );
+        m.entries.insert(
+            "d".into(),
+            Entry {
+                kind: Kind::Dir,
+                hash: None,
+                ..file(0, 0o755)
+            },
+        );
+        m.entries.insert("d/f".into(), file(1, 0o644));
+        m.entries.insert(
+            "sock".into(),
+            Entry {
+                kind: Kind::Other,
+                hash: None,
+                ..file(0, 0o755)
+            },
+        );
+        m.entries.insert("keep".into(), file(1, 0o644));
+        let seen: HashSet<PathBuf> = ["keep".into()].into_iter().collect();
+        assert_eq!(
+            deletions(&m, &seen),
+            [PathBuf::from("d/f"), PathBuf::from("d")]
+        );
+    }
+
+    /// Builds the tar a guest would send back for `dir` (entries `./...`).
+    fn tar_of(dir: &Path) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", dir).expect("tar");
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn sync_writes_changes_deletes_deletions_and_leaves_the_rest_alone() {
+        let host = tempfile::tempdir().expect("tmp");
+        let h = host.path();
+        fs::create_dir_all(h.join(".git/objects")).expect("mkdir");
+        fs::write(h.join(".git/HEAD"), "ref: main\n").expect("w");
+        fs::write(h.join(".env"), "SECRET=1\n").expect("w");
+        fs::write(h.join("keep.txt"), "same\n").expect("w");
+        fs::write(h.join("change.txt"), "old\n").expect("w");
+        fs::write(h.join("gone.txt"), "bye\n").expect("w");
+        let pushed = scan(h).expect("scan");
+
+        // the guest copy: what the container left
+        let guest = tempfile::tempdir().expect("tmp");
+        let g = guest.path();
+        fs::create_dir_all(g.join(".git/objects")).expect("mkdir");
+        fs::write(g.join(".git/HEAD"), "ref: main\n").expect("w");
+        fs::write(g.join(".env"), "SECRET=1\n").expect("w");
+        fs::write(g.join("keep.txt"), "same\n").expect("w");
+        fs::write(g.join("change.txt"), "new\n").expect("w");
+        fs::create_dir(g.join("newdir")).expect("mkdir");
+        fs::write(g.join("newdir/new.txt"), "hello\n").expect("w");
+        for rel in [".git", ".git/objects", ".git/HEAD", ".env", "keep.txt"] {
+            let m = fs::symlink_metadata(h.join(rel)).expect("meta");
+            fs::set_permissions(g.join(rel), fs::Permissions::from_mode(m.mode() & 0o7777))
+                .expect("chmod");
+        }
+        let before_keep = fs::metadata(h.join("keep.txt")).expect("m");
+        let before_git = fs::metadata(h.join(".git/HEAD")).expect("m");
+
+        let tar = tar_of(g);
+        let report = apply_tree(h, &pushed, &mut tar.as_slice()).expect("sync");
+        assert!(report.skipped.is_empty(), "{report:?}");
+        assert_eq!(
+            fs::read_to_string(h.join("change.txt")).expect("r"),
+            "new\n"
+        );
+        assert_eq!(
+            fs::read_to_string(h.join("newdir/new.txt")).expect("r"),
+            "hello\n"
+        );
+        assert!(!h.join("gone.txt").exists());
+        assert_eq!(fs::read_to_string(h.join(".env")).expect("r"), "SECRET=1\n");
+        assert_eq!(
+            fs::read_to_string(h.join(".git/HEAD")).expect("r"),
+            "ref: main\n"
+        );
+        // untouched: same inode and mtime
+        let after_keep = fs::metadata(h.join("keep.txt")).expect("m");
+        assert_eq!(after_keep.ino(), before_keep.ino());
+        assert_eq!(after_keep.mtime_nsec(), before_keep.mtime_nsec());
+        assert_eq!(
+            fs::metadata(h.join(".git/HEAD")).expect("m").ino(),
+            before_git.ino()
+        );
+        assert_eq!(report.deleted, 1);
+        assert_eq!(report.written, 3, "{report:?}"); // change.txt, newdir, newdir/new.txt
+    }
+
+    #[test]
+    fn a_planted_symlink_cannot_redirect_writes_outside_the_volume() {
+        let host = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        let pushed = scan(host.path()).expect("scan");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "./esc", outside.path())
+            .expect("link");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "./esc/pwned", &b"bad"[..])
+            .expect("file");
+        let tar = b.into_inner().expect("tar");
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
+        assert!(!outside.path().join("pwned").exists());
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+    }
+
+    #[test]
+    fn a_file_changed_on_the_host_meanwhile_is_not_deleted() {
+        let host = tempfile::tempdir().expect("tmp");
+        fs::write(host.path().join("f"), "1").expect("w");
+        let pushed = scan(host.path()).expect("scan");
+        fs::write(host.path().join("f"), "user edit").expect("w");
+        let empty = tempfile::tempdir().expect("tmp");
+        let tar = tar_of(empty.path());
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
+        assert!(host.path().join("f").exists());
+        assert_eq!(report.deleted, 0);
+    }
+}

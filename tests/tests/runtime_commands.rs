@@ -1,0 +1,374 @@
+//! End-to-end tests of the runner (issue 4 items 1, 4, 5, 6 and the exit-code rules): real
+//! QEMU, real guest, real podman/docker, through the installed multi-call names with a
+//! private HOME. Offline: the only image is a busybox rootfs imported from the host.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vcontainer_tests::{busybox_rootfs_tar, stderr, stdout, vm_or_skip, World};
+
+const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
+
+fn run(w: &World, tool: &str, args: &[&OsStr]) -> std::process::Output {
+    w.run(tool, args)
+}
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> String {
+    let o = w.run(tool, args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool} {args:?}: stdout {} stderr {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// A world with a running memres VM and the busybox image `bb:1`.
+fn memres_with_busybox(tool: &str) -> World {
+    let w = World::new();
+    ok(&w, tool, &["memres", "start"]);
+    let tar = w.home.path().join("bb-rootfs.tar");
+    busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    let o = run(
+        &w,
+        tool,
+        &["import".as_ref(), tar.as_os_str(), "bb:1".as_ref()],
+    );
+    assert_eq!(o.status.code(), Some(0), "import: {}", stderr(&o));
+    w
+}
+
+fn stop(w: &World, tool: &str) {
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "memres stop: {}", stderr(&o));
+}
+
+fn mtime_and_inode(p: &Path) -> (i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).expect("metadata");
+    (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ino())
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = memres_with_busybox(tool);
+        let code = |args: &[&str]| w.run(tool, args).status.code();
+        assert_eq!(code(&["vrun", "bb:1", "/bin/false"]), Some(1), "{tool}");
+        assert_eq!(
+            code(&["vrun", "bb:1", "sh", "-c", "exit 7"]),
+            Some(7),
+            "{tool}"
+        );
+        assert_eq!(
+            code(&["run", "--rm", "bb:1", "/nonexistent"]),
+            Some(127),
+            "{tool}"
+        );
+        let o = w.run(tool, ["run", "--rm", "localhost/no-such-image:1", "true"]);
+        assert_eq!(o.status.code(), Some(125), "{tool}: {}", stderr(&o));
+        stop(&w, tool);
+    }
+}
+
+#[test]
+fn volumes_sync_back_only_what_the_container_changed() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = memres_with_busybox(tool);
+        let dir = w.home.path().join("src");
+        std::fs::create_dir_all(dir.join(".git/objects")).expect("mkdir");
+        std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
+        std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+        std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+        std::fs::write(dir.join("change.txt"), "old\n").expect("w");
+        std::fs::write(dir.join("delete.txt"), "bye\n").expect("w");
+        let keep_before = mtime_and_inode(&dir.join("keep.txt"));
+        let env_before = mtime_and_inode(&dir.join(".env"));
+
+        // a relative -v source, and a container that fails after writing: still synced
+        let o = w
+            .cmd(tool)
+            .current_dir(w.home.path())
+            .args([
+                "vrun",
+                "-v",
+                "./src:/data",
+                "bb:1",
+                "sh",
+                "-c",
+                "cat /data/.env && echo new > /data/change.txt && echo hi > /data/created.txt \
+                 && mkdir /data/sub && echo x > /data/sub/f && rm /data/delete.txt && exit 3",
+            ])
+            .output()
+            .expect("spawn");
+        assert_eq!(o.status.code(), Some(3), "{tool}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            "SECRET=1\n",
+            "{tool}: dotfiles reach the container"
+        );
+        let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_default();
+        assert_eq!(read("change.txt"), "new\n", "{tool}");
+        assert_eq!(read("created.txt"), "hi\n", "{tool}");
+        assert_eq!(read("sub/f"), "x\n", "{tool}");
+        assert!(!dir.join("delete.txt").exists(), "{tool}");
+        assert_eq!(read(".git/HEAD"), "ref: refs/heads/main\n", "{tool}");
+        assert_eq!(read(".env"), "SECRET=1\n", "{tool}");
+        assert_eq!(
+            mtime_and_inode(&dir.join("keep.txt")),
+            keep_before,
+            "{tool}: keep.txt touched"
+        );
+        assert_eq!(
+            mtime_and_inode(&dir.join(".env")),
+            env_before,
+            "{tool}: .env touched"
+        );
+
+        // :ro cannot be written, and nothing comes back
+        let src = dir.to_string_lossy().into_owned();
+        let o = w.run(
+            tool,
+            [
+                "vrun",
+                "-v",
+                &format!("{src}:/data:ro"),
+                "bb:1",
+                "sh",
+                "-c",
+                "echo x > /data/keep.txt",
+            ],
+        );
+        assert_ne!(o.status.code(), Some(0), "{tool}: write to :ro succeeded");
+        assert_eq!(read("keep.txt"), "keep\n", "{tool}");
+
+        // a single-file volume
+        let f = w.home.path().join("one.conf");
+        std::fs::write(&f, "a=1\n").expect("w");
+        let o = w.run(
+            tool,
+            [
+                "vrun",
+                "-v",
+                &format!("{}:/etc/one.conf", f.display()),
+                "bb:1",
+                "sh",
+                "-c",
+                "echo a=2 > /etc/one.conf",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&f).expect("r"), "a=2\n", "{tool}");
+        stop(&w, tool);
+    }
+}
+
+#[test]
+fn save_and_load_round_trip_and_storage_export_in_memres_and_batch() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = memres_with_busybox(tool);
+        let saved = w.home.path().join("bb.tar");
+        let o = run(
+            &w,
+            tool,
+            &[
+                "save".as_ref(),
+                "-o".as_ref(),
+                saved.as_os_str(),
+                "bb:1".as_ref(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} save: {}", stderr(&o));
+        assert!(
+            stdout(&o).is_empty(),
+            "{tool}: save printed on stdout: {}",
+            stdout(&o)
+        );
+        let mut archive = tar::Archive::new(std::fs::File::open(&saved).expect("saved"));
+        let names: Vec<PathBuf> = archive
+            .entries()
+            .expect("tar")
+            .map(|e| e.expect("entry").path().expect("path").into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with("manifest.json") || n.ends_with("index.json")),
+            "{tool}: not an image archive: {names:?}"
+        );
+
+        // --storage under memres writes the tar (the old tool ignored it)
+        let storage = w.home.path().join("storage.tar");
+        let o = run(
+            &w,
+            tool,
+            &["--storage".as_ref(), storage.as_os_str(), "images".as_ref()],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} --storage: {}", stderr(&o));
+        let size = std::fs::metadata(&storage).expect("storage tar").len();
+        assert!(size > 100_000, "{tool}: storage tar only {size} bytes");
+        stop(&w, tool);
+
+        // a fresh state: load -i brings the image back (batch VM)
+        let w2 = World::new();
+        let o = run(
+            &w2,
+            tool,
+            &[
+                "--no-daemon".as_ref(),
+                "load".as_ref(),
+                "-i".as_ref(),
+                saved.as_os_str(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} load: {}", stderr(&o));
+        let o = w2.run(tool, ["--no-daemon", "images"]);
+        assert!(
+            stdout(&o).contains("bb"),
+            "{tool}: loaded image missing: {}",
+            stdout(&o)
+        );
+
+        // --input-storage starts from the exported storage, without touching the state disk
+        let w3 = World::new();
+        let o = run(
+            &w3,
+            tool,
+            &[
+                "--input-storage".as_ref(),
+                storage.as_os_str(),
+                "images".as_ref(),
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{tool} --input-storage: {}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).contains("bb"), "{tool}: {}", stdout(&o));
+        let o = w3.run(tool, ["--no-daemon", "images"]);
+        assert!(
+            !stdout(&o).contains("bb"),
+            "{tool}: input storage leaked into the state disk"
+        );
+    }
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn wait_http(port: u16, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http_get(port).is_some_and(|b| b.contains(want)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+#[test]
+fn run_detached_with_ports_forwards_lists_and_removes() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = memres_with_busybox(tool);
+        let free = |base: u16| {
+            (base..base + 200)
+                .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .expect("free port")
+        };
+        let (p1, p2) = (free(18080), free(18480));
+        let serve = |name: &str, port: u16, text: &str| {
+            let o = w.run(
+                tool,
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "-p",
+                    &format!("{port}:80"),
+                    "--entrypoint",
+                    "",
+                    "bb:1",
+                    "sh",
+                    "-c",
+                    &format!(
+                        "mkdir -p /www && echo {text} > /www/index.html && httpd -f -p 80 -h /www"
+                    ),
+                ],
+            );
+            assert_eq!(o.status.code(), Some(0), "{tool} run -d: {}", stderr(&o));
+            stdout(&o).trim().to_string()
+        };
+        let id1 = serve("web1", p1, "one");
+        serve("web2", p2, "two");
+        assert!(wait_http(p1, "one"), "{tool}: port {p1} does not answer");
+        assert!(wait_http(p2, "two"), "{tool}: port {p2} does not answer");
+
+        let ps = ok(&w, tool, &["ps"]);
+        assert!(ps.contains("Host Port Forwards"), "{tool}: {ps}");
+        assert!(ps.contains(&format!("0.0.0.0:{p1}")), "{tool}: {ps}");
+        let quiet = ok(&w, tool, &["ps", "-q"]);
+        assert!(!quiet.contains("Host Port Forwards"), "{tool}: {quiet}");
+
+        // removed by id prefix
+        ok(&w, tool, &["rm", "-f", &id1[..12.min(id1.len())]]);
+        let ps = ok(&w, tool, &["ps"]);
+        assert!(
+            !ps.contains(&format!("0.0.0.0:{p1}")),
+            "{tool}: forward left: {ps}"
+        );
+        assert!(http_get(p1).is_none_or(|b| !b.contains("one")), "{tool}");
+        // and by name
+        ok(&w, tool, &["stop", "-t", "1", "web2"]);
+        let ps = ok(&w, tool, &["ps", "-a"]);
+        assert!(
+            !ps.contains(&format!("0.0.0.0:{p2}")),
+            "{tool}: forward left: {ps}"
+        );
+        stop(&w, tool);
+    }
+}
+
+#[test]
+fn vshell_runs_in_the_vm_and_stateless_leaves_nothing() {
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let w = World::new();
+    let o = w.run(
+        tool,
+        ["--no-daemon", "vshell", "-c", "uname -m; test -d /proc/1"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "x86_64\n");
+
+    let o = w.run(tool, ["--stateless", "images"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("REPOSITORY"), "{}", stdout(&o));
+    let root = w.home.path().join(format!(".{tool}"));
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|n| n == "x86_64"),
+        "--stateless left {left:?} in {}",
+        root.display()
+    );
+}
