@@ -24,6 +24,7 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
         "vimport",
         "Import an OCI layout, tarball or directory (type auto-detected)",
     ),
+    ("vimport-batch", "Import many OCI layouts in one VM boot into one storage tar (--output F --image PATH=NAME:TAG ...)"),
     ("tag", "Tag an image"),
     ("rmi", "Remove images"),
     ("build", "Build an image"),

@@ -15,7 +15,7 @@ pub const MAX_AUTH_BYTES: u64 = 1024 * 1024;
 
 /// Why `--config FILE` was refused; the message starts with `--config FILE:`.
 #[derive(Debug, thiserror::Error)]
-#[error("--config {}: {reason}\nRefusing to use {} — see above.", .path.display(), .path.display())]
+#[error("--config {}: {reason}", .path.display())]
 pub struct AuthConfigError {
     pub path: PathBuf,
     pub reason: String,

@@ -341,6 +341,55 @@ pub fn guest_setup(
     Ok(setup)
 }
 
+/// The registry options of a runtime command, checked before any VM work (a bad
+/// `--config` file fails here with exit 125 and the VM untouched).
+pub fn options_for(
+    ctx: &crate::dispatch::RuntimeContext,
+) -> Result<RegistryOptions, RegistryError> {
+    RegistryOptions::new(
+        ctx.settings.registry.as_deref(),
+        &ctx.options.insecure_registries,
+        ctx.options.secure_registry,
+        ctx.settings.auth_config.as_deref(),
+    )
+}
+
+/// The daemon.json the runtime plugin bakes into the guest, if it has one.
+pub fn base_daemon_json(spec: &vcontainer_abi::runtime::RuntimeSpec) -> Option<String> {
+    spec.guest_files
+        .iter()
+        .find(|f| f.path.as_str() == DOCKER_DAEMON_JSON)
+        .map(|f| f.contents.to_string())
+}
+
+/// Applies a setup in the guest (after the runtime's services are up) and returns the
+/// environment the user's command must get. Call [`remove_auth`] after the command.
+pub fn apply(
+    setup: &GuestSetup,
+    guest: &mut dyn crate::vimport::execute::Guest,
+) -> anyhow::Result<Vec<(String, String)>> {
+    for line in &setup.notices {
+        guest.notice(line);
+    }
+    for (dir, payload) in &setup.pushes {
+        guest.push_tar(dir, &mut payload.reader())?;
+    }
+    for argv in &setup.commands {
+        let code = guest.run(argv, &[])?;
+        if code != 0 {
+            anyhow::bail!("applying the registry settings in the guest failed (exit {code})");
+        }
+    }
+    Ok(setup.env.clone())
+}
+
+/// Removes the per-command auth copy (whatever the command's outcome).
+pub fn remove_auth(setup: &GuestSetup, guest: &mut dyn crate::vimport::execute::Guest) {
+    for path in &setup.cleanup {
+        guest.remove(path);
+    }
+}
+
 /// True when an image reference names its registry (`host.tld/…`, `host:port/…`,
 /// `localhost/…`).
 pub fn is_qualified(image: &str) -> bool {

@@ -164,19 +164,30 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         None => None,
     };
 
+    let registry = super::import::registry_setup(ctx, spec, plan.needs_network)?;
     let started = Instant::now();
     let mut target = Target::acquire(ctx, spec)?;
     if let Some(tar) = &storage_in {
         storage::seed(&mut target, &spec.storage_export, tar)?;
     }
     target.ensure_services()?;
+    let registry_env = super::import::apply_registry(&mut target, ctx, registry.as_ref())?;
     tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
 
     let run_dir = rebase::run_dir(&rebase::new_run_id());
     rebase::rebase_plan(&mut plan, &run_dir);
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
 
-    let result = run_planned(ctx, &mut target, &plan, &hosts, &out_hosts, &user_argv);
+    let result = run_planned(
+        ctx,
+        &mut target,
+        &plan,
+        &hosts,
+        &out_hosts,
+        &user_argv,
+        &registry_env,
+    );
+    super::import::remove_registry_auth(&mut target, ctx, registry.as_ref());
     let keep_run_dir = plan.detach && plan.inputs.iter().any(|i| i.kind == InputKind::Volume);
     if uses_run_dir && !keep_run_dir {
         // best effort: the dir is on the guest's tmpfs and goes with the VM anyway
@@ -222,6 +233,7 @@ fn run_planned(
     hosts: &[PathBuf],
     out_hosts: &[PathBuf],
     user_argv: &[String],
+    registry_env: &[(String, String)],
 ) -> anyhow::Result<i32> {
     let tool = ctx.tool.name.clone();
 
@@ -268,6 +280,7 @@ fn run_planned(
     let argv = plan.argv_strings();
     tracing::debug!(?argv, "exec in the guest");
     let mut request = ExecRequest::new(argv.clone());
+    request.env.extend_from_slice(registry_env);
     let status = if plan.tty || plan.stdin {
         if plan.tty {
             request.tty = Some(WindowSize { rows: 24, cols: 80 });

@@ -14,6 +14,7 @@ use super::target::Target;
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
 use crate::dispatch::RuntimeContext;
+use crate::registry;
 use crate::ui;
 use crate::vimport::execute::{self, Guest, Prepared};
 use crate::vimport::ImportTarget;
@@ -140,4 +141,57 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
     }
     target.finish()?;
     Ok(code)
+}
+
+/// The registry setup of a runtime command, checked before any VM work (a bad `--config`
+/// fails here, exit 125, nothing booted). None when the command reaches no registry (no
+/// network and no auth file): then nothing is done in the guest.
+pub fn registry_setup(
+    ctx: &RuntimeContext,
+    spec: &RuntimeSpec,
+    needs_network: bool,
+) -> anyhow::Result<Option<registry::GuestSetup>> {
+    let opts = registry::options_for(ctx)?;
+    if !needs_network && opts.auth.is_none() {
+        return Ok(None);
+    }
+    let base = registry::base_daemon_json(spec);
+    let setup = registry::guest_setup(
+        spec.runtime_binary.as_str(),
+        base.as_deref(),
+        &opts,
+        &rebase::new_run_id(),
+    )?;
+    Ok(Some(setup))
+}
+
+/// Applies the setup after the services are up; returns the command's extra environment.
+pub fn apply_registry(
+    target: &mut Target,
+    ctx: &RuntimeContext,
+    setup: Option<&registry::GuestSetup>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(setup) = setup else {
+        return Ok(Vec::new());
+    };
+    let mut guest = TargetGuest {
+        target,
+        tool: ctx.tool.name.clone(),
+    };
+    registry::apply(setup, &mut guest)
+}
+
+/// Removes the per-command auth copy from the guest, whatever the command's outcome.
+pub fn remove_registry_auth(
+    target: &mut Target,
+    ctx: &RuntimeContext,
+    setup: Option<&registry::GuestSetup>,
+) {
+    if let Some(setup) = setup {
+        let mut guest = TargetGuest {
+            target,
+            tool: ctx.tool.name.clone(),
+        };
+        registry::remove_auth(setup, &mut guest);
+    }
 }

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use super::{plan_import, ImportPlan, ImportRequest, ImportTarget, VimportError};
 
 pub const USAGE: &str =
-    "Usage: vimport-batch [--output STORAGE.tar] --image PATH=NAME[:TAG] ... [PATH:NAME:TAG ...]\n\
-  Imports every OCI layout in one VM boot and exports the runtime storage as one tar\n\
-  (--output, or the global --storage).";
+    "Usage: vimport-batch [--output STORAGE.tar] --image PATH=NAME[:TAG] ... [PATH:NAME:TAG ...]
+  Imports every image in one VM boot and exports the runtime storage as one tar
+  (--output, or the global --storage). PATH is anything vimport takes, usually an OCI
+  layout directory; the PATH:NAME:TAG form is the old vrunner.sh --batch-import one.";
 
 /// Parsed `vimport-batch` arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +106,7 @@ pub fn parse_args(args: &[String]) -> Result<BatchArgs, VimportError> {
         }
     }
     if !out.help && out.images.is_empty() {
-        return Err(usage_error("vimport-batch needs at least one image"));
+        return Err(usage_error("needs at least one --image PATH=NAME:TAG"));
     }
     Ok(out)
 }

@@ -20,6 +20,7 @@ pub mod archive;
 pub mod batch;
 pub mod digest;
 pub mod error;
+pub mod execute;
 pub mod layout;
 pub mod name;
 pub mod oci;
@@ -110,9 +111,9 @@ pub enum VimportArgs {
     Import(ImportRequest),
 }
 
-pub const USAGE: &str = "Usage: vimport <path> [name:tag]\n\
-  <path>: an OCI layout directory, an OCI or docker archive (.tar, .tar.gz, .tar.zst),\n\
-          a rootfs tarball or a rootfs directory (detected from the content)\n\
+pub const USAGE: &str = "Usage: vimport <path> [name:tag]
+  <path>  an OCI layout directory, an OCI or docker archive (.tar, .tar.gz, .tar.zst),
+          a rootfs tarball or a rootfs directory (detected from the content)
   name:tag defaults to imported:latest";
 
 /// Parses the arguments after `vimport`.
@@ -135,7 +136,7 @@ pub fn parse_args(args: &[String]) -> Result<VimportArgs, VimportError> {
     match positional.as_slice() {
         [] => Err(VimportError::invalid(
             "vimport",
-            format!("vimport requires <path> [name:tag]\n{USAGE}"),
+            format!("requires <path> [name:tag]\n{USAGE}"),
         )),
         [path] => Ok(VimportArgs::Import(ImportRequest {
             path: PathBuf::from(path),

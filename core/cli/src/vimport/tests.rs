@@ -650,7 +650,7 @@ fn arguments_and_names_are_checked_first() {
     assert!(parse_args(&[])
         .expect_err("none")
         .to_string()
-        .contains("vimport requires <path> [name:tag]"));
+        .contains("vimport: requires <path> [name:tag]"));
     assert_eq!(
         parse_args(&s(&["--help"])).expect("help"),
         VimportArgs::Help
