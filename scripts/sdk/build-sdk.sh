@@ -9,12 +9,13 @@
 #
 # as build/sdk/vcontainer-<host>.tar.gz and .tar.zst (deterministic: sorted names, fixed
 # mtime and owner) and build/sdk/vcontainer-standalone-<host>.sh, the self-extracting
-# installer whose payload is exactly the .tar.gz.
+# installer whose payload is exactly one of them (SDK_PAYLOAD).
 #
 # Environment: CARGO (cargo), SDK_OUT (build/sdk), BLOB_DIR (build/blobs),
 # SDK_SKIP_BUILD=1 (pack what target/release holds), SDK_ALLOW_NO_BLOBS=1 (pack without
 # guest blobs: only useful to test the installer), SOURCE_DATE_EPOCH (the mtime in the
-# tars; default the last commit's time).
+# tars; default the last commit's time), SDK_PAYLOAD=gz|zst (the installer's payload: gz
+# extracts on any host, zst is smaller but needs zstd on the target host; default gz).
 set -eu
 
 here=$(cd -P -- "$(dirname -- "$0")" && pwd -P)
@@ -154,14 +155,16 @@ mv -f -- "$SDK_OUT/$name.tar.zst.tmp" "$SDK_OUT/$name.tar.zst"
 
 # installer: the header with the payload's size, checksum and offset, then the payload;
 # the offset is the header's own length, so substitute until it stops changing
-payload=$SDK_OUT/$name.tar.gz
+payload_format=${SDK_PAYLOAD:-gz}
+case $payload_format in gz | zst) ;; *) die "SDK_PAYLOAD must be gz or zst, not $payload_format" ;; esac
+payload=$SDK_OUT/$name.tar.$payload_format
 sum=$(sha256sum <"$payload" | cut -d' ' -f1)
 psize=$(wc -c <"$payload" | tr -d ' ')
 header=$SDK_OUT/installer-header.tmp
 offset=0
 while :; do
     sed -e "s|@SDK_VERSION@|$version|g" -e "s|@SDK_HOST_ARCH@|$host_arch|g" \
-        -e "s|@SDK_ARCHES@|$arches|g" -e "s|@PAYLOAD_SHA256@|$sum|g" \
+        -e "s|@SDK_ARCHES@|$arches|g" -e "s|@PAYLOAD_FORMAT@|$payload_format|g" -e "s|@PAYLOAD_SHA256@|$sum|g" \
         -e "s|@PAYLOAD_SIZE@|$psize|g" -e "s|@PAYLOAD_OFFSET@|$offset|g" \
         "$here/installer.sh.in" >"$header"
     len=$(wc -c <"$header" | tr -d ' ')

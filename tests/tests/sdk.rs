@@ -13,8 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vcontainer_tests::{
-    blobs_present, busybox_rootfs_tar, pids_matching, stderr, stdout, target_bin_dir, vm_or_skip,
-    workspace_root,
+    blob_root, blobs_present, busybox_rootfs_tar, pids_matching, stderr, stdout, target_bin_dir,
+    vm_or_skip, workspace_root,
 };
 
 const HOST_ARCH: &str = std::env::consts::ARCH;
@@ -39,14 +39,52 @@ fn installer_path() -> PathBuf {
         .join(format!("vcontainer-standalone-{HOST_ARCH}.sh"))
 }
 
-/// The installer, or None (skip) when `make sdk` has not been run; a failure under
-/// VCONTAINER_E2E=1.
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Files the installer is packed from (the prerequisites of its rule in the Makefile).
+fn sdk_inputs() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let list = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut inputs = list(&root.join("scripts/sdk"));
+    let release = root.join("target/release");
+    inputs.push(release.join("vcontainer"));
+    inputs.extend(
+        list(&release)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".so")),
+    );
+    for arch in list(&blob_root()) {
+        for runtime in list(&arch) {
+            inputs.extend(list(&runtime));
+        }
+    }
+    inputs
+}
+
+/// The installer, or None (skip) when `make sdk` has not been run or something it is packed
+/// from changed since; a failure under VCONTAINER_E2E=1.
 fn sdk_installer() -> Option<PathBuf> {
     let path = installer_path();
-    if path.is_file() {
-        return Some(path);
-    }
-    let reason = format!("{} missing (run `make sdk`)", path.display());
+    let reason = match mtime(&path) {
+        None => format!("{} missing (run `make sdk`)", path.display()),
+        Some(built) => match sdk_inputs()
+            .into_iter()
+            .find(|p| mtime(p).is_some_and(|t| t > built))
+        {
+            None => return Some(path),
+            Some(newer) => format!(
+                "{} is stale: {} is newer (run `make sdk`)",
+                path.display(),
+                newer.display()
+            ),
+        },
+    };
     if std::env::var("VCONTAINER_E2E").as_deref() == Ok("1") {
         panic!("VCONTAINER_E2E=1 but {reason}");
     }
@@ -295,6 +333,79 @@ fn moved_sdk_carries_no_build_paths_and_finds_everything_relative_to_itself() {
     }
 }
 
+/// Sourcing init-env.sh (by path, through a symlink, twice) in every shell at hand puts the
+/// SDK's bin/ on PATH exactly once and changes nothing else in the environment or the
+/// shell's variables.
+#[test]
+fn init_env_changes_only_path_in_every_shell() {
+    let installer = installer_or_skip!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_, moved) = install_and_move(&installer, tmp.path());
+    let link = tmp.path().join("sdk-env/init-env.sh");
+    std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink(moved.join("init-env.sh"), &link).expect("symlink");
+
+    let script = r#"env | LC_ALL=C sort >"$2.env0"; set >"$2.set0"
+        . "$1" && . "$1" || exit 9
+        env | LC_ALL=C sort >"$2.env1"; set >"$2.set1"
+        printf '%s
+' "$PATH"; command -v vpdmn"#;
+    let mut shells: Vec<Vec<&str>> = vec![vec!["dash"], vec!["bash"], vec!["busybox", "sh"]];
+    shells.push(vec!["zsh"]);
+    let mut ran = 0;
+    for shell in shells {
+        if !host_has(shell[0]) {
+            continue;
+        }
+        for (how, env_script) in [
+            ("path", moved.join("init-env.sh")),
+            ("symlink", link.clone()),
+        ] {
+            let what = format!("{} via {how}", shell.join(" "));
+            let out = tmp.path().join(format!("{}-{how}", shell.join("-")));
+            let o = Command::new("env")
+                .args(["-i", "HOME=/nonexistent", "PATH=/usr/bin:/bin"])
+                .args(&shell)
+                .arg("-c")
+                .arg(script)
+                .arg("sh")
+                .arg(&env_script)
+                .arg(&out)
+                .current_dir("/")
+                .output()
+                .expect("spawn shell");
+            assert_eq!(o.status.code(), Some(0), "{what}: {}", stderr(&o));
+            let bin = moved.join("bin");
+            assert_eq!(
+                stdout(&o),
+                format!("{}:/usr/bin:/bin\n{}/vpdmn\n", bin.display(), bin.display()),
+                "{what}"
+            );
+            let read = |ext: &str| {
+                std::fs::read_to_string(format!("{}.{ext}", out.display())).expect("dump")
+            };
+            let env_diff: Vec<String> = read("env1")
+                .lines()
+                .filter(|l| !read("env0").lines().any(|b| b == *l))
+                .map(String::from)
+                .collect();
+            assert_eq!(
+                env_diff,
+                [format!("PATH={}:/usr/bin:/bin", bin.display())],
+                "{what}: environment changes"
+            );
+            let set1 = read("set1");
+            let leaked: Vec<&str> = set1.lines().filter(|l| l.contains("__vcsdk")).collect();
+            assert!(
+                leaked.is_empty(),
+                "{what}: shell variables left behind: {leaked:?}"
+            );
+        }
+        ran += 1;
+    }
+    assert!(ran >= 1, "no shell found to source init-env.sh with");
+}
+
 #[test]
 fn non_empty_dir_is_refused_without_yes_and_user_files_survive_with_it() {
     let installer = installer_or_skip!();
@@ -409,10 +520,15 @@ fn assert_no_vm_processes(needle: &Path) {
 
 /// Install, move, then from a bare environment import the busybox image and `vrun` it with
 /// `--no-daemon` (one VM per command, none left running).
-fn vrun_through_init_env(tool: &str) {
+fn vrun_through_init_env(tool: &str, runtime: &str) {
     let installer = installer_or_skip!();
     let tmp = tempfile::tempdir().expect("tmp");
     let (_, moved) = install_and_move(&installer, tmp.path());
+    let blobs = moved.join("share/vcontainer/blobs/x86_64").join(runtime);
+    assert!(
+        blobs.join("rootfs.img").is_file(),
+        "the SDK was packed without {runtime} blobs (SDK_ALLOW_NO_BLOBS?): run `make sdk`"
+    );
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let tar = tmp.path().join("bb.tar");
@@ -443,11 +559,11 @@ fn vrun_through_init_env(tool: &str) {
 #[test]
 fn vpdmn_vrun_from_a_moved_sdk_with_a_bare_environment() {
     vm_or_skip!("podman");
-    vrun_through_init_env("vpdmn");
+    vrun_through_init_env("vpdmn", "podman");
 }
 
 #[test]
 fn vdkr_vrun_from_a_moved_sdk_with_a_bare_environment() {
     vm_or_skip!("docker");
-    vrun_through_init_env("vdkr");
+    vrun_through_init_env("vdkr", "docker");
 }
