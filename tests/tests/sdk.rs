@@ -484,7 +484,7 @@ fn help_and_usage_errors() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("Usage:") && stdout(&o).contains("-d DIR"));
 
-    for bad in [&["-q"][..], &["-d"][..], &["extra"][..]] {
+    for bad in [&["-q"][..], &["-d"][..], &["-d", ""][..], &["extra"][..]] {
         let o = run_installer(&installer, bad);
         assert_eq!(o.status.code(), Some(1), "{bad:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("Usage:"), "{bad:?}: {}", stderr(&o));
