@@ -14,6 +14,7 @@ use super::vmconfig;
 use crate::agent_client::{self, ClientError, ExecRequest, ExitStatus, ServiceStartRequest};
 use crate::dispatch::RuntimeContext;
 use crate::ui;
+use crate::vm::process::ProcId;
 use crate::vm::{self, AgentStream, BatchVm, Instance, VmError};
 
 /// How often a running command resets the memres idle clock: the supervisor only sees new
@@ -25,6 +26,11 @@ const SERVICE_STOP_GRACE: Duration = Duration::from_secs(30);
 enum Vm {
     Memres(Box<Instance>),
     Batch(Box<BatchVm>),
+}
+
+/// Ends the QEMU watch of [`Target::connect_watched`] when dropped.
+pub struct Watchdog {
+    _stop: mpsc::Sender<()>,
 }
 
 /// A booted VM ready for agent connections.
@@ -155,6 +161,34 @@ impl Target {
                 ))),
             },
         }
+    }
+
+    /// A connection for a long operation (the command itself), watched: if QEMU dies while
+    /// it runs, the connection is shut down so the read fails at once instead of waiting for
+    /// a transport that may never notice. The watch ends when the returned guard is dropped.
+    pub fn connect_watched(&mut self) -> anyhow::Result<(AgentStream, Watchdog)> {
+        let conn = self.connect()?;
+        let qemu = match &self.vm {
+            Some(Vm::Memres(i)) => Some(i.record.qemu()),
+            Some(Vm::Batch(b)) => ProcId::of(b.running().qemu.pid()),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel::<()>();
+        if let (Some(qemu), Ok(watched)) = (qemu, conn.try_clone()) {
+            let _ = thread::Builder::new()
+                .name("qemu-watchdog".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) =
+                        rx.recv_timeout(Duration::from_millis(500))
+                    {
+                        if !qemu.is_alive() {
+                            let _ = watched.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                });
+        }
+        Ok((conn, Watchdog { _stop: tx }))
     }
 
     fn vm_stopped(&self) -> anyhow::Error {

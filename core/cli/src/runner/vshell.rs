@@ -28,7 +28,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             );
         }
     }
-    let conn = target.connect()?;
+    let (conn, _watch) = target.connect_watched()?;
     let status =
         agent_client::exec_interactive(conn, request).map_err(|e| target.agent_error(e))?;
     target.finish()?;
