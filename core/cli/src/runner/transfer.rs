@@ -47,10 +47,21 @@ pub fn push(target: &mut Target, source: PushSource<'_>, dest: &str) -> anyhow::
     });
     match result {
         (Ok(()), Ok(())) => Ok(()),
-        // the producer's own error says more than the broken stream the agent saw
-        (_, Err(e)) => Err(e.context(format!("sending files to the guest ({dest})"))),
+        // the agent refused the stream (and the producer then hit the closed pipe)
+        (Err(e), Err(p)) if is_broken_pipe(&p) => {
+            Err(target.agent_error(e)).context(format!("sending files to {dest}"))
+        }
+        // the producer's own error (unreadable host file) says more than the agent's view
+        (_, Err(p)) => Err(p.context(format!("sending files to the guest ({dest})"))),
         (Err(e), Ok(())) => Err(target.agent_error(e)).context(format!("sending files to {dest}")),
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn write_tar(source: PushSource<'_>, writer: File) -> anyhow::Result<()> {
