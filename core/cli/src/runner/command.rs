@@ -286,10 +286,16 @@ fn run_planned(
             request.tty = Some(WindowSize { rows: 24, cols: 80 });
         }
         request.stdin = plan.stdin;
-        let conn = target.connect()?;
-        agent_client::exec_interactive(conn, request).map_err(|e| target.agent_error(e))?
+        let (conn, _watch) = target.connect_watched()?;
+        let status =
+            agent_client::exec_interactive(conn, request).map_err(|e| target.agent_error(e))?;
+        if !forwards.is_empty() {
+            // the id went to the terminal; the forwards are keyed by name (or inspect)
+            finish_forwards(target, plan, &forwards, &[], status.success());
+        }
+        status
     } else {
-        let conn = target.connect()?;
+        let (conn, _watch) = target.connect_watched()?;
         let mut captured = Vec::new();
         let stdout = io::stdout();
         let mut stdout = stdout.lock();
