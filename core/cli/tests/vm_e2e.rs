@@ -3,8 +3,10 @@
 //!
 //! Needs build/blobs/x86_64/podman/ (or VCONTAINER_BLOB_DIR). Without blobs each test prints
 //! why and returns early, so `cargo test` on a machine without a guest still passes; with
-//! VCONTAINER_E2E=1 (CI) missing blobs are a failure instead. The tests are not `#[ignore]`d,
-//! so CI runs them with a plain `cargo test` (`--include-ignored` changes nothing).
+//! VCONTAINER_E2E=1 (`make test`, CI) missing blobs are a failure instead. The tests are not
+//! `#[ignore]`d, so CI runs them with a plain `cargo test` (`--include-ignored` changes
+//! nothing). They run one at a time (`ONE_VM_AT_A_TIME`): parallel TCG guests on a small CI
+//! machine only make every boot slower.
 //!
 //! The memres supervisor is normally `vcontainer __vm-supervisor`; here it is this test
 //! executable re-run with `supervisor_entry` as its filter (see that function), so the tests
@@ -24,13 +26,19 @@ fn supervisor_entry() {
     }
 }
 
-/// The blob dir to use, or why the test cannot run.
-fn blobs_or_skip() -> Option<()> {
+static ONE_VM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A guard serialising the VM tests, or None (after saying why) when there are no blobs.
+fn blobs_or_skip() -> Option<std::sync::MutexGuard<'static, ()>> {
     match vm::blobs::resolve(None, Arch::X86_64, "podman") {
-        Ok(_) => Some(()),
+        Ok(_) => Some(
+            ONE_VM_AT_A_TIME
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ),
         Err(e) => {
             assert!(
-                std::env::var_os("VCONTAINER_E2E").is_none(),
+                std::env::var("VCONTAINER_E2E").as_deref() != Ok("1"),
                 "VCONTAINER_E2E is set but the guest blobs are missing: {e}"
             );
             eprintln!("SKIPPED: no guest blobs ({e}); run `make guest` first");
@@ -140,9 +148,9 @@ fn assert_fsck_clean(img: &Path) {
 
 #[test]
 fn memres_start_exec_kill_restart_stop() {
-    if blobs_or_skip().is_none() {
+    let Some(_one_vm) = blobs_or_skip() else {
         return;
-    }
+    };
     let (_tmp, state) = state_dir();
     let cfg = config(&state);
 
@@ -216,9 +224,9 @@ fn memres_start_exec_kill_restart_stop() {
 
 #[test]
 fn batch_boot_run_shutdown_leaves_nothing() {
-    if blobs_or_skip().is_none() {
+    let Some(_one_vm) = blobs_or_skip() else {
         return;
-    }
+    };
     let (_tmp, state) = state_dir();
     let cfg = config(&state);
     let b = vm::boot_batch(&cfg).expect("boot");
@@ -244,9 +252,9 @@ fn batch_boot_run_shutdown_leaves_nothing() {
 
 #[test]
 fn idle_timeout_stops_the_guest_cleanly_and_restart_clean_recreates_the_disk() {
-    if blobs_or_skip().is_none() {
+    let Some(_one_vm) = blobs_or_skip() else {
         return;
-    }
+    };
     let (_tmp, state) = state_dir();
     let mut cfg = config(&state);
     cfg.idle_timeout_secs = 3;
