@@ -6,6 +6,8 @@
 //! [`require_vm`], which skips with a reason on a developer machine without blobs but fails
 //! when `VCONTAINER_E2E=1` (set by `make test` in CI), so CI can never pass by skipping.
 
+pub mod fixtures;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -213,6 +213,8 @@ pub struct GuestSetup {
     pub cleanup: Vec<String>,
     /// Lines for stderr (warnings about the auth file).
     pub notices: Vec<String>,
+    /// The options this setup was made from (for [`qualify_pull`]).
+    pub options: RegistryOptions,
 }
 
 /// The podman drop-in for these options (always written; empty settings reset old ones).
@@ -289,7 +291,10 @@ pub fn guest_setup(
     opts: &RegistryOptions,
     run_id: &str,
 ) -> Result<GuestSetup, RegistryError> {
-    let mut setup = GuestSetup::default();
+    let mut setup = GuestSetup {
+        options: opts.clone(),
+        ..GuestSetup::default()
+    };
     match runtime_binary {
         "docker" => {
             let json = docker_daemon_json(base_daemon_json, opts)?;

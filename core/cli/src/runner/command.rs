@@ -178,15 +178,24 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     rebase::rebase_plan(&mut plan, &run_dir);
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
 
-    let result = run_planned(
-        ctx,
+    let result = match super::import::default_registry_pull(
         &mut target,
+        ctx,
+        registry.as_ref(),
         &plan,
-        &hosts,
-        &out_hosts,
-        &user_argv,
         &registry_env,
-    );
+    ) {
+        Some(result) => result,
+        None => run_planned(
+            ctx,
+            &mut target,
+            &plan,
+            &hosts,
+            &out_hosts,
+            &user_argv,
+            &registry_env,
+        ),
+    };
     super::import::remove_registry_auth(&mut target, ctx, registry.as_ref());
     let keep_run_dir = plan.detach && plan.inputs.iter().any(|i| i.kind == InputKind::Volume);
     if uses_run_dir && !keep_run_dir {

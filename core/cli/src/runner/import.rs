@@ -195,3 +195,39 @@ pub fn remove_registry_auth(
         registry::remove_auth(setup, &mut guest);
     }
 }
+
+/// `--registry R` for a `pull` of an unqualified name (see [`registry::qualify_pull`]):
+/// `R/<image>` first (tagged as `<image>`), then Docker Hub. None when it does not apply;
+/// the command then runs as planned.
+pub fn default_registry_pull(
+    target: &mut Target,
+    ctx: &RuntimeContext,
+    setup: Option<&registry::GuestSetup>,
+    plan: &vcontainer_abi::runtime::CommandPlan,
+    env: &[(String, String)],
+) -> Option<anyhow::Result<i32>> {
+    let attempts = registry::qualify_pull(&plan.argv_strings(), &setup?.options)?;
+    let mut guest = TargetGuest {
+        target,
+        tool: ctx.tool.name.clone(),
+    };
+    let mut run = || -> anyhow::Result<i32> {
+        let mut code = 1;
+        for (i, attempt) in attempts.iter().enumerate() {
+            for argv in attempt {
+                code = guest.run(argv, env)?;
+                if code != 0 {
+                    break;
+                }
+            }
+            if code == 0 {
+                return Ok(0);
+            }
+            if i + 1 < attempts.len() {
+                guest.notice("not found in the default registry; trying docker.io");
+            }
+        }
+        Ok(code)
+    };
+    Some(run())
+}
