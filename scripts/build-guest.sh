@@ -47,7 +47,9 @@ packages_for() {
 
 case "$arch" in
   x86_64) triple=x86_64-unknown-linux-gnu ;;
-  aarch64) triple=aarch64-unknown-linux-gnu ;;
+  aarch64) triple=aarch64-unknown-linux-gnu
+           # cross linker from Debian's gcc-aarch64-linux-gnu unless the caller set one
+           export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc} ;;
   *) echo "build-guest.sh: unknown GUEST_ARCH '$arch' (x86_64 or aarch64)" >&2; exit 2 ;;
 esac
 
