@@ -87,7 +87,12 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, name: &Path) -> a
     {
         let entry = entry.with_context(|| format!("reading {}", root.display()))?;
         let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
-        let archived = name.join(rel);
+        // (joining "" would add a trailing '/', which makes a file look like a dir)
+        let archived = if rel.as_os_str().is_empty() {
+            name.to_path_buf()
+        } else {
+            name.join(rel)
+        };
         if archived.as_os_str().is_empty() {
             continue; // the root dir itself when sending contents
         }
