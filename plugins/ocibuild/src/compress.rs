@@ -1,8 +1,9 @@
 //! Layer compression with diff_id and blob digest computed in the same streaming pass.
 //!
 //! gzip is compressed in parallel the way pigz/pgzip do it: the tar stream is cut into
-//! fixed 1 MiB chunks, each chunk is deflated independently (ending in a sync flush, the
-//! last one in a final block) and the pieces are concatenated into one gzip member. The
+//! fixed 1 MiB chunks, each chunk is deflated on its own (primed with the previous chunk's
+//! last 32 KiB as dictionary, ending in a sync flush, the last one in a final block) and the
+//! pieces are concatenated into one gzip member. The
 //! chunk boundaries depend only on the input, never on the number of threads or on write
 //! sizes, so the output is byte-identical on every machine. zstd uses libzstd's own worker
 //! threads, whose output does not depend on the worker count either.
@@ -20,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::{Digest, HashingWriter};
 
 const GZIP_CHUNK: usize = 1 << 20;
+const DICT_SIZE: usize = 32 * 1024;
 /// Fixed gzip header: no name, MTIME 0, no extra flags, OS "unknown" (reproducible).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
 
@@ -144,7 +146,9 @@ impl Write for LayerSink {
     }
 }
 
-type Job = (u64, Vec<u8>, bool);
+/// A chunk to deflate: sequence number, the last 32 KiB before it (the dictionary, as pigz
+/// uses it), the data, and whether it ends the stream.
+type Job = (u64, Vec<u8>, Vec<u8>, bool);
 type Done = (u64, io::Result<Vec<u8>>);
 
 /// pigz-style gzip: chunks deflated on worker threads, reassembled in order by a writer
@@ -152,6 +156,8 @@ type Done = (u64, io::Result<Vec<u8>>);
 struct ParallelGzip {
     buf: Vec<u8>,
     seq: u64,
+    /// The tail of the previous chunk: the next chunk's preset dictionary.
+    next_dict: Vec<u8>,
     crc: Crc,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -180,6 +186,7 @@ impl ParallelGzip {
         ParallelGzip {
             buf: Vec::with_capacity(GZIP_CHUNK),
             seq: 0,
+            next_dict: Vec::new(),
             crc: Crc::new(),
             jobs: Some(job_tx),
             workers,
@@ -189,11 +196,13 @@ impl ParallelGzip {
 
     fn send(&mut self, last: bool) -> io::Result<()> {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(GZIP_CHUNK));
+        let dict = std::mem::take(&mut self.next_dict);
+        self.next_dict = chunk[chunk.len().saturating_sub(DICT_SIZE)..].to_vec();
         let broken = || io::Error::other("gzip worker stopped");
         self.jobs
             .as_ref()
             .ok_or_else(broken)?
-            .send((self.seq, chunk, last))
+            .send((self.seq, dict, chunk, last))
             .map_err(|_| broken())?;
         self.seq += 1;
         Ok(())
@@ -235,8 +244,10 @@ fn compress_worker(rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Done>, level: u32)
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok((seq, chunk, last)) = job else { return };
-        let res = deflate_chunk(&chunk, level, last);
+        let Ok((seq, dict, chunk, last)) = job else {
+            return;
+        };
+        let res = deflate_chunk(&dict, &chunk, level, last);
         if tx.send((seq, res)).is_err() {
             return;
         }
@@ -259,10 +270,13 @@ fn write_in_order<W: Write>(rx: Receiver<Done>, out: &mut W) -> io::Result<()> {
     Ok(())
 }
 
-/// Raw deflate of one chunk: sync-flushed (byte aligned, not final) or, for the last chunk,
+/// Raw deflate of one chunk, primed with the previous chunk's tail: sync-flushed (byte aligned, not final) or, for the last chunk,
 /// finished with a final block.
-fn deflate_chunk(input: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+fn deflate_chunk(dict: &[u8], input: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(flate2::Compression::new(level), false);
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(io::Error::other)?;
+    }
     let mut out = Vec::with_capacity(input.len() / 2 + 1024);
     let flush = if last {
         FlushCompress::Finish
