@@ -149,6 +149,14 @@ impl Collector<'_> {
     }
 
     fn add(&mut self, rel: Vec<u8>, src: &Path) -> Result<Option<Kind>> {
+        // A file named .wh.* would be read as a whiteout by every consumer (umoci refuses
+        // such files too).
+        if tree::base_name(&rel).starts_with(b".wh.") {
+            return Err(Error::invalid(format!(
+                "{}: file names starting with .wh. cannot be stored in an image layer",
+                src.display()
+            )));
+        }
         let Some((meta, id)) = read_meta(src)? else {
             return Ok(None);
         };
@@ -358,7 +366,14 @@ impl Collector<'_> {
                 }
             }
         }
-        self.add_tree(dst, src)
+        let onto_root = dst == ROOT;
+        self.add_tree(dst, src)?;
+        // Laying a directory over an existing image root changes its contents, not the
+        // root's own mode/owner (a build system's temp dir is often 0700).
+        if onto_root && self.tree.get(ROOT).is_some() {
+            self.cands.remove(ROOT);
+        }
+        Ok(())
     }
 }
 

@@ -212,3 +212,73 @@ fn reproducible_with_gzip() {
 fn reproducible_with_zstd() {
     build_twice_identical(Compression::Zstd);
 }
+
+#[test]
+fn umoci_made_base_image_and_umoci_unpack_of_our_layers() {
+    if !is_root() || !have("umoci") || !have("setcap") {
+        eprintln!("SKIP: needs root, umoci and setcap");
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let rootfs = t.path().join("rootfs");
+    rich_rootfs(&rootfs);
+    let base = t.path().join("umoci-base");
+    umoci_reference(&rootfs, &base);
+    let add = t.path().join("add");
+    sh(&format!(
+        "mkdir -p {0}/etc && echo added > {0}/etc/added && chmod 700 {0}",
+        add.display()
+    ));
+    let out = t.path().join("img");
+    let mut req = abi_request(&add, &out);
+    req.layers =
+        vec![abi::LayerSpec::parse(&format!("extra:dir:{}", add.display())).expect("layer")];
+    req.base_image = Some(abi::BaseImage {
+        path: base.clone(),
+        tag: None,
+    });
+    let res = vcontainer_backend_umoci::build(req).expect("build on umoci base");
+    assert_eq!(res.layers.len(), 2);
+    let top: Vec<String> = tar_entries(&layer_tar(&out, 1))
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    // The prepared dir's own 0700 root does not replace the image root, and etc/ (same
+    // metadata after the SOURCE_DATE_EPOCH clamp) is not repeated.
+    assert_eq!(top, vec!["etc/added"]);
+
+    let bundle = t.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", out.display()))
+        .arg(&bundle));
+    let r = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/added")).expect("added"),
+        "added\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/hostname")).expect("base file"),
+        "hello\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(r.join("usr/bin/su")).expect("su").mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(std::fs::metadata(&r).expect("root").mode() & 0o777, 0o755);
+}
+
+#[test]
+fn whiteout_named_files_are_refused() {
+    let t = tempfile::tempdir().expect("tmp");
+    let rootfs = t.path().join("rootfs");
+    sh(&format!(
+        "mkdir -p {0}/etc && touch {0}/etc/.wh.passwd",
+        rootfs.display()
+    ));
+    let out = t.path().join("img");
+    let err = vcontainer_backend_umoci::build(abi_request(&rootfs, &out)).expect_err("refused");
+    assert!(err.message.contains(".wh."), "{err}");
+    assert!(!out.exists());
+}
