@@ -408,10 +408,10 @@ pub fn stop(
                 paths,
                 "the guest did not power off in time: QMP quit (state disk integrity may be at risk; the guest fscks it on the next boot)",
             );
-            if let Ok(mut q) = Qmp::connect(&paths.qmp_socket, Duration::from_secs(2)) {
-                let _ = q.quit();
-            }
-            if !qemu.wait(Duration::from_secs(5)) {
+            let quit_sent = Qmp::connect(&paths.qmp_socket, Duration::from_secs(2))
+                .and_then(|mut q| q.quit())
+                .is_ok();
+            if !quit_sent || !qemu.wait(Duration::from_secs(5)) {
                 qemu.signal(Signal::SIGKILL);
                 qemu.wait(Duration::from_secs(5));
             }
@@ -454,6 +454,37 @@ mod tests {
         );
         assert_eq!(p.qmp_socket, Path::new("/home/u/.vdkr/x86_64/qmp.sock"));
         assert_eq!(p.console_log, Path::new("/home/u/.vdkr/x86_64/console.log"));
+    }
+
+    #[test]
+    fn stop_escalates_when_the_guest_does_not_comply() {
+        // a "QEMU" that neither answers the agent nor has a QMP socket nor exits
+        let t = tempfile::tempdir().expect("tmp");
+        let paths = VmPaths::new(t.path()).expect("paths");
+        let mut qemu = Proc::Child(Command::new("sleep").arg("600").spawn().expect("spawn"));
+        let mut vhost = Proc::Child(Command::new("sleep").arg("600").spawn().expect("spawn"));
+        let endpoint = Endpoint::Hybrid {
+            uds_path: paths.vsock_socket.clone(),
+        };
+        let started = Instant::now();
+        let outcome = stop(
+            &mut qemu,
+            Some(&mut vhost),
+            &endpoint,
+            &paths,
+            Duration::from_secs(1),
+        );
+        assert_eq!(outcome, StopOutcome::Forced);
+        assert!(!qemu.is_running() && !vhost.is_running());
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let log = std::fs::read_to_string(t.path().join("vm.log")).expect("vm.log");
+        assert!(log.contains("agent Shutdown failed"), "{log}");
+        assert!(log.contains("QMP quit"), "{log}");
+        // and a VM that is already gone is just that
+        assert_eq!(
+            stop(&mut qemu, None, &endpoint, &paths, Duration::from_secs(1)),
+            StopOutcome::AlreadyGone
+        );
     }
 
     #[test]

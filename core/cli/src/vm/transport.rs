@@ -260,7 +260,13 @@ impl Endpoint {
 /// `CONNECT <port>\n` -> `OK <n>\n`. Reads byte by byte so no payload byte is swallowed.
 pub fn hybrid_handshake<S: Read + Write>(s: &mut S, port: u32) -> std::result::Result<(), String> {
     s.write_all(format!("CONNECT {port}\n").as_bytes())
-        .map_err(|e| format!("sending CONNECT: {e}"))?;
+        .map_err(|e| match e.kind() {
+            // vhost-device-vsock closes at once when the guest refuses: same as below
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                "closed by vhost-device-vsock (the guest is not listening yet)".to_string()
+            }
+            _ => format!("sending CONNECT: {e}"),
+        })?;
     let mut line = Vec::with_capacity(16);
     let mut b = [0u8; 1];
     loop {
@@ -396,6 +402,19 @@ mod tests {
         assert!(decide(None, Some("carrier-pigeon"), Ok(())).is_err());
         let c = decide(Some(TransportKind::Hybrid), Some("vsock"), Ok(())).expect("forced");
         assert_eq!(c.kind, TransportKind::Hybrid);
+    }
+
+    #[test]
+    fn claiming_a_cid_without_vhost_vsock_says_why() {
+        if vhost_vsock_usable().is_err() {
+            let e = claim_cid(b"x").expect_err("no device");
+            assert!(matches!(e, VmError::TransportUnavailable(..)), "{e}");
+        } else {
+            // two claims never get the same CID while both are held
+            let a = claim_cid(b"same seed").expect("first");
+            let b = claim_cid(b"same seed").expect("second");
+            assert_ne!(a.cid, b.cid);
+        }
     }
 
     #[test]
