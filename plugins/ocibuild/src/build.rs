@@ -289,6 +289,11 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
             .collect::<Result<_>>()?
     };
 
+    if let Some(tar) = &req.tar_output {
+        if tar.symlink_metadata().is_ok() && !req.force {
+            return Err(Error::OutputExists(tar.clone()));
+        }
+    }
     let created = timefmt::rfc3339(timefmt::now_or(req.source_date_epoch));
     let staged = Staged::new(&req.output, req.force)?;
     let layout = LayoutWriter::init(staged.path())?;
