@@ -2,7 +2,9 @@
 # Boots each runtime's guest image under QEMU with a probe /init instead of the agent
 # (guest/image/probe/boot-probe.c) and checks what the agent relies on: the initramfs modules
 # load in order, /dev/vda mounts as squashfs under a tmpfs overlay, AF_VSOCK listens, eth0
-# exists, the rootfs has its module tree and e2fsck and no /boot. Prints boot timings.
+# exists, the rootfs has its module tree and e2fsck and no /boot; then, chrooted into the
+# rootfs, that the runtime starts with the image's config (docker info: overlay2 + cgroupfs;
+# podman info: overlay + cgroupfs + netavark). Prints boot timings.
 #
 # Reuses build/cache: the rootfs stage does not depend on /init, so only a probe initramfs is
 # built (seconds) when scripts/build-guest.sh ran before. Never touches build/blobs.
@@ -57,7 +59,7 @@ for runtime in $runtimes; do
   start_vsock
   start=$(date +%s.%N)
   timeout 300 qemu-system-x86_64 -M "$machine" -accel tcg -m 1024 -smp 1 -nographic -no-reboot \
-    -kernel "$dir/bzImage" -initrd "$dir/initramfs.cpio.gz" -append "console=ttyS0 panic=-1" \
+    -kernel "$dir/bzImage" -initrd "$dir/initramfs.cpio.gz" -append "console=ttyS0 panic=-1 probe.runtime=$runtime" \
     -drive "file=$dir/rootfs.img,if=virtio,format=raw,readonly=on" \
     -netdev user,id=net0 -device virtio-net-pci,netdev=net0 "${vsock_opts[@]}" \
     </dev/null >"$work/console-$runtime.log" 2>&1 || echo "QEMU exit status $?" >>"$work/console-$runtime.log"

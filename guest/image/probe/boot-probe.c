@@ -1,12 +1,16 @@
 // Boot probe for the guest blobs (scripts/build-guest-smoke.sh): a static /init that does
 // what the agent does before it serves -- load /etc/vcontainer/modules in order, mount
 // /dev/vda (squashfs) under a tmpfs overlay, open an AF_VSOCK listener, find eth0 -- and
-// reports each step on the console, then powers off. It checks the image, not the agent.
+// reports each step on the console. With probe.runtime=docker|podman on the kernel command
+// line it then chroots into the rootfs and checks the runtime starts with the image's
+// configuration (docker info / podman info). Then it powers off. It checks the image, not
+// the agent.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/vm_sockets.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -14,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +48,65 @@ static double read_speed(const char *path, long *bytes) {
   close(fd);
   double s = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
   return s > 0 ? *bytes / 1e6 / s : 0;
+}
+
+// The runtime smoke test, run as a shell inside the rootfs. Storage goes on a tmpfs as the
+// agent does without a state disk (overlay2/overlay cannot sit on the root overlayfs).
+static const char *docker_script =
+    "containerd >/tmp/containerd.log 2>&1 &\n"
+    "dockerd >/tmp/dockerd.log 2>&1 &\n"
+    "for i in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done\n"
+    "docker info --format 'PROBE docker-info driver={{.Driver}} cgroup={{.CgroupDriver}}' || "
+    "{ tail -20 /tmp/dockerd.log; exit 1; }\n"
+    "docker info --format '{{.Driver}} {{.CgroupDriver}}' | grep -qx 'overlay2 cgroupfs'\n";
+static const char *podman_script =
+    "podman info --format 'PROBE podman-info driver={{.Store.GraphDriverName}} "
+    "cgroup={{.Host.CgroupManager}} network={{.Host.NetworkBackend}}' || exit 1\n"
+    "podman info --format '{{.Store.GraphDriverName}} {{.Host.CgroupManager}} "
+    "{{.Host.NetworkBackend}}' | grep -qx 'overlay cgroupfs netavark'\n";
+
+static void runtime_check(const char *runtime) {
+  const char *script, *storage;
+  if (strcmp(runtime, "docker") == 0) {
+    script = docker_script;
+    storage = "/var/lib/docker";
+  } else if (strcmp(runtime, "podman") == 0) {
+    script = podman_script;
+    storage = "/var/lib/containers/storage";
+  } else {
+    check(0, "runtime", runtime);
+    return;
+  }
+  // switch root like the agent: PID 1 itself must move into the rootfs, because the kernel
+  // runs its module autoloader (/sbin/modprobe) with PID 1's root
+  if (chdir("/newroot") != 0 || mount("/newroot", "/", NULL, MS_MOVE, NULL) != 0 ||
+      chroot(".") != 0 || chdir("/") != 0) {
+    check(0, "switch-root", strerror(errno));
+    return;
+  }
+  mount("proc", "/proc", "proc", 0, 0);
+  mount("sysfs", "/sys", "sysfs", 0, 0);
+  mount("devtmpfs", "/dev", "devtmpfs", 0, 0);
+  mkdir("/dev/pts", 0755);
+  mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666");
+  mkdir("/dev/shm", 01777);
+  mount("shm", "/dev/shm", "tmpfs", 0, "mode=1777");
+  mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, 0);
+  mount("tmpfs", "/run", "tmpfs", 0, 0);
+  mount("tmpfs", "/tmp", "tmpfs", 0, 0);
+  mount("tmpfs", storage, "tmpfs", 0, 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+    setenv("HOME", "/root", 1);
+    execl("/bin/sh", "sh", "-ec", script, (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  char detail[64];
+  snprintf(detail, sizeof detail, "%s exit %d", runtime, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "runtime-starts", detail);
 }
 
 int main(void) {
@@ -103,6 +167,20 @@ int main(void) {
     long bytes;
     double mbs = read_speed(bins[i], &bytes);
     if (bytes) printf("PROBE read %s %ld bytes %.1f MB/s\n", bins[i] + 8, bytes, mbs);
+  }
+  char cmdline[4096] = "";
+  int cfd = open("/proc/cmdline", O_RDONLY);
+  if (cfd >= 0) {
+    ssize_t n = read(cfd, cmdline, sizeof cmdline - 1);
+    cmdline[n > 0 ? n : 0] = 0;
+    close(cfd);
+  }
+  char *rt = strstr(cmdline, "probe.runtime=");
+  if (rt) {
+    rt += strlen("probe.runtime=");
+    rt[strcspn(rt, " \n")] = 0;
+    runtime_check(rt);
+    printf("PROBE runtime-checked uptime=%.2f\n", uptime());
   }
   printf("PROBE RESULT %s failures=%d uptime=%.2f\n", failures ? "FAIL" : "PASS", failures, uptime());
   fflush(stdout);
