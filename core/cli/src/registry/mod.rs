@@ -274,7 +274,7 @@ cp "$new" /etc/docker/daemon.json || exit 1
 kill -HUP "$(cat /var/run/docker.pid)" || { echo "cannot signal dockerd to reload $new" >&2; exit 1; }
 for h in "$@"; do
   i=0
-  until docker info 2>/dev/null | grep -qxF "  $h"; do
+  until docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -qF "\"Name\":\"$h\""; do
     i=$((i+1))
     if [ "$i" -ge 150 ]; then echo "dockerd did not reload insecure registry $h" >&2; exit 1; fi
     sleep 0.2
