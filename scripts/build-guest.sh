@@ -34,16 +34,9 @@ compression=${GUEST_COMPRESSION:-lz4}
 blob_dir=${BLOB_DIR:-$repo/build/blobs}
 cache_dir=${CACHE_DIR:-$repo/build/cache}
 
-# Each runtime's Debian packages (the kernel and the common guest tools -- e2fsprogs,
-# iproute2, kmod, ca-certificates, util-linux, procps -- are added by the builder).
-# TODO: take these from the runtime plugins' declared package sets once they export them.
-packages_for() {
-  case "$1" in
-    docker) echo "docker.io,containerd,runc,tini,skopeo,iptables" ;;
-    podman) echo "podman,crun,conmon,netavark,aardvark-dns,skopeo,fuse-overlayfs,nftables,iptables,golang-github-containers-common" ;;
-    *) echo "build-guest.sh: no package set for runtime '$1'" >&2; return 1 ;;
-  esac
-}
+# Each runtime's Debian packages and config files come from its runtime plugin
+# (runtimes/<name>, libvcontainer_runtime_<name>.so); the builder adds the kernel and the
+# common guest tools (e2fsprogs, iproute2, kmod, ca-certificates, util-linux, procps).
 
 case "$arch" in
   x86_64) triple=x86_64-unknown-linux-gnu ;;
@@ -82,9 +75,11 @@ if command -v readelf >/dev/null 2>&1 && readelf -l "$agent" 2>/dev/null | grep 
   exit 1
 fi
 
-# 2. the builder
-log "building vcontainer-guest-image"
-cargo build -p vcontainer-guest-image
+# 2. the builder and the runtime plugins it reads the package sets from
+log "building vcontainer-guest-image and the runtime plugins"
+plugin_pkgs=()
+for runtime in $runtimes; do plugin_pkgs+=(-p "vcontainer-runtime-$runtime"); done
+cargo build -p vcontainer-guest-image "${plugin_pkgs[@]}"
 builder=$repo/target/debug/vcontainer-guest-image
 
 # 3. the blob sets, one builder at a time per cache
@@ -96,8 +91,8 @@ extra=()
 [ "${GUEST_REBUILD:-0}" = 1 ] && extra+=(--rebuild-rootfs)
 for runtime in $runtimes; do
   log "guest for $arch/$runtime"
-  "$builder" build --arch "$arch" --runtime "$runtime" --agent "$agent" \
-    --package "$(packages_for "$runtime")" --suite "$suite" --mirror "$mirror" \
+  "$builder" build --arch "$arch" --plugin "$repo/target/debug/libvcontainer_runtime_$runtime.so" \
+    --runtime "$runtime" --agent "$agent" --suite "$suite" --mirror "$mirror" \
     --compression "$compression" --out "$blob_dir" --cache "$cache_dir" "${extra[@]}"
 done
 # old package sets / agents leave entries of hundreds of MB; published blobs are hard links

@@ -3,11 +3,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vcontainer_guest_image::cache::Cache;
 use vcontainer_guest_image::modules::{ModuleIndex, BOOT_MODULES};
 use vcontainer_guest_image::rootfs::{RootfsSpec, SquashfsCompression};
-use vcontainer_guest_image::runtime_files::{common_files, common_packages, runtime_files};
+use vcontainer_guest_image::runtime_files::{
+    common_files, common_packages, runtime_files, RootfsFile,
+};
 use vcontainer_guest_image::{build, Arch, BuildRequest};
 
 #[derive(Parser)]
@@ -42,17 +44,22 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct BuildArgs {
-    /// Runtime plugin name: the blob directory name and its config files (docker, podman)
+    /// The runtime plugin (libvcontainer_runtime_*.so) declaring the guest packages and
+    /// config files; its name is the blob directory name
+    #[arg(long, required_unless_present = "runtime")]
+    plugin: Option<PathBuf>,
+    /// Runtime name when building without a plugin (docker, podman: built-in config files;
+    /// packages from --package)
     #[arg(long)]
-    runtime: String,
+    runtime: Option<String>,
     /// Guest architecture: x86_64 or aarch64 (Debian names amd64/arm64 accepted)
     #[arg(long, default_value = "x86_64")]
     arch: String,
     /// The static vcontainer-agent binary (installed as /init)
     #[arg(long)]
     agent: PathBuf,
-    /// The runtime's Debian packages (repeat or comma-separate); the kernel and the common
-    /// guest tools are added automatically
+    /// More Debian packages (repeat or comma-separate); the plugin's, the kernel and the
+    /// common guest tools are added automatically
     #[arg(long = "package", value_delimiter = ',')]
     packages: Vec<String>,
     /// Blob root: the set lands in <out>/<arch>/<runtime>/
@@ -112,15 +119,27 @@ fn run_build(args: BuildArgs) -> Result<()> {
     packages.push(arch.kernel_package().to_string());
     packages.extend(common_packages().iter().map(|p| p.to_string()));
     let mut files = common_files();
-    files.extend(runtime_files(&args.runtime));
+    let runtime = match &args.plugin {
+        Some(path) => {
+            let declared = plugin_guest_spec(path, args.runtime.as_deref())?;
+            packages.extend(declared.packages);
+            files = merge_files(files, declared.files);
+            declared.name
+        }
+        None => {
+            let runtime = args.runtime.unwrap_or_default();
+            files = merge_files(files, runtime_files(&runtime));
+            runtime
+        }
+    };
+    if runtime.is_empty() || runtime.contains(['/', '.']) {
+        anyhow::bail!("invalid runtime name {runtime:?}");
+    }
     let mut spec = RootfsSpec::new(arch, &args.suite, &args.mirror, packages, files)?;
     spec.compression = args.compression;
-    if args.runtime.is_empty() || args.runtime.contains(['/', '.']) {
-        anyhow::bail!("invalid runtime name {:?}", args.runtime);
-    }
     let req = BuildRequest {
         spec,
-        runtime: args.runtime,
+        runtime,
         agent: args.agent,
         protocol_version: args.protocol_version,
         out_root: args.out,
@@ -145,4 +164,100 @@ fn run_build(args: BuildArgs) -> Result<()> {
         &report.blobs.input_hash[..12],
     );
     Ok(())
+}
+
+/// What a runtime plugin declares for the guest image.
+struct PluginGuestSpec {
+    name: String,
+    packages: Vec<String>,
+    files: Vec<RootfsFile>,
+}
+
+/// Loads a runtime plugin and takes its guest package set and config files.
+fn plugin_guest_spec(path: &Path, expected_name: Option<&str>) -> Result<PluginGuestSpec> {
+    let plugin = vcontainer_abi::host::load_plugin(path)
+        .with_context(|| format!("loading runtime plugin {}", path.display()))?;
+    let runtime = plugin
+        .runtime()
+        .with_context(|| format!("{} is not a runtime plugin", path.display()))?;
+    if let Some(name) = expected_name {
+        if !plugin.answers_to(name) {
+            anyhow::bail!(
+                "--runtime {name} does not match plugin {} ({})",
+                plugin.name,
+                path.display()
+            );
+        }
+    }
+    let spec = runtime.spec();
+    Ok(PluginGuestSpec {
+        name: plugin.name.clone(),
+        packages: spec.guest_packages.iter().map(|p| p.to_string()).collect(),
+        files: spec
+            .guest_files
+            .iter()
+            .map(|f| RootfsFile {
+                path: f.path.to_string(),
+                mode: f.mode,
+                contents: Some(f.contents.to_string()),
+            })
+            .collect(),
+    })
+}
+
+/// The runtime's files win over the common ones at the same path.
+fn merge_files(common: Vec<RootfsFile>, runtime: Vec<RootfsFile>) -> Vec<RootfsFile> {
+    let mut merged: Vec<RootfsFile> = common
+        .into_iter()
+        .filter(|c| !runtime.iter().any(|r| r.path == c.path))
+        .collect();
+    merged.extend(runtime);
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(path: &str, contents: &str) -> RootfsFile {
+        RootfsFile {
+            path: path.into(),
+            mode: 0o644,
+            contents: Some(contents.into()),
+        }
+    }
+
+    #[test]
+    fn runtime_files_replace_common_ones_at_the_same_path() {
+        let merged = merge_files(
+            vec![
+                f("/etc/hosts", "common"),
+                f("/etc/containers/policy.json", "common"),
+            ],
+            vec![
+                f("/etc/containers/policy.json", "plugin"),
+                f("/etc/docker/daemon.json", "{}"),
+            ],
+        );
+        let at = |p: &str| {
+            let hits: Vec<_> = merged.iter().filter(|x| x.path == p).collect();
+            assert_eq!(hits.len(), 1, "{p}: {merged:?}");
+            hits[0].contents.clone().unwrap()
+        };
+        assert_eq!(at("/etc/hosts"), "common");
+        assert_eq!(at("/etc/containers/policy.json"), "plugin");
+        assert_eq!(at("/etc/docker/daemon.json"), "{}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_plugin_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("libvcontainer_runtime_bogus.so");
+        std::fs::write(&bogus, b"not an ELF").unwrap();
+        let err = plugin_guest_spec(&bogus, None).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("libvcontainer_runtime_bogus.so"),
+            "{err:#}"
+        );
+    }
 }
