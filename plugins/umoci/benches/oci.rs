@@ -1,11 +1,13 @@
-//! `cargo bench -p vcontainer-backend-umoci` (run by `make bench`): on one generated
-//! rootfs (default 200 MB, `VCONTAINER_BENCH_MB`), in the same run:
+//! `cargo bench -p vcontainer-backend-umoci` (run by `make bench`): on one rootfs made of
+//! this host's /usr files (default 200 MB, `VCONTAINER_BENCH_MB`), in the same run:
 //!
 //! * our umoci-style build vs the `umoci` flow of image-oci (init, new, unpack, copy,
 //!   repack, config calls), target at least 3x faster;
 //! * our sloci-style build vs `tar -c | gzip` of the rootfs (the floor), target within 1.3x.
 //!
-//! Prints seconds and ratios. Skips the umoci comparison (saying so) when umoci is missing.
+//! Each contender runs 3 times (`VCONTAINER_BENCH_RUNS`), the best time counts: the machine
+//! is shared. Prints seconds and ratios. Skips the umoci comparison (saying so) when umoci
+//! is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -357,7 +359,7 @@ fn main() {
     let runs: usize = std::env::var("VCONTAINER_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     let best = |f: &mut dyn FnMut() -> f64| (0..runs.max(1)).map(|_| f()).fold(f64::MAX, f64::min);
     let floor = best(&mut || {
         timed(|| {
