@@ -60,15 +60,34 @@ fn config(state: &Path) -> VmConfig {
     cfg
 }
 
-/// A short state dir (Unix socket paths must stay under 108 bytes).
-fn state_dir() -> (tempfile::TempDir, PathBuf) {
+/// A short state dir (Unix socket paths must stay under 108 bytes) that stops its memres VM
+/// before it is deleted, also when a test fails half-way (a memres VM outlives its starter
+/// by design, so a panicking test would otherwise leave one running).
+struct StateDir {
+    path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = memres::stop(&self.path, Duration::from_secs(30));
+    }
+}
+
+fn state_dir() -> (StateDir, PathBuf) {
     let t = tempfile::Builder::new()
         .prefix("vm-e2e")
         .tempdir_in("/tmp")
         .expect("tmp");
     let s = t.path().join("x86_64");
     std::fs::create_dir_all(&s).expect("mkdir");
-    (t, s)
+    (
+        StateDir {
+            path: s.clone(),
+            _tmp: t,
+        },
+        s,
+    )
 }
 
 fn run(i: &vm::Instance, argv: &[&str]) -> Result<(ExitStatus, String, String), String> {
