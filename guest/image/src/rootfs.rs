@@ -195,6 +195,13 @@ pub fn write_files(root: &Path, files: &[RootfsFile]) -> Result<()> {
         let path = guest_path(root, &f.path)?;
         match &f.contents {
             None => {
+                // a symlink here would make create_dir_all and chmod act on its target
+                if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+                    return Err(Error::UnsafePath {
+                        path,
+                        reason: "the directory to create is a symlink",
+                    });
+                }
                 std::fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
             }
             Some(contents) => {
@@ -427,6 +434,24 @@ mod tests {
         assert_eq!(std::fs::read(&outside).unwrap(), b"host file");
         let meta = root.join("etc/resolv.conf").symlink_metadata().unwrap();
         assert!(meta.is_file() && meta.len() == 0);
+    }
+
+    #[test]
+    fn a_directory_entry_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("var/lib")).unwrap();
+        let err = write_files(
+            &root,
+            &[RootfsFile {
+                path: "/var/lib".into(),
+                mode: 0o700,
+                contents: None,
+            }],
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
     }
 
     #[test]
