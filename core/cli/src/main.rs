@@ -5,7 +5,10 @@
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // the detached owner of a memres VM (started by `memres start` as `<exe> __vm-supervisor`)
-    if argv.get(1).is_some_and(|a| a == vcontainer::vm::supervisor::SUBCOMMAND) {
+    if argv
+        .get(1)
+        .is_some_and(|a| a == vcontainer::vm::supervisor::SUBCOMMAND)
+    {
         std::process::exit(vcontainer::vm::supervisor::main());
     }
     let label = vcontainer::front::program_label(&argv);
