@@ -36,7 +36,7 @@ tree=$stage/$name
 
 msg() { printf 'sdk: %s\n' "$*" >&2; }
 die() { msg "$*"; exit 1; }
-for tool in strip tar gzip zstd sha256sum; do
+for tool in strip tar gzip zstd sha256sum cmp; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' is needed to pack the SDK"
 done
 
@@ -84,9 +84,22 @@ if [ -d "$BLOB_DIR" ]; then
             msg "skipping incomplete blob set $dir"
             continue
         fi
-        mkdir -p -- "$tree/share/vcontainer/blobs/$arch/$runtime"
+        dest=$tree/share/vcontainer/blobs/$arch/$runtime
+        mkdir -p -- "$dest"
         for f in "$kernel" initramfs.cpio.gz rootfs.img blobs.json; do
-            [ -f "$dir/$f" ] && cp -L -- "$dir/$f" "$tree/share/vcontainer/blobs/$arch/$runtime/$f"
+            [ -f "$dir/$f" ] || continue
+            # runtimes of one arch usually share the kernel and initramfs: a hard link to
+            # an identical copy is stored once in the tar and once on the user's disk
+            twin=
+            for other in "$tree/share/vcontainer/blobs/$arch"/*/"$f"; do
+                [ -f "$other" ] && [ "$other" != "$dest/$f" ] && cmp -s -- "$other" "$dir/$f" &&
+                    { twin=$other; break; }
+            done
+            if [ -n "$twin" ]; then
+                ln -- "$twin" "$dest/$f"
+            else
+                cp -L -- "$dir/$f" "$dest/$f"
+            fi
         done
         case " $arches " in *" $arch "*) ;; *) arches="$arches $arch" ;; esac
         case " $runtimes " in *" $runtime "*) ;; *) runtimes="$runtimes $runtime" ;; esac
@@ -117,6 +130,8 @@ epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 cargo_version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 git_rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
 version="${cargo_version:-0.0.0}+git.$git_rev"
+# json_field FILE KEY: a top-level string or number of blobs.json (no jq needed)
+json_field() { tr -d '\n' <"$1" | sed -n "s/.*\"$2\": *\"*\([^\",}]*\).*/\1/p"; }
 {
     echo "vcontainer SDK $version"
     echo "host: $host_arch"
@@ -126,7 +141,9 @@ version="${cargo_version:-0.0.0}+git.$git_rev"
     for a in $arches; do
         for r in $runtimes; do
             m=$tree/share/vcontainer/blobs/$a/$r/blobs.json
-            [ -f "$m" ] && echo "blobs $a/$r: $(tr -d '\n' <"$m")"
+            [ -f "$m" ] || continue
+            echo "blobs $a/$r: kernel $(json_field "$m" kernel_version)," \
+                "protocol $(json_field "$m" protocol_version), inputs $(json_field "$m" input_hash)"
         done
     done
     if [ -x "$tree/libexec/vhost-device-vsock" ]; then
@@ -148,8 +165,9 @@ tarball() { # deterministic tar of the tree's entries (no top dir: extract with 
         --numeric-owner --mode='u+rwX,go+rX,go-w' -cf - $top
 }
 mkdir -p -- "$SDK_OUT"
-tarball | gzip -n -9 >"$SDK_OUT/$name.tar.gz.tmp"
-tarball | zstd -q -10 -T2 -o "$SDK_OUT/$name.tar.zst.tmp" -f
+# the blobs are compressed squashfs already: higher levels cost minutes and gain little
+tarball | gzip -n -6 >"$SDK_OUT/$name.tar.gz.tmp"
+tarball | zstd -q -9 -T2 -o "$SDK_OUT/$name.tar.zst.tmp" -f
 mv -f -- "$SDK_OUT/$name.tar.gz.tmp" "$SDK_OUT/$name.tar.gz"
 mv -f -- "$SDK_OUT/$name.tar.zst.tmp" "$SDK_OUT/$name.tar.zst"
 

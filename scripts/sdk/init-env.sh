@@ -33,6 +33,7 @@ if [ $# -ge 1 ] && __vcsdk_is_sdk "$1"; then
 fi
 # 2. the shell says which file it is reading
 if [ -z "$__vcsdk_dir" ] && [ -n "${BASH_VERSION:-}" ]; then
+    # shellcheck disable=SC2128,SC3028 # bash only: $BASH_SOURCE is ${BASH_SOURCE[0]}
     __vcsdk_dir=$(__vcsdk_from_file "$BASH_SOURCE")
 fi
 if [ -z "$__vcsdk_dir" ] && [ -n "${ZSH_VERSION:-}" ]; then
@@ -41,7 +42,7 @@ fi
 # 3. dash, busybox sh: the open file descriptor of the file being sourced
 if [ -z "$__vcsdk_dir" ] || ! __vcsdk_is_sdk "$__vcsdk_dir"; then
     __vcsdk_dir=
-    for __vcsdk_fd in /proc/$$/fd/*; do
+    for __vcsdk_fd in "/proc/$$/fd"/*; do
         __vcsdk_f=$(readlink "$__vcsdk_fd" 2>/dev/null) || continue
         case $__vcsdk_f in
             */init-env.sh) ;;
@@ -62,6 +63,7 @@ if [ -z "$__vcsdk_dir" ]; then
 fi
 
 __vcsdk_rc=1
+# shellcheck disable=SC3028 # bash only
 if [ -n "${BASH_VERSION:-}" ] && [ "${BASH_SOURCE:-}" = "$0" ]; then
     echo "init-env.sh: it was run, not sourced, so it cannot change your shell's PATH;" \
         "use: . $0" >&2
