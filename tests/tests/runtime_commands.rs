@@ -263,6 +263,13 @@ fn save_and_load_round_trip_and_storage_export_in_memres_and_batch() {
     }
 }
 
+/// The part of `ps` output after the runtime's own table: our forwards table.
+fn forwards_section(ps: &str) -> &str {
+    ps.find("Host Port Forwards")
+        .map(|i| &ps[i..])
+        .unwrap_or("")
+}
+
 fn http_get(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -323,24 +330,27 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
         assert!(wait_http(p2, "two"), "{tool}: port {p2} does not answer");
 
         let ps = ok(&w, tool, &["ps"]);
-        assert!(ps.contains("Host Port Forwards"), "{tool}: {ps}");
-        assert!(ps.contains(&format!("0.0.0.0:{p1}")), "{tool}: {ps}");
+        let table = forwards_section(&ps);
+        assert!(table.contains(&format!("0.0.0.0:{p1}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
         let quiet = ok(&w, tool, &["ps", "-q"]);
         assert!(!quiet.contains("Host Port Forwards"), "{tool}: {quiet}");
 
         // removed by id prefix
         ok(&w, tool, &["rm", "-f", &id1[..12.min(id1.len())]]);
         let ps = ok(&w, tool, &["ps"]);
+        let table = forwards_section(&ps);
         assert!(
-            !ps.contains(&format!("0.0.0.0:{p1}")),
+            !table.contains(&format!("0.0.0.0:{p1}")),
             "{tool}: forward left: {ps}"
         );
+        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
         assert!(http_get(p1).is_none_or(|b| !b.contains("one")), "{tool}");
-        // and by name
+        // and by name: no forward left, so no table
         ok(&w, tool, &["stop", "-t", "1", "web2"]);
         let ps = ok(&w, tool, &["ps", "-a"]);
         assert!(
-            !ps.contains(&format!("0.0.0.0:{p2}")),
+            forwards_section(&ps).is_empty(),
             "{tool}: forward left: {ps}"
         );
         stop(&w, tool);

@@ -38,6 +38,12 @@ pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyho
             .context("stopping the runtime's services before the storage export")?;
     }
     let source = export.source_dir.to_string();
+    // Block devices in runtime storage are probes the runtime recreates at start (docker's
+    // volumes/backingFsBlockDev for quotas); the agent's tar (tar 0.4.46) cannot archive
+    // device nodes under another name, so they are removed before the export.
+    target
+        .exec_quiet(&["find", &source, "-xdev", "-type", "b", "-delete"])
+        .context("removing device probes before the storage export")?;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -52,6 +58,10 @@ pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyho
         Ok(())
     })
     .with_context(|| format!("exporting the runtime storage to {}", dest.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = tmp
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644));
     // only a complete archive gets the user's name
     tmp.persist(dest)
         .map_err(|e| anyhow::anyhow!(e.error))

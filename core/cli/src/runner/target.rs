@@ -103,7 +103,7 @@ impl Target {
                     }
                 };
                 tracing::debug!(elapsed = ?started.elapsed(), "batch VM booted");
-                Ok(Target {
+                let mut target = Target {
                     vm: Some(Vm::Batch(Box::new(batch))),
                     tool,
                     console_log: cfg.console_log(),
@@ -111,7 +111,11 @@ impl Target {
                     services_started: false,
                     _keepalive: None,
                     private_dir,
-                })
+                };
+                if !state_disk {
+                    target.storage_on_tmpfs(&cfg.storage_path)?;
+                }
+                Ok(target)
             }
         }
     }
@@ -129,6 +133,20 @@ impl Target {
             _keepalive: Some(keepalive),
             private_dir: None,
         }
+    }
+
+    /// Without a state disk the runtime storage would sit on the guest's overlay root, where
+    /// docker's overlay2 (and podman's overlay) cannot stack another overlay: give it a tmpfs
+    /// of its own unless the agent already did.
+    fn storage_on_tmpfs(&mut self, storage: &str) -> anyhow::Result<()> {
+        let (status, _, _) = self.exec_capture(&["mountpoint", "-q", storage])?;
+        if status.success() {
+            return Ok(());
+        }
+        self.exec_quiet(&["mkdir", "-p", storage])?;
+        self.exec_quiet(&["mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", storage])
+            .context("mounting a tmpfs for the runtime storage")?;
+        Ok(())
     }
 
     /// The memres instance, when the command runs on one.
