@@ -477,6 +477,76 @@ fn corrupted_or_truncated_payload_exits_2_and_extracts_nothing() {
     }
 }
 
+/// On a host without QEMU the installer still installs, then names what is missing and the
+/// package that provides it.
+#[test]
+fn missing_qemu_is_reported_with_the_package_to_install() {
+    let installer = installer_or_skip!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // a PATH with only the tools the installer itself needs: no qemu-system-*
+    let tools = tmp.path().join("tools");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    for tool in [
+        "uname",
+        "tail",
+        "gzip",
+        "zstd",
+        "tar",
+        "wc",
+        "tr",
+        "sha256sum",
+        "cut",
+        "mkdir",
+        "ls",
+        "grep",
+        "rm",
+        "cat",
+    ] {
+        let out = Command::new("sh")
+            .args(["-c", "command -v \"$1\"", "sh", tool])
+            .output()
+            .expect("command -v");
+        let found = stdout(&out).trim().to_string();
+        if !found.is_empty() {
+            std::os::unix::fs::symlink(&found, tools.join(tool)).expect("symlink");
+        }
+    }
+    let dir = tmp.path().join("sdk");
+    let o = Command::new("/bin/sh")
+        .arg(&installer)
+        .arg("-d")
+        .arg(&dir)
+        .env_clear()
+        .env("PATH", &tools)
+        .env("HOME", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn the installer");
+    assert_installed(&o, &dir);
+    let out = stdout(&o);
+    let arches: Vec<String> = std::fs::read_dir(dir.join("share/vcontainer/blobs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!arches.is_empty(), "the SDK holds no blobs: run `make sdk`");
+    assert!(out.contains("Missing on this host"), "{out}");
+    for arch in arches {
+        let pkg = if arch == "aarch64" {
+            "qemu-system-arm"
+        } else {
+            "qemu-system-x86"
+        };
+        assert!(
+            out.contains(&format!("qemu-system-{arch}: apt install {pkg}")),
+            "no hint for qemu-system-{arch}:\n{out}"
+        );
+        assert!(out.contains("sudo apt-get install"), "{out}");
+    }
+}
+
 #[test]
 fn help_and_usage_errors() {
     let installer = installer_or_skip!();
