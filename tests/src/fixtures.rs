@@ -389,6 +389,25 @@ fn run_ok_bytes(cmd: &mut Command) -> Result<Vec<u8>, String> {
     Ok(out.stdout)
 }
 
+/// Stops a world's memres VM when dropped, so a failing test leaves no VM behind (tests
+/// still run `memres stop` themselves to check that it succeeds).
+pub struct MemresGuard<'a> {
+    world: &'a crate::World,
+    tool: &'a str,
+}
+
+impl<'a> MemresGuard<'a> {
+    pub fn new(world: &'a crate::World, tool: &'a str) -> Self {
+        MemresGuard { world, tool }
+    }
+}
+
+impl Drop for MemresGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.world.run(self.tool, ["memres", "stop"]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-use vcontainer_tests::fixtures::{write_auth_file, LocalRegistry};
+use vcontainer_tests::fixtures::{write_auth_file, LocalRegistry, MemresGuard};
 use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -50,7 +50,11 @@ fn memres_with_busybox(tool: &str) -> World {
     ok(&w, tool, &["memres", "start"]);
     let tar = w.home.path().join("bb-rootfs.tar");
     busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
-    ok(&w, tool, &["vimport", tar.to_str().expect("utf-8"), "bb:1"]);
+    let o = w.run(tool, ["vimport", tar.to_str().expect("utf-8"), "bb:1"]);
+    if o.status.code() != Some(0) {
+        let _ = w.run(tool, ["memres", "stop"]);
+        panic!("{tool} vimport of the busybox rootfs: {}", stderr(&o));
+    }
     w
 }
 
@@ -152,6 +156,7 @@ fn push_pull_round_trip_with_insecure_registry() {
         let addr = reg.guest_address();
         let remote = format!("{addr}/bb:1");
         let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
         ok(&w, tool, &["tag", "bb:1", &remote]);
         // without the option the registry is TLS: refused
         let out = fails(&w, tool, &["push", &remote]);
@@ -187,10 +192,13 @@ fn login_with_password_stdin_against_htpasswd_registry() {
         let addr = reg.guest_address();
         let remote = format!("{addr}/private/bb:1");
         let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
         ok(&w, tool, &["tag", "bb:1", &remote]);
         let out = fails(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
         assert!(
-            out.to_lowercase().contains("unauthorized") || out.contains("authentication required"),
+            out.to_lowercase().contains("unauthorized")
+                || out.contains("authentication required")
+                || out.contains("no basic auth credentials"),
             "{tool}: {out}"
         );
         let login = [
@@ -231,6 +239,7 @@ fn config_auth_file_authenticates_one_command_only() {
         let addr = reg.guest_address();
         let remote = format!("{addr}/cfg/bb:1");
         let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
         let auth = w.home.path().join("auth.json");
         write_auth_file(&auth, &addr, "tester", "pw", 0o600);
         ok(&w, tool, &["tag", "bb:1", &remote]);
@@ -264,6 +273,7 @@ fn default_registry_serves_unqualified_names() {
         let reg = LocalRegistry::plain().expect("registry");
         let addr = reg.guest_address();
         let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
         let remote = format!("{addr}/bb:1");
         ok(&w, tool, &["tag", "bb:1", &remote]);
         ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vcontainer_tests::fixtures::BusyboxLayouts;
+use vcontainer_tests::fixtures::{BusyboxLayouts, MemresGuard};
 use vcontainer_tests::{pids_matching, stderr, stdout, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -128,6 +128,7 @@ fn every_input_type_imports_and_runs() {
         vm_or_skip!(runtime);
         let w = World::new();
         ok(&w, tool, &["memres", "start"]);
+        let _stop = MemresGuard::new(&w, tool);
         let inputs: [(&Path, Option<&str>, &str, Option<&str>); 8] = [
             (&single, Some("single:1"), "single:1", None),
             (

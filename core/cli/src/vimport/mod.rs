@@ -346,6 +346,40 @@ fn plan_file(
     Ok(())
 }
 
+/// A FIFO or device node as a tar entry named `rel` (owner, mode, mtime and device
+/// numbers from the host).
+fn append_special<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    rel: &Path,
+) -> Result<(), VimportError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| VimportError::io(path.display(), e))?;
+    let ft = meta.file_type();
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(&meta);
+    header.set_size(0);
+    if ft.is_fifo() {
+        header.set_entry_type(tar::EntryType::Fifo);
+    } else {
+        header.set_entry_type(if ft.is_char_device() {
+            tar::EntryType::Char
+        } else {
+            tar::EntryType::Block
+        });
+        let rdev = meta.rdev();
+        let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0x0000_0fff);
+        let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0x0000_00ff);
+        header
+            .set_device_major(major as u32)
+            .and_then(|()| header.set_device_minor(minor as u32))
+            .map_err(|e| VimportError::io(path.display(), e))?;
+    }
+    builder
+        .append_data(&mut header, rel, std::io::empty())
+        .map_err(|e| VimportError::io(path.display(), e))
+}
+
 /// Packs a root filesystem directory into a temporary tar (symlinks kept as links, owners
 /// and modes as on the host) for `<runtime> import`.
 fn plan_rootfs_dir(
@@ -386,6 +420,13 @@ fn plan_rootfs_dir(
             .path()
             .strip_prefix(dir)
             .map_err(|e| VimportError::invalid(dir.display(), e.to_string()))?;
+        let ft = entry.file_type();
+        if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            // tar's append_path_with_name names special files by their source path
+            // (absolute, refused); their header is built here instead.
+            append_special(&mut builder, entry.path(), rel)?;
+            continue;
+        }
         builder
             .append_path_with_name(entry.path(), rel)
             .map_err(|e| VimportError::io(entry.path().display(), e))?;

@@ -574,6 +574,11 @@ fn rootfs_dir_is_packed_with_dotfiles_and_symlinks() {
     std::fs::write(src.path().join("bin/busybox"), b"bb").expect("write");
     std::os::unix::fs::symlink("busybox", src.path().join("bin/sh")).expect("link");
     std::fs::write(src.path().join(".hidden"), b"h").expect("write");
+    nix::unistd::mkfifo(
+        &src.path().join("bin/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
     let plan = plan_import(
         &req(src.path(), None),
         &target(Arch::X86_64, "podman"),
@@ -606,6 +611,7 @@ fn rootfs_dir_is_packed_with_dotfiles_and_symlinks() {
             (".hidden".to_string(), false),
             ("bin".to_string(), false),
             ("bin/busybox".to_string(), false),
+            ("bin/fifo".to_string(), false),
             ("bin/sh".to_string(), true)
         ]
     );
