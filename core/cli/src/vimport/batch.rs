@@ -11,6 +11,15 @@
 //!
 //! The storage tar goes to `--output F` (or the global `--storage F`); the runner exports
 //! it after the last import, and only when every import succeeded.
+//!
+//! The container-cross-install class's call
+//!   `vrunner.sh --runtime docker --arch A --blob-dir D --batch-import --timeout T
+//!    --output F [--input-storage S] -- path:image:tag ...`
+//! maps to
+//!   `vdkr --arch A --blob-dir D --no-daemon [--input-storage S] vimport-batch --output F
+//!    -- path:image:tag ...`
+//! (`vpdmn` for podman). The exit status is non-zero when any import failed, unlike the
+//! old batch import, which always exited 0.
 
 use std::path::{Path, PathBuf};
 
