@@ -95,7 +95,7 @@ pub fn clean_entry(raw: &Path) -> Result<PathBuf, String> {
 /// What a tar file holds.
 #[derive(Debug)]
 pub enum TarKind {
-    /// An OCI layout (top-level `oci-layout` / `index.json`).
+    /// An OCI layout (top-level `oci-layout`, or `index.json` with `blobs/`).
     OciArchive,
     /// A `docker save` archive: its manifest.json and the parsed configs (by path).
     DockerArchive {
@@ -132,7 +132,7 @@ fn tar_error(path: &Path, e: io::Error) -> VimportError {
 pub fn classify(path: &Path, compression: Compression) -> Result<TarKind, VimportError> {
     let mut archive = tar::Archive::new(open(path, compression)?);
     let mut manifest: Option<Vec<u8>> = None;
-    let mut oci = false;
+    let (mut marker, mut index, mut blobs) = (false, false, false);
     let mut count = 0usize;
     for entry in archive.entries().map_err(|e| tar_error(path, e))? {
         let mut entry = entry.map_err(|e| tar_error(path, e))?;
@@ -142,7 +142,9 @@ pub fn classify(path: &Path, compression: Compression) -> Result<TarKind, Vimpor
             continue;
         };
         match name.to_str() {
-            Some("oci-layout") | Some("index.json") => oci = true,
+            Some("oci-layout") => marker = true,
+            Some("index.json") => index = true,
+            Some(n) if n.starts_with("blobs/") => blobs = true,
             Some("manifest.json") => {
                 let size = entry.size();
                 manifest = Some(read_bounded(&mut entry, size, "manifest.json")?);
@@ -166,6 +168,8 @@ pub fn classify(path: &Path, compression: Compression) -> Result<TarKind, Vimpor
             }
         }
     }
+    // a rootfs may well hold an index.json of its own; a layout has blobs/ or the marker
+    let oci = marker || (index && blobs);
     Ok(if oci {
         TarKind::OciArchive
     } else {

@@ -559,6 +559,12 @@ fn rootfs_tarballs_in_any_compression_are_imported() {
             std::fs::read(&file).expect("orig")
         );
     }
+    // a rootfs that happens to hold an index.json at its top is still a rootfs
+    std::fs::write(src.path().join("index.json"), b"{\"site\": 1}").expect("write");
+    let web = work.path().join("web.tar");
+    tar_dir(src.path(), &web, "", ".");
+    let plan = plan_import(&req(&web, None), &docker_x86(), GUEST).expect("plan");
+    assert_eq!(plan.input, InputType::RootfsTar);
     let junk = work.path().join("junk.bin");
     std::fs::write(&junk, vec![1u8; 100]).expect("write");
     let e = plan_import(&req(&junk, None), &docker_x86(), GUEST)
