@@ -58,7 +58,7 @@ for runtime in $runtimes; do
   dir=$work/blobs/$arch/$runtime
   start_vsock
   start=$(date +%s.%N)
-  timeout 300 qemu-system-x86_64 -M "$machine" -accel tcg -m 1024 -smp 1 -nographic -no-reboot \
+  timeout 600 qemu-system-x86_64 -M "$machine" -accel tcg -m 1024 -smp 1 -nographic -no-reboot \
     -kernel "$dir/bzImage" -initrd "$dir/initramfs.cpio.gz" -append "console=ttyS0 panic=-1 probe.runtime=$runtime" \
     -drive "file=$dir/rootfs.img,if=virtio,format=raw,readonly=on" \
     -netdev user,id=net0 -device virtio-net-pci,netdev=net0 "${vsock_opts[@]}" \

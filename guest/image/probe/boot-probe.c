@@ -55,9 +55,10 @@ static double read_speed(const char *path, long *bytes) {
 static const char *docker_script =
     "containerd >/tmp/containerd.log 2>&1 &\n"
     "dockerd >/tmp/dockerd.log 2>&1 &\n"
-    "for i in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done\n"
+    // dockerd needs 30-45 s under TCG on an idle host, minutes on a busy one
+    "for i in $(seq 480); do docker info >/dev/null 2>&1 && break; sleep 0.5; done\n"
     "docker info --format 'PROBE docker-info driver={{.Driver}} cgroup={{.CgroupDriver}}' || "
-    "{ tail -20 /tmp/dockerd.log; exit 1; }\n"
+    "{ grep -v level=info /tmp/dockerd.log | tail -20; exit 1; }\n"
     "docker info --format '{{.Driver}} {{.CgroupDriver}}' | grep -qx 'overlay2 cgroupfs'\n";
 static const char *podman_script =
     "podman info --format 'PROBE podman-info driver={{.Store.GraphDriverName}} "
@@ -94,7 +95,17 @@ static void runtime_check(const char *runtime) {
   mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, 0);
   mount("tmpfs", "/run", "tmpfs", 0, 0);
   mount("tmpfs", "/tmp", "tmpfs", 0, 0);
-  mount("tmpfs", storage, "tmpfs", 0, 0);
+  // like the agent: the storage mount point may not exist in the image
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s", storage);
+  for (char *p = dir + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      mkdir(dir, 0755);
+      *p = '/';
+    }
+  mkdir(dir, 0711);
+  check(mount("tmpfs", storage, "tmpfs", 0, 0) == 0, "storage-tmpfs", storage);
   pid_t pid = fork();
   if (pid == 0) {
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
