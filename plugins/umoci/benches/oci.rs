@@ -216,10 +216,58 @@ fn have(tool: &str) -> bool {
     sh(&format!("command -v {tool} >/dev/null"))
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+/// Wall-clock and CPU seconds of one step. CPU time (user + system of this process, its
+/// threads and waited-for children) hardly depends on what else runs on the machine, so it
+/// is the fairer figure on a shared, loaded host.
+#[derive(Clone, Copy)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Cost {
+    fn best(self, o: Cost) -> Cost {
+        Cost {
+            wall: self.wall.min(o.wall),
+            cpu: self.cpu.min(o.cpu),
+        }
+    }
+}
+
+/// utime + stime + cutime + cstime of this process from /proc/self/stat, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14..=17 of stat(5); `after` starts at field 3.
+    let ticks: f64 = (11..=14).filter_map(|i| f.get(i)).sum();
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Cost) {
+    let c0 = cpu_seconds();
     let t = Instant::now();
     let r = f();
-    (r, t.elapsed().as_secs_f64())
+    let wall = t.elapsed().as_secs_f64();
+    (
+        r,
+        Cost {
+            wall,
+            cpu: cpu_seconds() - c0,
+        },
+    )
 }
 
 fn options() -> ImageOptions {
@@ -245,7 +293,7 @@ fn layer_mb(dir: &Path) -> f64 {
     best as f64 / 1048576.0
 }
 
-fn ours(flavor: Flavor, compression: Compression, rootfs: &Path, out: &Path) -> (String, f64) {
+fn ours(flavor: Flavor, compression: Compression, rootfs: &Path, out: &Path) -> (String, Cost) {
     let req = BuildRequest {
         rootfs: Some(rootfs.to_path_buf()),
         output: out.to_path_buf(),
@@ -258,7 +306,7 @@ fn ours(flavor: Flavor, compression: Compression, rootfs: &Path, out: &Path) -> 
         flavor,
         ..BuildRequest::default()
     };
-    let (rep, secs) = timed(|| vcontainer_ocibuild::build(&req, &mut |_| {}));
+    let (rep, cost) = timed(|| vcontainer_ocibuild::build(&req, &mut |_| {}));
     let rep = match rep {
         Ok(r) => r,
         Err(e) => panic!("build failed: {e}"),
@@ -267,11 +315,11 @@ fn ours(flavor: Flavor, compression: Compression, rootfs: &Path, out: &Path) -> 
         .diff_id
         .map(|d| d.to_string())
         .unwrap_or_default();
-    (diff, secs)
+    (diff, cost)
 }
 
 /// image-oci's umoci flow (no base image, single layer) with 5 config calls.
-fn umoci_flow(rootfs: &Path, out: &Path) -> Option<f64> {
+fn umoci_flow(rootfs: &Path, out: &Path) -> Option<Cost> {
     let script = format!(
         r#"
 R={r}; O={o}; B={o}-bundle
@@ -293,8 +341,8 @@ rm -rf $B
         o = out.display(),
         mtime = MTIME
     );
-    let (ok, secs) = timed(|| sh(&script));
-    ok.then_some(secs)
+    let (ok, cost) = timed(|| sh(&script));
+    ok.then_some(cost)
 }
 
 fn umoci_diff_id(layout: &Path) -> Option<String> {
@@ -355,12 +403,13 @@ fn main() {
     ));
 
     let floor_out = work.path().join("floor.tar.gz");
-    // The machine is shared: every contender runs `RUNS` times, the best time counts.
+    // The machine is shared: every contender runs `runs` times, the best figures count.
     let runs: usize = std::env::var("VCONTAINER_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let best = |f: &mut dyn FnMut() -> f64| (0..runs.max(1)).map(|_| f()).fold(f64::MAX, f64::min);
+        .unwrap_or(3)
+        .max(1);
+    let best = |f: &mut dyn FnMut() -> Cost| (1..runs).fold(f(), |acc, _| acc.best(f()));
     let floor = best(&mut || {
         timed(|| {
             sh(&format!(
@@ -374,13 +423,13 @@ fn main() {
     let ours_best = |flavor, comp, name: &str| {
         let out = work.path().join(name);
         let mut diff = String::new();
-        let secs = best(&mut || {
+        let cost = best(&mut || {
             let _ = std::fs::remove_dir_all(&out);
-            let (d, secs) = ours(flavor, comp, &rootfs, &out);
+            let (d, cost) = ours(flavor, comp, &rootfs, &out);
             diff = d;
-            secs
+            cost
         });
-        (secs, diff)
+        (cost, diff)
     };
     let (umoci_ours, umoci_diff) = ours_best(Flavor::Umoci, Compression::Gzip, "umoci-ours");
     let (sloci, _) = ours_best(Flavor::Sloci, Compression::Gzip, "sloci");
@@ -388,70 +437,75 @@ fn main() {
 
     let mb = |p: &Path| std::fs::metadata(p).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     let w = work.path();
+    let row = |name: &str, c: Cost, size: f64| {
+        println!("{name:<44} {:>8.2} {:>8.2} {:>8.1}", c.wall, c.cpu, size);
+    };
     println!(
-        "{:<44} {:>9} {:>9}",
+        "{:<44} {:>8} {:>8} {:>8}",
         format!("step (best of {runs})"),
-        "seconds",
+        "wall s",
+        "cpu s",
         "blob MB"
     );
-    println!(
-        "{:<44} {:>9.2} {:>9.1}",
-        "floor: tar -c | gzip",
-        floor,
-        mb(&floor_out)
-    );
-    println!(
-        "{:<44} {:>9.2} {:>9.1}",
+    row("floor: tar -c | gzip", floor, mb(&floor_out));
+    row(
         "ours, sloci-style (gzip)",
         sloci,
-        layer_mb(&w.join("sloci"))
+        layer_mb(&w.join("sloci")),
     );
-    println!(
-        "{:<44} {:>9.2} {:>9.1}",
+    row(
         "ours, sloci-style (zstd)",
         sloci_zstd,
-        layer_mb(&w.join("sloci-zstd"))
+        layer_mb(&w.join("sloci-zstd")),
     );
-    println!(
-        "{:<44} {:>9.2} {:>9.1}",
+    row(
         "ours, umoci-style (gzip)",
         umoci_ours,
-        layer_mb(&w.join("umoci-ours"))
+        layer_mb(&w.join("umoci-ours")),
     );
-    println!(
-        "sloci-style vs floor: {:.2}x the floor's time (target <= 1.30)",
-        sloci / floor
-    );
-    if have("umoci") {
+    let umoci = if have("umoci") {
         let real = work.path().join("umoci-real");
-        let umoci_best = (0..runs.max(1))
-            .map(|_| {
-                let _ = std::fs::remove_dir_all(&real);
-                umoci_flow(&rootfs, &real)
+        let mut failed = false;
+        let cost = best(&mut || {
+            let _ = std::fs::remove_dir_all(&real);
+            umoci_flow(&rootfs, &real).unwrap_or_else(|| {
+                failed = true;
+                Cost {
+                    wall: f64::NAN,
+                    cpu: f64::NAN,
+                }
             })
-            .try_fold(f64::MAX, |acc, t| t.map(|t| acc.min(t)));
-        match umoci_best {
-            Some(umoci) => {
-                println!(
-                    "{:<44} {:>9.2} {:>9.1}",
-                    "umoci: init/new/unpack/cp/repack/config x6",
-                    umoci,
-                    layer_mb(&w.join("umoci-real"))
-                );
-                println!(
-                    "umoci-style vs umoci: {:.2}x faster (target >= 3.00)",
-                    umoci / umoci_ours
-                );
-                let same = umoci_diff_id(&work.path().join("umoci-real")).as_deref()
-                    == Some(umoci_diff.as_str());
-                println!(
-                    "layer diff_id identical to umoci's: {}",
-                    if same { "yes" } else { "no" }
-                );
-            }
-            None => println!("umoci flow failed; no comparison"),
+        });
+        if failed {
+            println!("umoci flow failed; no comparison");
+            None
+        } else {
+            row(
+                "umoci: init/new/unpack/cp/repack/config x6",
+                cost,
+                layer_mb(&real),
+            );
+            Some(cost)
         }
     } else {
         println!("SKIP umoci comparison: umoci is not installed");
+        None
+    };
+    println!(
+        "sloci-style vs floor: {:.2}x the floor's wall time, {:.2}x its CPU time (target <= 1.30)",
+        sloci.wall / floor.wall,
+        sloci.cpu / floor.cpu
+    );
+    if let Some(umoci) = umoci {
+        println!(
+            "umoci-style vs umoci: {:.2}x faster wall, {:.2}x less CPU (target >= 3.00)",
+            umoci.wall / umoci_ours.wall,
+            umoci.cpu / umoci_ours.cpu
+        );
+        let same = umoci_diff_id(&w.join("umoci-real")).as_deref() == Some(umoci_diff.as_str());
+        println!(
+            "layer diff_id identical to umoci's: {}",
+            if same { "yes" } else { "no" }
+        );
     }
 }
