@@ -174,6 +174,8 @@ pub fn apply_registry(
     let Some(setup) = setup else {
         return Ok(Vec::new());
     };
+    // concurrent commands on one memres VM write the same guest files (runner)
+    let _config_lock = target.config_lock()?;
     let mut guest = TargetGuest {
         target,
         tool: ctx.tool.name.clone(),

@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use nix::fcntl::{Flock, FlockArg};
 use vcontainer_abi::runtime::{RuntimeSpec, ServiceSpec};
 
 use super::mode::{self, Mode, ModeInputs};
@@ -20,6 +21,8 @@ use crate::vm::{self, AgentStream, BatchVm, Instance, VmError};
 /// How often a running command resets the memres idle clock: the supervisor only sees new
 /// connections, and a long `run` must not look idle.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+/// Lock file (in the state dir) held while a command changes the guest's runtime config.
+pub const GUEST_CONFIG_LOCK: &str = "guest-config.lock";
 /// How long a service may take to exit after SIGTERM before it is killed.
 const SERVICE_STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -147,6 +150,26 @@ impl Target {
         self.exec_quiet(&["mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", storage])
             .context("mounting a tmpfs for the runtime storage")?;
         Ok(())
+    }
+
+    /// Serialises changes to the guest's runtime configuration (registry drop-ins, docker's
+    /// daemon.json + reload) between concurrent commands on one memres VM: the same guest
+    /// file written by two commands at once makes one of them fail. A batch VM has a single
+    /// user, so there is nothing to lock.
+    pub fn config_lock(&self) -> anyhow::Result<Option<Flock<std::fs::File>>> {
+        let Some(Vm::Memres(i)) = &self.vm else {
+            return Ok(None);
+        };
+        let path = i.state_dir.join(GUEST_CONFIG_LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow!("locking {}: {e}", path.display()))?;
+        Ok(Some(lock))
     }
 
     /// The memres instance, when the command runs on one.
