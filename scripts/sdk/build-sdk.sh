@@ -17,6 +17,8 @@
 # tars; default the last commit's time), SDK_PAYLOAD=gz|zst (the installer's payload: gz
 # extracts on any host, zst is smaller but needs zstd on the target host; default gz).
 set -eu
+# a relative `cd` with CDPATH set prints the dir, which would end up in captured output
+unset CDPATH
 
 here=$(cd -P -- "$(dirname -- "$0")" && pwd -P)
 root=$(cd -P -- "$here/../.." && pwd -P)

@@ -22,14 +22,14 @@ __vcsdk_from_file() {
     # means the SDK it points into)
     set -- "$(readlink -f "$1" 2>/dev/null || printf '%s' "$1")"
     case $1 in
-        */*) (cd -P -- "${1%/*}" 2>/dev/null && pwd -P) ;;
+        */*) (CDPATH='' cd -P -- "${1%/*}" 2>/dev/null && pwd -P) ;;
         *) pwd -P ;;
     esac
 }
 
 # 1. an explicit dir (bash and zsh pass extra `.` arguments as $1; dash does not)
 if [ $# -ge 1 ] && __vcsdk_is_sdk "$1"; then
-    __vcsdk_dir=$(cd -P -- "$1" && pwd -P)
+    __vcsdk_dir=$(CDPATH='' cd -P -- "$1" && pwd -P)
 fi
 # 2. the shell says which file it is reading
 if [ -z "$__vcsdk_dir" ] && [ -n "${BASH_VERSION:-}" ]; then
