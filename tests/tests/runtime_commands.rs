@@ -382,3 +382,60 @@ fn vshell_runs_in_the_vm_and_stateless_leaves_nothing() {
         root.display()
     );
 }
+
+#[test]
+fn cp_copies_files_and_dirs_both_ways() {
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let w = memres_with_busybox(tool);
+    let dir = w.home.path().join("cp");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("in.txt"), "hello\n").expect("w");
+    ok(
+        &w,
+        tool,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "--entrypoint",
+            "",
+            "bb:1",
+            "sleep",
+            "300",
+        ],
+    );
+    let d = dir.to_string_lossy().into_owned();
+    ok(&w, tool, &["cp", &format!("{d}/in.txt"), "c1:/tmp/in.txt"]);
+    assert_eq!(
+        ok(&w, tool, &["exec", "c1", "cat", "/tmp/in.txt"]),
+        "hello\n"
+    );
+    ok(
+        &w,
+        tool,
+        &[
+            "exec",
+            "c1",
+            "sh",
+            "-c",
+            "mkdir /tmp/d && echo a > /tmp/d/a",
+        ],
+    );
+    // into an existing dir: lands under its own name
+    ok(&w, tool, &["cp", "c1:/tmp/d", &d]);
+    assert_eq!(std::fs::read_to_string(dir.join("d/a")).expect("r"), "a\n");
+    // to a new file name
+    ok(
+        &w,
+        tool,
+        &["cp", "c1:/tmp/in.txt", &format!("{d}/back.txt")],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("back.txt")).expect("r"),
+        "hello\n"
+    );
+    ok(&w, tool, &["rm", "-f", "c1"]);
+    stop(&w, tool);
+}
