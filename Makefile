@@ -80,6 +80,7 @@ test-unit: build-debug
 
 bench:
 	$(CARGO) bench --workspace
+	scripts/bench-vm.sh
 
 lint:
 	$(CARGO) fmt --all --check

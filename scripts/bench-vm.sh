@@ -1,0 +1,106 @@
+#!/bin/sh
+# VM bench: figures only (no thresholds), all measured in this one run on this machine.
+#   baseline  the same bzImage + a tiny busybox initramfs whose /init powers off at once,
+#             under the same QEMU flags as vcontainer (minus the vsock device): boot-to-init
+#   cold      `<tool> --no-daemon images` from an empty state dir, and its ratio to baseline
+#   warm      with `memres start`: /bin/true through the agent vs the same in a guest loop
+#             (scripts/../core/cli/examples/vm_bench.rs), and `<tool> images` wall time
+#   stream    push/pull of a VCONTAINER_BENCH_STREAM_MIB (default 256) MiB file, guest /tmp
+# Tools: VCONTAINER_BENCH_TOOLS (default "vpdmn vdkr"). Also run by `make bench`.
+# The host may be shared: the load average is printed next to the figures.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS=${VCONTAINER_BENCH_TOOLS:-"vpdmn vdkr"}
+STREAM_MIB=${VCONTAINER_BENCH_STREAM_MIB:-256}
+WARM_N=${VCONTAINER_BENCH_WARM_N:-30}
+BLOB_ROOT=${VCONTAINER_BLOB_DIR:-$ROOT/build/blobs}
+ARCH=x86_64
+QEMU=${QEMU:-qemu-system-$ARCH}
+
+cargo build -q -p vcontainer -p vcontainer-runtime-docker -p vcontainer-runtime-podman
+cargo build -q -p vcontainer --example vm_bench
+BIN_DIR=$ROOT/target/debug
+PROBE=$BIN_DIR/examples/vm_bench
+
+WORK=$(mktemp -d /tmp/vcontainer-bench-vm.XXXXXX)
+started=""
+cleanup() {
+    for tool in $started; do
+        "$WORK/bin/$tool" memres stop >/dev/null 2>&1 || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$WORK/bin" "$WORK/home"
+for tool in vdkr vpdmn; do ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"; done
+export HOME="$WORK/home" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
+
+now() { date +%s.%N; }
+elapsed() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
+ratio() { echo "$1 $2" | awk '{ printf "%.1f", $1 / $2 }'; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# --- baseline: bare kernel boot-to-init --------------------------------------------------
+# /init is busybox (static) powering off; -no-reboot turns that (or a panic) into QEMU's exit.
+baseline() {
+    kdir=$1
+    ird="$WORK/tiny-initramfs"
+    rm -rf "$ird" && mkdir -p "$ird/bin"
+    cp "$(command -v busybox)" "$ird/bin/busybox"
+    printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$ird/init"
+    chmod +x "$ird/init"
+    (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/tiny.cpio.gz"
+    t0=$(now)
+    "$QEMU" -machine q35,memory-backend=mem -accel tcg -cpu max -m 2048M -smp 2 \
+        -object memory-backend-memfd,id=mem,size=2048M,share=on \
+        -nodefaults -no-user-config -no-reboot -display none \
+        -kernel "$kdir/bzImage" -initrd "$WORK/tiny.cpio.gz" \
+        -append "console=ttyS0 quiet panic=-1" \
+        -chardev file,id=console,path="$WORK/baseline-console.log" -serial chardev:console \
+        -drive file="$kdir/rootfs.img",if=none,id=rootfs,format=raw,readonly=on \
+        -device virtio-blk-pci,drive=rootfs,serial=rootfs \
+        -netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile=
+    elapsed "$t0" "$(now)"
+}
+
+echo "vcontainer VM bench ($ARCH, $(nproc) cpus, $($QEMU --version | head -1))"
+echo "load average at start: $(load)"
+for tool in $TOOLS; do
+    case $tool in vdkr) runtime=docker ;; vpdmn) runtime=podman ;; *) echo "unknown tool $tool" >&2; exit 2 ;; esac
+    kdir="$BLOB_ROOT/$ARCH/$runtime"
+    state="$HOME/.$tool/$ARCH"
+    echo
+    echo "== $tool ($runtime) =="
+    base=$(baseline "$kdir")
+    echo "baseline boot-to-init (bare kernel, busybox /init poweroff): ${base}s  [load $(load)]"
+
+    rm -rf "$state"
+    t0=$(now)
+    "$WORK/bin/$tool" --no-daemon images >/dev/null
+    cold=$(elapsed "$t0" "$(now)")
+    echo "cold '$tool --no-daemon images' (empty state dir): ${cold}s = $(ratio "$cold" "$base")x baseline  [load $(load)]"
+    if pgrep -f "qemu-system.*$state" >/dev/null; then echo "WARNING: QEMU left running after --no-daemon" >&2; fi
+
+    t0=$(now)
+    started="$started $tool"
+    "$WORK/bin/$tool" memres start >/dev/null
+    echo "memres start (boot + runtime services ready): $(elapsed "$t0" "$(now)")s"
+    "$WORK/bin/$tool" images >/dev/null # first command after start pays one-off costs
+    best=""
+    for _ in 1 2 3 4 5; do
+        t0=$(now)
+        "$WORK/bin/$tool" images >/dev/null
+        t=$(elapsed "$t0" "$(now)")
+        best="$best $t"
+    done
+    med=$(echo "$best" | tr ' ' '\n' | grep . | sort -n | sed -n 3p)
+    echo "warm '$tool images' (memres, median of 5): ${med}s  [load $(load)]"
+    "$PROBE" warm "$state" "$WARM_N" | sed "s/^/warm \/bin\/true x$WARM_N: /"
+    "$PROBE" stream "$state" "$STREAM_MIB" | sed 's/^/stream: /'
+    echo "load average: $(load)"
+    "$WORK/bin/$tool" memres stop >/dev/null
+    started=$(echo "$started" | sed "s/ $tool//")
+done
