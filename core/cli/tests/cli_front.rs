@@ -459,9 +459,16 @@ fn help_after_the_command_is_not_the_tools_help() {
 
 #[test]
 fn runtime_commands_are_not_faked() {
+    // Without guest blobs nothing can run: the command must fail (125) and say why, never
+    // claim success.
     let f = Fixture::new();
-    let o = f.run("vdkr", &["images"]);
-    assert_ne!(o.status.code(), Some(0), "must not claim success");
+    let o = f.run("vdkr", &["--blob-dir", "/nonexistent-blobs", "images"]);
+    assert_eq!(o.status.code(), Some(125), "must not claim success");
+    assert!(
+        stderr(&o).contains("guest blobs") && stderr(&o).contains("make guest"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -490,13 +497,19 @@ fn runtime_command_prepares_a_marked_state_dir_and_stateless_a_private_one() {
     let _ = f.run_env(
         "vpdmn",
         &[("TMPDIR", tmp_s)],
-        &["--state-dir", "sd", "images"],
+        &[
+            "--state-dir",
+            "sd",
+            "--blob-dir",
+            "/nonexistent-blobs",
+            "images",
+        ],
     );
     assert!(f.work().join("sd/.vcontainer-state").is_file());
     let _ = f.run_env(
         "vpdmn-aarch64",
         &[("TMPDIR", tmp_s)],
-        &["--stateless", "images"],
+        &["--stateless", "--blob-dir", "/nonexistent-blobs", "images"],
     );
     assert!(
         !f.home().join(".vpdmn/aarch64").exists(),
