@@ -73,7 +73,9 @@ $(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontai
 # the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
 test: build-debug guest
 	@$(MAKE) --no-print-directory sdk
-	VCONTAINER_E2E=1 $(CARGO) test --workspace
+	VCONTAINER_E2E=1 $(CARGO) test --workspace --exclude vcontainer-tests
+	# the end-to-end suites boot real VMs under TCG on a 2-core host: one at a time
+	VCONTAINER_E2E=1 $(CARGO) test -p vcontainer-tests -- --test-threads=1
 
 test-unit: build-debug
 	$(CARGO) test --workspace
