@@ -213,3 +213,31 @@ pub fn busybox_rootfs_tar(path: &Path) -> std::io::Result<()> {
     b.append_data(&mut h, "etc/passwd", &passwd[..])?;
     b.into_inner()?.sync_all()
 }
+
+/// Waits up to 10 s until no QEMU or vhost-device-vsock process mentions `needle` (a
+/// state dir or a test's HOME) on its command line; fails the test otherwise.
+pub fn assert_no_vm_processes(needle: &Path) {
+    let needle = needle.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<u32> = pids_matching(&needle)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("qemu-system") || c.contains("vhost-device-vsock")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VM processes left behind for {needle}: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

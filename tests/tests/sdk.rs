@@ -10,11 +10,10 @@ use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use vcontainer_tests::{
-    blob_root, blobs_present, busybox_rootfs_tar, pids_matching, stderr, stdout, target_bin_dir,
-    vm_or_skip, workspace_root,
+    assert_no_vm_processes, blob_root, blobs_present, busybox_rootfs_tar, stderr, stdout,
+    target_bin_dir, vm_or_skip, workspace_root,
 };
 
 const HOST_ARCH: &str = std::env::consts::ARCH;
@@ -558,33 +557,6 @@ fn help_and_usage_errors() {
         let o = run_installer(&installer, bad);
         assert_eq!(o.status.code(), Some(1), "{bad:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("Usage:"), "{bad:?}: {}", stderr(&o));
-    }
-}
-
-/// No QEMU or vhost-device-vsock process may mention `needle` (the test's HOME).
-fn assert_no_vm_processes(needle: &Path) {
-    let needle = needle.to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: Vec<u32> = pids_matching(&needle)
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| {
-                        let c = String::from_utf8_lossy(&c);
-                        c.contains("qemu-system") || c.contains("vhost-device-vsock")
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "VM processes left behind for {needle}: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -4,41 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World,
+};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
 fn state_dir(w: &World, tool: &str) -> PathBuf {
     w.home.path().join(format!(".{tool}")).join("x86_64")
-}
-
-/// No QEMU or vhost-device-vsock process may refer to this state dir.
-fn assert_no_vm_processes(state: &Path) {
-    let needle = state.to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: Vec<u32> = pids_matching(&needle)
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| {
-                        let c = String::from_utf8_lossy(&c);
-                        c.contains("qemu-system") || c.contains("vhost-device-vsock")
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "VM processes left behind for {needle}: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn state_image(state: &Path, runtime: &str) -> PathBuf {
