@@ -262,11 +262,16 @@ fn publish(
 mod tests {
     use super::*;
     use crate::arch::Arch;
-    use crate::runtime_files::{common_files, runtime_files};
+    use crate::runtime_files::{common_files, RootfsFile};
 
+    /// Common files plus one file standing for what the runtime plugin declares.
     fn spec(packages: &[&str], runtime: &str) -> RootfsSpec {
         let mut files = common_files();
-        files.extend(runtime_files(runtime));
+        files.push(RootfsFile {
+            path: format!("/etc/{runtime}/config"),
+            mode: 0o644,
+            contents: Some(format!("{runtime}\n")),
+        });
         RootfsSpec::new(
             Arch::X86_64,
             "bookworm",

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use vcontainer_guest_image::cache::Cache;
 use vcontainer_guest_image::modules::{ModuleIndex, BOOT_MODULES};
 use vcontainer_guest_image::rootfs::{RootfsSpec, SquashfsCompression};
-use vcontainer_guest_image::runtime_files::{
-    common_files, common_packages, runtime_files, RootfsFile,
-};
+use vcontainer_guest_image::runtime_files::{common_files, common_packages, RootfsFile};
 use vcontainer_guest_image::{build, Arch, BuildRequest};
 
 #[derive(Parser)]
@@ -46,10 +44,10 @@ enum Cmd {
 struct BuildArgs {
     /// The runtime plugin (libvcontainer_runtime_*.so) declaring the guest packages and
     /// config files; its name is the blob directory name
-    #[arg(long, required_unless_present = "runtime")]
-    plugin: Option<PathBuf>,
-    /// Runtime name when building without a plugin (docker, podman: built-in config files;
-    /// packages from --package)
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Checked against the plugin's name and aliases (a typo fails instead of building the
+    /// wrong runtime under the expected name)
     #[arg(long)]
     runtime: Option<String>,
     /// Guest architecture: x86_64 or aarch64 (Debian names amd64/arm64 accepted)
@@ -118,20 +116,10 @@ fn run_build(args: BuildArgs) -> Result<()> {
     let mut packages: Vec<String> = args.packages;
     packages.push(arch.kernel_package().to_string());
     packages.extend(common_packages().iter().map(|p| p.to_string()));
-    let mut files = common_files();
-    let runtime = match &args.plugin {
-        Some(path) => {
-            let declared = plugin_guest_spec(path, args.runtime.as_deref())?;
-            packages.extend(declared.packages);
-            files = merge_files(files, declared.files);
-            declared.name
-        }
-        None => {
-            let runtime = args.runtime.unwrap_or_default();
-            files = merge_files(files, runtime_files(&runtime));
-            runtime
-        }
-    };
+    let declared = plugin_guest_spec(&args.plugin, args.runtime.as_deref())?;
+    packages.extend(declared.packages);
+    let files = merge_files(common_files(), declared.files);
+    let runtime = declared.name;
     if runtime.is_empty() || runtime.contains(['/', '.']) {
         anyhow::bail!("invalid runtime name {runtime:?}");
     }
