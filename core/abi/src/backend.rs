@@ -114,11 +114,15 @@ pub struct LayerSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerContent {
-    /// Add-only delta: files under these rootfs directories that no earlier layer has.
+    /// Delta-only mirror: makes these paths of the image equal to the same paths of the
+    /// rootfs. Entries that are new or changed since the layers below go in; entries the
+    /// layers below have and the rootfs does not get whiteouts (a directory whose whole old
+    /// content is gone becomes opaque); unchanged entries are left out. Symlinked parents
+    /// (merged-usr `/bin -> usr/bin`) are resolved in the rootfs and the symlink is included.
     Directories { paths: Vec<String> },
-    /// Add-only delta: these rootfs files, unless an earlier layer has them.
+    /// Delta-only mirror of single rootfs paths (same rules as `Directories`).
     Files { paths: Vec<String> },
-    /// Copies from the host into the image (overwrites).
+    /// Copies from the host into the image: overwrites, never deletes.
     Host { copies: Vec<HostCopy> },
     /// A directory prepared by the build system (e.g. one packages layer installed into its
     /// own root); its whole tree is laid over the image.
@@ -232,7 +236,8 @@ pub struct BuildRequest {
     /// Config `Labels`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Config `ExposedPorts` keys, stored verbatim: "80", "80/tcp", "53/udp".
+    /// Config `ExposedPorts`: `PORT[/tcp|udp|sctp]`; the key written always has the protocol
+    /// (`80` is stored as `80/tcp`, as docker does), and anything else is refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
     /// Config `User`.
@@ -263,6 +268,10 @@ pub struct BuildRequest {
 
     /// Layer compression.
     pub compression: Compression,
+    /// Compression level (gzip 1-9, zstd 1-22); None = the backend's default. Levels change
+    /// the blob bytes, not the diff_ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<i32>,
     /// Also write a tar of the layout to this path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tar: Option<PathBuf>,
@@ -376,6 +385,9 @@ pub struct IndexRequest {
     /// Index annotations with full keys.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// SOURCE_DATE_EPOCH: the mtime of the entries of the `tar`, for reproducible output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_date_epoch: Option<i64>,
 }
 
 /// One manifest referenced by a written index.

@@ -94,6 +94,7 @@ pub fn run_core_command(ctx: CoreContext) -> anyhow::Result<i32> {
     match name {
         "doctor" => run_doctor(&ctx),
         "plugins" => run_plugins(&ctx),
+        crate::commands::CORE_IMAGE_COMMAND => crate::image_cmd::run(&ctx),
         _ => bail!("'{name}' is not wired into the command front yet"),
     }
 }

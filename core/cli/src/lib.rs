@@ -4,6 +4,7 @@
 //! binary runs; `main.rs` only maps the result to an exit code.
 
 pub mod agent_client;
+pub mod image_cmd;
 pub mod plugins;
 pub mod runner;
 pub mod vm;

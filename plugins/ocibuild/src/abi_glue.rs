@@ -85,6 +85,7 @@ pub fn build_request(flavor: Flavor, r: abi::BuildRequest) -> BuildRequest {
             abi::Compression::Gzip => Compression::Gzip,
             abi::Compression::Zstd => Compression::Zstd,
         },
+        compression_level: r.compression_level,
         layers: r.layers.iter().map(layer_def).collect(),
         base_image: r.base_image.as_ref().map(|b| b.path.clone()),
         base_tag: r.base_image.as_ref().and_then(|b| b.tag.clone()),
@@ -159,6 +160,7 @@ pub fn index(r: abi::IndexRequest) -> Result<abi::IndexResult, PluginError> {
         tag: r.tag.clone(),
         tar_output: r.tar.clone(),
         annotations: r.annotations.clone(),
+        source_date_epoch: r.source_date_epoch,
         ..IndexRequest::default()
     };
     let rep = crate::index::build_index(&req, &mut stderr_log).map_err(plugin_error)?;

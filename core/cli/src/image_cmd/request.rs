@@ -1,0 +1,453 @@
+//! Options + settings file -> the backend interface's requests.
+//!
+//! Everything the user can get wrong is checked here, before a plugin is called, so bad
+//! input fails with one clear line and nothing on disk changes (the backends stage their
+//! output and only then move it into place, so they never leave a half-written layout).
+//!
+//! Merge rules for `image build`: an option replaces the file's value; `env`, `labels`,
+//! `ports` and `annotations` add to the file's (an option wins over the file for the same
+//! name); `--layer` replaces the file's whole layer list, because layer order matters.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use vcontainer_abi::backend::{
+    BaseImage, BuildRequest, Compression, IndexEntry, IndexRequest, LayerSpec, UnpackRequest,
+};
+
+use super::args::{BuildArgs, CompressionArg, IndexArgs, UnpackArgs};
+use super::config_file::{BuildFile, Words};
+use super::values::split_layout_ref;
+use super::values::{map_arch, parse_key_value, parse_platform, parse_port, split_index_input};
+
+/// Annotation keys of the `--revision`, `--created` and `--version` shortcuts.
+pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
+pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
+pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
+
+/// The environment's say, read once by the caller so this module stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// The global `--arch`, the program name's arch, or the host's (any spelling).
+    pub arch: String,
+    /// `$SOURCE_DATE_EPOCH`, already parsed.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl Defaults {
+    /// Reads `$SOURCE_DATE_EPOCH` (unset or empty = none; anything else must be seconds).
+    pub fn source_date_epoch_from_env() -> anyhow::Result<Option<i64>> {
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => {
+                v.trim().parse::<i64>().map(Some).map_err(|_| {
+                    anyhow::anyhow!("SOURCE_DATE_EPOCH='{v}' is not a number of seconds")
+                })
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// A build request and the backend that should run it (None: the user named none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildPlan {
+    pub backend: Option<String>,
+    pub request: BuildRequest,
+}
+
+fn words(what: &str, w: Words) -> anyhow::Result<Vec<String>> {
+    match w {
+        Words::List(list) => Ok(list),
+        Words::Line(line) => split_words(what, &line),
+    }
+}
+
+fn split_words(what: &str, line: &str) -> anyhow::Result<Vec<String>> {
+    shell_words::split(line).with_context(|| format!("cannot split --{what} '{line}' into words"))
+}
+
+fn check_level(compression: Compression, level: Option<i32>) -> anyhow::Result<()> {
+    let (name, range) = match compression {
+        Compression::Gzip => ("gzip", 1..=9),
+        Compression::Zstd => ("zstd", 1..=22),
+    };
+    match level {
+        Some(l) if !range.contains(&l) => bail!(
+            "--compression-level {l} is out of range for {name} ({}-{})",
+            range.start(),
+            range.end()
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn kv_list(items: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|i| parse_key_value(i).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .collect()
+}
+
+/// Merges the options with the settings file (options win) into a checked request.
+pub fn build_request(
+    args: &BuildArgs,
+    file: BuildFile,
+    defaults: &Defaults,
+) -> anyhow::Result<BuildPlan> {
+    let layers_text = if args.layer.is_empty() {
+        file.layers
+    } else {
+        args.layer.clone()
+    };
+    let layers = layers_text
+        .iter()
+        .map(|l| LayerSpec::parse(l).map_err(|e| anyhow::anyhow!("--layer: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let rootfs = args.rootfs.clone().or(file.rootfs);
+    let rootfs = match rootfs {
+        Some(r) if !r.is_dir() => bail!("rootfs {} is not a directory", r.display()),
+        Some(r) => r,
+        // layer definitions of host copies or prepared dirs need no rootfs
+        None if !layers.is_empty() => PathBuf::new(),
+        None => bail!("missing --rootfs DIR (or rootfs in the settings file)"),
+    };
+    let Some(output) = args.output.clone().or(file.output) else {
+        bail!("missing --output DIR (or output in the settings file)");
+    };
+
+    let entrypoint = match (&args.entrypoint, file.entrypoint) {
+        (Some(line), _) => Some(split_words("entrypoint", line)?),
+        (None, Some(w)) => Some(words("entrypoint", w)?),
+        (None, None) => None,
+    };
+    let cmd = match (&args.cmd, file.cmd) {
+        (Some(line), _) => Some(split_words("cmd", line)?),
+        (None, Some(w)) => Some(words("cmd", w)?),
+        (None, None) => None,
+    };
+
+    // file first, options after: the backend replaces an earlier NAME= in place
+    let env = kv_list(&file.env, "env in the settings file")?
+        .into_iter()
+        .chain(args.env.iter().cloned())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut labels = file.labels;
+    labels.extend(args.label.iter().cloned());
+    let mut ports: Vec<String> = Vec::new();
+    for p in file
+        .ports
+        .iter()
+        .map(|p| parse_port(p))
+        .chain(args.port.iter().cloned().map(Ok))
+    {
+        let p = p.map_err(|e| anyhow::anyhow!("ports in the settings file: {e}"))?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+
+    let mut annotations: BTreeMap<String, String> = file.annotations;
+    let shortcuts = |rev: &Option<String>, created: &Option<String>, ver: &Option<String>| {
+        [
+            (ANNOTATION_REVISION, rev.clone()),
+            (ANNOTATION_CREATED, created.clone()),
+            (ANNOTATION_VERSION, ver.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect::<Vec<_>>()
+    };
+    annotations.extend(shortcuts(&file.revision, &file.created, &file.version));
+    annotations.extend(args.annotation.iter().cloned());
+    annotations.extend(shortcuts(&args.revision, &args.created, &args.version));
+
+    let arch_text = args
+        .arch
+        .clone()
+        .or(file.arch)
+        .unwrap_or_else(|| defaults.arch.clone());
+    let (arch, implied_variant) = map_arch(&arch_text);
+    let variant = args.variant.clone().or(file.variant).or(implied_variant);
+
+    let compression = match args.compression.or(file.compression) {
+        Some(CompressionArg::Zstd) => Compression::Zstd,
+        Some(CompressionArg::Gzip) | None => Compression::Gzip,
+    };
+    let compression_level = args.compression_level.or(file.compression_level);
+    check_level(compression, compression_level)?;
+
+    let base_tag = args.base_tag.clone().or(file.base_tag);
+    let base_image = args
+        .base_image
+        .clone()
+        .or(file.base_image)
+        .map(|text| match base_tag {
+            Some(tag) => BaseImage {
+                path: PathBuf::from(text),
+                tag: Some(tag),
+            },
+            None => {
+                let (path, tag) = split_layout_ref(&text);
+                BaseImage { path, tag }
+            }
+        });
+    if let Some(b) = &base_image {
+        if !b.path.join("index.json").is_file() {
+            bail!(
+                "base image {} is not an OCI layout (no index.json)",
+                b.path.display()
+            );
+        }
+    }
+
+    Ok(BuildPlan {
+        backend: args.backend.clone().or(file.backend),
+        request: BuildRequest {
+            rootfs,
+            output,
+            tag: args.tag.clone().or(file.tag),
+            entrypoint,
+            cmd,
+            env,
+            labels,
+            ports,
+            user: args.user.clone().or(file.user),
+            workdir: args.workdir.clone().or(file.workdir),
+            stop_signal: args.stop_signal.clone().or(file.stop_signal),
+            author: args.author.clone().or(file.author),
+            arch,
+            variant,
+            os: args.os.clone().or(file.os),
+            annotations,
+            compression,
+            compression_level,
+            tar: args.tar.clone().or(file.tar),
+            layers,
+            base_image,
+            cache_dir: args.cache_dir.clone().or(file.cache_dir),
+            source_date_epoch: args
+                .source_date_epoch
+                .or(file.source_date_epoch)
+                .or(defaults.source_date_epoch),
+        },
+    })
+}
+
+/// `image unpack` options -> request.
+pub fn unpack_request(args: &UnpackArgs) -> anyhow::Result<UnpackRequest> {
+    if !args.image.join("index.json").is_file() {
+        bail!(
+            "{} is not an OCI layout (no index.json)",
+            args.image.display()
+        );
+    }
+    let platform = args
+        .platform
+        .as_deref()
+        .map(parse_platform)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+    Ok(UnpackRequest {
+        image: args.image.clone(),
+        tag: args.tag.clone(),
+        platform,
+        bundle: args.bundle.clone(),
+    })
+}
+
+/// `image index` options -> request.
+pub fn index_request(args: &IndexArgs, defaults: &Defaults) -> anyhow::Result<IndexRequest> {
+    let images = args
+        .images
+        .iter()
+        .map(|text| {
+            let (layout, tag, platform) =
+                split_index_input(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !layout.join("index.json").is_file() {
+                bail!("{} is not an OCI layout (no index.json)", layout.display());
+            }
+            Ok(IndexEntry {
+                layout,
+                tag,
+                platform,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(IndexRequest {
+        output: args.output.clone(),
+        tag: args.tag.clone(),
+        images,
+        tar: args.tar.clone(),
+        annotations: args.annotation.iter().cloned().collect(),
+        source_date_epoch: args.source_date_epoch.or(defaults.source_date_epoch),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(argv: &[&str]) -> BuildArgs {
+        let cli = super::super::args::ImageArgs::try_parse_from(
+            ["image", "build"].iter().chain(argv.iter()),
+        )
+        .expect("parses");
+        match cli.command {
+            super::super::args::ImageCommand::Build(b) => *b,
+            other => panic!("not build: {other:?}"),
+        }
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            arch: "x86_64".into(),
+            source_date_epoch: Some(5),
+        }
+    }
+
+    #[test]
+    fn options_become_the_request() {
+        let root = tempfile::tempdir().expect("tmp");
+        let r = root.path().display().to_string();
+        let args = parse(&[
+            "--rootfs",
+            &r,
+            "--output",
+            "/o",
+            "--entrypoint",
+            "/bin/sh -c",
+            "--cmd",
+            "echo 'a b'",
+            "--env",
+            "A=1",
+            "--port",
+            "80",
+            "--port",
+            "53/udp",
+            "--arch",
+            "armv7",
+            "--revision",
+            "abc",
+            "--annotation",
+            "x.y=z",
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "19",
+        ]);
+        let plan = build_request(&args, BuildFile::default(), &defaults()).expect("ok");
+        let q = plan.request;
+        assert_eq!(plan.backend, None);
+        assert_eq!(q.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
+        assert_eq!(q.cmd, Some(vec!["echo".into(), "a b".into()]));
+        assert_eq!(q.env, ["A=1"]);
+        assert_eq!(q.ports, ["80/tcp", "53/udp"]);
+        assert_eq!((q.arch.as_str(), q.variant.as_deref()), ("arm", Some("v7")));
+        assert_eq!(q.annotations[ANNOTATION_REVISION], "abc");
+        assert_eq!(q.annotations["x.y"], "z");
+        assert_eq!(q.compression, Compression::Zstd);
+        assert_eq!(q.source_date_epoch, Some(5));
+    }
+
+    #[test]
+    fn options_override_the_file_and_lists_merge() {
+        let root = tempfile::tempdir().expect("tmp");
+        let file = BuildFile::parse(&format!(
+            r#"
+            backend = "sloci"
+            rootfs = "{}"
+            output = "/from-file"
+            user = "file"
+            cmd = ["a", "b c"]
+            entrypoint = "/bin/true"
+            env = ["A=file", "B=file"]
+            labels = {{ k1 = "file", k2 = "file" }}
+            ports = ["22"]
+            source-date-epoch = 7
+            layers = ["f:files:/x"]
+            "#,
+            root.path().display()
+        ))
+        .expect("file");
+        let args = parse(&[
+            "--backend",
+            "umoci",
+            "--user",
+            "flag",
+            "--env",
+            "A=flag",
+            "--label",
+            "k2=flag",
+            "--port",
+            "22/tcp",
+            "--entrypoint",
+            "",
+        ]);
+        let plan = build_request(&args, file, &defaults()).expect("ok");
+        let q = plan.request;
+        assert_eq!(plan.backend.as_deref(), Some("umoci"));
+        assert_eq!(q.output, PathBuf::from("/from-file"));
+        assert_eq!(q.user.as_deref(), Some("flag"));
+        assert_eq!(q.cmd, Some(vec!["a".into(), "b c".into()]));
+        assert_eq!(
+            q.entrypoint,
+            Some(vec![]),
+            "'' clears the file's entrypoint"
+        );
+        assert_eq!(q.env, ["A=file", "B=file", "A=flag"]);
+        assert_eq!(q.labels["k1"], "file");
+        assert_eq!(q.labels["k2"], "flag");
+        assert_eq!(q.ports, ["22/tcp"]);
+        assert_eq!(q.source_date_epoch, Some(7));
+        assert_eq!(q.layers.len(), 1);
+        assert_eq!(q.arch, "amd64");
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let root = tempfile::tempdir().expect("tmp");
+        let r = root.path().display().to_string();
+        let cases: [(&[&str], &str); 5] = [
+            (&["--output", "/o"], "missing --rootfs"),
+            (&["--rootfs", &r], "missing --output"),
+            (
+                &["--rootfs", "/nonexistent/r", "--output", "/o"],
+                "not a directory",
+            ),
+            (
+                &[
+                    "--rootfs",
+                    &r,
+                    "--output",
+                    "/o",
+                    "--compression-level",
+                    "12",
+                ],
+                "out of range for gzip",
+            ),
+            (
+                &["--rootfs", &r, "--output", "/o", "--layer", "x:packages:y"],
+                "unknown type 'packages'",
+            ),
+        ];
+        for (argv, want) in cases {
+            let err = build_request(&parse(argv), BuildFile::default(), &defaults())
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(want), "{argv:?}: {err}");
+        }
+        let file = BuildFile::parse("ports = [\"99999\"]").expect("file");
+        let err = build_request(
+            &parse(&["--rootfs", &r, "--output", "/o"]),
+            file,
+            &defaults(),
+        )
+        .expect_err("refused");
+        assert!(format!("{err:#}").contains("99999"), "{err:#}");
+    }
+}
