@@ -15,8 +15,8 @@
 use abi_stable::std_types::{RString, RVec};
 
 use crate::runtime::{
-    CommandClass, CommandPlan, FileInput, FileOutput, InputKind, PortMapping, PortProtocol,
-    PortRange,
+    CommandClass, CommandPlan, FileInput, FileOutput, ImageOperand, ImageUse, InputKind,
+    PortMapping, PortProtocol, PortRange,
 };
 use crate::PluginError;
 
@@ -92,6 +92,8 @@ const BOOL_LONG: &[&str] = &[
     "--no-trunc",
     "--digests",
     "--no-network",
+    "--all-tags",
+    "--remove-signatures",
 ];
 
 /// Short options that take a value, per command family; every other short option is a flag.
@@ -155,7 +157,9 @@ fn subcommand(
         "cp" => cp(b, args),
         "build" => build(b, args),
         "login" => login(b, args),
-        "pull" | "push" | "search" | "logout" => {
+        "pull" => pull_or_push(b, args, ImageUse::Pull),
+        "push" => pull_or_push(b, args, ImageUse::Push),
+        "search" | "logout" => {
             b.needs_network = true;
             b.push_strings(args);
             Ok(())
@@ -179,6 +183,7 @@ struct Builder<'d> {
     ports: Vec<PortMapping>,
     needs_network: bool,
     name: Option<String>,
+    image: Option<ImageOperand>,
 }
 
 impl<'d> Builder<'d> {
@@ -194,7 +199,16 @@ impl<'d> Builder<'d> {
             ports: Vec::new(),
             needs_network: false,
             name: None,
+            image: None,
         }
+    }
+
+    /// Appends the image operand and remembers where it is.
+    fn push_image(&mut self, image: &str, usage: ImageUse) {
+        self.image = u32::try_from(self.argv.len())
+            .ok()
+            .map(|index| ImageOperand { index, usage });
+        self.argv.push(image.to_string());
     }
 
     fn push_all(&mut self, words: &[&str]) {
@@ -253,6 +267,7 @@ impl<'d> Builder<'d> {
             ports: RVec::from(self.ports),
             needs_network: self.needs_network,
             container_name: self.name.map(RString::from).into(),
+            image: self.image.into(),
         }
         .with_derived_class()
     }
@@ -593,6 +608,8 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
         }
         for g in &groups {
             if g.opts.len() == 1 && g.opts[0].is(&["--no-network"]) {
+                // vrun's own option (spec/cli.md 1.3): the container gets no network
+                b.push_all(&["--network", "none"]);
                 continue;
             }
             b.argv.extend(g.tokens.iter().cloned());
@@ -603,11 +620,26 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
             b.push_all(&["--entrypoint"]);
             b.argv.push(String::new());
         }
-        b.argv.push(image.clone());
+        b.push_image(image, ImageUse::Run);
         b.push_strings(command);
     } else {
         emit_groups(b, &groups);
-        b.push_strings(operands);
+        if let Some((image, command)) = operands.split_first() {
+            b.push_image(image, ImageUse::Run);
+            b.push_strings(command);
+        }
+    }
+    Ok(())
+}
+
+/// `pull IMAGE` / `push IMAGE [DEST]`: the first operand is the image.
+fn pull_or_push(b: &mut Builder<'_>, args: &[String], usage: ImageUse) -> Result<(), PluginError> {
+    let (groups, at) = parse_options(args, &[]);
+    b.needs_network = true;
+    emit_groups(b, &groups);
+    if let Some((image, rest)) = args[at..].split_first() {
+        b.push_image(image, usage);
+        b.push_strings(rest);
     }
     Ok(())
 }
@@ -1105,6 +1137,8 @@ mod tests {
                 "run",
                 "--rm",
                 "-it",
+                "--network",
+                "none",
                 "-v",
                 "/tmp/vcontainer-io/vol0:/d",
                 "--entrypoint",
@@ -1261,6 +1295,41 @@ mod tests {
         ] {
             assert!(p(c).needs_network, "{c:?}");
         }
+    }
+
+    #[test]
+    fn the_image_operand_is_located() {
+        let image = |args: &[&str]| {
+            let plan = p(args);
+            plan.image_ref().map(|(i, u)| (i.to_string(), u))
+        };
+        let run = |s: &str| Some((s.to_string(), ImageUse::Run));
+        assert_eq!(
+            image(&["run", "--rm", "-e", "A=1", "bb:1", "ls"]),
+            run("bb:1")
+        );
+        assert_eq!(image(&["create", "--name", "x", "bb"]), run("bb"));
+        assert_eq!(image(&["container", "run", "-it", "bb", "sh"]), run("bb"));
+        assert_eq!(
+            image(&["vrun", "-v", "/d:/d", "bb", "echo", "hi"]),
+            run("bb")
+        );
+        assert_eq!(image(&["run", "--", "bb", "-t"]), run("bb"));
+        assert_eq!(
+            image(&["pull", "--platform", "linux/amd64", "-q", "bb:1"]),
+            Some(("bb:1".into(), ImageUse::Pull))
+        );
+        assert_eq!(
+            image(&["image", "pull", "--all-tags", "bb"]),
+            Some(("bb".into(), ImageUse::Pull))
+        );
+        assert_eq!(
+            image(&["push", "r:5000/bb:1", "dest"]),
+            Some(("r:5000/bb:1".into(), ImageUse::Push))
+        );
+        assert_eq!(image(&["images"]), None);
+        assert_eq!(image(&["run", "--rm"]), None);
+        assert_eq!(image(&["exec", "c1", "ls"]), None);
     }
 
     #[test]

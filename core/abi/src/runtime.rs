@@ -79,6 +79,13 @@ pub struct ServiceSpec {
     pub env: RVec<RString>,
     /// A command that exits 0 once the service is ready; retried until `timeout_secs`.
     pub readiness_probe: RVec<RString>,
+    /// A Unix socket that accepts connections once the service is ready ("" = none). The
+    /// agent checks it without starting a process (a probe program costs about a second
+    /// per try under TCG); `readiness_probe` stays the fallback for agents that predate it.
+    pub readiness_socket: RString,
+    /// With `readiness_socket`: also `GET` this path over it and wait for a 2xx answer
+    /// ("" = connecting is enough), for daemons that listen before they serve.
+    pub readiness_http_path: RString,
     /// How long to wait for readiness. Generous, because guests may run under TCG emulation.
     pub timeout_secs: u32,
 }
@@ -142,6 +149,30 @@ pub struct CommandPlan {
     pub needs_network: bool,
     /// `--name` of the container created, if any (to key port forwards).
     pub container_name: ROption<RString>,
+    /// The image the command names and what it does with it, so the core can apply the
+    /// default registry (`--registry`) and per-registry options (`--ca-cert`, credentials).
+    pub image: ROption<ImageOperand>,
+}
+
+/// What a command does with the image it names.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageUse {
+    /// `pull IMAGE`: fetched from a registry.
+    Pull,
+    /// `run`/`create`/`vrun IMAGE`: used locally, pulled by the runtime when missing.
+    Run,
+    /// `push IMAGE`: sent to the registry its name says.
+    Push,
+}
+
+/// The image operand of a command.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageOperand {
+    /// Index of the image reference in [`CommandPlan::argv`].
+    pub index: u32,
+    pub usage: ImageUse,
 }
 
 /// What kind of host object a [`FileInput`] is.
@@ -243,6 +274,7 @@ impl CommandPlan {
             ports: RVec::new(),
             needs_network: false,
             container_name: ROption::RNone,
+            image: ROption::RNone,
         }
     }
 
@@ -273,5 +305,12 @@ impl CommandPlan {
     /// `argv` as plain strings.
     pub fn argv_strings(&self) -> Vec<String> {
         self.argv.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The image reference the command names (see [`CommandPlan::image`]), as written.
+    pub fn image_ref(&self) -> Option<(&str, ImageUse)> {
+        let op = self.image.as_ref().into_option()?;
+        let arg = self.argv.get(usize::try_from(op.index).ok()?)?;
+        Some((arg.as_str(), op.usage))
     }
 }

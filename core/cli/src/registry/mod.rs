@@ -1,21 +1,25 @@
 //! Registry options for both runtimes: `--registry R` (default registry for unqualified
-//! image names, falling back to docker.io), `--insecure-registry H[:P]` (repeatable) and
+//! image names, falling back to docker.io), `--insecure-registry H[:P]` (repeatable),
+//! `--secure-registry`, `--ca-cert FILE`, `--registry-user`/`--registry-password` and
 //! `--config auth.json` (credentials for one command).
 //!
-//! Like vimport, this only plans: [`guest_setup`] returns the files to push into the guest,
-//! the argv to run before the user's command and the environment for it. The runner applies
-//! the setup before *every* command, so a changed option takes effect at the next command
-//! without restarting a memres VM:
-//! - podman reads `/etc/containers/registries.conf.d/*.conf` on each invocation; the
-//!   drop-in is always rewritten (an empty one when no option is given, which removes
-//!   earlier settings);
-//! - dockerd reloads `insecure-registries` from daemon.json on SIGHUP; the new daemon.json
-//!   is the runtime's baked one plus the list, installed and signalled only when it
-//!   changed, and the script waits until `docker info` shows the new list;
-//! - the default registry is applied by qualifying names ([`qualify_pull`]) for docker,
-//!   and by `unqualified-search-registries` for podman when it has no namespace;
-//! - the auth file goes to a per-command guest directory, named by `DOCKER_CONFIG` /
-//!   `REGISTRY_AUTH_FILE` in the command's environment, never on a command line, and is
+//! Like vimport, this only plans: [`guest_setup`] returns the guest configuration the
+//! options ask for, the per-command auth file and the environment for the command. The
+//! runner applies it before every network command, so a changed option takes effect at the
+//! next command without restarting a memres VM:
+//! - the configuration ([`GuestConfig`]: podman's registries drop-in, docker's daemon.json,
+//!   the CA certificates under `certs.d/<registry>/ca.crt`) has a fingerprint; the runner
+//!   installs it only when it differs from what the VM already has, each file written to a
+//!   temp name and renamed, so a crash never leaves half a file;
+//! - dockerd reloads `insecure-registries` from daemon.json on SIGHUP (it reads certs.d at
+//!   each connection); podman reads its drop-ins and certs.d at each invocation;
+//! - the default registry is applied to every command that names an image (pull, run,
+//!   create, vrun; see [`default_registry_plan`]): `R/<image>` is pulled and tagged as
+//!   `<image>`, with Docker Hub as the fallback; podman without a namespace also gets
+//!   `unqualified-search-registries = [R, docker.io]`;
+//! - credentials (`--config`, or `--registry-user`/`--registry-password` turned into an auth
+//!   entry for the registry) go to a per-command guest file named by `DOCKER_CONFIG` /
+//!   `REGISTRY_AUTH_FILE` in the command's environment, never on a command line, and are
 //!   removed afterwards ([`GuestSetup::cleanup`]).
 
 pub mod auth;
@@ -23,15 +27,23 @@ pub mod auth;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-pub use auth::{AuthConfigError, AuthFile};
+pub use auth::{AuthConfigError, AuthFile, Credentials};
 
 use crate::vimport::payload::{Payload, PayloadEntry};
 
 /// Docker Hub, the fallback for unqualified names.
 pub const DOCKER_HUB: &str = "docker.io";
 
-/// Guest directory for files that are installed by a setup command (docker's daemon.json).
+/// Guest directory holding staged configuration (one subdir per fingerprint) before it is
+/// installed.
 pub const GUEST_STAGING_DIR: &str = "/run/vcontainer/registry";
+
+/// Where each runtime looks for per-registry CA certificates (`<dir>/<host:port>/ca.crt`).
+pub const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
+pub const PODMAN_CERTS_DIR: &str = "/etc/containers/certs.d";
+
+/// A CA certificate file larger than this is refused (a bundle is a few KiB).
+pub const MAX_CA_CERT_BYTES: u64 = 1024 * 1024;
 
 /// Guest directory holding per-command auth dirs.
 pub const GUEST_AUTH_ROOT: &str = "/run/vcontainer/auth";
@@ -55,6 +67,10 @@ pub enum RegistryError {
     Auth(#[from] AuthConfigError),
     #[error("the runtime's baked {DOCKER_DAEMON_JSON} is not a JSON object: {0}")]
     BaseDaemonJson(String),
+    #[error("--ca-cert {path}: {reason}")]
+    CaCert { path: String, reason: String },
+    #[error("{0} applies to one registry: give --registry REGISTRY, or name the registry in the image (REGISTRY/NAME)")]
+    NoRegistryFor(&'static str),
 }
 
 /// The registry options of one command, validated.
@@ -68,6 +84,10 @@ pub struct RegistryOptions {
     /// treat it as insecure too (the old vdkr guest did this).
     pub auto_insecure_default: bool,
     pub auth: Option<AuthFile>,
+    /// `--ca-cert`: PEM text trusted for the default registry (or the command's registry).
+    pub ca_cert: Option<Vec<u8>>,
+    /// `--registry-user` + `--registry-password`.
+    pub credentials: Option<Credentials>,
 }
 
 fn bad(option: &'static str, value: &str, reason: &str) -> RegistryError {
@@ -175,7 +195,80 @@ impl RegistryOptions {
             insecure: list,
             auto_insecure_default,
             auth,
+            ca_cert: None,
+            credentials: None,
         })
+    }
+
+    /// Adds `--ca-cert FILE`: read now (a PEM certificate), so a bad file fails before any
+    /// VM work. A CA certificate means TLS is wanted: the default registry is then not
+    /// treated as insecure.
+    pub fn with_ca_cert(mut self, path: &std::path::Path) -> Result<Self, RegistryError> {
+        let fail = |reason: String| RegistryError::CaCert {
+            path: path.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => fail("file not found".into()),
+            _ => fail(e.to_string()),
+        })?;
+        if !meta.is_file() {
+            return Err(fail("must be a regular file".into()));
+        }
+        if meta.len() > MAX_CA_CERT_BYTES {
+            return Err(fail(format!("file is too large ({} bytes)", meta.len())));
+        }
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(fail(
+                "not a PEM certificate (no -----BEGIN CERTIFICATE----- line)".into(),
+            ));
+        }
+        self.ca_cert = Some(pem);
+        self.auto_insecure_default = false;
+        Ok(self)
+    }
+
+    /// Adds `--registry-user` / `--registry-password` (both or neither).
+    pub fn with_credentials(
+        mut self,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Self, RegistryError> {
+        self.credentials = match (user, password) {
+            (None, None) => None,
+            (Some(u), Some(p)) if !u.is_empty() && !u.contains(':') => Some(Credentials {
+                user: u.to_string(),
+                password: p.to_string(),
+            }),
+            (Some(u), Some(_)) => {
+                return Err(bad(
+                    "--registry-user",
+                    u,
+                    "must be non-empty and without ':'",
+                ))
+            }
+            (Some(u), None) => {
+                return Err(bad("--registry-user", u, "needs --registry-password too"))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "--registry-password",
+                    "***",
+                    "needs --registry-user too",
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// The registry `--ca-cert` and the credentials are for: the default registry's host,
+    /// else the registry the command's image names.
+    pub fn target_host(&self, image: Option<&str>) -> Option<String> {
+        if let Some(h) = self.default_host() {
+            return Some(h.to_string());
+        }
+        image.and_then(registry_of).map(str::to_string)
     }
 
     /// The registry host of `--registry` (without namespace).
@@ -199,29 +292,204 @@ impl RegistryOptions {
     }
 }
 
+/// One piece of guest configuration, replaced as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigItem {
+    /// A file.
+    File { dest: String, contents: Vec<u8> },
+    /// A directory and the files in it (`(relative path, contents)`), e.g. certs.d.
+    Tree {
+        dest: String,
+        files: Vec<(String, Vec<u8>)>,
+    },
+}
+
+/// The guest configuration the options ask for. The runner compares its
+/// [`fingerprint`](GuestConfig::fingerprint) with what the VM already has and installs it
+/// only when they differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestConfig {
+    pub items: Vec<ConfigItem>,
+    /// docker: the daemon.json to install, and the insecure hosts dockerd must list after
+    /// its reload.
+    pub docker_daemon_json: Option<(String, Vec<String>)>,
+}
+
+/// Installs staged items: for each `(kind, staged name, destination)` the staged copy goes
+/// to `<dest>.vc-new`, then is renamed over the destination (a directory is moved aside
+/// first), so a reader never sees half a file and a crash leaves the old one or the new
+/// one. Fixed text; the values are positional parameters.
+const INSTALL_SCRIPT: &str = r#"stage="$1"; shift
+while [ "$#" -ge 3 ]; do
+  kind="$1"; src="$stage/$2"; dest="$3"; shift 3
+  mkdir -p "$(dirname "$dest")" || exit 1
+  rm -rf "$dest.vc-new" "$dest.vc-old"
+  cp -a "$src" "$dest.vc-new" || exit 1
+  if [ "$kind" = d ] && [ -e "$dest" ]; then mv -T "$dest" "$dest.vc-old" || exit 1; fi
+  mv -f -T "$dest.vc-new" "$dest" || exit 1
+  rm -rf "$dest.vc-old"
+done
+exit 0"#;
+
+/// Installs a staged daemon.json when it differs (temp + rename), reloads dockerd (SIGHUP
+/// re-reads insecure-registries) and waits until `docker info` lists every insecure host.
+/// Fixed text; the values arrive as positional parameters.
+const DOCKER_RELOAD_SCRIPT: &str = r#"new="$1"; shift
+cmp -s "$new" /etc/docker/daemon.json && exit 0
+cp "$new" /etc/docker/daemon.json.vc-new || exit 1
+mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json || exit 1
+kill -HUP "$(cat /var/run/docker.pid)" || { echo "cannot signal dockerd to reload $new" >&2; exit 1; }
+for h in "$@"; do
+  i=0
+  until docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -qF "\"Name\":\"$h\""; do
+    i=$((i+1))
+    if [ "$i" -ge 150 ]; then echo "dockerd did not reload insecure registry $h" >&2; exit 1; fi
+    sleep 0.2
+  done
+done
+exit 0"#;
+
+impl GuestConfig {
+    /// sha256 of everything the configuration installs (hex).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        for item in &self.items {
+            match item {
+                ConfigItem::File { dest, contents } => {
+                    field(b"file");
+                    field(dest.as_bytes());
+                    field(contents);
+                }
+                ConfigItem::Tree { dest, files } => {
+                    field(b"tree");
+                    field(dest.as_bytes());
+                    for (name, contents) in files {
+                        field(name.as_bytes());
+                        field(contents);
+                    }
+                }
+            }
+        }
+        if let Some((json, hosts)) = &self.docker_daemon_json {
+            field(b"daemon.json");
+            field(json.as_bytes());
+            for host in hosts {
+                field(host.as_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// The guest dir the configuration is staged in (named by its fingerprint).
+    pub fn stage_dir(&self) -> String {
+        format!("{GUEST_STAGING_DIR}/{}", &self.fingerprint()[..16])
+    }
+
+    /// The staged files, as a tar stream to unpack into [`stage_dir`](Self::stage_dir).
+    pub fn payload(&self) -> Payload {
+        let mut entries = Vec::new();
+        for (k, item) in self.items.iter().enumerate() {
+            match item {
+                ConfigItem::File { contents, .. } => {
+                    entries.push(PayloadEntry::bytes(format!("i{k}"), contents.clone()));
+                }
+                ConfigItem::Tree { files, .. } => {
+                    let root = format!("i{k}");
+                    entries.push(PayloadEntry::dir(root.clone()));
+                    let mut dirs = BTreeSet::new();
+                    for (name, _) in files {
+                        let mut at = root.clone();
+                        let parts: Vec<&str> = name.split('/').collect();
+                        for part in &parts[..parts.len().saturating_sub(1)] {
+                            at = format!("{at}/{part}");
+                            if dirs.insert(at.clone()) {
+                                entries.push(PayloadEntry::dir(at.clone()));
+                            }
+                        }
+                    }
+                    for (name, contents) in files {
+                        entries.push(PayloadEntry::bytes(
+                            format!("{root}/{name}"),
+                            contents.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some((json, _)) = &self.docker_daemon_json {
+            entries.push(PayloadEntry::bytes(
+                "daemon.json",
+                json.clone().into_bytes(),
+            ));
+        }
+        Payload::new(entries)
+    }
+
+    /// The commands that install the staged configuration, in order.
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        let stage = self.stage_dir();
+        let mut out = Vec::new();
+        if !self.items.is_empty() {
+            let mut argv = vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                INSTALL_SCRIPT.to_string(),
+                "sh".to_string(),
+                stage.clone(),
+            ];
+            for (k, item) in self.items.iter().enumerate() {
+                let (kind, dest) = match item {
+                    ConfigItem::File { dest, .. } => ("f", dest),
+                    ConfigItem::Tree { dest, .. } => ("d", dest),
+                };
+                argv.extend([kind.to_string(), format!("i{k}"), dest.clone()]);
+            }
+            out.push(argv);
+        }
+        if let Some((_, hosts)) = &self.docker_daemon_json {
+            let mut argv = vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                DOCKER_RELOAD_SCRIPT.to_string(),
+                "sh".to_string(),
+                format!("{stage}/daemon.json"),
+            ];
+            argv.extend(hosts.iter().cloned());
+            out.push(argv);
+        }
+        out
+    }
+}
+
 /// What the runner does in the guest for one command's registry options.
 #[derive(Debug, Default)]
 pub struct GuestSetup {
-    /// Tar streams to push (guest directory, payload), in order.
-    pub pushes: Vec<(String, Payload)>,
-    /// argv to run after the pushes and after the runtime's services are up, before the
-    /// user's command; a non-zero exit fails the command (exit 125).
-    pub commands: Vec<Vec<String>>,
+    /// Installed when it differs from what the VM has (see [`GuestConfig`]).
+    pub config: GuestConfig,
+    /// The configuration of a freshly booted VM (the options' defaults): what a VM is
+    /// assumed to have until something else was installed in it.
+    pub boot_config: GuestConfig,
+    /// The per-command credentials file: (guest dir, tar stream).
+    pub auth_push: Option<(String, Payload)>,
     /// Extra environment for the user's command.
     pub env: Vec<(String, String)>,
     /// Guest paths to remove after the command (the auth copy), whatever its outcome.
     pub cleanup: Vec<String>,
     /// Lines for stderr (warnings about the auth file).
     pub notices: Vec<String>,
-    /// The options this setup was made from (for [`qualify_pull`]).
+    /// The options this setup was made from (for [`default_registry_plan`]).
     pub options: RegistryOptions,
 }
 
 /// The podman drop-in for these options (always written; empty settings reset old ones).
 pub fn podman_dropin(opts: &RegistryOptions) -> String {
-    let mut out = String::from(
-        "# Written by vpdmn before each command from --registry/--insecure-registry; do not edit.\n",
-    );
+    let mut out =
+        String::from("# Written by vpdmn from --registry/--insecure-registry; do not edit.\n");
     if let Some(r) = &opts.default_registry {
         if !r.contains('/') {
             out.push_str(&format!(
@@ -265,66 +533,110 @@ pub fn docker_daemon_json(
     Ok(text)
 }
 
-/// Installs a staged daemon.json when it differs, reloads dockerd (SIGHUP re-reads
-/// insecure-registries) and waits until `docker info` lists every insecure host. Fixed
-/// text; the values arrive as positional parameters, never spliced into the script.
-const DOCKER_RELOAD_SCRIPT: &str = r#"new="$1"; shift
-cmp -s "$new" /etc/docker/daemon.json && exit 0
-cp "$new" /etc/docker/daemon.json || exit 1
-kill -HUP "$(cat /var/run/docker.pid)" || { echo "cannot signal dockerd to reload $new" >&2; exit 1; }
-for h in "$@"; do
-  i=0
-  until docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -qF "\"Name\":\"$h\""; do
-    i=$((i+1))
-    if [ "$i" -ge 150 ]; then echo "dockerd did not reload insecure registry $h" >&2; exit 1; fi
-    sleep 0.2
-  done
-done
-exit 0"#;
+/// The guest configuration of `opts` for `runtime_binary` ("docker"/"podman").
+/// `ca_host` is the registry a `--ca-cert` is for.
+pub fn guest_config(
+    runtime_binary: &str,
+    base_daemon_json: Option<&str>,
+    opts: &RegistryOptions,
+    ca_host: Option<&str>,
+) -> Result<GuestConfig, RegistryError> {
+    let certs: Vec<(String, Vec<u8>)> = match (&opts.ca_cert, ca_host) {
+        (Some(pem), Some(host)) => vec![(format!("{host}/ca.crt"), pem.clone())],
+        (Some(_), None) => return Err(RegistryError::NoRegistryFor("--ca-cert")),
+        (None, _) => Vec::new(),
+    };
+    let mut config = GuestConfig::default();
+    match runtime_binary {
+        "docker" => {
+            config.items.push(ConfigItem::Tree {
+                dest: DOCKER_CERTS_DIR.into(),
+                files: certs,
+            });
+            config.docker_daemon_json = Some((
+                docker_daemon_json(base_daemon_json, opts)?,
+                opts.insecure_hosts(),
+            ));
+        }
+        _ => {
+            config.items.push(ConfigItem::File {
+                dest: format!("{PODMAN_DROPIN_DIR}/{PODMAN_DROPIN_NAME}"),
+                contents: podman_dropin(opts).into_bytes(),
+            });
+            config.items.push(ConfigItem::Tree {
+                dest: PODMAN_CERTS_DIR.into(),
+                files: certs,
+            });
+        }
+    }
+    Ok(config)
+}
+
+/// The auth file for one command: `--config`'s contents, plus an entry for `host` made
+/// from `--registry-user`/`--registry-password` (unless `--config` already has one).
+fn auth_contents(
+    opts: &RegistryOptions,
+    host: Option<&str>,
+    notices: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let Some(creds) = &opts.credentials else {
+        return Ok(opts.auth.as_ref().map(|a| a.contents.clone()));
+    };
+    let host = host.ok_or(RegistryError::NoRegistryFor("--registry-user"))?;
+    let mut doc = match &opts.auth {
+        Some(a) => serde_json::from_slice::<serde_json::Value>(&a.contents)
+            .unwrap_or_else(|_| serde_json::json!({})),
+        None => serde_json::json!({}),
+    };
+    let Some(root) = doc.as_object_mut() else {
+        return Ok(opts.auth.as_ref().map(|a| a.contents.clone()));
+    };
+    let auths = root.entry("auths").or_insert_with(|| serde_json::json!({}));
+    if let Some(map) = auths.as_object_mut() {
+        if map.contains_key(host) {
+            notices.push(format!(
+                "NOTE: --config has credentials for {host}; they take precedence over --registry-user/--registry-password"
+            ));
+        } else {
+            map.insert(
+                host.to_string(),
+                serde_json::json!({ "auth": creds.basic_auth() }),
+            );
+        }
+    }
+    serde_json::to_vec(&doc)
+        .map(Some)
+        .map_err(|e| RegistryError::BaseDaemonJson(e.to_string()))
+}
 
 /// The guest setup for `runtime_binary` ("docker"/"podman"). `base_daemon_json` is the
 /// docker plugin's baked daemon.json (from its spec's guest files); `run_id` makes the
-/// auth dir unique per command.
+/// auth dir unique per command; `image` is the image the command names (it decides the
+/// registry of `--ca-cert` and the credentials when there is no default registry).
 pub fn guest_setup(
     runtime_binary: &str,
     base_daemon_json: Option<&str>,
     opts: &RegistryOptions,
     run_id: &str,
+    image: Option<&str>,
 ) -> Result<GuestSetup, RegistryError> {
+    let host = opts.target_host(image);
     let mut setup = GuestSetup {
+        config: guest_config(runtime_binary, base_daemon_json, opts, host.as_deref())?,
+        boot_config: guest_config(
+            runtime_binary,
+            base_daemon_json,
+            &RegistryOptions::default(),
+            None,
+        )?,
         options: opts.clone(),
         ..GuestSetup::default()
     };
-    match runtime_binary {
-        "docker" => {
-            let json = docker_daemon_json(base_daemon_json, opts)?;
-            setup.pushes.push((
-                GUEST_STAGING_DIR.to_string(),
-                Payload::new(vec![PayloadEntry::bytes("daemon.json", json.into_bytes())]),
-            ));
-            let mut argv = vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                DOCKER_RELOAD_SCRIPT.to_string(),
-                "sh".to_string(),
-                format!("{GUEST_STAGING_DIR}/daemon.json"),
-            ];
-            argv.extend(opts.insecure_hosts());
-            setup.commands.push(argv);
-        }
-        _ => {
-            setup.pushes.push((
-                PODMAN_DROPIN_DIR.to_string(),
-                Payload::new(vec![PayloadEntry::bytes(
-                    PODMAN_DROPIN_NAME,
-                    podman_dropin(opts).into_bytes(),
-                )]),
-            ));
-        }
-    }
     if let Some(auth) = &opts.auth {
-        let dir = format!("{GUEST_AUTH_ROOT}/{run_id}");
         setup.notices.extend(auth.warnings.iter().cloned());
+    }
+    if let Some(contents) = auth_contents(opts, host.as_deref(), &mut setup.notices)? {
+        let dir = format!("{GUEST_AUTH_ROOT}/{run_id}");
         let (file, var, value) = match runtime_binary {
             "docker" => ("config.json", "DOCKER_CONFIG", dir.clone()),
             _ => (
@@ -333,12 +645,9 @@ pub fn guest_setup(
                 format!("{dir}/auth.json"),
             ),
         };
-        setup.pushes.push((
+        setup.auth_push = Some((
             dir.clone(),
-            Payload::new(vec![PayloadEntry::private_bytes(
-                file,
-                auth.contents.clone(),
-            )]),
+            Payload::new(vec![PayloadEntry::private_bytes(file, contents)]),
         ));
         setup.env.push((var.to_string(), value));
         setup.cleanup.push(dir);
@@ -347,15 +656,22 @@ pub fn guest_setup(
 }
 
 /// The registry options of a runtime command, checked before any VM work (a bad
-/// `--config` file fails here with exit 125 and the VM untouched).
+/// `--config` or `--ca-cert` file fails here with exit 125 and the VM untouched).
 pub fn options_for(
     ctx: &crate::dispatch::RuntimeContext,
 ) -> Result<RegistryOptions, RegistryError> {
-    RegistryOptions::new(
+    let mut opts = RegistryOptions::new(
         ctx.settings.registry.as_deref(),
         &ctx.options.insecure_registries,
         ctx.options.secure_registry,
         ctx.settings.auth_config.as_deref(),
+    )?;
+    if let Some(ca) = &ctx.options.ca_cert {
+        opts = opts.with_ca_cert(ca)?;
+    }
+    opts.with_credentials(
+        ctx.options.registry_user.as_deref(),
+        ctx.options.registry_password.as_deref(),
     )
 }
 
@@ -367,23 +683,38 @@ pub fn base_daemon_json(spec: &vcontainer_abi::runtime::RuntimeSpec) -> Option<S
         .map(|f| f.contents.to_string())
 }
 
-/// Applies a setup in the guest (after the runtime's services are up) and returns the
-/// environment the user's command must get. Call [`remove_auth`] after the command.
-pub fn apply(
+/// Installs `config` in the guest: stages it, runs the install commands, removes the stage.
+pub fn install(
+    config: &GuestConfig,
+    guest: &mut dyn crate::vimport::execute::Guest,
+) -> anyhow::Result<()> {
+    let stage = config.stage_dir();
+    guest.push_tar(&stage, &mut config.payload().reader())?;
+    let mut result = Ok(());
+    for argv in config.commands() {
+        let code = guest.run(&argv, &[])?;
+        if code != 0 {
+            result = Err(anyhow::anyhow!(
+                "applying the registry settings in the guest failed (exit {code})"
+            ));
+            break;
+        }
+    }
+    guest.remove(&stage);
+    result
+}
+
+/// Pushes the per-command auth file (after the notices) and returns the environment the
+/// user's command must get. Call [`remove_auth`] after the command.
+pub fn push_auth(
     setup: &GuestSetup,
     guest: &mut dyn crate::vimport::execute::Guest,
 ) -> anyhow::Result<Vec<(String, String)>> {
     for line in &setup.notices {
         guest.notice(line);
     }
-    for (dir, payload) in &setup.pushes {
+    if let Some((dir, payload)) = &setup.auth_push {
         guest.push_tar(dir, &mut payload.reader())?;
-    }
-    for argv in &setup.commands {
-        let code = guest.run(argv, &[])?;
-        if code != 0 {
-            anyhow::bail!("applying the registry settings in the guest failed (exit {code})");
-        }
     }
     Ok(setup.env.clone())
 }
@@ -395,6 +726,11 @@ pub fn remove_auth(setup: &GuestSetup, guest: &mut dyn crate::vimport::execute::
     }
 }
 
+/// The registry host an image reference names, None for Docker Hub names.
+pub fn registry_of(image: &str) -> Option<&str> {
+    is_qualified(image).then(|| image.split('/').next().unwrap_or(image))
+}
+
 /// True when an image reference names its registry (`host.tld/…`, `host:port/…`,
 /// `localhost/…`).
 pub fn is_qualified(image: &str) -> bool {
@@ -404,31 +740,76 @@ pub fn is_qualified(image: &str) -> bool {
     }
 }
 
-/// `--registry` for a `pull`: the argv lists to try in order. The first pulls
-/// `<registry>/<image>` and tags it as `<image>` (so later `run <image>` finds it); the
-/// second, tried when the first fails, is the original pull from Docker Hub. None when the
-/// command is not a plain pull of an unqualified image or no default registry applies.
-pub fn qualify_pull(argv: &[String], opts: &RegistryOptions) -> Option<Vec<Vec<Vec<String>>>> {
+/// What `--registry R` does to a command that names an unqualified image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultRegistry {
+    /// `pull`: the attempts in order, each a sequence of argv; the first pulls
+    /// `R/<image>` and tags it `<image>` (so later commands find it by the name the user
+    /// gave), the second is the user's own pull (Docker Hub).
+    Pull(Vec<Vec<Vec<String>>>),
+    /// `run`/`create`/`vrun`: before the command, when `check` fails (the image is not
+    /// here), run `pull` then `tag`; if the pull fails the runtime's own lookup (Docker
+    /// Hub) is left to the command.
+    PrePull {
+        check: Vec<String>,
+        pull: Vec<String>,
+        tag: Vec<String>,
+    },
+}
+
+/// An image ID (`sha256:…` or 12+ hex digits) or a digest reference: not a name a registry
+/// prefix applies to.
+fn is_id_or_digest(image: &str) -> bool {
+    image.starts_with("sha256:")
+        || image.contains('@')
+        || (image.len() >= 12 && image.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `--registry R` for the command `plan` (see [`DefaultRegistry`]). None when no default
+/// registry applies: no `--registry`, no image operand, an image that names its registry,
+/// an image ID or digest, a push, or podman with a plain registry host (its
+/// `unqualified-search-registries` in the drop-in does the same).
+pub fn default_registry_plan(
+    plan: &vcontainer_abi::runtime::CommandPlan,
+    opts: &RegistryOptions,
+) -> Option<DefaultRegistry> {
+    use vcontainer_abi::runtime::ImageUse;
     let registry = opts.default_registry.as_deref()?;
-    let (runtime, rest) = argv.split_first()?;
+    let argv = plan.argv_strings();
+    let runtime = argv.first()?.clone();
     if runtime == "podman" && !registry.contains('/') {
-        return None; // unqualified-search-registries in the drop-in does it
-    }
-    let pos = rest.iter().position(|a| a == "pull")?;
-    if pos != 0 {
         return None;
     }
-    let image = argv.last()?;
-    if argv.len() < 3 || image.starts_with('-') || is_qualified(image) {
+    let (image, usage) = plan.image_ref()?;
+    let index = usize::try_from(plan.image.as_ref().into_option()?.index).ok()?;
+    if image.is_empty() || image.starts_with('-') || is_qualified(image) || is_id_or_digest(image) {
         return None;
     }
     let qualified = format!("{registry}/{image}");
-    let mut first = argv.to_vec();
-    if let Some(last) = first.last_mut() {
-        *last = qualified.clone();
+    let tag = vec![
+        runtime.clone(),
+        "tag".into(),
+        qualified.clone(),
+        image.to_string(),
+    ];
+    match usage {
+        ImageUse::Pull => {
+            let mut first = argv.clone();
+            first[index] = qualified;
+            Some(DefaultRegistry::Pull(vec![vec![first, tag], vec![argv]]))
+        }
+        ImageUse::Run => Some(DefaultRegistry::PrePull {
+            check: vec![
+                runtime.clone(),
+                "image".into(),
+                "inspect".into(),
+                image.to_string(),
+            ],
+            pull: vec![runtime, "pull".into(), qualified],
+            tag,
+        }),
+        ImageUse::Push => None,
     }
-    let tag = vec![runtime.clone(), "tag".into(), qualified, image.clone()];
-    Some(vec![vec![first, tag], vec![argv.to_vec()]])
 }
 
 #[cfg(test)]

@@ -61,20 +61,205 @@ fn docker_daemon_json_keeps_the_baked_settings() {
     assert!(docker_daemon_json(Some("[1]"), &RegistryOptions::default()).is_err());
 }
 
+fn plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
+    let dialect = vcontainer_abi::plan_kit::Dialect { binary: "docker" };
+    vcontainer_abi::plan_kit::plan(&dialect, &s(args)).expect("plan")
+}
+
+fn podman_plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
+    let dialect = vcontainer_abi::plan_kit::Dialect { binary: "podman" };
+    vcontainer_abi::plan_kit::plan(&dialect, &s(args)).expect("plan")
+}
+
 #[test]
 fn docker_setup_stages_daemon_json_and_passes_hosts_as_arguments() {
-    let setup = guest_setup("docker", Some("{}"), &opts(None, &["h:1"]), "r1").expect("setup");
-    assert_eq!(setup.pushes.len(), 1);
-    assert_eq!(setup.pushes[0].0, GUEST_STAGING_DIR);
-    let cmd = &setup.commands[0];
-    assert_eq!(cmd[..2], s(&["sh", "-c"]));
+    let setup =
+        guest_setup("docker", Some("{}"), &opts(None, &["h:1"]), "r1", None).expect("setup");
+    let stage = setup.config.stage_dir();
+    assert!(stage.starts_with(GUEST_STAGING_DIR), "{stage}");
+    let payload = setup.config.payload();
+    let names: Vec<&str> = payload.entries().iter().map(|e| e.name()).collect();
+    assert!(names.contains(&"daemon.json"), "{names:?}");
+    let cmds = setup.config.commands();
+    let reload = cmds.last().expect("reload");
+    assert_eq!(reload[..2], s(&["sh", "-c"]));
     // values are positional parameters, never part of the script text
-    assert!(!cmd[2].contains("h:1"));
+    assert!(!reload[2].contains("h:1"));
     assert_eq!(
-        cmd[3..],
-        s(&["sh", "/run/vcontainer/registry/daemon.json", "h:1"])
+        reload[3..],
+        s(&["sh", &format!("{stage}/daemon.json"), "h:1"])
     );
-    assert!(setup.env.is_empty() && setup.cleanup.is_empty());
+    // daemon.json is replaced by rename, never written in place
+    assert!(reload[2].contains("mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json"));
+    assert!(setup.env.is_empty() && setup.cleanup.is_empty() && setup.auth_push.is_none());
+}
+
+#[test]
+fn fingerprint_changes_with_the_options_and_only_with_them() {
+    let a = guest_setup("podman", None, &opts(None, &["h:1"]), "r1", None).expect("setup");
+    let b = guest_setup("podman", None, &opts(None, &["h:1"]), "r2", None).expect("setup");
+    let c = guest_setup("podman", None, &opts(None, &["h:2"]), "r1", None).expect("setup");
+    assert_eq!(a.config.fingerprint(), b.config.fingerprint());
+    assert_ne!(a.config.fingerprint(), c.config.fingerprint());
+    // a VM that was just booted has the default options' configuration
+    let d = guest_setup("podman", None, &RegistryOptions::default(), "r", None).expect("setup");
+    assert_eq!(d.config.fingerprint(), a.boot_config.fingerprint());
+    assert_ne!(a.config.fingerprint(), a.boot_config.fingerprint());
+}
+
+#[test]
+fn install_script_renames_every_item_into_place() {
+    let setup = guest_setup("podman", None, &opts(None, &["h:1"]), "r", None).expect("setup");
+    let cmds = setup.config.commands();
+    let install = &cmds[0];
+    assert!(install[2].contains("mv -f -T \"$dest.vc-new\" \"$dest\""));
+    assert_eq!(install[4], setup.config.stage_dir());
+    assert_eq!(
+        install[5..],
+        s(&[
+            "f",
+            "i0",
+            "/etc/containers/registries.conf.d/50-vcontainer.conf",
+            "d",
+            "i1",
+            "/etc/containers/certs.d"
+        ])
+    );
+}
+
+#[test]
+fn ca_cert_goes_to_certs_d_of_the_registry_and_makes_it_secure() {
+    let d = tempfile::tempdir().expect("tmp");
+    let pem = d.path().join("ca.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let o = opts(Some("10.0.2.2:5443"), &[])
+        .with_ca_cert(&pem)
+        .expect("valid cert");
+    assert!(o.insecure_hosts().is_empty(), "a CA cert means TLS");
+    for (runtime, dir) in [("docker", DOCKER_CERTS_DIR), ("podman", PODMAN_CERTS_DIR)] {
+        let setup = guest_setup(runtime, Some("{}"), &o, "r", None).expect("setup");
+        let tree = setup
+            .config
+            .items
+            .iter()
+            .find_map(|i| match i {
+                ConfigItem::Tree { dest, files } if dest == dir => Some(files.clone()),
+                _ => None,
+            })
+            .expect("certs tree");
+        assert_eq!(tree.len(), 1);
+        assert_eq!(tree[0].0, "10.0.2.2:5443/ca.crt");
+        let names: Vec<String> = setup
+            .config
+            .payload()
+            .entries()
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.ends_with("/10.0.2.2:5443/ca.crt")),
+            "{names:?}"
+        );
+    }
+    // without a default registry, the registry the image names
+    let o2 = RegistryOptions::default().with_ca_cert(&pem).expect("cert");
+    let setup = guest_setup("docker", None, &o2, "r", Some("reg.example:5000/a/b:1")).expect("ok");
+    assert!(format!("{:?}", setup.config.items).contains("reg.example:5000/ca.crt"));
+    let e = guest_setup("docker", None, &o2, "r", Some("alpine")).expect_err("no registry");
+    assert!(
+        e.to_string().contains("--ca-cert applies to one registry"),
+        "{e}"
+    );
+    // bad files are refused with the path
+    std::fs::write(d.path().join("junk"), "hello").expect("write");
+    for (path, want) in [
+        (d.path().join("missing"), "file not found"),
+        (d.path().to_path_buf(), "regular file"),
+        (d.path().join("junk"), "not a PEM certificate"),
+    ] {
+        let e = RegistryOptions::default()
+            .with_ca_cert(&path)
+            .expect_err(want)
+            .to_string();
+        assert!(e.starts_with("--ca-cert "), "{e}");
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
+fn credentials_become_an_auth_entry_never_an_argument() {
+    let o = opts(Some("10.0.2.2:5000"), &[])
+        .with_credentials(Some("tester"), Some("s3cret pass"))
+        .expect("creds");
+    for (runtime, file, var) in [
+        ("docker", "config.json", "DOCKER_CONFIG"),
+        ("podman", "auth.json", "REGISTRY_AUTH_FILE"),
+    ] {
+        let setup = guest_setup(runtime, Some("{}"), &o, "abc", None).expect("setup");
+        let (dir, payload) = setup.auth_push.as_ref().expect("auth pushed");
+        assert_eq!(dir, "/run/vcontainer/auth/abc");
+        let entry = &payload.entries()[0];
+        assert_eq!(entry.name(), file);
+        let crate::vimport::payload::PayloadEntry::Bytes { data, mode, .. } = entry else {
+            panic!("bytes entry");
+        };
+        assert_eq!(*mode, 0o600);
+        let v: serde_json::Value = serde_json::from_slice(data).expect("json");
+        assert_eq!(
+            v["auths"]["10.0.2.2:5000"]["auth"],
+            "dGVzdGVyOnMzY3JldCBwYXNz"
+        );
+        assert_eq!(setup.env[0].0, var);
+        for argv in setup.config.commands() {
+            assert!(argv.iter().all(|a| !a.contains("s3cret")));
+        }
+    }
+    for (u, p, want) in [
+        (Some("u"), None, "needs --registry-password"),
+        (None, Some("p"), "needs --registry-user"),
+        (Some("a:b"), Some("p"), "without ':'"),
+    ] {
+        let e = RegistryOptions::default()
+            .with_credentials(u, p)
+            .expect_err(want)
+            .to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(!e.contains("\"p\""), "{e}");
+    }
+    let no_host = RegistryOptions::default()
+        .with_credentials(Some("u"), Some("p"))
+        .expect("creds");
+    assert!(guest_setup("docker", None, &no_host, "r", Some("bb:1")).is_err());
+}
+
+#[test]
+fn config_file_entries_win_over_credentials_with_a_note() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tmp");
+    let p = d.path().join("auth.json");
+    std::fs::write(
+        &p,
+        br#"{"auths":{"10.0.2.2:5000":{"auth":"b2xkOm9sZA=="},"other:1":{"auth":"eDp5"}}}"#,
+    )
+    .expect("write");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let o = RegistryOptions::new(Some("10.0.2.2:5000"), &[], false, Some(&p))
+        .expect("valid")
+        .with_credentials(Some("new"), Some("pw"))
+        .expect("creds");
+    let setup = guest_setup("docker", None, &o, "r", None).expect("setup");
+    assert!(setup.notices.iter().any(|n| n.contains("take precedence")));
+    let (_, payload) = setup.auth_push.as_ref().expect("auth");
+    let crate::vimport::payload::PayloadEntry::Bytes { data, .. } = &payload.entries()[0] else {
+        panic!("bytes");
+    };
+    let v: serde_json::Value = serde_json::from_slice(data).expect("json");
+    assert_eq!(v["auths"]["10.0.2.2:5000"]["auth"], "b2xkOm9sZA==");
+    assert_eq!(v["auths"]["other:1"]["auth"], "eDp5");
 }
 
 #[test]
@@ -86,7 +271,7 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let o = RegistryOptions::new(None, &[], false, Some(&p)).expect("valid");
 
-    let docker = guest_setup("docker", None, &o, "abc").expect("setup");
+    let docker = guest_setup("docker", None, &o, "abc", None).expect("setup");
     assert_eq!(
         docker.env,
         [(
@@ -95,15 +280,15 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
         )]
     );
     assert_eq!(docker.cleanup, ["/run/vcontainer/auth/abc"]);
-    let (dir, payload) = docker.pushes.last().expect("auth push");
+    let (dir, payload) = docker.auth_push.as_ref().expect("auth push");
     assert_eq!(dir, "/run/vcontainer/auth/abc");
     assert_eq!(payload.entries()[0].name(), "config.json");
     // nothing of the credentials on any argv
-    for argv in &docker.commands {
+    for argv in docker.config.commands() {
         assert!(argv.iter().all(|a| !a.contains("auths")));
     }
 
-    let podman = guest_setup("podman", None, &o, "abc").expect("setup");
+    let podman = guest_setup("podman", None, &o, "abc", None).expect("setup");
     assert_eq!(
         podman.env,
         [(
@@ -111,29 +296,53 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
             "/run/vcontainer/auth/abc/auth.json".to_string()
         )]
     );
-    assert_eq!(podman.pushes[0].0, PODMAN_DROPIN_DIR);
-    assert!(podman.commands.is_empty());
+    assert!(podman.config.docker_daemon_json.is_none());
 }
 
 #[test]
-fn pull_of_an_unqualified_name_tries_the_default_registry_first() {
+fn default_registry_applies_to_every_command_naming_an_unqualified_image() {
     let o = opts(Some("10.0.2.2:5000/yocto"), &[]);
-    let tries = qualify_pull(&s(&["docker", "pull", "app:1"]), &o).expect("rewritten");
+    let tries = default_registry_plan(&plan(&["pull", "-q", "app:1"]), &o).expect("rewritten");
     assert_eq!(
         tries,
-        vec![
+        DefaultRegistry::Pull(vec![
             vec![
-                s(&["docker", "pull", "10.0.2.2:5000/yocto/app:1"]),
+                s(&["docker", "pull", "-q", "10.0.2.2:5000/yocto/app:1"]),
                 s(&["docker", "tag", "10.0.2.2:5000/yocto/app:1", "app:1"])
             ],
-            vec![s(&["docker", "pull", "app:1"])]
-        ]
+            vec![s(&["docker", "pull", "-q", "app:1"])]
+        ])
     );
-    assert!(qualify_pull(&s(&["docker", "pull", "quay.io/x/y"]), &o).is_none());
-    assert!(qualify_pull(&s(&["docker", "run", "app"]), &o).is_none());
-    assert!(qualify_pull(&s(&["docker", "pull", "app"]), &RegistryOptions::default()).is_none());
-    // podman searches the registry itself when it has no namespace
+    for args in [
+        &["run", "--rm", "app:1", "echo"][..],
+        &["create", "--name", "c", "app:1"],
+        &["vrun", "app:1", "echo", "hi"],
+    ] {
+        assert_eq!(
+            default_registry_plan(&plan(args), &o),
+            Some(DefaultRegistry::PrePull {
+                check: s(&["docker", "image", "inspect", "app:1"]),
+                pull: s(&["docker", "pull", "10.0.2.2:5000/yocto/app:1"]),
+                tag: s(&["docker", "tag", "10.0.2.2:5000/yocto/app:1", "app:1"]),
+            }),
+            "{args:?}"
+        );
+    }
+    for args in [
+        &["pull", "quay.io/x/y"][..],
+        &["run", "localhost/x"],
+        &["run", "app@sha256:0123456789abcdef"],
+        &["run", "0123456789abcdef"],
+        &["push", "app:1"],
+        &["images"],
+    ] {
+        assert!(default_registry_plan(&plan(args), &o).is_none(), "{args:?}");
+    }
+    assert!(default_registry_plan(&plan(&["pull", "app"]), &RegistryOptions::default()).is_none());
+    // podman searches a plain registry host itself (unqualified-search-registries)
     let plain = opts(Some("10.0.2.2:5000"), &[]);
-    assert!(qualify_pull(&s(&["podman", "pull", "app"]), &plain).is_none());
-    assert!(qualify_pull(&s(&["docker", "pull", "app"]), &plain).is_some());
+    assert!(default_registry_plan(&podman_plan(&["pull", "app"]), &plain).is_none());
+    assert!(default_registry_plan(&podman_plan(&["run", "app"]), &plain).is_none());
+    assert!(default_registry_plan(&podman_plan(&["run", "app"]), &o).is_some());
+    assert!(default_registry_plan(&plan(&["pull", "app"]), &plain).is_some());
 }

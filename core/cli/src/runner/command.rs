@@ -12,11 +12,11 @@ use vcontainer_abi::runtime::{CommandPlan, FileInput, InputKind, RuntimeSpec};
 use super::ports;
 use super::rebase;
 use super::storage;
-use super::target::Target;
+use super::target::{Deadline, Target};
 use super::transfer::{self, PushSource};
 use super::volumes::{self, Volume};
 use super::EXIT_TOOL_ERROR;
-use crate::agent_client::{self, ExecRequest, WindowSize};
+use crate::agent_client::{self, ExecRequest, ExitStatus, WindowSize};
 use crate::dispatch::RuntimeContext;
 use crate::ui;
 
@@ -164,7 +164,10 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         None => None,
     };
 
-    let registry = super::import::registry_setup(ctx, spec, plan.needs_network)?;
+    if ctx.options.no_network {
+        rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;
+    }
+    let registry = super::import::registry_setup(ctx, spec, &plan)?;
     let started = Instant::now();
     let mut target = Target::acquire(ctx, spec)?;
     if let Some(tar) = &storage_in {
@@ -178,7 +181,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     rebase::rebase_plan(&mut plan, &run_dir);
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
 
-    let result = match super::import::default_registry_pull(
+    let result = match super::import::default_registry(
         &mut target,
         ctx,
         registry.as_ref(),
@@ -305,6 +308,7 @@ fn run_planned(
         status
     } else {
         let (conn, _watch) = target.connect_watched()?;
+        let deadline = Deadline::arm(ctx, target, plan, &conn);
         let mut captured = Vec::new();
         let stdout = io::stdout();
         let mut stdout = stdout.lock();
@@ -319,6 +323,13 @@ fn run_planned(
             agent_client::exec(conn, request, None, &mut tee, &mut stderr)
         };
         drop(stdout);
+        let r = match &deadline {
+            Some(d) if d.fired() => {
+                d.report(ctx);
+                Ok(ExitStatus::Code(super::target::EXIT_TIMEOUT))
+            }
+            _ => r,
+        };
         let status = match r {
             Ok(s) => s,
             Err(e) => {

@@ -2,13 +2,14 @@
 //! connection means.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use nix::fcntl::{Flock, FlockArg};
-use vcontainer_abi::runtime::{RuntimeSpec, ServiceSpec};
+use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec, ServiceSpec};
 
 use super::mode::{self, Mode, ModeInputs};
 use super::vmconfig;
@@ -46,6 +47,75 @@ pub struct Target {
     _keepalive: Option<mpsc::Sender<()>>,
     /// A private state dir of a batch VM without state disk (removed at the end).
     private_dir: Option<PathBuf>,
+}
+
+/// Exit status of a command stopped by the `timeout` setting (as GNU timeout(1)).
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// A running command's time limit: when it passes, the command's connection is shut down,
+/// and the guest agent hangs up on the program (SIGHUP to its process group); the batch VM
+/// is then shut down cleanly as after any command.
+pub struct Deadline {
+    limit: Duration,
+    fired: Arc<AtomicBool>,
+    _stop: mpsc::Sender<()>,
+}
+
+impl Deadline {
+    /// Arms the `timeout` setting (config key `timeout`, `$<TOOL>_TIMEOUT`) for a command in
+    /// a one-shot VM, on its connection `conn`. None on a memres VM, whose commands may run
+    /// as long as they like (`run -d`, long builds), and for an interactive session.
+    pub fn arm(
+        ctx: &RuntimeContext,
+        target: &Target,
+        plan: &CommandPlan,
+        conn: &AgentStream,
+    ) -> Option<Deadline> {
+        if target.instance().is_some() || plan.tty || plan.stdin || ctx.settings.timeout_secs == 0 {
+            return None;
+        }
+        let limit = Duration::from_secs(ctx.settings.timeout_secs);
+        let watched = conn.try_clone().ok()?;
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let (tx, rx) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("command-timeout".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                    flag.store(true, Ordering::Release);
+                    let _ = watched.shutdown(std::net::Shutdown::Both);
+                }
+            })
+            .ok()?;
+        Some(Deadline {
+            limit,
+            fired,
+            _stop: tx,
+        })
+    }
+
+    /// The limit passed and the command was stopped.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Tells the user what happened and how to allow more time.
+    pub fn report(&self, ctx: &RuntimeContext) {
+        let tool = &ctx.tool.name;
+        eprintln!(
+            "{}",
+            ui::error_line(
+                tool,
+                &anyhow!(
+                    "the command ran longer than the timeout ({} s) and was stopped (exit {EXIT_TIMEOUT}); \
+                     allow more with `{tool} vconfig timeout <seconds>` or ${}",
+                    self.limit.as_secs(),
+                    ctx.tool.env_var_name("TIMEOUT")
+                )
+            )
+        );
+    }
 }
 
 /// The state dir's running memres VM, if any.
