@@ -103,6 +103,25 @@ pub struct BuildReport {
     pub tar: Option<PathBuf>,
 }
 
+/// gzip level of the umoci backend when none is given. umoci compresses with pgzip at
+/// `DefaultCompression`, which klauspost's flate maps to its level 5, a speed-oriented
+/// encoder; libdeflate level numbers do not line up with klauspost's, and its level 3
+/// gives blobs a little smaller than umoci's (bench rootfs: 70.5 vs 72.8 MB) in well under
+/// half the time. So the umoci backend keeps umoci's trade-off (fast, same size), the sloci
+/// backend keeps gzip's default 6 like image-oci's `gzip` step.
+pub const UMOCI_GZIP_LEVEL: i32 = 3;
+
+impl BuildRequest {
+    /// The compression level used: the requested one, else the backend's default.
+    pub fn effective_level(&self) -> Option<i32> {
+        match (self.compression_level, self.flavor, self.compression) {
+            (Some(l), _, _) => Some(l),
+            (None, Flavor::Umoci, Compression::Gzip) => Some(UMOCI_GZIP_LEVEL),
+            (None, _, _) => None,
+        }
+    }
+}
+
 /// Checks a tag against the OCI ref.name grammar (components of alphanumerics joined by
 /// `-._:@+` or `--`, separated by `/`).
 pub fn validate_tag(tag: &str) -> Result<()> {
@@ -150,7 +169,7 @@ fn emit_layer(
             plan,
             lower,
             req.compression,
-            req.compression_level,
+            req.effective_level(),
             req.source_date_epoch,
         )?),
         None => None,
@@ -176,7 +195,7 @@ fn emit_layer(
         .as_file()
         .try_clone()
         .map_err(|e| Error::io(tmp.path(), e))?;
-    let mut sink = LayerSink::new(req.compression, req.compression_level, file)
+    let mut sink = LayerSink::new(req.compression, req.effective_level(), file)
         .map_err(|e| Error::io(tmp.path(), e))?;
     write_layer(plan, &mut sink)?;
     let (_f, d) = sink.finish().map_err(|e| Error::io(tmp.path(), e))?;
@@ -238,6 +257,7 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
     let tag = req.tag.clone().unwrap_or_else(|| "latest".into());
     validate_tag(&tag)?;
     req.config.validate()?;
+    req.compression.check_level(req.compression_level)?;
     let extra_annotations = req.annotations.extra.clone();
     if req.flavor == Flavor::Sloci && (!req.layers.is_empty() || req.base_image.is_some()) {
         return Err(Error::invalid(

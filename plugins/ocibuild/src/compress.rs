@@ -1,11 +1,16 @@
 //! Layer compression with diff_id and blob digest computed in the same streaming pass.
 //!
-//! gzip is compressed in parallel the way pigz/pgzip do it: the tar stream is cut into
-//! fixed 1 MiB chunks, each chunk is deflated on its own (primed with the previous chunk's
-//! last 32 KiB as dictionary, ending in a sync flush, the last one in a final block) and the
-//! pieces are concatenated into one gzip member. The
-//! chunk boundaries depend only on the input, never on the number of threads or on write
-//! sizes, so the output is byte-identical on every machine. zstd uses libzstd's own worker
+//! gzip is compressed in parallel: the tar stream is cut into fixed 1 MiB chunks, each
+//! chunk is compressed on a worker thread with libdeflate into a complete gzip member, and
+//! the members are concatenated in order (RFC 1952 §2.2: a gzip file is a series of
+//! members; Go's gzip reader, which docker, containerd, podman, skopeo and umoci use, reads
+//! them all, as do GNU gzip, pigz and Python's gzip). Why libdeflate rather than zlib:
+//! compression is nearly all of a build's CPU time, and libdeflate compresses the same
+//! data smaller at every level and in about half the time of zlib(-ng/-rs) for a given
+//! size. Why members rather than one member with sync flushes (pigz): libdeflate has no
+//! streaming mode, and a chunk without the previous 32 KiB as history costs only ~0.3% in
+//! size. The chunk boundaries depend only on the input, never on the number of threads or
+//! on write sizes, so the output is byte-identical on every machine. zstd uses libzstd's own worker
 //! threads, whose output does not depend on the worker count either.
 
 use std::collections::BTreeMap;
@@ -15,15 +20,17 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Crc, FlushCompress, Status};
+use libdeflater::{CompressionLvl, Compressor};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
 
 const GZIP_CHUNK: usize = 1 << 20;
-const DICT_SIZE: usize = 32 * 1024;
-/// Fixed gzip header: no name, MTIME 0, no extra flags, OS "unknown" (reproducible).
+/// Fixed gzip member header: no name, MTIME 0, no extra flags, OS "unknown" (reproducible).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+/// gzip level when none is given: libdeflate's (and gzip's) default.
+pub const DEFAULT_GZIP_LEVEL: i32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,6 +47,24 @@ impl Compression {
             Compression::Gzip => crate::spec::MEDIA_LAYER_GZIP,
             Compression::Zstd => crate::spec::MEDIA_LAYER_ZSTD,
             Compression::None => crate::spec::MEDIA_LAYER_TAR,
+        }
+    }
+
+    /// Refuses a level the engine does not have (gzip 0-12, zstd 1-22), before anything
+    /// is written. Without compression a level means nothing and is ignored.
+    pub fn check_level(self, level: Option<i32>) -> crate::error::Result<()> {
+        let range = match self {
+            Compression::Gzip => 0..=12,
+            Compression::Zstd => 1..=22,
+            Compression::None => return Ok(()),
+        };
+        match level {
+            Some(l) if !range.contains(&l) => Err(crate::error::Error::invalid(format!(
+                "compression level {l} is not valid for {self:?} (allowed: {}..={})",
+                range.start(),
+                range.end()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -96,10 +121,16 @@ impl LayerSink {
                 enc.include_checksum(false)?;
                 Engine::Zstd(Box::new(enc))
             }
-            Compression::Gzip => Engine::Gzip(ParallelGzip::new(
-                file,
-                level.unwrap_or(6).clamp(0, 9) as u32,
-            )),
+            Compression::Gzip => {
+                let level = level.unwrap_or(DEFAULT_GZIP_LEVEL);
+                let lvl = CompressionLvl::new(level).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("gzip compression level {level} is not in 0..=12"),
+                    )
+                })?;
+                Engine::Gzip(ParallelGzip::new(file, lvl))
+            }
         };
         Ok(LayerSink {
             raw_hash: Sha256::new(),
@@ -146,26 +177,22 @@ impl Write for LayerSink {
     }
 }
 
-/// A chunk to deflate: sequence number, the last 32 KiB before it (the dictionary, as pigz
-/// uses it), the data, and whether it ends the stream.
-type Job = (u64, Vec<u8>, Vec<u8>, bool);
+/// A chunk to compress: sequence number and the data.
+type Job = (u64, Vec<u8>);
 type Done = (u64, io::Result<Vec<u8>>);
 
-/// pigz-style gzip: chunks deflated on worker threads, reassembled in order by a writer
+/// pigz-style gzip: chunks compressed on worker threads, reassembled in order by a writer
 /// thread.
 struct ParallelGzip {
     buf: Vec<u8>,
     seq: u64,
-    /// The tail of the previous chunk: the next chunk's preset dictionary.
-    next_dict: Vec<u8>,
-    crc: Crc,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<io::Result<HashingWriter<io::BufWriter<File>>>>>,
 }
 
 impl ParallelGzip {
-    fn new(mut out: HashingWriter<io::BufWriter<File>>, level: u32) -> Self {
+    fn new(out: HashingWriter<io::BufWriter<File>>, level: CompressionLvl) -> Self {
         let n = worker_count();
         let (job_tx, job_rx) = sync_channel::<Job>(n * 2);
         let (done_tx, done_rx) = sync_channel::<Done>(n * 2);
@@ -179,30 +206,26 @@ impl ParallelGzip {
             .collect();
         drop(done_tx);
         let writer = std::thread::spawn(move || {
-            out.write_all(&GZIP_HEADER)?;
+            let mut out = out;
             write_in_order(done_rx, &mut out)?;
             Ok(out)
         });
         ParallelGzip {
             buf: Vec::with_capacity(GZIP_CHUNK),
             seq: 0,
-            next_dict: Vec::new(),
-            crc: Crc::new(),
             jobs: Some(job_tx),
             workers,
             writer: Some(writer),
         }
     }
 
-    fn send(&mut self, last: bool) -> io::Result<()> {
+    fn send(&mut self) -> io::Result<()> {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(GZIP_CHUNK));
-        let dict = std::mem::take(&mut self.next_dict);
-        self.next_dict = chunk[chunk.len().saturating_sub(DICT_SIZE)..].to_vec();
         let broken = || io::Error::other("gzip worker stopped");
         self.jobs
             .as_ref()
             .ok_or_else(broken)?
-            .send((self.seq, dict, chunk, last))
+            .send((self.seq, chunk))
             .map_err(|_| broken())?;
         self.seq += 1;
         Ok(())
@@ -212,42 +235,41 @@ impl ParallelGzip {
         let room = GZIP_CHUNK - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        self.crc.update(&data[..n]);
         if self.buf.len() == GZIP_CHUNK {
-            self.send(false)?;
+            self.send()?;
         }
         Ok(n)
     }
 
     fn finish(mut self) -> io::Result<HashingWriter<io::BufWriter<File>>> {
-        self.send(true)?;
+        // The rest of the data; an empty stream still needs one (empty) member.
+        if !self.buf.is_empty() || self.seq == 0 {
+            self.send()?;
+        }
         self.jobs = None;
         for w in self.workers.drain(..) {
             w.join()
                 .map_err(|_| io::Error::other("gzip worker panicked"))?;
         }
-        let mut out = self
-            .writer
+        self.writer
             .take()
             .ok_or_else(|| io::Error::other("gzip writer missing"))?
             .join()
-            .map_err(|_| io::Error::other("gzip writer panicked"))??;
-        out.write_all(&self.crc.sum().to_le_bytes())?;
-        out.write_all(&self.crc.amount().to_le_bytes())?;
-        Ok(out)
+            .map_err(|_| io::Error::other("gzip writer panicked"))?
     }
 }
 
-fn compress_worker(rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Done>, level: u32) {
+fn compress_worker(rx: &Mutex<Receiver<Job>>, tx: &SyncSender<Done>, level: CompressionLvl) {
+    let mut compressor = Compressor::new(level);
     loop {
         let job = match rx.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok((seq, dict, chunk, last)) = job else {
+        let Ok((seq, chunk)) = job else {
             return;
         };
-        let res = deflate_chunk(&dict, &chunk, level, last);
+        let res = gzip_member(&mut compressor, &chunk);
         if tx.send((seq, res)).is_err() {
             return;
         }
@@ -270,34 +292,19 @@ fn write_in_order<W: Write>(rx: Receiver<Done>, out: &mut W) -> io::Result<()> {
     Ok(())
 }
 
-/// Raw deflate of one chunk, primed with the previous chunk's tail: sync-flushed (byte aligned, not final) or, for the last chunk,
-/// finished with a final block.
-fn deflate_chunk(dict: &[u8], input: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() {
-        c.set_dictionary(dict).map_err(io::Error::other)?;
-    }
-    let mut out = Vec::with_capacity(input.len() / 2 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    loop {
-        if out.len() == out.capacity() {
-            out.reserve(64 * 1024);
-        }
-        let consumed = c.total_in() as usize;
-        let status = c
-            .compress_vec(&input[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        let all_in = c.total_in() as usize == input.len();
-        match (last, status) {
-            (true, Status::StreamEnd) => break,
-            (false, _) if all_in && out.len() < out.capacity() => break,
-            _ => {}
-        }
-    }
+/// One complete gzip member holding `input`: our fixed header, libdeflate's deflate data,
+/// CRC-32 and length.
+fn gzip_member(c: &mut Compressor, input: &[u8]) -> io::Result<Vec<u8>> {
+    let bound = c.deflate_compress_bound(input.len());
+    let mut out = vec![0u8; GZIP_HEADER.len() + bound + 8];
+    out[..GZIP_HEADER.len()].copy_from_slice(&GZIP_HEADER);
+    let n = c
+        .deflate_compress(input, &mut out[GZIP_HEADER.len()..])
+        .map_err(|e| io::Error::other(format!("deflate: {e:?}")))?;
+    out.truncate(GZIP_HEADER.len() + n);
+    out.extend_from_slice(&libdeflater::crc32(input).to_le_bytes());
+    // ISIZE is the length modulo 2^32; a chunk is 1 MiB at most.
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
     Ok(out)
 }
 
@@ -342,11 +349,49 @@ mod tests {
             assert_eq!(da.digest, Digest::of(&a));
             assert_eq!(da.size, a.len() as u64);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&a[..])
+            flate2::read::MultiGzDecoder::new(&a[..])
                 .read_to_end(&mut back)
                 .expect("gunzip");
             assert_eq!(back, data);
         }
+    }
+
+    /// Chunking follows the data, not the caller's write sizes: any write pattern gives the
+    /// same blob.
+    #[test]
+    fn gzip_bytes_do_not_depend_on_write_sizes() {
+        let data = sample(2 * GZIP_CHUNK + 999);
+        let (a, _) = run(Compression::Gzip, &data);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let f = File::create(&path).expect("create");
+        let mut sink = LayerSink::new(Compression::Gzip, None, f).expect("sink");
+        let mut rest = &data[..];
+        let mut step = 1;
+        while !rest.is_empty() {
+            let n = step.min(rest.len());
+            sink.write_all(&rest[..n]).expect("write");
+            rest = &rest[n..];
+            step = step * 3 + 1;
+        }
+        sink.finish().expect("finish");
+        assert_eq!(a, std::fs::read(&path).expect("read"));
+        // One member per started chunk, each beginning with the fixed header.
+        let members = a
+            .windows(GZIP_HEADER.len())
+            .filter(|w| *w == GZIP_HEADER)
+            .count();
+        assert!(members >= 3, "{members} members");
+    }
+
+    #[test]
+    fn bad_levels_are_refused() {
+        assert!(Compression::Gzip.check_level(Some(13)).is_err());
+        assert!(Compression::Gzip.check_level(Some(-1)).is_err());
+        assert!(Compression::Gzip.check_level(Some(0)).is_ok());
+        assert!(Compression::Zstd.check_level(Some(0)).is_err());
+        assert!(Compression::Zstd.check_level(Some(19)).is_ok());
+        assert!(Compression::None.check_level(Some(9)).is_ok());
     }
 
     #[test]

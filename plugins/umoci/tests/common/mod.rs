@@ -148,7 +148,7 @@ pub fn layer_tar(layout: &Path, i: usize) -> Vec<u8> {
     if d.media_type.ends_with("zstd") {
         zstd_decode(f, &mut out);
     } else {
-        flate2::read::GzDecoder::new(f)
+        flate2::read::MultiGzDecoder::new(f)
             .read_to_end(&mut out)
             .expect("gunzip");
     }
