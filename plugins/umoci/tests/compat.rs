@@ -282,3 +282,136 @@ fn whiteout_named_files_are_refused() {
     assert!(err.message.contains(".wh."), "{err}");
     assert!(!out.exists());
 }
+
+/// The PAX records of one entry of a layer tar, key -> value bytes.
+fn pax_of(tar: &[u8], name: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut a = tar::Archive::new(tar);
+    for e in a.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        if e.path_bytes().as_ref() != name.as_bytes() {
+            continue;
+        }
+        let Some(recs) = e.pax_extensions().expect("pax") else {
+            return Default::default();
+        };
+        return recs
+            .map(|r| {
+                let r = r.expect("record");
+                (r.key().expect("key").to_string(), r.value_bytes().to_vec())
+            })
+            .collect();
+    }
+    panic!("{name} not in the layer");
+}
+
+/// The value of xattr `key` of `path` as the kernel has it (python3: no xattr crate in the
+/// test deps), hex-decoded.
+fn host_xattr(path: &std::path::Path, key: &str) -> Vec<u8> {
+    let hex = run(Command::new("python3").arg("-c").arg(format!(
+        "import os; print(os.getxattr({:?}, {key:?}).hex())",
+        path.display().to_string()
+    )));
+    let hex = hex.trim();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Both backends keep xattrs and file capabilities with their exact bytes, and setuid and
+/// owners, as umoci does as root.
+#[test]
+fn xattr_and_capability_bytes_kept_by_both_backends() {
+    if !is_root() || !have("setcap") || !have("python3") {
+        eprintln!("SKIP: needs root, setcap and python3");
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let rootfs = t.path().join("rootfs");
+    rich_rootfs(&rootfs);
+    let cap = host_xattr(&rootfs.join("usr/bin/ping"), "security.capability");
+    assert!(cap.len() >= 20, "a v2/v3 capability blob: {cap:?}");
+    for flavor in [Flavor::Umoci, Flavor::Sloci] {
+        let out = t.path().join(format!("{flavor:?}"));
+        let req = BuildRequest {
+            rootfs: Some(rootfs.clone()),
+            output: out.clone(),
+            source_date_epoch: Some(SDE),
+            flavor,
+            ..BuildRequest::default()
+        };
+        vcontainer_ocibuild::build(&req, &mut |_| {}).expect("build");
+        let tar = layer_tar(&out, 0);
+        let ping = pax_of(&tar, "usr/bin/ping");
+        assert_eq!(
+            ping.get("SCHILY.xattr.security.capability"),
+            Some(&cap),
+            "{flavor:?}"
+        );
+        let host = pax_of(&tar, "etc/hostname");
+        assert_eq!(
+            host.get("SCHILY.xattr.user.test").map(Vec::as_slice),
+            Some(&b"hello"[..]),
+            "{flavor:?}"
+        );
+        let entries = tar_entries(&tar);
+        assert!(entries.iter().any(|(n, _, _)| n == "usr/bin/su"));
+        let mut a = tar::Archive::new(&tar[..]);
+        for e in a.entries().expect("entries") {
+            let e = e.expect("entry");
+            let h = e.header();
+            match e.path_bytes().as_ref() {
+                b"usr/bin/su" => assert_eq!(h.mode().expect("mode"), 0o4755, "{flavor:?}"),
+                b"home/user/file" => {
+                    assert_eq!(h.uid().expect("uid"), 1000, "{flavor:?}");
+                    assert_eq!(h.gid().expect("gid"), 1000, "{flavor:?}");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A layer larger than one compression chunk is several gzip members; GNU gzip and umoci
+/// (Go's gzip reader, as docker, containerd and podman use) read it whole, the uncompressed
+/// bytes hash to the diff_id, and skopeo accepts the layout.
+#[test]
+fn multi_member_gzip_layers_are_read_whole_by_real_tools() {
+    if !have("umoci") || !have("gzip") || !have("skopeo") {
+        eprintln!("SKIP: needs umoci, gzip and skopeo");
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let rootfs = t.path().join("rootfs");
+    sh(&format!(
+        "mkdir -p {0}/data && head -c 4000000 /dev/urandom | base64 > {0}/data/a && head -c 1500000 /dev/urandom > {0}/data/b && echo end > {0}/data/z",
+        rootfs.display()
+    ));
+    let out = t.path().join("img");
+    let res = vcontainer_backend_umoci::build(abi_request(&rootfs, &out)).expect("build");
+    let l = load(&out);
+    let layer = blob(&out, &l.manifest.layers[0].digest.to_string());
+    let sum = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | sha256sum", layer.display())));
+    assert_eq!(
+        format!("sha256:{}", sum.split_whitespace().next().expect("sum")),
+        l.config.rootfs.diff_ids[0].to_string()
+    );
+    assert!(res.layers[0].size > 2 << 20, "several members expected");
+    run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}", out.display())));
+    let bundle = t.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:latest", out.display()))
+        .arg(&bundle));
+    for f in ["a", "b", "z"] {
+        assert_eq!(
+            std::fs::read(bundle.join("rootfs/data").join(f)).expect("unpacked"),
+            std::fs::read(rootfs.join("data").join(f)).expect("source"),
+            "data/{f}"
+        );
+    }
+}

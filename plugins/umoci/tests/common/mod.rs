@@ -220,3 +220,50 @@ pub fn build_logged(
     let r = vcontainer_ocibuild::build(req, &mut |l| lines.push(l.to_string()));
     (r, lines)
 }
+
+/// Every blob reachable from index.json: manifests (and nested indexes), their configs and
+/// layers, as hex digests. Reads the JSON loosely so any valid layout can be walked.
+pub fn referenced_blobs(layout: &Path) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let idx: serde_json::Value = read_json(&layout.join("index.json"));
+    let mut todo: Vec<serde_json::Value> = idx["manifests"].as_array().cloned().unwrap_or_default();
+    while let Some(desc) = todo.pop() {
+        let digest = desc["digest"]
+            .as_str()
+            .expect("descriptor digest")
+            .to_string();
+        let hex = digest.strip_prefix("sha256:").expect("sha256").to_string();
+        if !seen.insert(hex) {
+            continue;
+        }
+        let media = desc["mediaType"].as_str().unwrap_or_default();
+        if media.ends_with("manifest.v1+json") || media.ends_with("index.v1+json") {
+            let v: serde_json::Value = read_json(&blob(layout, &digest));
+            for d in v["manifests"].as_array().into_iter().flatten() {
+                todo.push(d.clone());
+            }
+            for d in v["layers"].as_array().into_iter().flatten() {
+                todo.push(d.clone());
+            }
+            if v["config"].is_object() {
+                todo.push(v["config"].clone());
+            }
+        }
+    }
+    seen
+}
+
+/// Fails unless `blobs/sha256` holds exactly the blobs index.json reaches (no orphans, no
+/// leftover temp files, nothing missing).
+pub fn assert_no_orphans(layout: &Path) {
+    let mut files: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .expect("blobs dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let refs: Vec<String> = referenced_blobs(layout).into_iter().collect();
+    assert_eq!(
+        files, refs,
+        "blob files vs. blobs reachable from index.json"
+    );
+}
