@@ -197,6 +197,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
             &out_hosts,
             &user_argv,
             &registry_env,
+            &run_dir,
         ),
     };
     super::import::remove_registry_auth(&mut target, ctx, registry.as_ref());
@@ -238,6 +239,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     Ok(code)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_planned(
     ctx: &RuntimeContext,
     target: &mut Target,
@@ -246,6 +248,7 @@ fn run_planned(
     out_hosts: &[PathBuf],
     user_argv: &[String],
     registry_env: &[(String, String)],
+    run_dir: &str,
 ) -> anyhow::Result<i32> {
     let tool = ctx.tool.name.clone();
 
@@ -289,6 +292,9 @@ fn run_planned(
         }
     }
 
+    // a detached container on a memres VM keeps its rw volumes: recorded once it started
+    let live_vols = plan.detach && target.instance().is_some() && vols.iter().any(|v| !v.read_only);
+
     let argv = plan.argv_strings();
     tracing::debug!(?argv, "exec in the guest");
     let mut request = ExecRequest::new(argv.clone());
@@ -301,9 +307,17 @@ fn run_planned(
         let (conn, _watch) = target.connect_watched()?;
         let status =
             agent_client::exec_interactive(conn, request).map_err(|e| target.agent_error(e))?;
-        if !forwards.is_empty() {
+        if !forwards.is_empty() || live_vols {
             // the id went to the terminal; the forwards are keyed by name (or inspect)
-            finish_forwards(target, plan, &forwards, &[], status.success());
+            finish_detached(
+                target,
+                plan,
+                &forwards,
+                &vols,
+                run_dir,
+                &[],
+                status.success(),
+            );
         }
         status
     } else {
@@ -313,7 +327,7 @@ fn run_planned(
         let stdout = io::stdout();
         let mut stdout = stdout.lock();
         let mut stderr = io::stderr();
-        let r = if forwards.is_empty() {
+        let r = if forwards.is_empty() && !live_vols {
             agent_client::exec(conn, request, None, &mut stdout, &mut stderr)
         } else {
             let mut tee = Tee {
@@ -341,8 +355,16 @@ fn run_planned(
                 return Err(e);
             }
         };
-        if !forwards.is_empty() {
-            finish_forwards(target, plan, &forwards, &captured, status.success());
+        if !forwards.is_empty() || live_vols {
+            finish_detached(
+                target,
+                plan,
+                &forwards,
+                &vols,
+                run_dir,
+                &captured,
+                status.success(),
+            );
         }
         status
     };
@@ -390,6 +412,18 @@ fn run_planned(
     }
 
     let (after, rest) = after_of(user_argv);
+    if after == After::ReleasePorts && code == 0 {
+        // detached containers' volumes come back when they stop or go
+        let removed = user_argv
+            .iter()
+            .find(|a| *a != "container")
+            .map(String::as_str)
+            == Some("rm");
+        let operands = ports::container_operands(&rest);
+        for p in volumes::live::release(target, &operands, removed) {
+            ui::warn(&tool, &p);
+        }
+    }
     if let Some(instance) = target.instance() {
         match after {
             After::ReleasePorts if code == 0 => {
@@ -412,12 +446,14 @@ fn run_planned(
     Ok(code)
 }
 
-/// Records the forwards of a started detached container (by name and id), or removes them
-/// when it did not start.
-fn finish_forwards(
+/// Records the forwards and live volumes of a started detached container (by name and id),
+/// or removes the forwards when it did not start.
+fn finish_detached(
     target: &mut Target,
     plan: &CommandPlan,
     forwards: &[ports::Wanted],
+    vols: &[Volume],
+    run_dir: &str,
     stdout: &[u8],
     started: bool,
 ) {
@@ -426,7 +462,7 @@ fn finish_forwards(
     };
     let plain: Vec<_> = forwards.iter().map(|w| w.forward.clone()).collect();
     if !started {
-        if let Some(i) = target.instance() {
+        if let (Some(i), false) = (target.instance(), plain.is_empty()) {
             let _ = ports::remove(i, &plain);
         }
         return;
@@ -458,8 +494,13 @@ fn finish_forwards(
             }
         }
     }
-    if let Err(e) = ports::record(&state, forwards, name, id) {
-        ui::warn(target.tool(), &format!("recording port forwards: {e:#}"));
+    if !forwards.is_empty() {
+        if let Err(e) = ports::record(&state, forwards, name.clone(), id.clone()) {
+            ui::warn(target.tool(), &format!("recording port forwards: {e:#}"));
+        }
+    }
+    if let Err(e) = volumes::live::record(&state, name, id, run_dir, vols) {
+        ui::warn(target.tool(), &format!("recording the volumes: {e:#}"));
     }
 }
 

@@ -11,6 +11,7 @@ use vcontainer_abi::runtime::RuntimeSpec;
 use super::ports;
 use super::target::Target;
 use super::vmconfig;
+use super::volumes;
 use crate::dispatch::RuntimeContext;
 use crate::state_dir::StateKind;
 use crate::ui;
@@ -105,6 +106,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             if !rest.is_empty() {
                 bail!("memres stop takes no arguments");
             }
+            sync_live_volumes(ctx, spec);
             let cfg = vmconfig::build(ctx, spec, state, true, Vec::new());
             match memres::stop(state, cfg.shutdown_timeout())? {
                 memres::Stopped::NotRunning => ui::info(tool, "the memres VM is not running"),
@@ -135,6 +137,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                     &format!("cleaning the VM state in {}", state.display()),
                 );
             }
+            sync_live_volumes(ctx, spec);
             let cfg = vmconfig::build(ctx, spec, state, true, forwards);
             let started = memres::restart(&cfg, opts.clean)?;
             warm_up(ctx, spec, started.instance.clone())?;
@@ -211,6 +214,23 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             Ok(0)
         }
         other => bail!("unknown memres subcommand '{other}'; usage: {tool} memres {USAGE}"),
+    }
+}
+
+/// Before the VM goes: detached containers' volumes come back to the host (their guest
+/// copies live in the VM's memory). Problems are warnings: the stop goes on.
+fn sync_live_volumes(ctx: &RuntimeContext, spec: &RuntimeSpec) {
+    let state = &ctx.state.path;
+    if volumes::live::load(state).is_empty() {
+        return;
+    }
+    let Some(instance) = vm::Instance::find(state) else {
+        return;
+    };
+    let services: Vec<_> = spec.services.iter().cloned().collect();
+    let mut target = Target::for_instance(instance, ctx.tool.name.clone(), services);
+    for p in volumes::live::release_all(&mut target) {
+        ui::warn(&ctx.tool.name, &p);
     }
 }
 

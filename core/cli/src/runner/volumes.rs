@@ -15,15 +15,18 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::target::Target;
 use super::transfer::{self, safe_relative, PushSource};
 
+pub mod live;
+
 /// Entries up to this size are compared in memory; larger ones are spooled to a temp file.
 const IN_MEMORY_LIMIT: u64 = 16 * 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     File,
     Dir,
@@ -33,7 +36,7 @@ pub enum Kind {
 }
 
 /// One host entry as it was pushed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub kind: Kind,
     pub size: u64,
@@ -45,7 +48,7 @@ pub struct Entry {
 
 /// What was pushed for one volume: entries by path relative to the volume root ("" = the
 /// root itself, for a single-file volume).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
     pub entries: BTreeMap<PathBuf, Entry>,
 }

@@ -22,6 +22,8 @@ use super::transport::{AgentStream, Endpoint, TransportKind};
 pub const VM_JSON: &str = "vm.json";
 pub const ACTIVITY: &str = "activity";
 pub const PORT_FORWARDS_JSON: &str = "port-forwards.json";
+/// Volumes of detached containers still to be synced back (see `runner::volumes::live`).
+pub const LIVE_VOLUMES_JSON: &str = "live-volumes.json";
 const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

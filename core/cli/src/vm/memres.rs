@@ -170,7 +170,12 @@ fn reap_stale(state_dir: &Path, timeout: Duration) {
         v.signal(Signal::SIGKILL);
     }
     record.paths.remove_sockets();
-    for f in [instance::VM_JSON, instance::PORT_FORWARDS_JSON] {
+    // live volumes lived in the dead VM's memory: nothing left to sync
+    for f in [
+        instance::VM_JSON,
+        instance::PORT_FORWARDS_JSON,
+        instance::LIVE_VOLUMES_JSON,
+    ] {
         let _ = std::fs::remove_file(state_dir.join(f));
     }
 }

@@ -177,7 +177,8 @@ fn watch(vm: &mut RunningVm, signals: &OwnedFd) -> Wake {
 }
 
 /// True when nobody used the VM for `limit`. A connection still open (a long command, an
-/// interactive shell) counts as use, so such a session is never cut by the idle stop.
+/// interactive shell) counts as use, so such a session is never cut by the idle stop; so do
+/// detached containers' volumes not synced back yet.
 fn idle_expired(vm: &RunningVm, limit: Duration) -> bool {
     let dir = &vm.cfg.state_dir;
     let idle = instance::idle_for(dir).unwrap_or(limit);
@@ -186,6 +187,11 @@ fn idle_expired(vm: &RunningVm, limit: Duration) -> bool {
     }
     if open_connections(&vm.endpoint) > 0 {
         instance::touch_activity(dir);
+        return false;
+    }
+    // a detached container's volume copy lives only in the guest until the tool syncs it
+    // back (on stop/rm/memres stop): stopping the VM now would lose the container's writes
+    if dir.join(instance::LIVE_VOLUMES_JSON).exists() {
         return false;
     }
     true

@@ -1,0 +1,722 @@
+//! End-to-end tests of long-lived containers on a memres VM (issue 4 items 3, 4 and 5): `run -d`
+//! volumes, static and per-container port forwards and their removal, `memres restart
+//! --clean` and `memres clean-ports`, `-it` on a real PTY (window size and Ctrl-C), `logs -f`
+//! and `exec -it`. Real QEMU, real guest, real docker/podman, offline busybox image.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
+};
+
+const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
+
+/// A world with a running memres VM (stopped on drop, also when the test fails).
+struct Live {
+    w: World,
+    tool: &'static str,
+}
+
+impl Live {
+    /// `memres start` with `start_args`, then import the busybox image as `bb:1`.
+    fn start(tool: &'static str, start_args: &[&str]) -> Live {
+        let live = Live {
+            w: World::new(),
+            tool,
+        };
+        let mut args = vec!["memres", "start"];
+        args.extend_from_slice(start_args);
+        live.ok(&args);
+        let tar = live.w.home.path().join("bb-rootfs.tar");
+        busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+        let o = live.w.run(
+            tool,
+            [OsStr::new("import"), tar.as_os_str(), OsStr::new("bb:1")],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+        live
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.w.run(self.tool, args)
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{} {args:?}: stdout {} stderr {}",
+            self.tool,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.w
+            .home
+            .path()
+            .join(format!(".{}", self.tool))
+            .join("x86_64")
+    }
+
+    /// Polls `exec <ctr> test -e <path>` until the container has made `path`.
+    fn wait_in_container(&self, ctr: &str, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if self
+                .run(&["exec", ctr, "test", "-e", path])
+                .status
+                .success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{}: {ctr} never made {path}", self.tool);
+    }
+
+    fn stop_memres(&self) {
+        self.ok(&["memres", "stop"]);
+        assert_no_vm_processes(self.w.home.path());
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.w.run(self.tool, ["memres", "stop"]);
+    }
+}
+
+fn mtime_and_inode(p: &Path) -> (i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).expect("metadata");
+    (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ino())
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// volumes of detached containers
+
+/// A `run -d -v` container keeps its volume while it runs (the old tool deleted it right
+/// after start, spec/cli.md §8.13); what it wrote comes back to the host when it is stopped
+/// (by name), removed (`rm -f` by id) or when the memres VM stops, with the foreground
+/// volume rules: dotfiles kept, nothing the container did not change touched.
+#[test]
+fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let live = Live::start(tool, &[]);
+        let dir = live.w.home.path().join("src");
+        std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+        std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
+        std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+        std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+        std::fs::write(dir.join("change.txt"), "old\n").expect("w");
+        std::fs::write(dir.join("delete.txt"), "bye\n").expect("w");
+        let keep_before = mtime_and_inode(&dir.join("keep.txt"));
+        let env_before = mtime_and_inode(&dir.join(".env"));
+        let vol = format!("{}:/data", dir.display());
+
+        // 1. stop by name: the container's changes come back; the rest is untouched
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "vol1",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /data/.env > /data/seen-env && echo new > /data/change.txt \
+             && echo made > /data/created.txt && rm /data/delete.txt && touch /data/.ready \
+             && sleep 600",
+        ]);
+        live.wait_in_container("vol1", "/data/.ready");
+        // still running: the volume is there and complete
+        assert_eq!(
+            live.ok(&["exec", "vol1", "cat", "/data/keep.txt"]),
+            "keep\n",
+            "{tool}"
+        );
+        live.ok(&["stop", "-t", "1", "vol1"]);
+        assert_eq!(read(&dir.join("seen-env")), "SECRET=1\n", "{tool}");
+        assert_eq!(read(&dir.join("change.txt")), "new\n", "{tool}");
+        assert_eq!(read(&dir.join("created.txt")), "made\n", "{tool}");
+        assert!(!dir.join("delete.txt").exists(), "{tool}: delete.txt kept");
+        assert_eq!(read(&dir.join(".git/HEAD")), "ref: refs/heads/main\n");
+        assert_eq!(
+            mtime_and_inode(&dir.join("keep.txt")),
+            keep_before,
+            "{tool}"
+        );
+        assert_eq!(mtime_and_inode(&dir.join(".env")), env_before, "{tool}");
+        live.ok(&["rm", "vol1"]);
+
+        // 2. rm -f by id of a running container
+        let out = live.ok(&[
+            "run",
+            "-d",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "echo two > /data/by-id.txt && touch /data/.ready2 && sleep 600",
+        ]);
+        let id = out.trim().lines().last().unwrap_or_default().to_string();
+        assert!(id.len() >= 12, "{tool}: no id in {out:?}");
+        live.wait_in_container(&id, "/data/.ready2");
+        assert!(!dir.join("by-id.txt").exists(), "{tool}: synced too early");
+        live.ok(&["rm", "-f", &id[..12]]);
+        assert_eq!(read(&dir.join("by-id.txt")), "two\n", "{tool}");
+
+        // 3. memres stop with the container still running
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "vol3",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "echo three > /data/at-memres-stop.txt && touch /data/.ready3 && sleep 600",
+        ]);
+        live.wait_in_container("vol3", "/data/.ready3");
+        live.stop_memres();
+        assert_eq!(read(&dir.join("at-memres-stop.txt")), "three\n", "{tool}");
+        assert_eq!(
+            mtime_and_inode(&dir.join("keep.txt")),
+            keep_before,
+            "{tool}"
+        );
+        assert_eq!(read(&dir.join(".env")), "SECRET=1\n", "{tool}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ports
+
+fn free_port(base: u16) -> u16 {
+    (base..base + 500)
+        .find(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok()
+        })
+        .expect("free port")
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn wait_http(port: u16, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if http_get(port).is_some_and(|b| b.contains(want)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+/// The part of `ps` output after the runtime's own table: our forwards table.
+fn forwards_section(ps: &str) -> &str {
+    ps.find("Host Port Forwards")
+        .map(|i| &ps[i..])
+        .unwrap_or("")
+}
+
+/// A busybox httpd serving `text` on `port` inside the container.
+fn httpd(port: u16, text: &str) -> String {
+    format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www")
+}
+
+/// `memres start -p H:H -p U:U/udp`: static forwards reach a container on the VM's network;
+/// `run -d -p H:80` twice (same inside port, different host ports): both answer, both show
+/// in `ps`; `stop <id>` and `rm -f <name>` remove their forwards; `memres stop` leaves no
+/// forward behind for the next VM.
+#[test]
+fn static_and_container_port_forwards_answer_and_go_away() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let (hs, udp, p1, p2) = (
+            free_port(19100),
+            free_port(19700),
+            free_port(20300),
+            free_port(20900),
+        );
+        let live = Live::start(
+            tool,
+            &[
+                "-p",
+                &format!("{hs}:{hs}"),
+                "-p",
+                &format!("{udp}:{udp}/udp"),
+            ],
+        );
+        let status = live.ok(&["memres", "status"]);
+        assert!(
+            status.contains(&format!("{hs}:{hs}/tcp"))
+                && status.contains(&format!("{udp}:{udp}/udp")),
+            "{tool}: static forwards not in status: {status}"
+        );
+        // the static forward ends at the VM's port: a container on the VM's network serves it
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "static",
+            "--network",
+            "host",
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(hs, "static-reply"),
+        ]);
+        assert!(
+            wait_http(hs, "static-reply"),
+            "{tool}: static port {hs} silent"
+        );
+
+        let out = live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "webA",
+            "-p",
+            &format!("{p1}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "reply-from-A"),
+        ]);
+        let id_a = out.trim().lines().last().unwrap_or_default().to_string();
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "webB",
+            "-p",
+            &format!("{p2}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "reply-from-B"),
+        ]);
+        assert!(wait_http(p1, "reply-from-A"), "{tool}: {p1} silent");
+        assert!(wait_http(p2, "reply-from-B"), "{tool}: {p2} silent");
+        let ps = live.ok(&["ps"]);
+        let table = forwards_section(&ps);
+        for p in [p1, p2, hs, udp] {
+            assert!(
+                table.contains(&format!("0.0.0.0:{p}")),
+                "{tool}: {p} not in {ps}"
+            );
+        }
+        assert!(
+            table.contains("webA") && table.contains("webB"),
+            "{tool}: {ps}"
+        );
+
+        // stop by (short) id
+        assert!(id_a.len() >= 12, "{tool}: no id: {out}");
+        live.ok(&["stop", "-t", "1", &id_a[..12]]);
+        let table = live.ok(&["ps", "-a"]);
+        assert!(
+            !forwards_section(&table).contains(&format!("0.0.0.0:{p1}")),
+            "{tool}: {table}"
+        );
+        assert!(
+            http_get(p1).is_none_or(|b| !b.contains("reply-from-A")),
+            "{tool}"
+        );
+        // rm -f by name
+        live.ok(&["rm", "-f", "webB"]);
+        let table = live.ok(&["ps", "-a"]);
+        let section = forwards_section(&table);
+        assert!(
+            !section.contains(&format!("0.0.0.0:{p2}")),
+            "{tool}: {table}"
+        );
+        // the static ones stay until the VM goes
+        assert!(
+            section.contains(&format!("0.0.0.0:{hs}")),
+            "{tool}: {table}"
+        );
+        // the host port of a removed forward is free for a new container
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "webC",
+            "-p",
+            &format!("{p2}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "reply-from-C"),
+        ]);
+        assert!(
+            wait_http(p2, "reply-from-C"),
+            "{tool}: {p2} silent after reuse"
+        );
+
+        // memres stop: every forward goes with the VM, nothing stale for the next one
+        live.stop_memres();
+        assert!(http_get(p2).is_none(), "{tool}: {p2} still answers");
+        assert!(
+            !live.state_dir().join("port-forwards.json").exists(),
+            "{tool}"
+        );
+        live.ok(&["memres", "start"]);
+        let ps = live.ok(&["ps", "-a"]);
+        assert!(
+            forwards_section(&ps).is_empty(),
+            "{tool}: stale forwards: {ps}"
+        );
+        live.stop_memres();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// memres restart --clean, clean-ports
+
+/// `memres clean-ports` drops forwards whose container went away behind the tool's back
+/// (removed from inside the VM), freeing the host port; `memres restart --clean` wipes the
+/// state disk (images gone) and leaves a running VM.
+#[test]
+fn clean_ports_drops_stale_forwards_and_restart_clean_wipes_state() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let live = Live::start(tool, &[]);
+        let p = free_port(21500);
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "gone",
+            "-p",
+            &format!("{p}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "gone-reply"),
+        ]);
+        assert!(wait_http(p, "gone-reply"), "{tool}: {p} silent");
+        // removed inside the VM: the tool never hears of it, the forward is stale
+        live.ok(&["vshell", "-c", &format!("{runtime} rm -f gone >/dev/null")]);
+        let ps = live.ok(&["ps", "-a"]);
+        assert!(
+            forwards_section(&ps).contains(&format!("0.0.0.0:{p}")),
+            "{tool}: {ps}"
+        );
+        let o = live.run(&["memres", "clean-ports"]);
+        assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("Cleared 1 port forward"),
+            "{tool}: {}",
+            stderr(&o)
+        );
+        let ps = live.ok(&["ps", "-a"]);
+        assert!(forwards_section(&ps).is_empty(), "{tool}: {ps}");
+        // QEMU let go of the port too: a new container can have it
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "again",
+            "-p",
+            &format!("{p}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "again-reply"),
+        ]);
+        assert!(
+            wait_http(p, "again-reply"),
+            "{tool}: {p} silent after clean-ports"
+        );
+        let o = live.run(&["memres", "clean-ports"]);
+        assert!(stderr(&o).contains("Cleared 1"), "{tool}: {}", stderr(&o));
+        let o = live.run(&["memres", "clean-ports"]);
+        assert!(
+            stderr(&o).contains("already empty"),
+            "{tool}: {}",
+            stderr(&o)
+        );
+
+        // restart --clean: the state disk is new, the image is gone, the VM runs
+        assert!(live.ok(&["images"]).contains("bb"), "{tool}");
+        let state_img = live.state_dir().join(format!("{runtime}-state.img"));
+        std::fs::write(live.state_dir().join("marker-not-ours"), "x").expect("w");
+        let o = live.run(&["memres", "restart", "--clean"]);
+        assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+        assert!(
+            live.ok(&["memres", "status"]).starts_with("running"),
+            "{tool}"
+        );
+        assert!(state_img.is_file(), "{tool}: no new state disk");
+        let images = live.ok(&["images"]);
+        assert!(
+            !images.contains("bb"),
+            "{tool}: image survived --clean: {images}"
+        );
+        assert!(
+            forwards_section(&live.ok(&["ps", "-a"])).is_empty(),
+            "{tool}"
+        );
+        // only the VM's own files were wiped
+        assert!(live.state_dir().join("marker-not-ours").exists(), "{tool}");
+        live.stop_memres();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PTY
+
+/// The CLI on a pseudo-terminal, as a user's shell would run it.
+struct OnPty {
+    master: std::fs::File,
+    child: Child,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+fn winsize(rows: u16, cols: u16) -> nix::pty::Winsize {
+    nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    }
+}
+
+impl OnPty {
+    fn spawn(w: &World, tool: &str, args: &[&str]) -> OnPty {
+        let pty = nix::pty::openpty(Some(&winsize(24, 80)), None).expect("openpty");
+        let slave: OwnedFd = pty.slave;
+        let mut cmd = w.cmd(tool);
+        cmd.args(args)
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and ioctl are async-signal-safe; the child gets the PTY as its
+        // controlling terminal, so resizes raise SIGWINCH in it as in a real shell.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on pty");
+        let master = std::fs::File::from(pty.master);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().expect("dup master");
+        let sink = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once the last slave fd closes
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().map(|mut s| s.extend_from_slice(&buf[..n])).ok();
+            }
+        });
+        OnPty {
+            master,
+            child,
+            seen,
+        }
+    }
+
+    fn text(&self) -> String {
+        let s = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&s).into_owned()
+    }
+
+    /// Waits until the output after byte `from` matches; returns the new end.
+    fn expect(&self, from: usize, want: &str, secs: u64) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let t = self.text();
+            if let Some(i) = t.get(from..).and_then(|rest| rest.find(want)) {
+                return from + i + want.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {secs}s for {want:?}; terminal shows: {:?}",
+                t.get(from..).unwrap_or("")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("write to pty");
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = winsize(rows, cols);
+        // SAFETY: TIOCSWINSZ reads the winsize we pass; the kernel signals the foreground
+        // process group of the terminal with SIGWINCH.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
+    fn wait(mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("still running after {secs}s; terminal: {:?}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `run -it`: the container sees the user's terminal size, a resize reaches it, Ctrl-C (the
+/// 0x03 byte) interrupts the container's foreground program, and the exit status is the
+/// container's.
+#[test]
+fn run_it_has_a_pty_with_resize_and_ctrl_c() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let live = Live::start(tool, &[]);
+        let mut t = OnPty::spawn(&live.w, tool, &["run", "-it", "--rm", "bb:1", "sh"]);
+        // typing starts at the prompt: keys typed before the CLI switched the terminal to
+        // raw mode are flushed by that switch, as in any terminal program
+        let mut at = t.expect(0, "# ", 240);
+        t.send(b"echo rea''dy\r");
+        at = t.expect(at, "ready", 60);
+        t.send(b"busybox stty size\r");
+        at = t.expect(at, "24 80", 60);
+        t.resize(40, 132);
+        std::thread::sleep(Duration::from_secs(2));
+        t.send(b"busybox stty size\r");
+        at = t.expect(at, "40 132", 60);
+        t.send(b"sh -c 'trap \"echo got-int; exit 3\" INT; echo arm''ed; sleep 60'; echo rc=$?\r");
+        at = t.expect(at, "armed", 60);
+        std::thread::sleep(Duration::from_secs(1));
+        t.send(&[0x03]);
+        at = t.expect(at, "got-int", 60);
+        t.expect(at, "rc=3", 30);
+        t.send(b"exit 5\r");
+        assert_eq!(t.wait(120), Some(5), "{tool}: exit status of run -it");
+        live.stop_memres();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// logs -f, exec -it
+
+/// `logs -f` prints lines while the container runs and ends by itself when it exits;
+/// `exec -it` opens a shell with a PTY in a running container and returns its status.
+#[test]
+fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let live = Live::start(tool, &[]);
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "talker",
+            "bb:1",
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/go ]; do sleep 0.2; done; \
+             for i in 1 2 3 4 5 6; do echo line-$i; sleep 2; done",
+        ]);
+        let mut follow = live
+            .w
+            .cmd(tool)
+            .args(["logs", "-f", "talker"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn logs -f");
+        let mut out = follow.stdout.take().expect("stdout");
+        live.ok(&["exec", "talker", "touch", "/tmp/go"]);
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut acc = String::new();
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                acc.push_str(&String::from_utf8_lossy(&buf[..n]));
+                let _ = tx.send((Instant::now(), acc.clone()));
+            }
+        });
+        let mut first_line_at = None;
+        let mut all = String::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while let Ok((at, text)) =
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if first_line_at.is_none() && text.contains("line-1") {
+                first_line_at = Some(at);
+            }
+            all = text;
+        }
+        let ended = Instant::now();
+        let status = follow.wait().expect("wait logs -f");
+        assert_eq!(status.code(), Some(0), "{tool}: logs -f status");
+        for i in 1..=6 {
+            assert!(all.contains(&format!("line-{i}")), "{tool}: {all:?}");
+        }
+        let first = first_line_at.expect("line-1 seen");
+        assert!(
+            ended.duration_since(first) >= Duration::from_secs(5),
+            "{tool}: logs -f did not stream (all output arrived at the end): {all:?}"
+        );
+
+        // exec -it into a running container
+        live.ok(&["run", "-d", "--name", "box", "bb:1", "sleep", "600"]);
+        let mut t = OnPty::spawn(&live.w, tool, &["exec", "-it", "box", "sh"]);
+        let at = t.expect(0, "# ", 180);
+        t.resize(30, 100);
+        std::thread::sleep(Duration::from_secs(2));
+        t.send(b"echo in''side; busybox stty size\r");
+        let at = t.expect(at, "inside", 60);
+        t.expect(at, "30 100", 60);
+        t.send(b"exit 4\r");
+        assert_eq!(t.wait(120), Some(4), "{tool}: exit status of exec -it");
+        live.ok(&["rm", "-f", "box", "talker"]);
+        live.stop_memres();
+    }
+}
