@@ -23,7 +23,8 @@ SRC
 fi
 
 pkgs_main=(mmdebstrap squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
-           skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash)
+           skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
+           gcc libc6-dev openssl)
 missing=()
 for p in "${pkgs_main[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1 \
