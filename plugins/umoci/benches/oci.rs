@@ -320,7 +320,6 @@ fn ours(
     rootfs: &Path,
     out: &Path,
 ) -> Option<String> {
-    let _ = std::fs::remove_dir_all(out);
     let req = BuildRequest {
         rootfs: Some(rootfs.to_path_buf()),
         output: out.to_path_buf(),
@@ -344,8 +343,7 @@ fn ours(
 fn umoci_flow(rootfs: &Path, out: &Path) -> bool {
     let script = format!(
         r#"
-R={r}; O={o}; B={o}-bundle
-rm -rf $O $B
+R={r}; O={o}; B={o}.bundle
 umoci init --layout $O
 umoci new --image $O:latest
 umoci unpack --rootless --image $O:latest $B
@@ -395,6 +393,10 @@ struct Contender<'a> {
 impl Contender<'_> {
     fn run(&mut self) -> Option<Cost> {
         let out = self.out.clone();
+        // Clearing the previous run's output is nobody's build time.
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_dir_all(out.with_extension("bundle"));
+        let _ = std::fs::remove_file(&out);
         let (ok, cost) = timed(|| (self.step)(&out));
         if !ok {
             self.failed = true;
