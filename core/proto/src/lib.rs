@@ -32,7 +32,7 @@ pub use frame::{
 };
 pub use message::{
     check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response,
-    ServiceStartRequest, WindowSize,
+    ServiceStartRequest, SocketProbe, WindowSize,
 };
 
 /// Version of this protocol. Bump it on any incompatible change of frames or messages; host

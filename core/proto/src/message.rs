@@ -59,8 +59,25 @@ pub struct ServiceStartRequest {
     /// Program run repeatedly until it exits 0 (= ready); empty means "ready once started".
     #[serde(default)]
     pub probe: Vec<String>,
+    /// When present, readiness is checked on this socket by the agent itself (every few
+    /// milliseconds) instead of by running `probe`: a process per try costs seconds under
+    /// TCG. Agents that predate it ignore the field and run `probe`, so hosts send both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_socket: Option<SocketProbe>,
     /// How long the probe may keep failing before the start is reported as failed.
     pub timeout_secs: u64,
+}
+
+/// Readiness as seen on a service's Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketProbe {
+    /// Absolute path of the socket in the guest; ready once it accepts a connection...
+    pub path: String,
+    /// ...and, when set, once `GET <http_path>` over it answers with a 2xx status. For
+    /// daemons that listen before they serve (dockerd opens its socket first, then
+    /// initialises for seconds): a bare connect would say "ready" too early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
 }
 
 /// Host -> guest control messages.
@@ -239,6 +256,10 @@ mod tests {
                 argv: vec!["dockerd".into()],
                 env: vec![],
                 probe: vec!["docker".into(), "info".into()],
+                probe_socket: Some(SocketProbe {
+                    path: "/var/run/docker.sock".into(),
+                    http_path: Some("/_ping".into()),
+                }),
                 timeout_secs: 60,
             }),
             Request::ServiceStatus { name: "x".into() },
@@ -249,6 +270,43 @@ mod tests {
             let back: Request = serde_json::from_slice(&json).expect("de");
             assert_eq!(back, req);
         }
+    }
+
+    #[test]
+    fn service_start_stays_compatible_both_ways() {
+        // from a host that predates socket probes: no probe_socket
+        let old: Request = serde_json::from_str(
+            r#"{"type":"service_start","name":"c","argv":["c"],"probe":["p"],"timeout_secs":5}"#,
+        )
+        .expect("old request");
+        let Request::ServiceStart(old) = old else {
+            panic!("not a service start: {old:?}");
+        };
+        assert_eq!(old.probe_socket, None);
+        // to an agent that predates them: the field is extra, and extra fields are ignored
+        let json = serde_json::to_value(Request::ServiceStart(ServiceStartRequest {
+            probe_socket: Some(SocketProbe {
+                path: "/run/s.sock".into(),
+                http_path: None,
+            }),
+            ..old.clone()
+        }))
+        .expect("ser");
+        assert_eq!(json["probe_socket"]["path"], "/run/s.sock");
+        assert!(json["probe_socket"].get("http_path").is_none(), "{json}");
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum OldRequest {
+            ServiceStart {
+                probe: Vec<String>,
+                timeout_secs: u64,
+            },
+        }
+        let OldRequest::ServiceStart {
+            probe,
+            timeout_secs,
+        } = serde_json::from_value(json).expect("an old agent reads it");
+        assert_eq!((probe, timeout_secs), (vec!["p".to_string()], 5));
     }
 
     #[test]

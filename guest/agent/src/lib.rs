@@ -8,6 +8,7 @@ pub mod console;
 mod exec;
 pub mod listener;
 pub mod pid1;
+mod readiness;
 pub mod reaper;
 mod resolve;
 mod service;

@@ -1,7 +1,8 @@
 //! Long-running services (containerd, dockerd, ...) started on the host's request.
 //!
 //! The runtime plugin on the host declares what to start and how to tell it is ready (a
-//! probe program that exits 0), so the agent knows nothing about docker or podman.
+//! socket that accepts connections, checked here without a process, or a probe program
+//! that exits 0), so the agent knows nothing about docker or podman.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -14,12 +15,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
-use vcontainer_proto::{ErrorKind, ExitStatus, Response, ServiceStartRequest};
+use vcontainer_proto::{ErrorKind, ExitStatus, Response, ServiceStartRequest, SocketProbe};
 
+use crate::readiness;
 use crate::resolve::{resolve, DEFAULT_PATH};
 use crate::{log, Agent};
 
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Pause between two runs of a probe program: short at first (a service is often ready
+/// within a second), doubling up to the maximum so probes do not starve a slow service of
+/// the guest's CPU.
+const PROBE_INTERVAL_FIRST: Duration = Duration::from_millis(50);
+const PROBE_INTERVAL_MAX: Duration = Duration::from_millis(250);
+/// Longest one socket check waits for an answer before the service's liveness is checked
+/// again.
+const SOCKET_TRY_LIMIT: Duration = Duration::from_secs(2);
 /// How long a service gets to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_BYTES: u64 = 2048;
@@ -162,6 +171,7 @@ impl Services {
         request: &ServiceStartRequest,
     ) -> Result<(), (ErrorKind, String)> {
         let deadline = Instant::now() + Duration::from_secs(request.timeout_secs);
+        let mut program_pause = PROBE_INTERVAL_FIRST;
         loop {
             let (alive, status, log_path) = {
                 let mut table = self.table();
@@ -180,26 +190,36 @@ impl Services {
                     ),
                 ));
             }
-            if request.probe.is_empty() {
-                return Ok(());
-            }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if probe_once(agent, &request.probe, remaining)? {
+            let (ready, pause) = match &request.probe_socket {
+                Some(socket) => (
+                    readiness::socket_ready(socket, remaining.min(SOCKET_TRY_LIMIT)),
+                    readiness::SOCKET_INTERVAL,
+                ),
+                None if request.probe.is_empty() => return Ok(()),
+                None => {
+                    let ready = probe_once(agent, &request.probe, remaining)?;
+                    let pause = program_pause;
+                    program_pause = (program_pause * 2).min(PROBE_INTERVAL_MAX);
+                    (ready, pause)
+                }
+            };
+            if ready {
                 return Ok(());
             }
-            if Instant::now() + PROBE_INTERVAL > deadline {
+            if Instant::now() + pause > deadline {
                 return Err((
                     ErrorKind::Timeout,
                     format!(
-                        "service {name} not ready after {} s (probe {:?} kept failing); end of {}:\n{}",
+                        "service {name} not ready after {} s ({} kept failing); end of {}:\n{}",
                         request.timeout_secs,
-                        request.probe,
+                        describe_probe(request),
                         log_path.display(),
                         log_tail(&log_path)
                     ),
                 ));
             }
-            thread::sleep(PROBE_INTERVAL);
+            thread::sleep(pause);
         }
     }
 
@@ -238,6 +258,18 @@ impl Services {
                 }
             }
         }
+    }
+}
+
+/// The readiness check in use, for messages.
+fn describe_probe(request: &ServiceStartRequest) -> String {
+    match &request.probe_socket {
+        Some(SocketProbe {
+            path,
+            http_path: Some(http_path),
+        }) => format!("GET {http_path} on socket {path}"),
+        Some(SocketProbe { path, .. }) => format!("connecting to socket {path}"),
+        None => format!("probe {:?}", request.probe),
     }
 }
 

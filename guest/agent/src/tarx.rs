@@ -2,7 +2,12 @@
 //!
 //! Pushed archives come from the host, but a bad or hostile archive must still never write
 //! outside the destination: entries with `..` or absolute names are refused outright, and
-//! `tar::Entry::unpack_in` refuses entries whose parent resolves (through symlinks) outside it.
+//! `tar::Entry::unpack_in` refuses entries whose parent resolves (through symlinks) outside it
+//! (device nodes and FIFOs, which the tar crate cannot create, get the same check in [`place`]).
+//!
+//! Pulled archives must restore the guest's runtime storage exactly (`--storage`, then
+//! `--input-storage`), so they keep what overlayfs relies on: whiteout device nodes
+//! ([`nodes`]) and extended attributes ([`xattrs`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -13,6 +18,11 @@ use vcontainer_proto::{read_frame, ErrorKind, FrameType, ProtoError, Response};
 
 use crate::sink::FrameSink;
 use crate::{error_kind, log};
+
+mod nodes;
+#[cfg(test)]
+mod tests;
+mod xattrs;
 
 /// Bytes gathered before a tar frame is sent while pulling.
 const PULL_CHUNK: usize = 256 * 1024;
@@ -55,12 +65,19 @@ fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String
             format!("cannot create {}: {e}", dest.display()),
         )
     })?;
+    let real_dest = dest.canonicalize().map_err(|e| {
+        (
+            error_kind(&e),
+            format!("cannot resolve {}: {e}", dest.display()),
+        )
+    })?;
+    // Ownership can only be restored by root (the guest agent is root; tests may not be).
+    let as_root = nix::unistd::geteuid().is_root();
     let mut archive = tar::Archive::new(source);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
-    // Ownership can only be restored by root (the guest agent is root; tests may not be).
-    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    archive.set_preserve_ownerships(as_root);
     let entries = archive
         .entries()
         .map_err(|e| (ErrorKind::Io, format!("reading tar stream: {e}")))?;
@@ -80,6 +97,16 @@ fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String
                     dest.display()
                 ),
             ));
+        }
+        let unpacking =
+            |e: io::Error| (error_kind(&e), format!("unpacking {}: {e}", name.display()));
+        let attributes = xattrs::of_entry(&mut entry).map_err(unpacking)?;
+        if nodes::is_node_entry(entry.header().entry_type()) {
+            let path = place(dest, &real_dest, &name)?;
+            nodes::create(entry.header(), &path, as_root).map_err(unpacking)?;
+            xattrs::restore(&path, &attributes).map_err(unpacking)?;
+            count += 1;
+            continue;
         }
         match entry.unpack_in(dest) {
             Ok(true) => count += 1,
@@ -103,8 +130,71 @@ fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String
                 return Err((kind, format!("unpacking {}: {text}", name.display())));
             }
         }
+        if !attributes.is_empty() {
+            // unpack_in checked every parent of this path; the attributes go on the entry
+            // itself (a symlink's own), never through it.
+            xattrs::restore(&dest.join(normal_parts(&name)), &attributes).map_err(unpacking)?;
+        }
     }
     Ok(count)
+}
+
+/// `name` without `.` components (the tar crate's reading of an entry name).
+fn normal_parts(name: &Path) -> PathBuf {
+    name.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+/// Where the entry `name` goes under `dest`, with its missing parent directories created.
+/// A parent that is a symlink must resolve to a directory inside `real_dest` (the canonical
+/// `dest`), checked before anything is created beneath it.
+fn place(dest: &Path, real_dest: &Path, name: &Path) -> Result<PathBuf, (ErrorKind, String)> {
+    let parts = normal_parts(name);
+    let Some(file_name) = parts.file_name() else {
+        return Err((
+            ErrorKind::BadRequest,
+            format!("tar entry {} names no file", name.display()),
+        ));
+    };
+    let failed = |e: io::Error, path: &Path| (error_kind(&e), format!("{}: {e}", path.display()));
+    let mut path = dest.to_path_buf();
+    for part in parts.parent().into_iter().flat_map(Path::components) {
+        path.push(part);
+        match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real = path.canonicalize().map_err(|e| failed(e, &path))?;
+                if !real.starts_with(real_dest) || !real.is_dir() {
+                    return Err((
+                        ErrorKind::PathEscape,
+                        format!(
+                            "refusing tar entry {}: {} leads outside {}",
+                            name.display(),
+                            path.display(),
+                            dest.display()
+                        ),
+                    ));
+                }
+            }
+            Ok(_) => {
+                return Err((
+                    ErrorKind::Io,
+                    format!(
+                        "unpacking {}: {} is not a directory",
+                        name.display(),
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path).map_err(|e| failed(e, &path))?;
+            }
+            Err(e) => return Err(failed(e, &path)),
+        }
+    }
+    path.push(file_name);
+    Ok(path)
 }
 
 /// The first component of a tar entry name that could climb out of the destination.
@@ -160,14 +250,28 @@ impl Read for TarFrames<'_> {
 }
 
 pub(crate) fn pull(path: &str, contents_only: bool, sink: &FrameSink) -> Result<(), ProtoError> {
-    let response = match pack(Path::new(path), contents_only, sink) {
+    let writer = TarWriter {
+        sink,
+        buf: Vec::with_capacity(PULL_CHUNK),
+    };
+    let packed = pack(Path::new(path), contents_only, writer).and_then(|mut writer| {
+        writer
+            .flush()
+            .map_err(|e| (ErrorKind::Io, format!("sending {path}: {e}")))?;
+        sink.frame(FrameType::TarEnd, &[])
+            .map_err(|e| (ErrorKind::Io, e.to_string()))
+    });
+    let response = match packed {
         Ok(()) => Response::Done,
         Err((kind, message)) => Response::error(kind, message),
     };
     sink.finish(&response)
 }
 
-fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (ErrorKind, String)> {
+/// Writes `path` as a tar stream into `out` and returns `out`. Entries keep modes, owners,
+/// mtimes, symlinks, hard links (files and nodes with several links are archived once, then
+/// linked), device nodes, FIFOs and extended attributes; sockets are skipped.
+fn pack<W: Write>(path: &Path, contents_only: bool, out: W) -> Result<W, (ErrorKind, String)> {
     if !path.is_absolute() {
         return Err((
             ErrorKind::BadRequest,
@@ -182,13 +286,8 @@ fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (Error
         path.file_name()
             .map_or_else(|| PathBuf::from("."), PathBuf::from)
     };
-    let writer = TarWriter {
-        sink,
-        buf: Vec::with_capacity(PULL_CHUNK),
-    };
-    let mut builder = tar::Builder::new(writer);
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
-    let io_err = |e: io::Error| (error_kind(&e), format!("packing {}: {e}", path.display()));
     // (device, inode) of files with several links -> the name they were first archived as.
     let mut first_names: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let walk = walkdir::WalkDir::new(path)
@@ -197,20 +296,20 @@ fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (Error
     for entry in walk {
         let entry =
             entry.map_err(|e| (ErrorKind::Io, format!("walking {}: {e}", path.display())))?;
-        let relative = entry.path().strip_prefix(path).unwrap_or(Path::new(""));
+        let source = entry.path();
+        let packing = |e: io::Error| (error_kind(&e), format!("packing {}: {e}", source.display()));
+        let relative = source.strip_prefix(path).unwrap_or(Path::new(""));
         let name = top.join(relative);
-        let meta = entry.path().symlink_metadata().map_err(|e| {
-            io_err(io::Error::new(
-                e.kind(),
-                format!("{}: {e}", entry.path().display()),
-            ))
-        })?;
-        if meta.file_type().is_socket() {
+        let meta = source.symlink_metadata().map_err(packing)?;
+        let file_type = meta.file_type();
+        if file_type.is_socket() {
             // Like GNU tar: a socket cannot be archived, and is meaningless after a restart.
-            log!("pull: skipping socket {}", entry.path().display());
+            log!("pull: skipping socket {}", source.display());
             continue;
         }
-        if meta.is_file() && meta.nlink() > 1 {
+        if !file_type.is_dir() && meta.nlink() > 1 {
+            // Overlayfs shares one whiteout node between the deletions of a container, so
+            // device nodes have several links as often as files do.
             let key = (meta.dev(), meta.ino());
             if let Some(first) = first_names.get(&key) {
                 let mut header = tar::Header::new_gnu();
@@ -219,20 +318,32 @@ fn pack(path: &Path, contents_only: bool, sink: &FrameSink) -> Result<(), (Error
                 header.set_size(0);
                 builder
                     .append_link(&mut header, &name, first)
-                    .map_err(io_err)?;
+                    .map_err(packing)?;
                 continue;
             }
             first_names.insert(key, name.clone());
         }
+        let attributes = xattrs::read(source).map_err(packing)?;
+        let records = xattrs::pax_records(&attributes, source);
+        if !records.is_empty() {
+            builder
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(packing)?;
+        }
+        if nodes::is_node(&file_type) {
+            let mut header = nodes::header(&meta).map_err(packing)?;
+            builder
+                .append_data(&mut header, &name, io::empty())
+                .map_err(packing)?;
+            continue;
+        }
         builder
-            .append_path_with_name(entry.path(), &name)
-            .map_err(io_err)?;
+            .append_path_with_name(source, &name)
+            .map_err(packing)?;
     }
-    let mut writer = builder.into_inner().map_err(io_err)?;
-    writer.flush().map_err(io_err)?;
-    sink.frame(FrameType::TarEnd, &[])
-        .map_err(|e| (ErrorKind::Io, e.to_string()))?;
-    Ok(())
+    builder
+        .into_inner()
+        .map_err(|e| (error_kind(&e), format!("packing {}: {e}", path.display())))
 }
 
 /// Cuts the tar byte stream into `Tar` frames.

@@ -23,5 +23,6 @@ pub use interactive::{exec_interactive, terminal_size};
 pub use simple::{hello, service_start, service_status, shutdown, ServiceState};
 pub use tar::{pull_tar, pull_tar_contents, push_tar};
 pub use vcontainer_proto::{
-    ExecRequest, ExitStatus, HelloOk, ServiceStartRequest, WindowSize, PROTOCOL_VERSION,
+    ExecRequest, ExitStatus, HelloOk, ServiceStartRequest, SocketProbe, WindowSize,
+    PROTOCOL_VERSION,
 };

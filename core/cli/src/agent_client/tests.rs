@@ -653,6 +653,7 @@ fn services_start_with_probe_report_status_and_stop_on_shutdown() {
             argv: vec!["sh".into(), "-c".into(), script],
             env: vec![],
             probe: vec!["test".into(), "-e".into(), ready_flag.display().to_string()],
+            probe_socket: None,
             timeout_secs: 10,
         },
     )
@@ -671,6 +672,44 @@ fn services_start_with_probe_report_status_and_stop_on_shutdown() {
 }
 
 #[test]
+fn a_socket_probe_replaces_the_probe_program() {
+    let agent = TestAgent::start();
+    let socket = agent.dir.path().join("svc.sock");
+    // The "service" only sleeps; its socket appears (bound by the test) 300 ms later. The
+    // probe program always fails, so only the socket check can report ready.
+    let binder = {
+        let socket = socket.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            UnixListener::bind(socket).expect("bind")
+        })
+    };
+    let started = Instant::now();
+    service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "sock".into(),
+            argv: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            probe: vec!["false".into()],
+            probe_socket: Some(SocketProbe {
+                path: path_str(&socket).to_owned(),
+                http_path: None,
+            }),
+            timeout_secs: 10,
+        },
+    )
+    .expect("ready by its socket");
+    let waited = started.elapsed();
+    let _listener = binder.join().expect("binder");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "ready before the socket existed ({waited:?})"
+    );
+    shutdown(agent.connect()).expect("shutdown");
+}
+
+#[test]
 fn a_service_that_dies_or_never_gets_ready_is_an_error() {
     let agent = TestAgent::start();
     let died = service_start(
@@ -680,6 +719,7 @@ fn a_service_that_dies_or_never_gets_ready_is_an_error() {
             argv: vec!["sh".into(), "-c".into(), "echo boom; exit 3".into()],
             env: vec![],
             probe: vec!["false".into()],
+            probe_socket: None,
             timeout_secs: 10,
         },
     );
@@ -697,6 +737,7 @@ fn a_service_that_dies_or_never_gets_ready_is_an_error() {
             argv: vec!["sleep".into(), "60".into()],
             env: vec![],
             probe: vec!["false".into()],
+            probe_socket: None,
             timeout_secs: 1,
         },
     );
@@ -726,6 +767,7 @@ fn a_service_that_timed_out_is_probed_again_not_started_twice() {
         ],
         env: vec![],
         probe: vec!["test".into(), "-e".into(), flag.display().to_string()],
+        probe_socket: None,
         timeout_secs,
     };
     let first = service_start(agent.connect(), request(1));

@@ -37,13 +37,9 @@ pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyho
             .stop_services()
             .context("stopping the runtime's services before the storage export")?;
     }
+    // The agent archives everything overlay storage needs as it is (whiteout device nodes,
+    // opaque-dir xattrs, hard links), so the tree is pulled untouched.
     let source = export.source_dir.to_string();
-    // Block devices in runtime storage are probes the runtime recreates at start (docker's
-    // volumes/backingFsBlockDev for quotas); the agent's tar (tar 0.4.46) cannot archive
-    // device nodes under another name, so they are removed before the export.
-    target
-        .exec_quiet(&["find", &source, "-xdev", "-type", "b", "-delete"])
-        .context("removing device probes before the storage export")?;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

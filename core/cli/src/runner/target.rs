@@ -13,7 +13,9 @@ use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec, ServiceSpec};
 
 use super::mode::{self, Mode, ModeInputs};
 use super::vmconfig;
-use crate::agent_client::{self, ClientError, ExecRequest, ExitStatus, ServiceStartRequest};
+use crate::agent_client::{
+    self, ClientError, ExecRequest, ExitStatus, ServiceStartRequest, SocketProbe,
+};
 use crate::dispatch::RuntimeContext;
 use crate::ui;
 use crate::vm::process::ProcId;
@@ -360,6 +362,11 @@ impl Target {
                     })
                     .collect(),
                 probe: svc.readiness_probe.iter().map(|a| a.to_string()).collect(),
+                probe_socket: (!svc.readiness_socket.is_empty()).then(|| SocketProbe {
+                    path: svc.readiness_socket.to_string(),
+                    http_path: (!svc.readiness_http_path.is_empty())
+                        .then(|| svc.readiness_http_path.to_string()),
+                }),
                 timeout_secs: u64::from(svc.timeout_secs),
             };
             let conn = self.connect()?;

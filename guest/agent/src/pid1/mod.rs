@@ -73,7 +73,7 @@ pub fn boot() -> Result<Booted, String> {
             None
         }
         (None, Some(storage)) => {
-            let _ = fs::create_dir_all(storage);
+            warnings.extend(storage::mount_temporary(storage));
             None
         }
         (None, None) => None,

@@ -38,17 +38,31 @@ pub fn mount_state_disk(
             }
         }
     }
-    if let Err(e) = mount_fs(
+    warnings.extend(mount_temporary(storage));
+    (None, warnings)
+}
+
+/// Runtime storage without a state disk (`vcontainer.state=none`, or a disk that cannot be
+/// used): a tmpfs of its own, because the root is an overlay and docker's overlay2 (and
+/// podman's overlay) cannot stack another overlay on it. Returns a warning when it failed.
+pub fn mount_temporary(storage: &Path) -> Option<String> {
+    let mount_point = storage.to_string_lossy();
+    match mount_fs(
         "tmpfs",
         &mount_point,
         "tmpfs",
         MsFlags::empty(),
         Some("mode=0711"),
     ) {
-        log!("{e}");
-        warnings.push(e);
+        Ok(()) => {
+            log!("runtime storage {mount_point} is a tmpfs");
+            None
+        }
+        Err(e) => {
+            log!("{e}");
+            Some(e)
+        }
     }
-    (None, warnings)
 }
 
 /// `e2fsck -p`; true when the disk may be mounted.
