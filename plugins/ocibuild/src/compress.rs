@@ -129,7 +129,7 @@ impl LayerSink {
                         format!("gzip compression level {level} is not in 0..=12"),
                     )
                 })?;
-                Engine::Gzip(ParallelGzip::new(file, lvl))
+                Engine::Gzip(ParallelGzip::new(file, lvl, worker_count()))
             }
         };
         Ok(LayerSink {
@@ -192,8 +192,8 @@ struct ParallelGzip {
 }
 
 impl ParallelGzip {
-    fn new(out: HashingWriter<io::BufWriter<File>>, level: CompressionLvl) -> Self {
-        let n = worker_count();
+    fn new(out: HashingWriter<io::BufWriter<File>>, level: CompressionLvl, workers: usize) -> Self {
+        let n = workers.max(1);
         let (job_tx, job_rx) = sync_channel::<Job>(n * 2);
         let (done_tx, done_rx) = sync_channel::<Done>(n * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -382,6 +382,31 @@ mod tests {
             .filter(|w| *w == GZIP_HEADER)
             .count();
         assert!(members >= 3, "{members} members");
+    }
+
+    /// The blob does not depend on how many cores the build machine has.
+    #[test]
+    fn gzip_bytes_do_not_depend_on_worker_count() {
+        let data = sample(3 * GZIP_CHUNK + 4321);
+        let blob = |workers: usize| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("blob");
+            let f = File::create(&path).expect("create");
+            let out = HashingWriter::new(io::BufWriter::new(f));
+            let lvl = CompressionLvl::new(DEFAULT_GZIP_LEVEL).expect("level");
+            let mut gz = ParallelGzip::new(out, lvl, workers);
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = gz.write(rest).expect("write");
+                rest = &rest[n..];
+            }
+            let (buf, _, _) = gz.finish().expect("finish").finish();
+            drop(buf);
+            std::fs::read(&path).expect("read")
+        };
+        let one = blob(1);
+        assert_eq!(one, blob(2));
+        assert_eq!(one, blob(5));
     }
 
     #[test]
