@@ -61,6 +61,7 @@ pub fn cache_key(
     for d in lower_diff_ids {
         field(&mut h, d.to_string().as_bytes());
     }
+    let mut contents = content_digests(plan)?.into_iter();
     let mut first_path: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for op in &plan.ops {
         match op {
@@ -84,7 +85,10 @@ pub fn cache_key(
                     field(&mut h, first);
                 }
                 if meta.kind == Kind::File {
-                    field(&mut h, &file_digest(src)?.0);
+                    let d = contents
+                        .next()
+                        .ok_or_else(|| Error::invalid("cache key: file digests out of step"))?;
+                    field(&mut h, &d.0);
                 }
             }
             Op::Whiteout { path } => {
@@ -98,6 +102,56 @@ pub fn cache_key(
         }
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 of every regular file the plan adds, in plan order. Reading and hashing the
+/// files is all the cost of a cache key (and of a cache hit), so it runs on all cores.
+fn content_digests(plan: &Plan) -> Result<Vec<Digest>> {
+    let files: Vec<&Path> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Add { src, meta, .. } if meta.kind == Kind::File => Some(src.as_path()),
+            _ => None,
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len())
+        .max(1);
+    // Thread t hashes files t, t + threads, t + 2*threads, ...: big and small files mixed.
+    let parts: Vec<Result<Vec<Digest>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let files = &files;
+                s.spawn(move || {
+                    files
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|p| file_digest(p))
+                        .collect::<Result<Vec<Digest>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::invalid("cache key: hashing thread panicked")))
+            })
+            .collect()
+    });
+    let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut iters: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(files.len());
+    for i in 0..files.len() {
+        let d = iters[i % threads]
+            .next()
+            .ok_or_else(|| Error::invalid("cache key: file digests out of step"))?;
+        out.push(d);
+    }
+    Ok(out)
 }
 
 impl LayerCache {
