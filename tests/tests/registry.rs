@@ -1,12 +1,16 @@
 //! Registry options end to end (issue 4 items 1 and 7) against a local `docker-registry` on
 //! loopback, reached from the guest at 10.0.2.2: push/pull round trip with
-//! `--insecure-registry`, applied at the next command of a running memres VM; login with
-//! `--password-stdin` against an htpasswd-protected registry; `--config auth.json` for one
-//! command; `--registry` as the default for unqualified names; `--config` validation.
+//! `--insecure-registry`, applied at the next command of a running memres VM (and not
+//! installed again when unchanged); login with `--password-stdin` against an
+//! htpasswd-protected registry; `--config auth.json` and `--registry-user`/
+//! `--registry-password` for one command; `--registry` as the default for unqualified names
+//! in pull, run and vrun; `--ca-cert` against a TLS registry with a self-signed certificate;
+//! `--config` validation.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use vcontainer_tests::fixtures::{write_auth_file, LocalRegistry, MemresGuard};
 use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
@@ -163,6 +167,19 @@ fn push_pull_round_trip_with_insecure_registry() {
         assert!(out.to_lowercase().contains("http"), "{tool}: {out}");
         // with it, on the same memres VM, without a restart
         ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        // the same options again: the guest configuration is not installed a second time
+        let o = w
+            .cmd(tool)
+            .env("VCONTAINER_LOG", "vcontainer=debug")
+            .args(["--insecure-registry", &addr, "push", &remote])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("registry configuration unchanged"),
+            "{tool}: {}",
+            stderr(&o)
+        );
         assert!(
             reg.has_repository("bb"),
             "{tool}: nothing arrived; {}",
@@ -283,6 +300,306 @@ fn default_registry_serves_unqualified_names() {
         ok(&w, tool, &["--registry", &addr, "pull", "bb:1"]);
         let out = ok(&w, tool, &["vrun", "bb:1", "/bin/echo", "default-ok"]);
         assert_eq!(out.trim(), "default-ok");
+        // run and vrun of a missing unqualified image pull it from the default registry;
+        // the pull's progress goes to stderr, stdout is the container's alone
+        for (cmd, word) in [("run", "run-ok"), ("vrun", "vrun-ok")] {
+            remove_image(&w, tool, &["bb:1", &remote]);
+            let mut args = vec!["--registry", addr.as_str(), cmd];
+            if cmd == "run" {
+                args.push("--rm");
+            }
+            args.extend(["bb:1", "/bin/echo", word]);
+            let out = ok(&w, tool, &args);
+            assert_eq!(out, format!("{word}\n"), "{tool} {cmd}");
+        }
+        // a name the default registry does not have falls back to docker.io (offline here:
+        // it fails, saying where it looked)
+        let o = w.run(tool, ["--registry", &addr, "run", "--rm", "nosuch:1"]);
+        assert_ne!(o.status.code(), Some(0), "{tool}: {}", stdout(&o));
+        if tool == "vdkr" {
+            assert!(
+                stderr(&o).contains("not found in the default registry"),
+                "{tool}: {}",
+                stderr(&o)
+            );
+        }
+        ok(&w, tool, &["memres", "stop"]);
+    }
+}
+
+/// Removes every name given (ignoring names that are not there) and checks the image is
+/// gone, so the next command must pull it.
+fn remove_image(w: &World, tool: &str, names: &[&str]) {
+    for n in names {
+        let _ = w.run(tool, ["rmi", n]);
+    }
+    let o = w.run(tool, ["image", "inspect", names[0]]);
+    assert_ne!(o.status.code(), Some(0), "{tool}: {} still there", names[0]);
+}
+
+#[test]
+fn registry_user_and_password_authenticate_without_a_config_file() {
+    if !registry_or_skip() {
+        return;
+    }
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let reg = LocalRegistry::with_htpasswd("tester", "s3cret pass").expect("registry");
+        let addr = reg.guest_address();
+        let remote = format!("{addr}/flags/bb:1");
+        let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
+        ok(&w, tool, &["tag", "bb:1", &remote]);
+        let creds = ["--registry-user", "tester", "--registry-password"];
+        let mut wrong = creds.to_vec();
+        wrong.extend(["wrong", "--insecure-registry", &addr, "push", &remote]);
+        fails(&w, tool, &wrong);
+        assert!(!reg.has_repository("flags/bb"));
+        // the registry is the one the image names (no --registry needed)
+        let mut right = creds.to_vec();
+        right.extend(["s3cret pass", "--insecure-registry", &addr, "push", &remote]);
+        ok(&w, tool, &right);
+        assert!(reg.has_repository("flags/bb"), "{tool}: {}", reg.log());
+        // for that command only
+        fails(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        // and pulled back with --registry R, the credentials going to R
+        ok(&w, tool, &["rmi", &remote]);
+        let mut pull = creds.to_vec();
+        pull.extend(["s3cret pass", "--insecure-registry", &addr, "pull", &remote]);
+        ok(&w, tool, &pull);
+        ok(&w, tool, &["memres", "stop"]);
+    }
+}
+
+/// A `docker-registry` serving TLS on 127.0.0.1:<port> with a self-signed certificate for
+/// 10.0.2.2 (the address the guest uses).
+struct TlsRegistry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsRegistry {
+    fn start() -> Result<TlsRegistry, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("vct-tls-registry-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path();
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=vcontainer-test-registry"])
+            .args(["-addext", "subjectAltName=IP:10.0.2.2,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {storage}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {cert}\n    key: {key}\n",
+            storage = d.join("storage").display(),
+            cert = d.join("cert.pem").display(),
+            key = d.join("key.pem").display(),
+        );
+        std::fs::write(d.join("config.yml"), config).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(d.join("registry.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("docker-registry: {e}"))?;
+        let reg = TlsRegistry { child, port, dir };
+        // listening is enough: the handshake itself is what the test checks
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                return Err(format!("TLS registry did not listen: {}", reg.log()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(reg)
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn guest_address(&self) -> String {
+        format!("10.0.2.2:{}", self.port)
+    }
+
+    fn has_repository(&self, name: &str) -> bool {
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/repositories")
+            .join(name)
+            .is_dir()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ca_cert_trusts_a_tls_registry_with_a_private_ca() {
+    if !registry_or_skip() {
+        return;
+    }
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let reg = TlsRegistry::start().expect("TLS registry");
+        let addr = reg.guest_address();
+        let remote = format!("{addr}/tls/bb:1");
+        let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
+        ok(&w, tool, &["tag", "bb:1", &remote]);
+        // the certificate is not trusted without the option
+        let out = fails(&w, tool, &["push", &remote]);
+        assert!(
+            out.contains("certificate") || out.contains("x509"),
+            "{tool}: {out}"
+        );
+        let cert = reg.cert();
+        let cert = cert.to_str().expect("utf-8");
+        ok(&w, tool, &["--ca-cert", cert, "push", &remote]);
+        assert!(reg.has_repository("tls/bb"), "{tool}: {}", reg.log());
+        // as the default registry: pulled by its short name over verified TLS
+        remove_image(&w, tool, &["bb:1", &remote]);
+        ok(
+            &w,
+            tool,
+            &["--ca-cert", cert, "--registry", &addr, "pull", "tls/bb:1"],
+        );
+        let o = w.run(tool, ["image", "inspect", &remote]);
+        assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+        // the next command without it no longer trusts the registry
+        ok(&w, tool, &["rmi", &remote]);
+        fails(&w, tool, &["pull", &remote]);
+        ok(&w, tool, &["memres", "stop"]);
+    }
+}
+
+/// Runs `tool args` on a terminal (util-linux `script` gives it a PTY), answering each
+/// prompt when it appears; returns the exit code and everything the terminal showed.
+fn on_terminal(w: &World, tool: &str, args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let line = std::iter::once(w.bin.join(tool).display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = w
+        .cmd("vdkr")
+        .get_envs()
+        .fold(Command::new("script"), |mut c, (k, v)| {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+            c
+        })
+        .args(["-q", "-f", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.lock().expect("lock").push_str(&text);
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut from = 0;
+    for (prompt, answer) in answers {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = seen.lock().expect("lock").clone();
+            if let Some(at) = text[from..].find(prompt) {
+                from += at + prompt.len();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{tool} {args:?}: no prompt {prompt:?}; terminal showed: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stdin.write_all(answer.as_bytes()).expect("answer");
+        stdin.flush().expect("flush");
+    }
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    let _ = reader.join();
+    let text = seen.lock().expect("lock").clone();
+    (status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn interactive_login_prompts_on_a_terminal() {
+    if !registry_or_skip() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: util-linux `script` is not installed");
+        return;
+    }
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let reg = LocalRegistry::with_htpasswd("tester", "s3cret pass").expect("registry");
+        let addr = reg.guest_address();
+        let remote = format!("{addr}/tty/bb:1");
+        let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
+        ok(&w, tool, &["tag", "bb:1", &remote]);
+        let login = ["--insecure-registry", addr.as_str(), "login", addr.as_str()];
+        let (code, shown) = on_terminal(
+            &w,
+            tool,
+            &login,
+            &[("Username", "tester\r"), ("Password", "s3cret pass\r")],
+        );
+        assert_eq!(code, 0, "{tool}: {shown}");
+        assert!(shown.contains("Login Succeeded"), "{tool}: {shown}");
+        // the password was not echoed to the terminal
+        assert!(!shown.contains("s3cret"), "{tool}: {shown}");
+        ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        assert!(reg.has_repository("tty/bb"), "{tool}: {}", reg.log());
+        ok(&w, tool, &["logout", &addr]);
         ok(&w, tool, &["memres", "stop"]);
     }
 }

@@ -223,15 +223,15 @@ pub fn apply_registry(
     };
     if wanted != installed {
         tracing::debug!(%wanted, %installed, "installing the registry configuration");
-        if let Some((path, _)) = &record {
-            // from here until the record is rewritten, the guest state is unknown
-            let _ = std::fs::remove_file(path);
+        if let Some((path, vm)) = &record {
+            // from here until the record is rewritten the guest state is unknown: an empty
+            // fingerprint matches nothing, so a failed install is redone by the next command
+            crate::vm::instance::write_atomic(path, &serde_json::to_vec(vm)?)?;
         }
         registry::install(&setup.config, &mut guest)?;
         if let Some((path, mut vm)) = record {
             vm.fingerprint = wanted;
-            let bytes = serde_json::to_vec(&vm)?;
-            crate::vm::instance::write_atomic(&path, &bytes)?;
+            crate::vm::instance::write_atomic(&path, &serde_json::to_vec(&vm)?)?;
         }
     } else {
         tracing::debug!(%wanted, "registry configuration unchanged");
