@@ -207,7 +207,8 @@ impl LayerSpec {
 pub struct BaseImage {
     /// OCI image layout directory.
     pub path: PathBuf,
-    /// Tag (index.json `org.opencontainers.image.ref.name`) to start from; "latest" if None.
+    /// Tag (index.json `org.opencontainers.image.ref.name`) to start from; None = the
+    /// layout's only image (an error when it has several).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
 }
@@ -335,10 +336,11 @@ pub struct BuildResult {
 pub struct UnpackRequest {
     /// OCI layout directory to read.
     pub image: PathBuf,
-    /// Tag to unpack; "latest" if None.
+    /// Tag to unpack; None = the layout's only image (an error when it has several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// Platform to pick from a multi-arch index.
+    /// Platform to pick from a multi-arch index (matched on its architecture); None = the
+    /// only image, or the host's architecture.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     /// Bundle directory to create (`config.json` + `rootfs/`). Must not exist or be empty.
@@ -360,7 +362,7 @@ pub struct UnpackResult {
 pub struct IndexEntry {
     /// OCI layout directory of the per-arch image.
     pub layout: PathBuf,
-    /// Tag inside that layout; "latest" if None.
+    /// Tag inside that layout; None = the layout's only image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Platform for the index entry; None = read it from the image config.

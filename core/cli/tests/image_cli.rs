@@ -799,3 +799,104 @@ fn index_of_two_arches_lists_both_platforms_and_the_tar_holds_the_layout() {
     image(&["index", "--output", s(&bad), "/nonexistent/x-oci"], &[]).fails("not an OCI layout");
     assert!(!bad.exists());
 }
+
+#[test]
+fn base_image_layers_come_first_and_the_cache_is_reused() {
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(t.path());
+    let base = t.path().join("base-oci");
+    image(
+        &[
+            "build",
+            "--backend",
+            "umoci",
+            "--rootfs",
+            s(&rootfs),
+            "--output",
+            s(&base),
+            "--tag",
+            "v1",
+        ],
+        &[],
+    )
+    .ok();
+    let (_, base_config) = image_of(&base, "v1");
+    let base_diff = base_config["rootfs"]["diff_ids"][0].clone();
+
+    std::fs::write(rootfs.join("etc/app.conf"), "port=80\n").unwrap();
+    let base_ref = format!("{}:v1", base.display());
+    let base_path = base.display().to_string();
+    for (n, base_args) in [
+        vec!["--base-image", base_ref.as_str()],
+        vec!["--base-image", base_path.as_str(), "--base-tag", "v1"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = t.path().join(format!("app-{n}"));
+        let mut args = vec![
+            "build",
+            "--backend",
+            "umoci",
+            "--rootfs",
+            s(&rootfs),
+            "--output",
+            s(&out),
+        ];
+        args.extend(base_args);
+        image(&args, &[]).ok();
+        let (manifest, config) = image_of(&out, "latest");
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), 2, "{n}");
+        assert_eq!(config["rootfs"]["diff_ids"][0], base_diff, "{n}");
+    }
+    image(
+        &[
+            "build",
+            "--backend",
+            "umoci",
+            "--rootfs",
+            s(&rootfs),
+            "--output",
+            s(&t.path().join("x")),
+            "--base-image",
+            &format!("{}:nope", base.display()),
+        ],
+        &[],
+    )
+    .fails("nope");
+
+    let cache = t.path().join("cache");
+    let mut outcomes = Vec::new();
+    for n in 0..2 {
+        let out = t.path().join(format!("cached-{n}"));
+        let run = image(
+            &[
+                "build",
+                "--backend",
+                "umoci",
+                "--rootfs",
+                s(&rootfs),
+                "--output",
+                s(&out),
+                "--layer",
+                "etc:directories:/etc",
+                "--cache-dir",
+                s(&cache),
+                "--format",
+                "json",
+            ],
+            &[("SOURCE_DATE_EPOCH", EPOCH)],
+        )
+        .ok();
+        let result: Value = serde_json::from_str(&run.stdout()).unwrap();
+        outcomes.push((result["layers"][0]["cache"].clone(), run.stderr()));
+    }
+    assert_eq!(outcomes[0].0, "miss");
+    assert!(
+        outcomes[0].1.contains("OCI Cache MISS"),
+        "{}",
+        outcomes[0].1
+    );
+    assert_eq!(outcomes[1].0, "hit");
+    assert!(outcomes[1].1.contains("OCI Cache HIT"), "{}", outcomes[1].1);
+}

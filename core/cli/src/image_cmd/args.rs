@@ -137,7 +137,7 @@ pub struct BuildArgs {
     /// Base image: an OCI layout directory, optionally LAYOUT:TAG (umoci backend)
     #[arg(long, value_name = "LAYOUT[:TAG]")]
     pub base_image: Option<String>,
-    /// Tag in the base image layout [default: latest, or the only image]
+    /// Tag in the base image layout [default: the only image of the layout]
     #[arg(long, value_name = "TAG")]
     pub base_tag: Option<String>,
     /// Layer cache directory (umoci backend)
