@@ -288,6 +288,10 @@ pub struct BuildRequest {
     /// SOURCE_DATE_EPOCH: clamps timestamps and sets `created` for reproducible output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_date_epoch: Option<i64>,
+    /// Replace an existing output (directory and tar) once the new one is complete; without
+    /// it a non-empty output is refused and left as it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// Whether a layer came from the cache.
@@ -345,6 +349,10 @@ pub struct UnpackRequest {
     pub platform: Option<Platform>,
     /// Bundle directory to create (`config.json` + `rootfs/`). Must not exist or be empty.
     pub bundle: PathBuf,
+    /// Replace an existing bundle once the new one is complete; without it a non-empty
+    /// bundle is refused and left as it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// What an unpack produced.
@@ -390,6 +398,10 @@ pub struct IndexRequest {
     /// SOURCE_DATE_EPOCH: the mtime of the entries of the `tar`, for reproducible output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_date_epoch: Option<i64>,
+    /// Replace an existing output (directory and tar) once the new one is complete; without
+    /// it a non-empty output is refused and left as it was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// One manifest referenced by a written index.

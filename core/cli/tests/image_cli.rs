@@ -588,6 +588,11 @@ fn bad_input_fails_with_125_and_writes_nothing() {
     image(&base, &[]).fails("");
     assert_eq!(std::fs::read_to_string(out.join("keep")).unwrap(), "mine");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    // --force replaces it, once the new layout is complete
+    let forced: Vec<&str> = base.iter().copied().chain(["--force"]).collect();
+    image(&forced, &[]).ok();
+    assert!(out.join("index.json").is_file());
+    assert!(!out.join("keep").exists());
 }
 
 #[test]
@@ -664,8 +669,18 @@ fn layer_definitions_give_one_layer_each_and_unpack_restores_the_rootfs() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o7777, 0o4755);
-    // a second unpack into the now non-empty bundle is refused
-    image(&["unpack", "--image", s(&out), s(&bundle)], &[]).fails("");
+    // a second unpack into the now non-empty bundle is refused, unless forced
+    std::fs::write(r.join("etc/hostname"), "changed\n").unwrap();
+    image(&["unpack", "--image", s(&out), s(&bundle)], &[]).fails("already exists");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/hostname")).unwrap(),
+        "changed\n"
+    );
+    image(&["unpack", "--force", "--image", s(&out), s(&bundle)], &[]).ok();
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/hostname")).unwrap(),
+        "img\n"
+    );
 }
 
 #[test]

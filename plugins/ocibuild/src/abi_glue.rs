@@ -93,6 +93,7 @@ pub fn build_request(flavor: Flavor, r: abi::BuildRequest) -> BuildRequest {
         source_date_epoch: r.source_date_epoch,
         tar_output: r.tar.clone(),
         flavor,
+        force: r.force,
         ..BuildRequest::default()
     }
 }
@@ -135,7 +136,7 @@ pub fn unpack(r: abi::UnpackRequest) -> Result<abi::UnpackResult, PluginError> {
         tag: r.tag,
         arch: r.platform.map(|p| p.architecture),
         bundle: r.bundle,
-        force: false,
+        force: r.force,
     };
     let rep = crate::unpack::unpack(&req, &mut stderr_log).map_err(plugin_error)?;
     Ok(abi::UnpackResult {
@@ -161,6 +162,7 @@ pub fn index(r: abi::IndexRequest) -> Result<abi::IndexResult, PluginError> {
         tar_output: r.tar.clone(),
         annotations: r.annotations.clone(),
         source_date_epoch: r.source_date_epoch,
+        force: r.force,
         ..IndexRequest::default()
     };
     let rep = crate::index::build_index(&req, &mut stderr_log).map_err(plugin_error)?;

@@ -146,6 +146,9 @@ pub struct BuildArgs {
     /// Clamp timestamps and date the image for reproducible output [default: $SOURCE_DATE_EPOCH]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
+    /// Replace an existing output (only once the new one is complete)
+    #[arg(long)]
+    pub force: bool,
 
     /// How to print the result
     #[arg(long, value_enum, default_value_t)]
@@ -169,6 +172,9 @@ pub struct UnpackArgs {
     /// Bundle directory to create (must not exist, or be empty)
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
+    /// Replace an existing bundle (only once the new one is complete)
+    #[arg(long)]
+    pub force: bool,
     /// How to print the result
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -194,6 +200,9 @@ pub struct IndexArgs {
     /// mtime of the tar entries [default: $SOURCE_DATE_EPOCH]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
+    /// Replace an existing output (only once the new one is complete)
+    #[arg(long)]
+    pub force: bool,
     /// Per-arch images: LAYOUT, LAYOUT:TAG, optionally @os/arch[/variant] to override the
     /// platform read from the image config
     #[arg(value_name = "LAYOUT[:TAG][@PLATFORM]", required = true)]

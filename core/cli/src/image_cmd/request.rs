@@ -233,6 +233,7 @@ pub fn build_request(
                 .source_date_epoch
                 .or(file.source_date_epoch)
                 .or(defaults.source_date_epoch),
+            force: args.force,
         },
     })
 }
@@ -256,6 +257,7 @@ pub fn unpack_request(args: &UnpackArgs) -> anyhow::Result<UnpackRequest> {
         tag: args.tag.clone(),
         platform,
         bundle: args.bundle.clone(),
+        force: args.force,
     })
 }
 
@@ -284,6 +286,7 @@ pub fn index_request(args: &IndexArgs, defaults: &Defaults) -> anyhow::Result<In
         tar: args.tar.clone(),
         annotations: args.annotation.iter().cloned().collect(),
         source_date_epoch: args.source_date_epoch.or(defaults.source_date_epoch),
+        force: args.force,
     })
 }
 
