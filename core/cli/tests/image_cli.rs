@@ -531,7 +531,7 @@ fn bad_input_fails_with_125_and_writes_nothing() {
         assert!(!out.exists(), "{extra:?} left {}", out.display());
     }
     image(&["build", "--rootfs", s(&rootfs), "--output", s(&out)], &[])
-        .fails("choose a backend with --backend NAME (found: ");
+        .fails("choose a backend with --backend NAME (found: sloci, umoci)");
     image(
         &[
             "build",
@@ -544,7 +544,7 @@ fn bad_input_fails_with_125_and_writes_nothing() {
         ],
         &[],
     )
-    .fails("no backend plugin named 'kaniko' (available: ");
+    .fails("no backend plugin named 'kaniko' (available: sloci, sloci-image, umoci)");
     image(
         &[
             "build",
