@@ -19,6 +19,15 @@ use vcontainer_tests::{
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
+/// The tools to test: both, or those named in `VCT_TOOLS` (e.g. `vdkr`) when debugging one.
+fn tools() -> Vec<(&'static str, &'static str)> {
+    let only = std::env::var("VCT_TOOLS").unwrap_or_default();
+    TOOLS
+        .into_iter()
+        .filter(|(t, _)| only.is_empty() || only.split(',').any(|o| o == *t))
+        .collect()
+}
+
 /// A world with a running memres VM (stopped on drop, also when the test fails).
 struct Live {
     w: World,
@@ -118,7 +127,7 @@ fn read(p: &Path) -> String {
 /// volume rules: dotfiles kept, nothing the container did not change touched.
 #[test]
 fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
-    for (tool, runtime) in TOOLS {
+    for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
         let live = Live::start(tool, &[]);
         let dir = live.w.home.path().join("src");
@@ -261,7 +270,7 @@ fn httpd(port: u16, text: &str) -> String {
 /// forward behind for the next VM.
 #[test]
 fn static_and_container_port_forwards_answer_and_go_away() {
-    for (tool, runtime) in TOOLS {
+    for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
         let (hs, udp, p1, p2) = (
             free_port(19100),
@@ -410,7 +419,7 @@ fn static_and_container_port_forwards_answer_and_go_away() {
 /// state disk (images gone) and leaves a running VM.
 #[test]
 fn clean_ports_drops_stale_forwards_and_restart_clean_wipes_state() {
-    for (tool, runtime) in TOOLS {
+    for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
         let live = Live::start(tool, &[]);
         let p = free_port(21500);
@@ -612,7 +621,7 @@ impl OnPty {
 /// container's.
 #[test]
 fn run_it_has_a_pty_with_resize_and_ctrl_c() {
-    for (tool, runtime) in TOOLS {
+    for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
         let live = Live::start(tool, &[]);
         let mut t = OnPty::spawn(&live.w, tool, &["run", "-it", "--rm", "bb:1", "sh"]);
@@ -646,7 +655,7 @@ fn run_it_has_a_pty_with_resize_and_ctrl_c() {
 /// `exec -it` opens a shell with a PTY in a running container and returns its status.
 #[test]
 fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
-    for (tool, runtime) in TOOLS {
+    for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
         let live = Live::start(tool, &[]);
         live.ok(&[
@@ -709,10 +718,12 @@ fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
         live.ok(&["run", "-d", "--name", "box", "bb:1", "sleep", "600"]);
         let mut t = OnPty::spawn(&live.w, tool, &["exec", "-it", "box", "sh"]);
         let at = t.expect(0, "# ", 180);
-        t.resize(30, 100);
-        std::thread::sleep(Duration::from_secs(2));
         t.send(b"echo in''side; busybox stty size\r");
         let at = t.expect(at, "inside", 60);
+        let at = t.expect(at, "24 80", 60);
+        t.resize(30, 100);
+        std::thread::sleep(Duration::from_secs(2));
+        t.send(b"busybox stty size\r");
         t.expect(at, "30 100", 60);
         t.send(b"exit 4\r");
         assert_eq!(t.wait(120), Some(4), "{tool}: exit status of exec -it");
