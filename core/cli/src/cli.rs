@@ -61,7 +61,7 @@ pub struct GlobalOptions {
     #[arg(long)]
     pub no_daemon: bool,
 
-    /// Give the guest no network
+    /// Containers get no network (`--network none`); pull/push/login/search are refused
     #[arg(long)]
     pub no_network: bool,
 
