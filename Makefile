@@ -3,6 +3,7 @@
 #   make build                      release build of the workspace (binary + plugins)
 #   make agent                      static guest agent (vcontainer-agent)
 #   make guest                      guest blobs into build/blobs (scripts/build-guest.sh; needs root)
+#   make aarch64-probe              arm64 kernel + busybox probe initramfs for tests/tests/aarch64_boot.rs
 #   make install PREFIX=~/.local    bin/ (+ vdkr, vpdmn, <tool>-<arch> links), lib/vcontainer/plugins/, share/vcontainer/
 #   make sdk                        build/sdk/: vcontainer-standalone-<host>.sh installer + .tar.zst/.tar.gz
 #   make test                       everything, including the end-to-end tests against real guests
@@ -24,12 +25,12 @@ BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
 SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
 
-.PHONY: all help build build-debug agent guest install sdk test test-unit bench lint
+.PHONY: all help build build-debug agent guest aarch64-probe install sdk test test-unit bench lint
 
 all: build
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^#//'
+	@sed -n '3,11p' Makefile | sed 's/^#//'
 
 build:
 	$(CARGO) build --release --workspace
@@ -44,6 +45,11 @@ agent:
 # owned by the guest image builder; it builds the agent itself and caches by input hash
 guest:
 	scripts/build-guest.sh
+
+# Debian's arm64 cloud kernel and a busybox /init that reports what it sees: proves the aarch64
+# QEMU command line boots on a host that cannot build an aarch64 agent (cached, no root tricks)
+aarch64-probe:
+	scripts/build-aarch64-probe.sh
 
 install: build
 	install -d $(BIN_DEST) $(PLUGIN_DEST) $(SHARE_DEST)
@@ -71,7 +77,7 @@ $(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontai
 
 # VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them;
 # the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
-test: build-debug guest
+test: build-debug guest aarch64-probe
 	@$(MAKE) --no-print-directory sdk
 	VCONTAINER_E2E=1 $(CARGO) test --workspace --exclude vcontainer-tests
 	# the end-to-end suites boot real VMs under TCG on a 2-core host: one at a time
