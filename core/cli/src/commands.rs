@@ -13,7 +13,7 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
     ("images", "List images"),
     (
         "image",
-        "Manage images (ls, rm, tag, inspect, ...); no runtime: build|unpack|index OCI layouts",
+        "Manage images (ls, rm, ...); plain vcontainer: build|unpack|index",
     ),
     ("pull", "Pull an image from a registry"),
     ("push", "Push an image to a registry"),
