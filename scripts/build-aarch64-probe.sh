@@ -86,7 +86,7 @@ work=$(mktemp -d "$cache/.work-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 dpkg-deb -x "$kdeb" "$work/kernel"
 dpkg-deb -x "$bdeb" "$work/busybox"
-vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-* 2>/dev/null | head -1)
+vmlinuz=$(find "$work/kernel/boot" -maxdepth 1 -name 'vmlinuz-*' | sort | head -1)
 [ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $(basename "$kdeb")"
 kver=${vmlinuz##*/vmlinuz-}
 moddir=$work/kernel/lib/modules/$kver
