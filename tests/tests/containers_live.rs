@@ -82,18 +82,21 @@ impl Live {
 
     /// Polls `exec <ctr> test -e <path>` until the container has made `path`.
     fn wait_in_container(&self, ctr: &str, path: &str) {
+        self.wait_exec(ctr, &["test", "-e", path]);
+    }
+
+    /// Polls `exec <ctr> <argv>` until it succeeds.
+    fn wait_exec(&self, ctr: &str, argv: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut args = vec!["exec", ctr];
+        args.extend_from_slice(argv);
         while Instant::now() < deadline {
-            if self
-                .run(&["exec", ctr, "test", "-e", path])
-                .status
-                .success()
-            {
+            if self.run(&args).status.success() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("{}: {ctr} never made {path}", self.tool);
+        panic!("{}: `exec {ctr} {argv:?}` never succeeded", self.tool);
     }
 
     fn stop_memres(&self) {
@@ -124,7 +127,8 @@ fn read(p: &Path) -> String {
 /// A `run -d -v` container keeps its volume while it runs (the old tool deleted it right
 /// after start, spec/cli.md §8.13); what it wrote comes back to the host when it is stopped
 /// (by name), removed (`rm -f` by id) or when the memres VM stops, with the foreground
-/// volume rules: dotfiles kept, nothing the container did not change touched.
+/// volume rules: dotfiles kept, nothing the container did not change touched. A `start`
+/// after `stop` shows the container the host's edits made meanwhile.
 #[test]
 fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
     for (tool, runtime) in tools() {
@@ -152,9 +156,10 @@ fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
             "bb:1",
             "sh",
             "-c",
-            "cat /data/.env > /data/seen-env && echo new > /data/change.txt \
-             && echo made > /data/created.txt && rm /data/delete.txt && touch /data/.ready \
-             && sleep 600",
+            "cat /data/.env > /data/seen-env; echo new > /data/change.txt; \
+             echo made > /data/created.txt; rm -f /data/delete.txt; \
+             cat /data/host-edit.txt > /data/seen-host-edit 2>/dev/null; touch /data/.ready; \
+             sleep 600",
         ]);
         live.wait_in_container("vol1", "/data/.ready");
         // still running: the volume is there and complete
@@ -175,7 +180,18 @@ fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
             "{tool}"
         );
         assert_eq!(mtime_and_inode(&dir.join(".env")), env_before, "{tool}");
-        live.ok(&["rm", "vol1"]);
+        // an edit on the host while it is stopped is what it sees when it starts again
+        std::fs::write(dir.join("host-edit.txt"), "from-host\n").expect("w");
+        live.ok(&["start", "vol1"]);
+        live.wait_exec("vol1", &["grep", "-q", "from-host", "/data/seen-host-edit"]);
+        live.ok(&["rm", "-f", "vol1"]);
+        assert_eq!(read(&dir.join("seen-host-edit")), "from-host\n", "{tool}");
+        assert_eq!(read(&dir.join("host-edit.txt")), "from-host\n", "{tool}");
+        assert_eq!(
+            mtime_and_inode(&dir.join("keep.txt")),
+            keep_before,
+            "{tool}"
+        );
 
         // 2. rm -f by id of a running container
         let out = live.ok(&[

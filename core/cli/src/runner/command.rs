@@ -292,6 +292,20 @@ fn run_planned(
         }
     }
 
+    // a stopped detached container sees the host's edits to its volumes when it starts again
+    let command = user_argv
+        .iter()
+        .find(|a| *a != "container")
+        .map(String::as_str);
+    let (after, rest) = after_of(user_argv);
+    if command == Some("start") && target.instance().is_some() {
+        let operands = ports::container_operands(&rest);
+        let runtime = plan.argv.first().map(|a| a.to_string()).unwrap_or_default();
+        for p in volumes::live::refresh(target, &runtime, &operands) {
+            ui::warn(&tool, &p);
+        }
+    }
+
     // a detached container on a memres VM keeps its rw volumes: recorded once it started
     let live_vols = plan.detach && target.instance().is_some() && vols.iter().any(|v| !v.read_only);
 
@@ -411,14 +425,9 @@ fn run_planned(
         }
     }
 
-    let (after, rest) = after_of(user_argv);
     if after == After::ReleasePorts && code == 0 {
         // detached containers' volumes come back when they stop or go
-        let removed = user_argv
-            .iter()
-            .find(|a| *a != "container")
-            .map(String::as_str)
-            == Some("rm");
+        let removed = command == Some("rm");
         let operands = ports::container_operands(&rest);
         for p in volumes::live::release(target, &operands, removed) {
             ui::warn(&tool, &p);

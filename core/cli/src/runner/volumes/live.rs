@@ -6,7 +6,8 @@
 //! with the same manifest rules as a foreground volume (dotfiles kept, nothing the container
 //! did not change touched) when the tool stops, kills or removes the container (by name or
 //! id prefix) and before the memres VM stops. The guest copy is not a shared filesystem:
-//! changes made on the host after `run -d` are not seen inside the container.
+//! changes made on the host while the container runs are not seen inside; a `start` of the
+//! stopped container refreshes its copy from the host first.
 //!
 //! While such a record exists, the supervisor's idle stop waits (see
 //! `vm::supervisor`), so an idle timeout never throws the container's writes away.
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{scan, sync_back, Manifest, Volume};
 use crate::runner::target::Target;
+use crate::runner::transfer::{self, PushSource};
 use crate::vm::instance::{write_atomic, LIVE_VOLUMES_JSON};
 
 /// One rw volume of a detached container.
@@ -178,6 +180,72 @@ pub fn release(target: &mut Target, operands: &[String], removed: bool) -> Vec<S
         problems.push(format!("{e:#}"));
     }
     problems
+}
+
+/// Before `start` of `operands` (names or id prefixes): a stopped detached container's
+/// guest copies are replaced by the host's current state, so what changed on the host while
+/// it was stopped (its own changes came back at `stop`) is what it sees when it runs again.
+/// A running container's copies are never touched. `runtime` is the guest CLI (`docker`).
+pub fn refresh(target: &mut Target, runtime: &str, operands: &[String]) -> Vec<String> {
+    let Some(state) = target.instance().map(|i| i.state_dir.clone()) else {
+        return Vec::new();
+    };
+    let mut all = load(&state);
+    let mut problems = Vec::new();
+    let mut changed = false;
+    for rec in all
+        .iter_mut()
+        .filter(|r| operands.iter().any(|o| r.matches(o)))
+    {
+        let Some(who) = rec.container_id.clone().or_else(|| rec.container.clone()) else {
+            continue;
+        };
+        match target.exec_capture(&[runtime, "inspect", "--format", "{{.State.Running}}", &who]) {
+            Ok((status, out, _)) if status.success() && out.trim_ascii() == b"false" => {}
+            _ => continue, // running, or gone: leave it alone
+        }
+        for lv in rec.volumes.iter_mut() {
+            if let Err(e) = push_again(target, lv) {
+                problems.push(format!(
+                    "refreshing volume {} for {who}: {e:#}",
+                    lv.host.display()
+                ));
+            }
+        }
+        changed = true;
+    }
+    if changed {
+        if let Err(e) = save(&state, &all) {
+            problems.push(format!("{e:#}"));
+        }
+    }
+    problems
+}
+
+/// Makes the guest copy equal to the host again and records that as the new baseline.
+fn push_again(target: &mut Target, lv: &mut LiveVolume) -> anyhow::Result<()> {
+    let manifest = scan(&lv.host)?;
+    let is_dir = manifest
+        .entries
+        .get(Path::new(""))
+        .is_some_and(|e| e.kind == super::Kind::Dir);
+    if is_dir {
+        // the directory itself is the container's bind mount source: empty it, keep it
+        target.exec_quiet(&["find", &lv.guest, "-mindepth", "1", "-delete"])?;
+        transfer::push(target, PushSource::DirContents(&lv.host), &lv.guest)?;
+    } else {
+        let (parent, name) = super::split_guest(&lv.guest)?;
+        transfer::push(
+            target,
+            PushSource::Named {
+                path: &lv.host,
+                name,
+            },
+            parent,
+        )?;
+    }
+    lv.manifest = manifest;
+    Ok(())
 }
 
 /// Before the memres VM stops: every detached container's volumes come back, and the
