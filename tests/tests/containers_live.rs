@@ -227,6 +227,10 @@ fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
         live.wait_in_container("vol3", "/data/.ready3");
         live.stop_memres();
         assert_eq!(read(&dir.join("at-memres-stop.txt")), "three\n", "{tool}");
+        assert!(
+            !live.state_dir().join("live-volumes.json").exists(),
+            "{tool}: volume records outlived the VM"
+        );
         assert_eq!(
             mtime_and_inode(&dir.join("keep.txt")),
             keep_before,
@@ -308,6 +312,11 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             status.contains(&format!("{hs}:{hs}/tcp"))
                 && status.contains(&format!("{udp}:{udp}/udp")),
             "{tool}: static forwards not in status: {status}"
+        );
+        // QEMU holds the udp port on the host (no udp server in the busybox image to answer)
+        assert!(
+            std::net::UdpSocket::bind(("127.0.0.1", udp)).is_err(),
+            "{tool}: udp {udp} not forwarded"
         );
         // the static forward ends at the VM's port: a container on the VM's network serves it
         live.ok(&[
@@ -413,6 +422,10 @@ fn static_and_container_port_forwards_answer_and_go_away() {
         // memres stop: every forward goes with the VM, nothing stale for the next one
         live.stop_memres();
         assert!(http_get(p2).is_none(), "{tool}: {p2} still answers");
+        assert!(
+            std::net::UdpSocket::bind(("127.0.0.1", udp)).is_ok(),
+            "{tool}: udp {udp} still taken"
+        );
         assert!(
             !live.state_dir().join("port-forwards.json").exists(),
             "{tool}"
