@@ -25,10 +25,25 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
-/// Write one line prefixed `vcontainer-agent:` if logging is on.
+/// Seconds since boot, as the kernel stamps its own console lines, so agent lines (service
+/// readiness, state disk checks) can be timed against the kernel's in console.log.
+fn uptime() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if status != 0 {
+        return 0.0;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+}
+
+/// Write one line prefixed `[uptime] vcontainer-agent:` if logging is on.
 pub fn line(args: std::fmt::Arguments<'_>) {
     if ENABLED.load(Ordering::Relaxed) {
-        let text = format!("vcontainer-agent: {args}\n");
+        let text = format!("[{:12.6}] vcontainer-agent: {args}\n", uptime());
         // One write call per line keeps lines from different threads whole.
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }

@@ -102,6 +102,7 @@ impl Services {
             .1
             .get_mut(&name)
             .and_then(|running| running.alive().then_some(running.ready));
+        let started = Instant::now();
         match already {
             Some(true) => return Ok(()),
             // Running but never got ready (an earlier start timed out): probe again.
@@ -112,7 +113,10 @@ impl Services {
         if let Some(running) = self.table().1.get_mut(&name) {
             running.ready = true;
         }
-        log!("service {name} ready");
+        log!(
+            "service {name} ready after {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
@@ -190,6 +194,17 @@ impl Services {
                     ),
                 ));
             }
+            if let Some((earlier, status, log_path)) = self.dead_predecessor(name) {
+                return Err((
+                    ErrorKind::ServiceFailed,
+                    format!(
+                        "service {earlier}, started before {name}, exited ({status:?}) while \
+                         {name} was getting ready; end of {}:\n{}",
+                        log_path.display(),
+                        log_tail(&log_path)
+                    ),
+                ));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (ready, pause) = match &request.probe_socket {
                 Some(socket) => (
@@ -221,6 +236,24 @@ impl Services {
             }
             thread::sleep(pause);
         }
+    }
+
+    /// A service started (and reported ready) before `name` that is no longer running: its
+    /// name, exit status and log. A runtime may declare a dependency "ready once started" so that it starts
+    /// alongside the service that uses it (dockerd waits for containerd by itself); its
+    /// death must then still end the wait at once, naming the right log.
+    fn dead_predecessor(&self, name: &str) -> Option<(String, Option<ExitStatus>, PathBuf)> {
+        let mut table = self.table();
+        let (order, services) = &mut *table;
+        for earlier in order.iter().take_while(|n| n.as_str() != name) {
+            if let Some(running) = services.get_mut(earlier) {
+                // one whose own start failed was reported then, and is nobody's dependency
+                if running.ready && !running.alive() {
+                    return Some((earlier.clone(), running.status, running.log.clone()));
+                }
+            }
+        }
+        None
     }
 
     pub(crate) fn status(&self, name: &str) -> Response {

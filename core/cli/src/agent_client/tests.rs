@@ -710,6 +710,55 @@ fn a_socket_probe_replaces_the_probe_program() {
 }
 
 #[test]
+fn a_dependency_dying_ends_the_wait_of_a_later_service() {
+    let agent = TestAgent::start();
+    // "ready once started": the start returns while it still runs
+    service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "dep".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "sleep 0.5; echo dep-died; exit 2".into(),
+            ],
+            env: vec![],
+            probe: vec![],
+            probe_socket: None,
+            timeout_secs: 10,
+        },
+    )
+    .expect("dependency started");
+    let started = Instant::now();
+    let user = service_start(
+        agent.connect(),
+        ServiceStartRequest {
+            name: "user".into(),
+            argv: vec!["sleep".into(), "60".into()],
+            env: vec![],
+            probe: vec!["false".into()],
+            probe_socket: None,
+            timeout_secs: 30,
+        },
+    );
+    match user {
+        Err(ClientError::Agent {
+            kind: ErrorKind::ServiceFailed,
+            message,
+        }) => {
+            assert!(message.contains("service dep"), "{message}");
+            assert!(message.contains("dep-died"), "{message}");
+        }
+        other => panic!("expected ServiceFailed naming dep, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the timeout instead"
+    );
+    shutdown(agent.connect()).expect("shutdown");
+}
+
+#[test]
 fn a_service_that_dies_or_never_gets_ready_is_an_error() {
     let agent = TestAgent::start();
     let died = service_start(
