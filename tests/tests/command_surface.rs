@@ -195,6 +195,14 @@ fn command_surface(tool: &'static str) {
         );
         assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
     }
+    // without a name: the old tool's imported:latest, not an untagged image
+    let o = s.w.run(tool, [OsStr::new("import"), tar.as_os_str()]);
+    assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+    assert!(
+        has_image(&s.image_rows(&["images"]), "imported", "latest"),
+        "{tool}: import without a name"
+    );
+    s.ok(&["rmi", "imported:latest"]);
     let all = s.image_rows(&["images"]);
     assert!(has_image(&all, "bb", "1"), "{tool}: {all:?}");
     assert!(has_image(&all, "other", "7"), "{tool}: {all:?}");

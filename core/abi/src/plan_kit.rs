@@ -776,8 +776,17 @@ fn file_operand_command(
     Ok(())
 }
 
+/// The name `import FILE` gives the image when none is given: the old tool's default (and
+/// `vimport`'s), because an untagged import is only reachable by its id.
+pub const DEFAULT_IMPORT_NAME: &str = "imported:latest";
+
 fn import(b: &mut Builder<'_>, args: &[String]) -> Result<(), PluginError> {
-    file_operand_command(b, args, IO_SHORT_VALUES)
+    let (_, at) = parse_options(args, IO_SHORT_VALUES);
+    file_operand_command(b, args, IO_SHORT_VALUES)?;
+    if args.len() == at + 1 {
+        b.push_all(&[DEFAULT_IMPORT_NAME]);
+    }
+    Ok(())
 }
 
 /// docker's rule: a `cp` argument is local when it starts with `/` or `.`, or has no `:`.
@@ -1230,6 +1239,30 @@ mod tests {
         assert!(plan.needs_network && plan.inputs.is_empty());
         let plan = p(&["import", "-", "x"]);
         assert!(plan.stdin);
+        assert_eq!(argv(&plan), ["docker", "import", "-", "x"]);
+    }
+
+    #[test]
+    fn import_without_a_name_is_imported_latest() {
+        let plan = p(&["import", "--change", "ENV A=1", "rootfs.tar"]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "docker",
+                "import",
+                "--change",
+                "ENV A=1",
+                "/tmp/vcontainer-io/in0/rootfs.tar",
+                "imported:latest"
+            ]
+        );
+        let plan = p(&["image", "import", "-"]);
+        assert_eq!(
+            argv(&plan),
+            ["docker", "image", "import", "-", "imported:latest"]
+        );
+        // no file at all: the runtime's own usage error
+        assert_eq!(argv(&p(&["import"])), ["docker", "import"]);
     }
 
     #[test]
