@@ -25,6 +25,7 @@ use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
+use super::vhost_gate::VhostStartGate;
 use crate::agent_client::{self, ClientError};
 
 /// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
@@ -224,7 +225,18 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         }
     };
     let deadline = started + cfg.boot_timeout();
-    match wait_for_hello(&mut qemu, vhost.as_mut(), &endpoint, deadline, &paths, cfg) {
+    // hybrid: no connection to vhost-device-vsock before the guest has started the device
+    let gate =
+        (transport.kind == TransportKind::Hybrid).then(|| VhostStartGate::new(&paths.qmp_socket));
+    match wait_for_hello(
+        &mut qemu,
+        vhost.as_mut(),
+        &endpoint,
+        gate,
+        deadline,
+        &paths,
+        cfg,
+    ) {
         Ok(hello) => Ok(RunningVm {
             cfg: cfg.clone(),
             paths,
@@ -304,10 +316,13 @@ fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
 }
 
 /// Poll connect + Hello until the agent answers, QEMU exits, or the deadline passes.
+/// With a `gate` (hybrid transport), no connection is attempted before it opens: see
+/// vhost_gate for the vhost-device-vsock hang this avoids.
 fn wait_for_hello(
     qemu: &mut Proc,
     mut vhost: Option<&mut Proc>,
     endpoint: &Endpoint,
+    mut gate: Option<VhostStartGate>,
     deadline: Instant,
     paths: &VmPaths,
     cfg: &VmConfig,
@@ -346,6 +361,13 @@ fn wait_for_hello(
                 tail: format!("{}\n  last attempt: {last_attempt}", paths.diagnostics()),
                 console_log: paths.console_log.clone(),
             });
+        }
+        if let Some(g) = gate.as_mut() {
+            if !g.poll() {
+                last_attempt = format!("not connecting yet: {}", g.state());
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
         }
         let budget = (deadline - now).min(Duration::from_secs(5));
         match endpoint.connect(AGENT_VSOCK_PORT, budget) {

@@ -5,7 +5,8 @@
 //! rootfs), `statedisk` (the persistent ext4 image), `process` (children and their identity),
 //! `qmp` (QEMU's control socket), `boot` (start the processes and wait for the agent's hello),
 //! `instance` (vm.json and finding a running VM), `supervisor` (the detached owner of a memres
-//! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`.
+//! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`, `vhost_gate`
+//! (when a hybrid boot may first connect to vhost-device-vsock).
 
 pub mod accel;
 pub mod batch;
@@ -23,6 +24,7 @@ pub mod qmp;
 pub mod statedisk;
 pub mod supervisor;
 pub mod transport;
+pub mod vhost_gate;
 
 pub use batch::{boot_batch, BatchVm};
 pub use config::{Arch, PortForward, Protocol, VmConfig};
