@@ -567,6 +567,17 @@ fn command_surface(tool: &'static str) {
 
     s.ok(&["memres", "stop"]);
     assert_no_vm_processes(s.w.home.path());
+
+    // with no VM running, the command starts one (auto-daemon): whatever that says stays off
+    // stdout, which is the runtime's JSON alone, so `inspect | jq` works (spec/cli.md §8.16)
+    let cold = s.json(&["inspect", "bb:1"]);
+    assert_eq!(
+        cold[0]["Id"],
+        id.as_str(),
+        "{tool}: state kept across the restart"
+    );
+    s.ok(&["memres", "stop"]);
+    assert_no_vm_processes(s.w.home.path());
 }
 
 #[test]
