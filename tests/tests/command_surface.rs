@@ -461,16 +461,39 @@ fn command_surface(tool: &'static str) {
         !has_image(&s.image_rows(&["images"]), "bb", "ep"),
         "{tool}: rmi -f kept bb:ep"
     );
-    let dangling = s.ok(&["commit", "src"]);
-    let dangling = dangling
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .trim_start_matches("sha256:")
-        .to_string();
-    assert!(dangling.len() >= 12, "{tool}: commit printed {dangling:?}");
+    // a dangling image: `commit` without a name
+    let commit_dangling = || {
+        let out = s.ok(&["commit", "src"]);
+        let id = out
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("sha256:")
+            .to_string();
+        assert!(id.len() >= 12, "{tool}: commit printed {out:?}");
+        s.ok(&["inspect", &id]);
+        id
+    };
+    // without -f the runtime asks; the user's answer reaches it: "n" keeps, "y" prunes
+    let dangling = commit_dangling();
+    let o = s.with_stdin(&["image", "prune"], "n\n");
+    assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Are you sure"),
+        "{tool}: no prompt: {}",
+        stdout(&o)
+    );
     s.ok(&["inspect", &dangling]);
+    let o = s.with_stdin(&["image", "prune"], "y\n");
+    assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&dangling),
+        "{tool}: image prune (answered y) did not report {dangling}: {}",
+        stdout(&o)
+    );
+    s.fails(&["inspect", &dangling]);
+    let dangling = commit_dangling();
     let pruned = s.ok(&["image", "prune", "-f"]);
     assert!(
         pruned.contains(&dangling),

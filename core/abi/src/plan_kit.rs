@@ -131,6 +131,11 @@ pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginErr
                 b.push_strings(tail);
             }
         }
+        "system" | "volume" | "network" | "builder" | "pod"
+            if rest.first().map(String::as_str) == Some("prune") =>
+        {
+            subcommand(&mut b, &[command.as_str(), "prune"], "prune", &rest[1..])?;
+        }
         other => subcommand(&mut b, &[other], other, rest)?,
     }
     Ok(b.finish())
@@ -159,6 +164,10 @@ fn subcommand(
         "login" => login(b, args),
         "pull" => pull_or_push(b, args, ImageUse::Pull),
         "push" => pull_or_push(b, args, ImageUse::Push),
+        "prune" => {
+            prune(b, args);
+            Ok(())
+        }
         "search" | "logout" => {
             b.needs_network = true;
             b.push_strings(args);
@@ -630,6 +639,22 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
         }
     }
     Ok(())
+}
+
+/// `system|image|container|volume|network|builder|pod prune`: unless forced, the runtime asks
+/// "Are you sure?" and reads the answer from stdin, so the user's stdin must reach it
+/// (without it the runtime reads end-of-file, takes it as "no" and prunes nothing).
+fn prune(b: &mut Builder<'_>, args: &[String]) {
+    let forced = args.iter().take_while(|a| *a != "--").any(|a| {
+        if let Some(long) = a.strip_prefix("--") {
+            long == "force" || long == "force=true" || long == "force=1"
+        } else {
+            a.strip_prefix('-')
+                .is_some_and(|shorts| shorts.contains('f'))
+        }
+    });
+    b.stdin = !forced;
+    b.push_strings(args);
 }
 
 /// `pull IMAGE` / `push IMAGE [DEST]`: the first operand is the image.
@@ -1240,6 +1265,38 @@ mod tests {
         let plan = p(&["import", "-", "x"]);
         assert!(plan.stdin);
         assert_eq!(argv(&plan), ["docker", "import", "-", "x"]);
+    }
+
+    #[test]
+    fn prune_reads_the_answer_unless_forced() {
+        for cmd in [
+            &["system", "prune"][..],
+            &["image", "prune", "-a"][..],
+            &["container", "prune"][..],
+            &["volume", "prune", "--filter", "label=x"][..],
+            &["network", "prune"][..],
+        ] {
+            let plan = p(cmd);
+            assert!(plan.stdin && !plan.tty, "{cmd:?}");
+            assert_eq!(plan.class, CommandClass::Interactive, "{cmd:?}");
+            assert_eq!(argv(&plan)[1..], cmd[..], "{cmd:?}");
+        }
+        for cmd in [
+            &["system", "prune", "-f"][..],
+            &["system", "prune", "-af"][..],
+            &["image", "prune", "--force"][..],
+            &["volume", "prune", "--force=true"][..],
+        ] {
+            let plan = p(cmd);
+            assert!(!plan.stdin, "{cmd:?}");
+            assert_eq!(plan.class, CommandClass::PassThrough, "{cmd:?}");
+        }
+        // other system/volume subcommands are untouched
+        assert_eq!(p(&["system", "df"]).class, CommandClass::PassThrough);
+        assert_eq!(
+            argv(&p(&["volume", "create", "v"])),
+            ["docker", "volume", "create", "v"]
+        );
     }
 
     #[test]
