@@ -217,6 +217,14 @@ fn command_surface(tool: &'static str) {
     for tag in ["1", "t2", "t3"] {
         assert!(has_image(&only_bb, "bb", tag), "{tool}: {only_bb:?}");
     }
+    let quiet = s.ok(&["images", "-q"]);
+    assert!(
+        !quiet.is_empty()
+            && quiet
+                .lines()
+                .all(|l| l.len() == 12 && l.chars().all(|c| c.is_ascii_hexdigit())),
+        "{tool}: images -q printed more than ids: {quiet}"
+    );
     assert_eq!(
         s.image_rows(&["image", "ls", "other"]),
         [("other".to_string(), "7".to_string())],
