@@ -328,6 +328,7 @@ fn wait_for_hello(
     cfg: &VmConfig,
 ) -> Result<HelloOk> {
     let mut last_attempt = String::from("no connection attempt yet");
+    let mut worker = WorkerWatch::default();
     loop {
         if !qemu.is_running() {
             let status = match qemu {
@@ -351,6 +352,14 @@ fn wait_for_hello(
                     "vhost-device-vsock exited during boot:\n{}\n  see {}",
                     process::tail_lines(&paths.vhost_log, 10),
                     paths.vhost_log.display()
+                )));
+            }
+            // (QEMU going away also ends the worker: that is reported as such above)
+            if worker.lost(v.pid()) && qemu.is_running() {
+                return Err(VmError::Other(format!(
+                    "vhost-device-vsock (pid {}) lost its {VRING_WORKER} thread: it is alive but will never answer a CONNECT again (a vhost-device-vsock bug hit by a host connection while the guest set up the device; see vm/vhost_gate.rs)\n{}",
+                    v.pid(),
+                    paths.diagnostics()
                 )));
             }
         }
@@ -387,6 +396,31 @@ fn wait_for_hello(
             Err(e) => last_attempt = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The thread vhost-user-backend runs the vrings (and vhost-device-vsock's Unix sockets) on.
+const VRING_WORKER: &str = "vring_worker";
+
+/// Notices when vhost-device-vsock's vring worker thread, once seen, is gone: the process
+/// then stays alive but never answers again, and waiting for the boot deadline would only
+/// hide that.
+#[derive(Default)]
+struct WorkerWatch {
+    seen: bool,
+}
+
+impl WorkerWatch {
+    fn lost(&mut self, pid: i32) -> bool {
+        let names = process::thread_names(pid);
+        if names.is_empty() {
+            // the process is gone: the caller reports that
+            return false;
+        }
+        let present = names.iter().any(|n| n == VRING_WORKER);
+        let lost = self.seen && !present;
+        self.seen |= present;
+        lost
     }
 }
 

@@ -164,6 +164,18 @@ pub fn close_other_fds(cmd: &mut Command) {
     }
 }
 
+/// The names (`comm`) of the threads of `pid`; empty when it is gone.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .collect()
+}
+
 /// Wait for a child of ours with a deadline.
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -281,6 +293,20 @@ mod tests {
         let st = wait_child(&mut child, Duration::from_secs(10)).expect("killed");
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn thread_names_of_a_live_process_and_of_none() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("probe_thread".into())
+            .spawn(move || rx.recv())
+            .expect("thread");
+        let names = thread_names(std::process::id() as i32);
+        assert!(names.iter().any(|n| n == "probe_thread"), "{names:?}");
+        drop(tx);
+        let _ = t.join();
+        assert!(thread_names(i32::MAX).is_empty());
     }
 
     #[test]
