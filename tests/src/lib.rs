@@ -134,6 +134,23 @@ impl World {
             .output()
             .expect("spawn vcontainer")
     }
+
+    /// Run `tool args...`, assert it exited 0 (showing both streams if not), return stdout.
+    pub fn run_ok<I, S>(&self, tool: &str, args: I) -> String
+    where
+        I: IntoIterator<Item = S> + std::fmt::Debug + Clone,
+        S: AsRef<OsStr>,
+    {
+        let o = self.run(tool, args.clone());
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{tool} {args:?}: stdout {} stderr {}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
 }
 
 /// Stdout of an Output as text.

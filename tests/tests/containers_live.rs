@@ -13,9 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vcontainer_tests::{
-    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
-};
+use vcontainer_tests::{assert_no_vm_processes, busybox_rootfs_tar, stderr, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
@@ -60,16 +58,7 @@ impl Live {
 
     /// Runs and asserts exit 0; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{} {args:?}: stdout {} stderr {}",
-            self.tool,
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
+        self.w.run_ok(self.tool, args)
     }
 
     fn state_dir(&self) -> PathBuf {

@@ -10,22 +10,12 @@
 use std::time::{Duration, Instant};
 
 use vcontainer_tests::fixtures::MemresGuard;
-use vcontainer_tests::{
-    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
-};
+use vcontainer_tests::{assert_no_vm_processes, busybox_rootfs_tar, stderr, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
 fn ok(w: &World, tool: &str, args: &[&str]) -> String {
-    let o = w.run(tool, args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{tool} {args:?}: stdout {} stderr {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    w.run_ok(tool, args)
 }
 
 /// Imports the busybox test image as `bb:1` into the running memres VM.

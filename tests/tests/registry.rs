@@ -26,15 +26,7 @@ fn registry_or_skip() -> bool {
 }
 
 fn ok(w: &World, tool: &str, args: &[&str]) -> String {
-    let o = w.run(tool, args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{tool} {args:?}: stdout {} stderr {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    w.run_ok(tool, args)
 }
 
 fn fails(w: &World, tool: &str, args: &[&str]) -> String {

@@ -17,15 +17,7 @@ fn run(w: &World, tool: &str, args: &[&OsStr]) -> std::process::Output {
 }
 
 fn ok(w: &World, tool: &str, args: &[&str]) -> String {
-    let o = w.run(tool, args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{tool} {args:?}: stdout {} stderr {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    w.run_ok(tool, args)
 }
 
 /// A world with a running memres VM and the busybox image `bb:1`.

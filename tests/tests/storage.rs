@@ -19,15 +19,7 @@ const DELETED: &str = "bin/true";
 const CONTAINER: &str = "gone";
 
 fn ok(w: &World, tool: &str, args: &[&OsStr]) -> String {
-    let o = w.run(tool, args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{tool} {args:?}: stdout {} stderr {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    w.run_ok(tool, args)
 }
 
 /// One tar entry: name, kind, device major/minor.
