@@ -178,7 +178,7 @@ impl Target {
                     }
                 };
                 tracing::debug!(elapsed = ?started.elapsed(), "batch VM booted");
-                let mut target = Target {
+                let target = Target {
                     vm: Some(Vm::Batch(Box::new(batch))),
                     tool,
                     console_log: cfg.console_log(),
@@ -187,9 +187,8 @@ impl Target {
                     _keepalive: None,
                     private_dir,
                 };
-                if !state_disk {
-                    target.storage_on_tmpfs(&cfg.storage_path)?;
-                }
+                // without a state disk the agent itself puts the runtime storage on a
+                // tmpfs at boot (vcontainer.state=none): nothing to do here
                 Ok(target)
             }
         }
@@ -208,20 +207,6 @@ impl Target {
             _keepalive: Some(keepalive),
             private_dir: None,
         }
-    }
-
-    /// Without a state disk the runtime storage would sit on the guest's overlay root, where
-    /// docker's overlay2 (and podman's overlay) cannot stack another overlay: give it a tmpfs
-    /// of its own unless the agent already did.
-    fn storage_on_tmpfs(&mut self, storage: &str) -> anyhow::Result<()> {
-        let (status, _, _) = self.exec_capture(&["mountpoint", "-q", storage])?;
-        if status.success() {
-            return Ok(());
-        }
-        self.exec_quiet(&["mkdir", "-p", storage])?;
-        self.exec_quiet(&["mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", storage])
-            .context("mounting a tmpfs for the runtime storage")?;
-        Ok(())
     }
 
     /// Serialises changes to the guest's runtime configuration (registry drop-ins, docker's
