@@ -298,10 +298,17 @@ mod tests {
     #[test]
     fn thread_names_of_a_live_process_and_of_none() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        // The new thread names itself when it starts running, not at spawn: wait for it
+        // to run before reading /proc, or the name may not be there yet.
         let t = std::thread::Builder::new()
             .name("probe_thread".into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                let _ = started_tx.send(());
+                rx.recv()
+            })
             .expect("thread");
+        started_rx.recv().expect("thread started");
         let names = thread_names(std::process::id() as i32);
         assert!(names.iter().any(|n| n == "probe_thread"), "{names:?}");
         drop(tx);
