@@ -59,10 +59,12 @@ pub fn exec_interactive<C: AgentConn>(
     };
     // Raw mode only when keys are forwarded: otherwise Ctrl-C would reach nobody.
     let _raw = if tty && stdin.is_some() && io::stdin().is_terminal() {
-        Some(RawMode::enter().map_err(|source| ClientError::Local {
-            context: "switching the terminal to raw mode".into(),
-            source,
-        })?)
+        Some(
+            RawMode::enter(io::stdin()).map_err(|source| ClientError::Local {
+                context: "switching the terminal to raw mode".into(),
+                source,
+            })?,
+        )
     } else {
         None
     };
@@ -130,24 +132,64 @@ fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool) {
     }
 }
 
-/// Raw terminal mode on stdin for as long as this lives.
-struct RawMode {
+/// Raw terminal mode on a terminal for as long as this lives.
+///
+/// Both switches use TCSADRAIN, not TCSAFLUSH: keys typed while the VM boots sit in the
+/// terminal's input queue, and docker/podman keep them for the container; flushing would
+/// silently drop them.
+struct RawMode<Fd: AsFd> {
+    fd: Fd,
     saved: Termios,
 }
 
-impl RawMode {
-    fn enter() -> io::Result<Self> {
-        let stdin = io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd())?;
+impl<Fd: AsFd> RawMode<Fd> {
+    fn enter(fd: Fd) -> io::Result<Self> {
+        let saved = termios::tcgetattr(fd.as_fd())?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSAFLUSH, &raw)?;
-        Ok(Self { saved })
+        termios::tcsetattr(fd.as_fd(), SetArg::TCSADRAIN, &raw)?;
+        Ok(Self { fd, saved })
     }
 }
 
-impl Drop for RawMode {
+impl<Fd: AsFd> Drop for RawMode<Fd> {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(io::stdin().as_fd(), SetArg::TCSAFLUSH, &self.saved);
+        let _ = termios::tcsetattr(self.fd.as_fd(), SetArg::TCSADRAIN, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn raw_mode_keeps_keys_typed_before_it_and_restores_the_terminal() {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut master = std::fs::File::from(pty.master);
+        let before = termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+        // typed while the VM was still booting: no newline, so canonical mode holds it back
+        master.write_all(b"ls").expect("type ahead");
+        {
+            let raw = RawMode::enter(pty.slave.as_fd()).expect("raw");
+            let now = termios::tcgetattr(raw.fd.as_fd()).expect("tcgetattr");
+            assert!(!now.local_flags.contains(termios::LocalFlags::ICANON));
+            // poll first: with the keys flushed, a read would block forever
+            let mut fds = [nix::poll::PollFd::new(
+                raw.fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+            assert_eq!(ready.expect("poll"), 1, "typed-ahead keys were dropped");
+            let mut slave = std::fs::File::from(pty.slave.try_clone().expect("dup"));
+            let mut got = [0u8; 2];
+            slave
+                .read_exact(&mut got)
+                .expect("typed-ahead keys are readable");
+            assert_eq!(&got, b"ls");
+        }
+        let after = termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+        assert_eq!(after.local_flags, before.local_flags);
+        assert_eq!(after.input_flags, before.input_flags);
     }
 }
