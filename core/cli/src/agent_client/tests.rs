@@ -291,9 +291,19 @@ fn without_stdin_the_program_reads_eof() {
 #[test]
 fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
     let agent = TestAgent::start();
-    let mut request = ExecRequest::new(["sh", "-c", "stty size; sleep 0.5; stty size"]);
+    // The resize is sent once the first size has arrived, and the program waits (up to
+    // 30 s, only to bound a hang) for the size to change: no fixed sleep on either side
+    // decides the order, however slow the machine.
+    let script = "stty size; i=0; \
+        while [ \"$(stty size)\" = '24 80' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+        stty size";
+    let mut request = ExecRequest::new(["sh", "-c", script]);
     request.tty = Some(WindowSize { rows: 24, cols: 80 });
-    let mut out = Vec::new();
+    let (first_output_tx, first_output) = channel();
+    let mut out = Notify {
+        seen: Vec::new(),
+        tx: Some(first_output_tx),
+    };
     let mut err = Vec::new();
     let status = run(
         agent.connect(),
@@ -303,17 +313,18 @@ fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
         &mut err,
         |writer| {
             thread::spawn(move || {
-                thread::sleep(Duration::from_millis(200));
-                let _ = writer.request(&Request::Resize(WindowSize {
-                    rows: 50,
-                    cols: 132,
-                }));
+                if first_output.recv().is_ok() {
+                    let _ = writer.request(&Request::Resize(WindowSize {
+                        rows: 50,
+                        cols: 132,
+                    }));
+                }
             });
         },
     )
     .expect("exec");
     assert_eq!(status, ExitStatus::Code(0));
-    let text = String::from_utf8_lossy(&out);
+    let text = String::from_utf8_lossy(&out.seen);
     assert_eq!(text, "24 80\r\n50 132\r\n");
 }
 
@@ -345,16 +356,32 @@ fn signal_is_delivered_to_the_program() {
 fn interactive_exec_forwards_our_sigint_to_the_program() {
     let agent = TestAgent::start();
     let conn = agent.connect();
-    thread::spawn(|| {
-        thread::sleep(Duration::from_millis(500));
-        // SAFETY: kill has no memory-safety preconditions; the handler installed by
-        // exec_interactive turns SIGINT into a forwarded Signal request.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGINT);
-        }
-    });
+    // SIGINT goes out only once the program runs: then exec_interactive has installed its
+    // handler (before it sent the request). Sent any earlier, SIGINT's default action would
+    // end the whole test process. The deadline only bounds a hang.
+    let running = agent.dir.path().join("running");
+    // `: >` (a shell builtin, no child for the shell to wait on) then `exec`
+    let script = format!(": > {}; exec sleep 30", running.display());
+    {
+        let running = running.clone();
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !running.exists() {
+                if Instant::now() > deadline {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: kill has no memory-safety preconditions; the handler installed by
+            // exec_interactive turns SIGINT into a forwarded Signal request.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGINT);
+            }
+        });
+    }
     let started = Instant::now();
-    let status = exec_interactive(conn, ExecRequest::new(["sleep", "30"])).expect("exec");
+    let status =
+        exec_interactive(conn, ExecRequest::new(["sh", "-c", script.as_str()])).expect("exec");
     assert_eq!(status, ExitStatus::Signal(libc::SIGINT));
     assert!(started.elapsed() < Duration::from_secs(10));
     // After the session, Ctrl-C / SIGTERM act as default again (end this process).
@@ -676,7 +703,9 @@ fn a_socket_probe_replaces_the_probe_program() {
     let agent = TestAgent::start();
     let socket = agent.dir.path().join("svc.sock");
     // The "service" only sleeps; its socket appears (bound by the test) 300 ms later. The
-    // probe program always fails, so only the socket check can report ready.
+    // probe program always fails, so only the socket check can report ready. The clock
+    // starts before the binder does, so the socket cannot exist sooner than 300 ms in.
+    let started = Instant::now();
     let binder = {
         let socket = socket.clone();
         thread::spawn(move || {
@@ -684,7 +713,6 @@ fn a_socket_probe_replaces_the_probe_program() {
             UnixListener::bind(socket).expect("bind")
         })
     };
-    let started = Instant::now();
     service_start(
         agent.connect(),
         ServiceStartRequest {
@@ -712,16 +740,19 @@ fn a_socket_probe_replaces_the_probe_program() {
 #[test]
 fn a_dependency_dying_ends_the_wait_of_a_later_service() {
     let agent = TestAgent::start();
-    // "ready once started": the start returns while it still runs
+    // "ready once started": the start returns while it still runs. It dies only when told
+    // (the deadline only bounds a hang), so a slow start cannot see it dead already.
+    let die = agent.dir.path().join("die");
+    let dep_script = format!(
+        "i=0; while [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; \
+         echo dep-died; exit 2",
+        die.display()
+    );
     service_start(
         agent.connect(),
         ServiceStartRequest {
             name: "dep".into(),
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                "sleep 0.5; echo dep-died; exit 2".into(),
-            ],
+            argv: vec!["sh".into(), "-c".into(), dep_script],
             env: vec![],
             probe: vec![],
             probe_socket: None,
@@ -729,6 +760,12 @@ fn a_dependency_dying_ends_the_wait_of_a_later_service() {
         },
     )
     .expect("dependency started");
+    // dies while (or, on a slow machine, before) the later service waits: either way its
+    // death must end that wait
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        std::fs::write(die, b"").expect("tell dep to die");
+    });
     let started = Instant::now();
     let user = service_start(
         agent.connect(),
@@ -755,6 +792,7 @@ fn a_dependency_dying_ends_the_wait_of_a_later_service() {
         started.elapsed() < Duration::from_secs(10),
         "waited for the timeout instead"
     );
+    killer.join().expect("killer");
     shutdown(agent.connect()).expect("shutdown");
 }
 
