@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -17,6 +17,7 @@ fn names(layout: &Path, i: usize) -> Vec<String> {
         .collect()
 }
 
+/// An umoci-flavoured request for `rootfs` into `out` with these layer definitions.
 fn req(rootfs: Option<&Path>, out: &Path, layers: &[&str]) -> BuildRequest {
     BuildRequest {
         rootfs: rootfs.map(Path::to_path_buf),
@@ -29,6 +30,47 @@ fn req(rootfs: Option<&Path>, out: &Path, layers: &[&str]) -> BuildRequest {
         flavor: Flavor::Umoci,
         ..BuildRequest::default()
     }
+}
+
+/// [`req`] on top of the layout `base`.
+fn req_on(base: &Path, rootfs: &Path, out: &Path, layers: &[&str]) -> BuildRequest {
+    BuildRequest {
+        base_image: Some(base.to_path_buf()),
+        ..req(Some(rootfs), out, layers)
+    }
+}
+
+#[track_caller]
+fn build_ok(r: &BuildRequest, what: &str) {
+    vcontainer_ocibuild::build(r, &mut |_| {}).expect(what);
+}
+
+/// Unpacks `image` into `bundle` with our unpacker; returns the bundle's rootfs.
+fn unpack(image: &Path, bundle: &Path) -> PathBuf {
+    vcontainer_ocibuild::unpack(
+        &vcontainer_ocibuild::UnpackRequest {
+            image: image.to_path_buf(),
+            bundle: bundle.to_path_buf(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .expect("unpack");
+    bundle.join("rootfs")
+}
+
+/// /usr/lib/libx and /app/run ("v1"): two directories for two layer definitions.
+fn usr_and_app_rootfs(root: PathBuf) -> PathBuf {
+    sh(&format!(
+        "mkdir -p {0}/usr/lib {0}/app && echo lib > {0}/usr/lib/libx && echo v1 > {0}/app/run",
+        root.display()
+    ));
+    root
+}
+
+/// How many lines of a build log start with `prefix`.
+fn count_starting(log: &[String], prefix: &str) -> usize {
+    log.iter().filter(|l| l.starts_with(prefix)).count()
 }
 
 #[test]
@@ -90,11 +132,12 @@ fn removed_files_get_whiteouts_and_replaced_dirs_are_opaque() {
         b = b.display()
     ));
     let base = t.path().join("base");
-    vcontainer_ocibuild::build(&req(Some(&a), &base, &[]), &mut |_| {}).expect("base");
+    build_ok(&req(Some(&a), &base, &[]), "base");
     let out = t.path().join("img");
-    let mut r = req(Some(&b), &out, &["sync:directories:/etc+/var"]);
-    r.base_image = Some(base.clone());
-    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    build_ok(
+        &req_on(&base, &b, &out, &["sync:directories:/etc+/var"]),
+        "layered",
+    );
     let l = load(&out);
     assert_eq!(l.manifest.layers.len(), 2, "base layer + one new layer");
     let top = names(&out, 1);
@@ -115,17 +158,7 @@ fn removed_files_get_whiteouts_and_replaced_dirs_are_opaque() {
     );
 
     // Applying the layers gives exactly the new tree (our unpack and umoci's).
-    let bundle = t.path().join("bundle");
-    vcontainer_ocibuild::unpack(
-        &vcontainer_ocibuild::UnpackRequest {
-            image: out.clone(),
-            bundle: bundle.clone(),
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .expect("unpack");
-    let got = tree_bytes(&bundle.join("rootfs"));
+    let got = tree_bytes(&unpack(&out, &t.path().join("bundle")));
     let want = tree_bytes(&b);
     assert_eq!(got, want);
     if have("umoci") && is_root() {
@@ -154,17 +187,12 @@ fn merged_usr_symlink_is_correct_in_every_layer() {
         n = new.display()
     ));
     let base = t.path().join("base");
-    vcontainer_ocibuild::build(&req(Some(&old), &base, &[]), &mut |_| {}).expect("base");
+    build_ok(&req(Some(&old), &base, &[]), "base");
 
     // A files layer naming /bin/sh through the symlink, then a directories layer for /bin.
     let out = t.path().join("img");
-    let mut r = req(
-        Some(&new),
-        &out,
-        &["shell:files:/bin/sh", "rest:directories:/bin"],
-    );
-    r.base_image = Some(base);
-    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    let layers = ["shell:files:/bin/sh", "rest:directories:/bin"];
+    build_ok(&req_on(&base, &new, &out, &layers), "layered");
     let l1 = names(&out, 1);
     assert!(l1.contains(&"bin".to_string()), "{l1:?}");
     assert!(l1.contains(&"usr/bin/sh".to_string()), "{l1:?}");
@@ -176,17 +204,7 @@ fn merged_usr_symlink_is_correct_in_every_layer() {
             );
         }
     }
-    let bundle = t.path().join("bundle");
-    vcontainer_ocibuild::unpack(
-        &vcontainer_ocibuild::UnpackRequest {
-            image: out,
-            bundle: bundle.clone(),
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .expect("unpack");
-    let root = bundle.join("rootfs");
+    let root = unpack(&out, &t.path().join("bundle"));
     assert!(std::fs::symlink_metadata(root.join("bin"))
         .expect("bin")
         .file_type()
@@ -204,11 +222,7 @@ fn merged_usr_symlink_is_correct_in_every_layer() {
 #[test]
 fn cache_hits_on_rebuild_and_misses_after_a_change() {
     let t = tempfile::tempdir().expect("tmp");
-    let r = t.path().join("rootfs");
-    sh(&format!(
-        "mkdir -p {0}/usr/lib {0}/app && echo lib > {0}/usr/lib/libx && echo v1 > {0}/app/run",
-        r.display()
-    ));
+    let r = usr_and_app_rootfs(t.path().join("rootfs"));
     let cache = t.path().join("cache");
     let layers = ["base:directories:/usr", "app:directories:/app"];
     let mk = |out: &str| {
@@ -220,9 +234,7 @@ fn cache_hits_on_rebuild_and_misses_after_a_change() {
     let (res, log1) = build_logged(&mk("one"));
     res.expect("first");
     assert_eq!(
-        log1.iter()
-            .filter(|l| l.starts_with("OCI Cache MISS: Layer '"))
-            .count(),
+        count_starting(&log1, "OCI Cache MISS: Layer '"),
         2,
         "{log1:?}"
     );
@@ -230,9 +242,7 @@ fn cache_hits_on_rebuild_and_misses_after_a_change() {
     let (res, log2) = build_logged(&mk("two"));
     res.expect("second");
     assert_eq!(
-        log2.iter()
-            .filter(|l| l.starts_with("OCI Cache HIT: Layer '"))
-            .count(),
+        count_starting(&log2, "OCI Cache HIT: Layer '"),
         2,
         "{log2:?}"
     );
@@ -267,13 +277,11 @@ fn cache_hits_on_rebuild_and_misses_after_a_change() {
     let (res, log3) = build_logged(&mk("three"));
     res.expect("third");
     assert!(
-        log3.iter()
-            .any(|l| l.starts_with("OCI Cache HIT: Layer 'base'")),
+        count_starting(&log3, "OCI Cache HIT: Layer 'base'") > 0,
         "{log3:?}"
     );
     assert!(
-        log3.iter()
-            .any(|l| l.starts_with("OCI Cache MISS: Layer 'app'")),
+        count_starting(&log3, "OCI Cache MISS: Layer 'app'") > 0,
         "{log3:?}"
     );
 }
@@ -281,27 +289,18 @@ fn cache_hits_on_rebuild_and_misses_after_a_change() {
 #[test]
 fn base_image_config_is_inherited_and_layers_kept() {
     let t = tempfile::tempdir().expect("tmp");
-    let a = t.path().join("a");
-    sh(&format!(
-        "mkdir -p {0}/etc && echo a > {0}/etc/a",
-        a.display()
-    ));
+    let a = etc_file_rootfs(t.path().join("a"), "a");
     let base = t.path().join("base");
     let mut rb = req(Some(&a), &base, &[]);
     rb.config.env = vec!["PATH=/bin".into(), "KEEP=1".into()];
     rb.config.entrypoint = Some(vec!["/bin/sh".into()]);
     rb.tag = Some("base".into());
-    vcontainer_ocibuild::build(&rb, &mut |_| {}).expect("base");
-    let b = t.path().join("b");
-    sh(&format!(
-        "mkdir -p {0}/etc && echo b > {0}/etc/b",
-        b.display()
-    ));
+    build_ok(&rb, "base");
+    let b = etc_file_rootfs(t.path().join("b"), "b");
     let out = t.path().join("img");
-    let mut r = req(Some(&b), &out, &[]);
-    r.base_image = Some(base.clone());
+    let mut r = req_on(&base, &b, &out, &[]);
     r.config.env = vec!["PATH=/usr/bin:/bin".into()];
-    vcontainer_ocibuild::build(&r, &mut |_| {}).expect("layered");
+    build_ok(&r, "layered");
     let l = load(&out);
     let bl = load(&base);
     assert_eq!(l.manifest.layers[0], bl.manifest.layers[0]);
@@ -330,11 +329,7 @@ fn base_image_config_is_inherited_and_layers_kept() {
 #[test]
 fn no_orphan_blobs_after_rebuilds_cache_hits_and_base_images() {
     let t = tempfile::tempdir().expect("tmp");
-    let r = t.path().join("rootfs");
-    sh(&format!(
-        "mkdir -p {0}/usr/lib {0}/app && echo lib > {0}/usr/lib/libx && echo v1 > {0}/app/run",
-        r.display()
-    ));
+    let r = usr_and_app_rootfs(t.path().join("rootfs"));
     let cache = t.path().join("cache");
     let out = t.path().join("img");
     let layers = [
@@ -355,27 +350,16 @@ fn no_orphan_blobs_after_rebuilds_cache_hits_and_base_images() {
     // Cache hits for both layers, another config: the old config and manifest must go.
     let (res, log) = build_logged(&mk("A=2"));
     res.expect("rebuild");
-    assert_eq!(
-        log.iter()
-            .filter(|l| l.starts_with("OCI Cache HIT"))
-            .count(),
-        2,
-        "{log:?}"
-    );
+    assert_eq!(count_starting(&log, "OCI Cache HIT"), 2, "{log:?}");
     assert_ne!(load(&out).manifest.config.digest, first_config);
     assert_no_orphans(&out);
 
     // The output layout as its own base image, replaced in place.
-    let add = t.path().join("add");
-    sh(&format!(
-        "mkdir -p {0}/etc && echo x > {0}/etc/x",
-        add.display()
-    ));
-    let mut on_self = req(Some(&add), &out, &[]);
-    on_self.base_image = Some(out.clone());
+    let add = etc_file_rootfs(t.path().join("add"), "x");
+    let mut on_self = req_on(&out, &add, &out, &[]);
     on_self.force = true;
     on_self.cache_dir = Some(cache.clone());
-    vcontainer_ocibuild::build(&on_self, &mut |_| {}).expect("on itself");
+    build_ok(&on_self, "on itself");
     assert_eq!(load(&out).manifest.layers.len(), 3);
     assert_no_orphans(&out);
 
@@ -394,9 +378,7 @@ fn no_orphan_blobs_after_rebuilds_cache_hits_and_base_images() {
             "umoci leaves orphans"
         );
         let out2 = t.path().join("img2");
-        let mut q = req(Some(&add), &out2, &[]);
-        q.base_image = Some(base.clone());
-        vcontainer_ocibuild::build(&q, &mut |_| {}).expect("on umoci base");
+        build_ok(&req_on(&base, &add, &out2, &[]), "on umoci base");
         assert_no_orphans(&out2);
     } else {
         eprintln!("SKIP (part): umoci-made base needs root and umoci");

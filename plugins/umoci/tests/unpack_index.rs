@@ -121,11 +121,7 @@ fn unpack_restores_the_rootfs_exactly() {
 #[test]
 fn index_combines_arches_with_platform_and_variant() {
     let t = tempfile::tempdir().expect("tmp");
-    let rootfs = t.path().join("rootfs");
-    sh(&format!(
-        "mkdir -p {0}/etc && echo x > {0}/etc/x",
-        rootfs.display()
-    ));
+    let rootfs = etc_file_rootfs(t.path().join("rootfs"), "x");
     let mut images = Vec::new();
     for arch in ["x86_64", "aarch64", "armv7"] {
         let out = t.path().join(format!("img-{arch}"));

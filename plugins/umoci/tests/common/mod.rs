@@ -51,6 +51,16 @@ pub fn sh(script: &str) {
     );
 }
 
+/// `root` holding just `/etc/<name>` (its name as content): the smallest rootfs that still
+/// makes a layer; returns `root`.
+pub fn etc_file_rootfs(root: PathBuf, name: &str) -> PathBuf {
+    sh(&format!(
+        "mkdir -p {0}/etc && echo {name} > {0}/etc/{name}",
+        root.display()
+    ));
+    root
+}
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
