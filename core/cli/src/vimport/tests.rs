@@ -35,6 +35,19 @@ fn req(path: &Path, name: Option<&str>) -> ImportRequest {
     }
 }
 
+#[track_caller]
+fn planned(path: &Path, name: Option<&str>, target: &ImportTarget) -> ImportPlan {
+    plan_import(&req(path, name), target, GUEST).expect("plan")
+}
+
+/// The error that refuses importing `path`, as the user sees it.
+#[track_caller]
+fn refused(path: &Path, name: Option<&str>, target: &ImportTarget) -> String {
+    plan_import(&req(path, name), target, GUEST)
+        .expect_err("refused")
+        .to_string()
+}
+
 /// Writes a blob; returns (digest, size).
 fn blob(layout: &Path, data: &[u8]) -> (String, u64) {
     let d = sha256_digest(data);
@@ -44,14 +57,18 @@ fn blob(layout: &Path, data: &[u8]) -> (String, u64) {
     (d, data.len() as u64)
 }
 
-fn layer_tar(marker: &str) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+/// Appends a regular file (mode 0644) to a tar being built.
+fn append_file<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
-    h.set_size(marker.len() as u64);
+    h.set_size(data.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    b.append_data(&mut h, "etc/marker", marker.as_bytes())
-        .expect("append");
+    b.append_data(&mut h, name, data).expect("append");
+}
+
+fn layer_tar(marker: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "etc/marker", marker.as_bytes());
     b.into_inner().expect("tar")
 }
 
@@ -76,6 +93,17 @@ fn image(layout: &Path, arch: Option<&str>) -> serde_json::Value {
             .as_slice(),
     );
     json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms})
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
+}
+
+/// The blob file of the first manifest index.json names.
+fn first_manifest(layout: &Path) -> PathBuf {
+    let index = read_json(&layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().expect("digest");
+    layout.join("blobs/sha256").join(&digest[7..])
 }
 
 fn with_platform(
@@ -150,14 +178,11 @@ fn unpack_payload(plan: &ImportPlan) -> tempfile::TempDir {
 
 fn payload_config_arch(plan: &ImportPlan) -> String {
     let dir = unpack_payload(plan);
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).expect("index"))
-            .expect("json");
+    let index = read_json(&dir.path().join("index.json"));
     assert_eq!(index["manifests"].as_array().expect("list").len(), 1);
     let sel = layout::select(dir.path(), plan_arch(plan)).expect("the reduced layout is valid");
     let cfg = &sel.blobs[1].1;
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cfg).expect("cfg")).expect("json");
+    let v = read_json(cfg);
     v["architecture"].as_str().unwrap_or("").to_string()
 }
 
@@ -172,7 +197,7 @@ fn plan_arch(plan: &ImportPlan) -> Arch {
 #[test]
 fn single_arch_layout_becomes_a_skopeo_copy() {
     let d = single_layout("amd64");
-    let plan = plan_import(&req(d.path(), Some("myapp")), &docker_x86(), GUEST).expect("plan");
+    let plan = planned(d.path(), Some("myapp"), &docker_x86());
     assert_eq!(plan.input, InputType::OciLayout);
     assert_eq!(plan.image.as_deref(), Some("myapp:latest"));
     assert_eq!(
@@ -186,8 +211,7 @@ fn single_arch_layout_becomes_a_skopeo_copy() {
         ]]
     );
     assert_eq!(payload_config_arch(&plan), "amd64");
-    let podman =
-        plan_import(&req(d.path(), None), &target(Arch::X86_64, "podman"), GUEST).expect("plan");
+    let podman = planned(d.path(), None, &target(Arch::X86_64, "podman"));
     assert_eq!(
         podman.commands[0].last().map(String::as_str),
         Some("containers-storage:imported:latest")
@@ -197,7 +221,7 @@ fn single_arch_layout_becomes_a_skopeo_copy() {
 #[test]
 fn flat_multi_arch_index_picks_the_target_arch_whatever_the_json_layout() {
     let d = multi_layout(&[("arm64", Some("v8")), ("amd64", None)]);
-    let x86 = plan_import(&req(d.path(), None), &docker_x86(), GUEST).expect("x86 plan");
+    let x86 = planned(d.path(), None, &docker_x86());
     assert!(
         x86.notices
             .iter()
@@ -206,12 +230,7 @@ fn flat_multi_arch_index_picks_the_target_arch_whatever_the_json_layout() {
         x86.notices
     );
     assert_eq!(payload_config_arch(&x86), "amd64");
-    let arm = plan_import(
-        &req(d.path(), None),
-        &target(Arch::Aarch64, "docker"),
-        GUEST,
-    )
-    .expect("arm plan");
+    let arm = planned(d.path(), None, &target(Arch::Aarch64, "docker"));
     assert!(arm.notices.iter().any(|n| n.contains("linux/arm64/v8")));
     assert_eq!(payload_config_arch(&arm), "arm64");
 }
@@ -231,12 +250,7 @@ fn nested_index_blob_is_followed() {
         ],
         false,
     );
-    let plan = plan_import(
-        &req(d.path(), Some("app:1")),
-        &target(Arch::Aarch64, "podman"),
-        GUEST,
-    )
-    .expect("plan");
+    let plan = planned(d.path(), Some("app:1"), &target(Arch::Aarch64, "podman"));
     assert_eq!(payload_config_arch(&plan), "arm64");
     // the nested index blob itself is not sent: the guest sees one manifest
     let out = unpack_payload(&plan);
@@ -246,9 +260,7 @@ fn nested_index_blob_is_followed() {
 #[test]
 fn missing_platform_lists_what_is_there_with_our_arch_names() {
     let d = multi_layout(&[("arm64", Some("v8")), ("arm", Some("v7"))]);
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("no amd64")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(
         e.contains("Architecture x86_64 (amd64) not found in multi-arch image"),
         "{e}"
@@ -264,17 +276,13 @@ fn missing_platform_lists_what_is_there_with_our_arch_names() {
 #[test]
 fn single_arch_image_for_another_arch_is_refused_naming_both() {
     let d = single_layout("arm64");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("mismatch")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("Architecture mismatch"), "{e}");
     assert!(e.contains("aarch64 (arm64)"), "{e}");
     assert!(e.contains("target is x86_64 (amd64)"), "{e}");
     assert!(e.contains("Use --arch aarch64"), "{e}");
     let d = single_layout("riscv64");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("riscv")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(
         e.contains("riscv64") && e.contains("No guest architecture"),
         "{e}"
@@ -286,7 +294,7 @@ fn image_without_architecture_warns_and_continues() {
     let d = tempfile::tempdir().expect("tmp");
     let m = image(d.path(), None);
     write_index(d.path(), vec![m], true);
-    let plan = plan_import(&req(d.path(), None), &docker_x86(), GUEST).expect("plan");
+    let plan = planned(d.path(), None, &docker_x86());
     assert!(plan
         .notices
         .iter()
@@ -296,32 +304,16 @@ fn image_without_architecture_warns_and_continues() {
 #[test]
 fn corrupted_or_missing_blobs_are_refused_before_anything_runs() {
     let d = single_layout("amd64");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("index.json")).expect("r")).expect("j");
-    let md = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(d.path().join("blobs/sha256").join(&md[7..])).expect("m"),
-    )
-    .expect("j");
-    let layer = manifest["layers"][0]["digest"]
-        .as_str()
-        .expect("layer")
-        .to_string();
+    let manifest = read_json(&first_manifest(d.path()));
+    let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
     let layer_path = d.path().join("blobs/sha256").join(&layer[7..]);
     let mut data = std::fs::read(&layer_path).expect("layer");
     data[0] ^= 0xff;
     std::fs::write(&layer_path, &data).expect("corrupt");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("corrupt")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("layer 1") && e.contains("content digest"), "{e}");
     std::fs::remove_file(&layer_path).expect("rm");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("missing")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("is missing"), "{e}");
 }
 
@@ -336,27 +328,17 @@ fn hostile_digests_and_escaping_symlinks_are_refused() {
         ],
         false,
     );
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("bad digest")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("invalid blob digest"), "{e}");
 
     // a blob that is a symlink to a file outside the layout
     let d = single_layout("amd64");
     let outside = tempfile::NamedTempFile::new().expect("tmp");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.path().join("index.json")).expect("r")).expect("j");
-    let md = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
-    let mpath = d.path().join("blobs/sha256").join(&md[7..]);
+    let mpath = first_manifest(d.path());
     std::fs::copy(&mpath, outside.path()).expect("copy");
     std::fs::remove_file(&mpath).expect("rm");
     std::os::unix::fs::symlink(outside.path(), &mpath).expect("symlink");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("escape")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("outside the layout"), "{e}");
 }
 
@@ -367,9 +349,7 @@ fn several_untagged_platformless_images_are_ambiguous() {
     let mut b = image(d.path(), Some("arm64"));
     b["annotations"] = json!({"org.opencontainers.image.ref.name": "other"});
     write_index(d.path(), vec![a, b], false);
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("ambiguous")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     assert!(e.contains("holds 2 images") && e.contains("other"), "{e}");
 }
 
@@ -396,12 +376,7 @@ fn oci_archive_plain_gzip_and_zstd_are_unpacked_and_reduced() {
     for (ext, prefix) in [("", "."), ("gz", ""), ("zst", ".")] {
         let file = work.path().join(format!("img.tar{ext}"));
         tar_dir(d.path(), &file, ext, prefix);
-        let plan = plan_import(
-            &req(&file, Some("app:2")),
-            &target(Arch::Aarch64, "docker"),
-            GUEST,
-        )
-        .expect("plan");
+        let plan = planned(&file, Some("app:2"), &target(Arch::Aarch64, "docker"));
         assert_eq!(plan.input, InputType::OciArchive, "{ext}");
         assert_eq!(payload_config_arch(&plan), "arm64");
         assert_eq!(plan.commands[0][4], "docker-daemon:app:2");
@@ -414,12 +389,8 @@ fn oci_archive_with_path_escapes_or_links_is_refused() {
     let escape = work.path().join("escape.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&escape).expect("create"));
-        for (name, data) in [("oci-layout", &b"{}"[..]), ("index.json", b"{}")] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append_data(&mut h, name, data).expect("append");
-        }
+        append_file(&mut b, "oci-layout", b"{}");
+        append_file(&mut b, "index.json", b"{}");
         // a raw header whose name climbs out (tar::Builder refuses to write '..')
         let mut h = tar::Header::new_old();
         h.as_old_mut().name[..13].copy_from_slice(b"../../escaped");
@@ -429,9 +400,7 @@ fn oci_archive_with_path_escapes_or_links_is_refused() {
         b.append(&h, &b"x"[..]).expect("append raw");
         b.finish().expect("finish");
     }
-    let e = plan_import(&req(&escape, None), &docker_x86(), GUEST)
-        .expect_err("escape")
-        .to_string();
+    let e = refused(&escape, None, &docker_x86());
     assert!(
         e.contains("refusing unsafe entry") && e.contains(".."),
         "{e}"
@@ -441,11 +410,7 @@ fn oci_archive_with_path_escapes_or_links_is_refused() {
     let link = work.path().join("link.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&link).expect("create"));
-        let mut h = tar::Header::new_gnu();
-        h.set_size(2);
-        h.set_cksum();
-        b.append_data(&mut h, "index.json", &b"{}"[..])
-            .expect("append");
+        append_file(&mut b, "index.json", b"{}");
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
@@ -453,9 +418,7 @@ fn oci_archive_with_path_escapes_or_links_is_refused() {
             .expect("link");
         b.finish().expect("finish");
     }
-    let e = plan_import(&req(&link, None), &docker_x86(), GUEST)
-        .expect_err("symlink")
-        .to_string();
+    let e = refused(&link, None, &docker_x86());
     assert!(e.contains("Symlink entries do not belong"), "{e}");
 }
 
@@ -474,11 +437,7 @@ fn docker_archive(out: &Path, arch: &str, tags: Option<Vec<&str>>) -> String {
         ("repositories", b"{}"),
         ("manifest.json", manifest.as_bytes()),
     ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).expect("append");
+        append_file(&mut b, name, data);
     }
     b.finish().expect("finish");
     id
@@ -489,7 +448,7 @@ fn docker_archive_is_loaded_and_tagged_only_when_asked() {
     let work = tempfile::tempdir().expect("tmp");
     let file = work.path().join("saved.tar");
     let id = docker_archive(&file, "amd64", Some(vec!["busybox:1"]));
-    let keep = plan_import(&req(&file, None), &docker_x86(), GUEST).expect("plan");
+    let keep = planned(&file, None, &docker_x86());
     assert_eq!(keep.input, InputType::DockerArchive);
     assert_eq!(
         keep.commands,
@@ -501,12 +460,7 @@ fn docker_archive_is_loaded_and_tagged_only_when_asked() {
         ]]
     );
     assert_eq!(keep.image, None);
-    let named = plan_import(
-        &req(&file, Some("mine:2")),
-        &target(Arch::X86_64, "podman"),
-        GUEST,
-    )
-    .expect("plan");
+    let named = planned(&file, Some("mine:2"), &target(Arch::X86_64, "podman"));
     assert_eq!(
         named.commands[1],
         vec![
@@ -518,14 +472,12 @@ fn docker_archive_is_loaded_and_tagged_only_when_asked() {
     );
     let untagged = work.path().join("untagged.tar");
     docker_archive(&untagged, "amd64", None);
-    let p = plan_import(&req(&untagged, None), &docker_x86(), GUEST).expect("plan");
+    let p = planned(&untagged, None, &docker_x86());
     assert_eq!(p.image.as_deref(), Some("imported:latest"));
 
     let arm = work.path().join("arm.tar");
     docker_archive(&arm, "arm64", Some(vec!["x:1"]));
-    let e = plan_import(&req(&arm, None), &docker_x86(), GUEST)
-        .expect_err("arch")
-        .to_string();
+    let e = refused(&arm, None, &docker_x86());
     assert!(
         e.contains("Architecture mismatch") && e.contains("--arch aarch64"),
         "{e}"
@@ -541,7 +493,7 @@ fn rootfs_tarballs_in_any_compression_are_imported() {
     for ext in ["", "gz", "zst"] {
         let file = work.path().join(format!("rootfs.tar{ext}"));
         tar_dir(src.path(), &file, ext, ".");
-        let plan = plan_import(&req(&file, Some("rfs:1")), &docker_x86(), GUEST).expect("plan");
+        let plan = planned(&file, Some("rfs:1"), &docker_x86());
         assert_eq!(plan.input, InputType::RootfsTar, "{ext}");
         assert_eq!(
             plan.commands,
@@ -563,13 +515,11 @@ fn rootfs_tarballs_in_any_compression_are_imported() {
     std::fs::write(src.path().join("index.json"), b"{\"site\": 1}").expect("write");
     let web = work.path().join("web.tar");
     tar_dir(src.path(), &web, "", ".");
-    let plan = plan_import(&req(&web, None), &docker_x86(), GUEST).expect("plan");
+    let plan = planned(&web, None, &docker_x86());
     assert_eq!(plan.input, InputType::RootfsTar);
     let junk = work.path().join("junk.bin");
     std::fs::write(&junk, vec![1u8; 100]).expect("write");
-    let e = plan_import(&req(&junk, None), &docker_x86(), GUEST)
-        .expect_err("junk")
-        .to_string();
+    let e = refused(&junk, None, &docker_x86());
     assert!(e.contains("not a readable tar archive"), "{e}");
 }
 
@@ -585,12 +535,7 @@ fn rootfs_dir_is_packed_with_dotfiles_and_symlinks() {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .expect("mkfifo");
-    let plan = plan_import(
-        &req(src.path(), None),
-        &target(Arch::X86_64, "podman"),
-        GUEST,
-    )
-    .expect("plan");
+    let plan = planned(src.path(), None, &target(Arch::X86_64, "podman"));
     assert_eq!(plan.input, InputType::RootfsDir);
     assert_eq!(
         plan.commands[0][..2],
@@ -622,9 +567,7 @@ fn rootfs_dir_is_packed_with_dotfiles_and_symlinks() {
         ]
     );
     let empty = tempfile::tempdir().expect("tmp");
-    let e = plan_import(&req(empty.path(), None), &docker_x86(), GUEST)
-        .expect_err("empty")
-        .to_string();
+    let e = refused(empty.path(), None, &docker_x86());
     assert!(e.contains("empty"), "{e}");
 }
 
@@ -635,9 +578,7 @@ fn deploy_dir_with_oci_dirs_gets_the_list_and_an_example() {
         std::fs::create_dir_all(d.path().join(n)).expect("mkdir");
     }
     std::fs::write(d.path().join("notes-oci"), b"file, not a dir").expect("write");
-    let e = plan_import(&req(d.path(), None), &docker_x86(), GUEST)
-        .expect_err("deploy dir")
-        .to_string();
+    let e = refused(d.path(), None, &docker_x86());
     let p = d.path().display();
     assert_eq!(
         e,
@@ -650,12 +591,10 @@ fn deploy_dir_with_oci_dirs_gets_the_list_and_an_example() {
 #[test]
 fn arguments_and_names_are_checked_first() {
     let missing = PathBuf::from("/nonexistent/vimport/x");
-    let e = plan_import(&req(&missing, None), &docker_x86(), GUEST).expect_err("missing");
-    assert_eq!(e.to_string(), "Not found: /nonexistent/vimport/x");
+    let e = refused(&missing, None, &docker_x86());
+    assert_eq!(e, "Not found: /nonexistent/vimport/x");
     let d = single_layout("amd64");
-    let e = plan_import(&req(d.path(), Some("Bad Name")), &docker_x86(), GUEST)
-        .expect_err("name")
-        .to_string();
+    let e = refused(d.path(), Some("Bad Name"), &docker_x86());
     assert!(e.contains("invalid image name"), "{e}");
 
     let s = |w: &[&str]| w.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -743,7 +682,7 @@ fn reduced_layout_is_accepted_by_skopeo() {
         return;
     }
     let d = multi_layout(&[("arm64", Some("v8")), ("amd64", None)]);
-    let plan = plan_import(&req(d.path(), None), &docker_x86(), GUEST).expect("plan");
+    let plan = planned(d.path(), None, &docker_x86());
     let out = unpack_payload(&plan);
     let copy = tempfile::tempdir().expect("tmp");
     let status = std::process::Command::new("skopeo")
