@@ -35,13 +35,27 @@ struct Live {
 impl Live {
     /// `memres start` with `start_args`, then import the busybox image as `bb:1`.
     fn start(tool: &'static str, start_args: &[&str]) -> Live {
+        Live::start_with(tool, start_args, true)
+    }
+
+    /// Like `start`, with the host share (live volumes over virtiofs) switched off: volumes
+    /// are copied in and synced back, the path taken when virtiofsd is missing.
+    fn start_copying(tool: &'static str) -> Live {
+        Live::start_with(tool, &[], false)
+    }
+
+    fn start_with(tool: &'static str, start_args: &[&str], share: bool) -> Live {
         let live = Live {
             w: World::new(),
             tool,
         };
-        let mut args = vec!["memres", "start"];
-        args.extend_from_slice(start_args);
-        live.ok(&args);
+        let mut cmd = live.w.cmd(tool);
+        cmd.args(["memres", "start"]).args(start_args);
+        if !share {
+            cmd.env("VCONTAINER_HOST_SHARE", "off");
+        }
+        let o = cmd.output().expect("spawn vcontainer");
+        assert_eq!(o.status.code(), Some(0), "{tool} memres start: {}", stderr(&o));
         let tar = live.w.home.path().join("bb-rootfs.tar");
         busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
         let o = live.w.run(
@@ -117,12 +131,13 @@ fn read(p: &Path) -> String {
 /// after start, spec/cli.md §8.13); what it wrote comes back to the host when it is stopped
 /// (by name), removed (`rm -f` by id) or when the memres VM stops, with the foreground
 /// volume rules: dotfiles kept, nothing the container did not change touched. A `start`
-/// after `stop` shows the container the host's edits made meanwhile.
+/// after `stop` shows the container the host's edits made meanwhile. This is the copy path
+/// (a memres VM without the host share, as when virtiofsd is missing).
 #[test]
 fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
     for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
-        let live = Live::start(tool, &[]);
+        let live = Live::start_copying(tool);
         let dir = live.w.home.path().join("src");
         std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
         std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
@@ -226,6 +241,121 @@ fn detached_volume_changes_reach_the_host_on_stop_rm_and_memres_stop() {
             "{tool}"
         );
         assert_eq!(read(&dir.join(".env")), "SECRET=1\n", "{tool}");
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `secs`; returns how long it took.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if cond() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("waited {secs}s for {what}");
+}
+
+/// `run -d -v dir:/data` on a memres VM with the host share is a live bind of the host
+/// directory (virtiofs): a host edit is seen by the running container, its writes are on
+/// the host while it runs (no stop needed), `:ro` cannot be written, dotfiles are never
+/// touched, nothing is recorded for a sync, a symlinked host path works (canonicalized),
+/// foreground `run --rm` writes are there when it returns, and `memres stop` leaves no
+/// virtiofsd behind.
+#[test]
+fn detached_volumes_are_live_over_virtiofs() {
+    for (tool, runtime) in tools() {
+        vm_or_skip!(runtime);
+        let live = Live::start(tool, &[]);
+        let status = live.ok(&["memres", "status"]);
+        assert!(
+            status.contains("live volumes (virtiofs)"),
+            "{tool}: no host share: {status}\n{}",
+            read(&live.state_dir().join("vm.log"))
+        );
+        let dir = live.w.home.path().join("src");
+        std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+        std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
+        std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+        std::fs::write(dir.join("host.txt"), "v0\n").expect("w");
+        let git_before = mtime_and_inode(&dir.join(".git/HEAD"));
+        let env_before = mtime_and_inode(&dir.join(".env"));
+        let link = live.w.home.path().join("src-link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let rw = format!("{}:/data", link.display());
+        let ro = format!("{}:/ro:ro", dir.display());
+
+        live.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "lv",
+            "-v",
+            &rw,
+            "-v",
+            &ro,
+            "bb:1",
+            "sh",
+            "-c",
+            "echo hello > /data/from-ctr.txt; \
+             while true; do cp /data/host.txt /data/seen.txt; sleep 0.2; done",
+        ]);
+        // the container's write is on the host while it runs
+        let took = wait_for(120, "the container's write on the host", || {
+            read(&dir.join("from-ctr.txt")) == "hello\n"
+        });
+        eprintln!("{tool}: container write seen on the host after {took:?} (from run -d)");
+        wait_for(30, "the loop's first copy", || {
+            read(&dir.join("seen.txt")) == "v0\n"
+        });
+        // a host edit is seen by the running container (it copies it back to seen.txt)
+        for n in 1..=3 {
+            let text = format!("edit-{n}\n");
+            std::fs::write(dir.join("host.txt"), &text).expect("w");
+            let took = wait_for(30, "the host edit seen inside", || {
+                read(&dir.join("seen.txt")) == text
+            });
+            eprintln!("{tool}: host edit {n} seen inside and back after {took:?}");
+        }
+        // :ro is enforced by the runtime's read-only bind
+        let o = live.run(&["exec", "lv", "sh", "-c", "echo x > /ro/nope.txt"]);
+        assert_ne!(o.status.code(), Some(0), "{tool}: wrote through :ro");
+        assert!(!dir.join("nope.txt").exists(), "{tool}");
+        assert_eq!(
+            live.ok(&["exec", "lv", "cat", "/ro/.env"]),
+            "SECRET=1\n",
+            "{tool}: dotfiles are visible inside"
+        );
+        assert!(
+            !live.state_dir().join("live-volumes.json").exists(),
+            "{tool}: a live volume was recorded for a sync"
+        );
+        // a foreground run's writes are there when it returns
+        live.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            &rw,
+            "bb:1",
+            "sh",
+            "-c",
+            "echo fg > /data/fg.txt",
+        ]);
+        assert_eq!(read(&dir.join("fg.txt")), "fg\n", "{tool}");
+        live.ok(&["rm", "-f", "lv"]);
+        live.stop_memres();
+        assert_eq!(mtime_and_inode(&dir.join(".git/HEAD")), git_before, "{tool}");
+        assert_eq!(mtime_and_inode(&dir.join(".env")), env_before, "{tool}");
+        assert_eq!(read(&dir.join(".env")), "SECRET=1\n", "{tool}");
+        assert_eq!(read(&dir.join("from-ctr.txt")), "hello\n", "{tool}");
+        assert!(
+            vcontainer_tests::pids_matching("virtiofsd")
+                .into_iter()
+                .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+                .all(|c| !String::from_utf8_lossy(&c)
+                    .contains(&*live.w.home.path().to_string_lossy())),
+            "{tool}: virtiofsd left behind"
+        );
     }
 }
 
@@ -610,6 +740,29 @@ impl OnPty {
         self.master.write_all(bytes).expect("write to pty");
     }
 
+    /// Asks `busybox stty size` until the terminal shows `want` (the new size after a
+    /// resize): the resize travels CLI -> agent -> runtime -> container asynchronously, so
+    /// one ask after a fixed pause can come too early on a slow machine. Returns the new end.
+    fn expect_size(&mut self, from: usize, want: &str, secs: u64) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            self.send(b"busybox stty size\r");
+            let ask_until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < ask_until {
+                let t = self.text();
+                if let Some(i) = t.get(from..).and_then(|rest| rest.find(want)) {
+                    return from + i + want.len();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {secs}s for size {want:?}; terminal shows: {:?}",
+                self.text().get(from..).unwrap_or("")
+            );
+        }
+    }
+
     fn resize(&self, rows: u16, cols: u16) {
         let ws = winsize(rows, cols);
         // SAFETY: TIOCSWINSZ reads the winsize we pass; the kernel signals the foreground
@@ -651,9 +804,7 @@ fn run_it_has_a_pty_with_resize_and_ctrl_c() {
         t.send(b"busybox stty size\r");
         at = t.expect(at, "24 80", 60);
         t.resize(40, 132);
-        std::thread::sleep(Duration::from_secs(2));
-        t.send(b"busybox stty size\r");
-        at = t.expect(at, "40 132", 60);
+        at = t.expect_size(at, "40 132", 60);
         t.send(b"sh -c 'trap \"echo got-int; exit 3\" INT; echo arm''ed; sleep 60'; echo rc=$?\r");
         at = t.expect(at, "armed", 60);
         std::thread::sleep(Duration::from_secs(1));
@@ -740,9 +891,7 @@ fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
         let at = t.expect(at, "inside", 60);
         let at = t.expect(at, "24 80", 60);
         t.resize(30, 100);
-        std::thread::sleep(Duration::from_secs(2));
-        t.send(b"busybox stty size\r");
-        t.expect(at, "30 100", 60);
+        t.expect_size(at, "30 100", 60);
         t.send(b"exit 4\r");
         assert_eq!(t.wait(120), Some(4), "{tool}: exit status of exec -it");
         live.ok(&["rm", "-f", "box", "talker"]);
