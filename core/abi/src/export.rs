@@ -20,20 +20,9 @@ macro_rules! export_backend_plugin {
         // An anonymous const block: the plugin's own function names stay visible, and the
         // wrappers below cannot clash with them (hence their prefixed names).
         const _: () = {
-            use $crate::abi_stable::std_types::{RResult, RStr, RString, ROption, RVec};
+            use $crate::abi_stable::std_types::{RResult, RStr, RString, ROption};
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
 
-            extern "C" fn __vc_info() -> $crate::PluginInfo {
-                $crate::PluginInfo {
-                    name: RString::from($name),
-                    version: RString::from(env!("CARGO_PKG_VERSION")),
-                    aliases: {
-                        let aliases: RVec<RString> = RVec::from(vec![$(RString::from($alias)),*]);
-                        aliases
-                    },
-                    description: RString::from($description),
-                }
-            }
             extern "C" fn __vc_build(req: RStr<'_>) -> RResult<RString, $crate::PluginError> {
                 $crate::backend::serve(req, $build)
             }
@@ -44,22 +33,20 @@ macro_rules! export_backend_plugin {
                 $crate::backend::serve(req, $index)
             }
 
-            /// The root module of this plugin.
-            #[::abi_stable::export_root_module]
-            pub fn __vc_plugin_root() -> $crate::PluginRootRef {
-                let backend = $crate::BackendModule {
-                    build: __vc_build,
-                    unpack: __vc_unpack,
-                    index: __vc_index,
-                }.leak_into_prefix();
-                $crate::PluginRoot {
-                    interface_version: $crate::INTERFACE_VERSION,
-                    kind: $crate::PluginKind::Backend,
-                    info: __vc_info,
-                    runtime: ROption::RNone,
-                    backend: ROption::RSome(backend),
-                }
-                .leak_into_prefix()
+            $crate::__export_plugin_root! {
+                name: $name,
+                aliases: [$($alias),*],
+                description: $description,
+                kind: Backend,
+                runtime: ROption::RNone,
+                backend: ROption::RSome(
+                    $crate::BackendModule {
+                        build: __vc_build,
+                        unpack: __vc_unpack,
+                        index: __vc_index,
+                    }
+                    .leak_into_prefix()
+                ),
             }
         };
     };
@@ -81,20 +68,9 @@ macro_rules! export_runtime_plugin {
         // An anonymous const block: the plugin's own function names stay visible, and the
         // wrappers below cannot clash with them (hence their prefixed names).
         const _: () = {
-            use $crate::abi_stable::std_types::{RResult, RSlice, RString, ROption, RVec};
+            use $crate::abi_stable::std_types::{RResult, RSlice, RString, ROption};
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
 
-            extern "C" fn __vc_info() -> $crate::PluginInfo {
-                $crate::PluginInfo {
-                    name: RString::from($name),
-                    version: RString::from(env!("CARGO_PKG_VERSION")),
-                    aliases: {
-                        let aliases: RVec<RString> = RVec::from(vec![$(RString::from($alias)),*]);
-                        aliases
-                    },
-                    description: RString::from($description),
-                }
-            }
             extern "C" fn __vc_spec() -> $crate::runtime::RuntimeSpec {
                 // A spec is built from literals; a panic here is a plugin bug, and aborting
                 // is the only option across extern "C" without a Result.
@@ -107,22 +83,63 @@ macro_rules! export_runtime_plugin {
                 $crate::catch_panic(|| $plan(&args)).into()
             }
 
-            /// The root module of this plugin.
-            #[::abi_stable::export_root_module]
-            pub fn __vc_plugin_root() -> $crate::PluginRootRef {
-                let runtime = $crate::RuntimeModule {
-                    spec: __vc_spec,
-                    plan: __vc_plan,
-                }.leak_into_prefix();
-                $crate::PluginRoot {
-                    interface_version: $crate::INTERFACE_VERSION,
-                    kind: $crate::PluginKind::Runtime,
-                    info: __vc_info,
-                    runtime: ROption::RSome(runtime),
-                    backend: ROption::RNone,
-                }
-                .leak_into_prefix()
+            $crate::__export_plugin_root! {
+                name: $name,
+                aliases: [$($alias),*],
+                description: $description,
+                kind: Runtime,
+                runtime: ROption::RSome(
+                    $crate::RuntimeModule {
+                        spec: __vc_spec,
+                        plan: __vc_plan,
+                    }
+                    .leak_into_prefix()
+                ),
+                backend: ROption::RNone,
             }
         };
+    };
+}
+
+/// What both export macros write alike: the plugin's info function and its root module
+/// (the one symbol the host loads), given the kind and the module of that kind, so the
+/// root's layout is spelled once. For the two macros above only; plugins do not call it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_plugin_root {
+    (
+        name: $name:expr,
+        aliases: [$($alias:expr),*],
+        description: $description:expr,
+        kind: $kind:ident,
+        runtime: $runtime:expr,
+        backend: $backend:expr $(,)?
+    ) => {
+        extern "C" fn __vc_info() -> $crate::PluginInfo {
+            use $crate::abi_stable::std_types::{RString, RVec};
+            $crate::PluginInfo {
+                name: RString::from($name),
+                version: RString::from(env!("CARGO_PKG_VERSION")),
+                aliases: {
+                    let aliases: RVec<RString> = RVec::from(vec![$(RString::from($alias)),*]);
+                    aliases
+                },
+                description: RString::from($description),
+            }
+        }
+
+        /// The root module of this plugin.
+        #[::abi_stable::export_root_module]
+        pub fn __vc_plugin_root() -> $crate::PluginRootRef {
+            use $crate::abi_stable::prefix_type::PrefixTypeTrait;
+            $crate::PluginRoot {
+                interface_version: $crate::INTERFACE_VERSION,
+                kind: $crate::PluginKind::$kind,
+                info: __vc_info,
+                runtime: $runtime,
+                backend: $backend,
+            }
+            .leak_into_prefix()
+        }
     };
 }
