@@ -2,7 +2,8 @@
 # Installs what vcontainer needs on a Debian bookworm build host: QEMU (from
 # bookworm-backports, because the preinstalled qemu-utils 10.0 conflicts with
 # bookworm's 7.2), the tools that build the guest blobs, the test fixtures'
-# tools, and vhost-device-vsock (hybrid vsock where /dev/vhost-vsock is absent).
+# tools, vhost-device-vsock (hybrid vsock where /dev/vhost-vsock is absent) and virtiofsd
+# (live volumes of memres VMs).
 # Idempotent: a second run only checks.
 set -euo pipefail
 
@@ -43,4 +44,12 @@ if ! command -v vhost-device-vsock >/dev/null 2>&1; then
   cargo install --locked vhost-device-vsock
   ln -sf "$HOME/.cargo/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock 2>/dev/null || true
 fi
-echo "setup-host: ok ($(qemu-system-x86_64 --version | head -1); $(vhost-device-vsock --version 2>&1 | head -1))"
+# virtiofsd shares the host with memres VMs (live `-v` volumes); it links libseccomp and libcap-ng
+for p in libseccomp-dev libcap-ng-dev pkg-config; do
+  dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -q; apt-get install -y -q --no-install-recommends "$p"; }
+done
+if ! command -v virtiofsd >/dev/null 2>&1; then
+  cargo install --locked virtiofsd --version 1.14.0
+  ln -sf "$HOME/.cargo/bin/virtiofsd" /usr/local/bin/virtiofsd 2>/dev/null || true
+fi
+echo "setup-host: ok ($(qemu-system-x86_64 --version | head -1); $(vhost-device-vsock --version 2>&1 | head -1); $(virtiofsd --version 2>&1 | head -1))"

@@ -137,6 +137,7 @@ fn probe_spec(t: &Tools, dir: &Path, disk: &Path) -> VmSpec {
         vsock: VsockDevice::Hybrid {
             vhost_user_socket: dir.join("vhost-vsock.sock"),
         },
+        host_share: None,
         kernel_args: KernelArgs {
             runtime: "probe".into(),
             state_device: None,

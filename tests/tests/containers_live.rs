@@ -55,7 +55,12 @@ impl Live {
             cmd.env("VCONTAINER_HOST_SHARE", "off");
         }
         let o = cmd.output().expect("spawn vcontainer");
-        assert_eq!(o.status.code(), Some(0), "{tool} memres start: {}", stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{tool} memres start: {}",
+            stderr(&o)
+        );
         let tar = live.w.home.path().join("bb-rootfs.tar");
         busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
         let o = live.w.run(
@@ -344,7 +349,11 @@ fn detached_volumes_are_live_over_virtiofs() {
         assert_eq!(read(&dir.join("fg.txt")), "fg\n", "{tool}");
         live.ok(&["rm", "-f", "lv"]);
         live.stop_memres();
-        assert_eq!(mtime_and_inode(&dir.join(".git/HEAD")), git_before, "{tool}");
+        assert_eq!(
+            mtime_and_inode(&dir.join(".git/HEAD")),
+            git_before,
+            "{tool}"
+        );
         assert_eq!(mtime_and_inode(&dir.join(".env")), env_before, "{tool}");
         assert_eq!(read(&dir.join(".env")), "SECRET=1\n", "{tool}");
         assert_eq!(read(&dir.join("from-ctr.txt")), "hello\n", "{tool}");

@@ -177,6 +177,12 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     let registry_env = super::import::apply_registry(&mut target, ctx, registry.as_ref())?;
     tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
 
+    // a memres VM with a host share binds live host dirs instead of copying them
+    if let Some(mount) = target.instance().and_then(|i| i.host_share()) {
+        let mount = mount.to_string();
+        hosts = volumes::shared::bind_live(&mut plan, hosts, &mount);
+    }
+
     let run_dir = rebase::run_dir(&rebase::new_run_id());
     rebase::rebase_plan(&mut plan, &run_dir);
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
@@ -308,6 +314,13 @@ fn run_planned(
 
     // a detached container on a memres VM keeps its rw volumes: recorded once it started
     let live_vols = plan.detach && target.instance().is_some() && vols.iter().any(|v| !v.read_only);
+    if let Some(note) = target
+        .instance()
+        .filter(|_| live_vols)
+        .and_then(volumes::shared::copy_mode_notice)
+    {
+        ui::warn(&tool, &note);
+    }
 
     let argv = plan.argv_strings();
     tracing::debug!(?argv, "exec in the guest");

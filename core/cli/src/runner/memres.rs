@@ -91,6 +91,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             }
             let cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
             let started = memres::start(&cfg)?;
+            warn_no_share(tool, &started.instance);
             warm_up(ctx, spec, started.instance.clone())?;
             ui::info(
                 tool,
@@ -140,6 +141,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             sync_live_volumes(ctx, spec);
             let cfg = vmconfig::build(ctx, spec, state, true, forwards);
             let started = memres::restart(&cfg, opts.clean)?;
+            warn_no_share(tool, &started.instance);
             warm_up(ctx, spec, started.instance.clone())?;
             ui::info(
                 tool,
@@ -231,6 +233,16 @@ fn sync_live_volumes(ctx: &RuntimeContext, spec: &RuntimeSpec) {
     let mut target = Target::for_instance(instance, ctx.tool.name.clone(), services);
     for p in volumes::live::release_all(&mut target) {
         ui::warn(&ctx.tool.name, &p);
+    }
+}
+
+/// Once per VM start: why `-v` volumes of this VM are copies rather than live host dirs.
+fn warn_no_share(tool: &str, instance: &vm::Instance) {
+    if let Some(why) = &instance.record.host_share_note {
+        ui::warn(
+            tool,
+            &format!("no live volumes ({why}); volumes of detached containers are synced back at stop only"),
+        );
     }
 }
 

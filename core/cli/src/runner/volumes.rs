@@ -22,6 +22,7 @@ use super::target::Target;
 use super::transfer::{self, safe_relative, PushSource};
 
 pub mod live;
+pub mod shared;
 
 /// Entries up to this size are compared in memory; larger ones are spooled to a temp file.
 const IN_MEMORY_LIMIT: u64 = 16 * 1024 * 1024;

@@ -85,6 +85,7 @@ impl BatchVm {
         boot::stop(
             &mut vm.qemu,
             vm.vhost.as_mut(),
+            vm.virtiofsd.as_mut(),
             &vm.endpoint,
             &vm.paths,
             timeout,

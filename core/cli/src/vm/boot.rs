@@ -21,11 +21,12 @@ use super::blobs::{self, BlobSet};
 use super::config::VmConfig;
 use super::error::{Result, VmError};
 use super::process::{self, Proc};
-use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
+use super::qemu::{Disk, DiskRole, HostShare, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
 use super::vhost_gate::VhostStartGate;
+use super::virtiofs;
 use crate::agent_client::{self, ClientError};
 
 /// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
@@ -44,6 +45,11 @@ pub struct VmPaths {
     pub vsock_socket: PathBuf,
     pub vhost_user_socket: PathBuf,
     pub qmp_socket: PathBuf,
+    /// virtiofsd's vhost-user socket (the host share); absent from vm.json of older tools.
+    #[serde(default)]
+    pub virtiofs_socket: PathBuf,
+    #[serde(default)]
+    pub virtiofsd_log: PathBuf,
 }
 
 impl VmPaths {
@@ -57,6 +63,8 @@ impl VmPaths {
             vsock_socket: socket_dir.join("vsock.sock"),
             vhost_user_socket: socket_dir.join("vhost-vsock.sock"),
             qmp_socket: socket_dir.join("qmp.sock"),
+            virtiofs_socket: socket_dir.join("virtiofs.sock"),
+            virtiofsd_log: state_dir.join("virtiofsd.log"),
             socket_dir,
         })
     }
@@ -69,6 +77,9 @@ impl VmPaths {
             &self.qmp_socket,
         ] {
             let _ = std::fs::remove_file(p);
+        }
+        if !self.virtiofs_socket.as_os_str().is_empty() {
+            virtiofs::remove_files(&self.virtiofs_socket);
         }
         if self.socket_dir != self.state_dir {
             let _ = std::fs::remove_dir(&self.socket_dir);
@@ -95,6 +106,13 @@ pub struct RunningVm {
     pub paths: VmPaths,
     pub qemu: Proc,
     pub vhost: Option<Proc>,
+    /// virtiofsd, when it runs for this VM.
+    pub virtiofsd: Option<Proc>,
+    /// The guest dir where the host's `/` is mounted, once checked from inside the guest;
+    /// None when the VM has no (working) host share.
+    pub host_share: Option<String>,
+    /// Why a share that was asked for is missing (for the user, once per VM).
+    pub host_share_note: Option<String>,
     pub endpoint: Endpoint,
     pub accel: AccelChoice,
     pub transport: TransportChoice,
@@ -138,9 +156,32 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     let _ = std::fs::rename(&paths.console_log, paths.state_dir.join("console.log.old"));
 
     let started = Instant::now();
+    let mut host_share_note = None;
+    let mut virtiofsd = None;
+    if cfg.host_share {
+        let files = virtiofs::Files {
+            socket: &paths.virtiofs_socket,
+            log: &paths.virtiofsd_log,
+        };
+        match virtiofs::spawn(&files) {
+            Ok(child) => virtiofsd = Some(Proc::Child(child)),
+            Err(why) => {
+                log(&paths, &format!("no host share: {why}"));
+                host_share_note = Some(why);
+            }
+        }
+    }
     let (vsock, endpoint, mut vhost, claim) = match transport.kind {
         TransportKind::Hybrid => {
-            let child = spawn_vhost_device_vsock(&paths)?;
+            let child = match spawn_vhost_device_vsock(&paths) {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(v) = virtiofsd.as_mut() {
+                        v.terminate(Duration::from_secs(2));
+                    }
+                    return Err(e);
+                }
+            };
             (
                 VsockDevice::Hybrid {
                     vhost_user_socket: paths.vhost_user_socket.clone(),
@@ -153,7 +194,15 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
             )
         }
         TransportKind::Vsock => {
-            let claim = transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes())?;
+            let claim = match transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes()) {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(v) = virtiofsd.as_mut() {
+                        v.terminate(Duration::from_secs(2));
+                    }
+                    return Err(e);
+                }
+            };
             (
                 VsockDevice::Kernel {
                     cid: claim.cid,
@@ -189,6 +238,10 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         console_log: paths.console_log.clone(),
         qmp_socket: paths.qmp_socket.clone(),
         vsock,
+        host_share: virtiofsd.as_ref().map(|_| HostShare {
+            socket: paths.virtiofs_socket.clone(),
+            tag: virtiofs::TAG.to_string(),
+        }),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
             state_device: cfg.state_disk.then(|| "/dev/vdb".to_string()),
@@ -217,7 +270,7 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     let mut qemu = match spawned {
         Ok(c) => Proc::Child(c),
         Err(e) => {
-            if let Some(v) = vhost.as_mut() {
+            for v in vhost.iter_mut().chain(virtiofsd.iter_mut()) {
                 v.terminate(Duration::from_secs(2));
             }
             paths.remove_sockets();
@@ -237,27 +290,72 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         &paths,
         cfg,
     ) {
-        Ok(hello) => Ok(RunningVm {
-            cfg: cfg.clone(),
-            paths,
-            qemu,
-            vhost,
-            endpoint,
-            accel,
-            transport,
-            blobs,
-            hello,
-            boot_time: started.elapsed(),
-        }),
+        Ok(hello) => {
+            let host_share = match virtiofsd {
+                Some(_) => match check_host_share(&endpoint, &paths.state_dir) {
+                    Ok(dir) => Some(dir),
+                    Err(why) => {
+                        log(&paths, &format!("host share unusable: {why}"));
+                        host_share_note = Some(why);
+                        None
+                    }
+                },
+                None => None,
+            };
+            Ok(RunningVm {
+                cfg: cfg.clone(),
+                paths,
+                qemu,
+                vhost,
+                virtiofsd,
+                host_share,
+                host_share_note,
+                endpoint,
+                accel,
+                transport,
+                blobs,
+                hello,
+                boot_time: started.elapsed(),
+            })
+        }
         Err(e) => {
             qemu.signal(Signal::SIGKILL);
             qemu.wait(Duration::from_secs(5));
-            if let Some(v) = vhost.as_mut() {
+            for v in vhost.iter_mut().chain(virtiofsd.iter_mut()) {
                 v.terminate(Duration::from_secs(2));
             }
             paths.remove_sockets();
             Err(e)
         }
+    }
+}
+
+/// Proves the share from inside the guest: the state dir (which exists on the host) must be
+/// visible under the mount. A guest that could not load virtiofs or mount it would
+/// otherwise make the runtime bind an empty directory it creates itself, silently.
+fn check_host_share(endpoint: &Endpoint, state_dir: &Path) -> std::result::Result<String, String> {
+    let abs = std::path::absolute(state_dir).map_err(|e| e.to_string())?;
+    let probe = virtiofs::guest_path_of(&abs)
+        .ok_or_else(|| format!("state dir {} is not valid UTF-8", abs.display()))?;
+    let conn = endpoint
+        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = agent_client::exec(
+        conn,
+        vcontainer_proto::ExecRequest::new(["test", "-d", probe.as_str()]),
+        None,
+        &mut out,
+        &mut err,
+    )
+    .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(virtiofs::GUEST_MOUNT.to_string())
+    } else {
+        Err(format!(
+            "{probe} is not visible in the guest (see the agent's hostfs lines in the console log)"
+        ))
     }
 }
 
@@ -425,10 +523,11 @@ impl WorkerWatch {
 }
 
 /// Stop a VM: agent Shutdown, wait for QEMU to exit; on timeout QMP quit, then SIGKILL.
-/// vhost-device-vsock is stopped after QEMU. Sockets are removed.
+/// vhost-device-vsock and virtiofsd are stopped after QEMU. Sockets are removed.
 pub fn stop(
     qemu: &mut Proc,
     vhost: Option<&mut Proc>,
+    virtiofsd: Option<&mut Proc>,
     endpoint: &Endpoint,
     paths: &VmPaths,
     timeout: Duration,
@@ -474,7 +573,7 @@ pub fn stop(
             StopOutcome::Forced
         }
     };
-    if let Some(v) = vhost {
+    for v in vhost.into_iter().chain(virtiofsd) {
         v.terminate(Duration::from_secs(2));
     }
     paths.remove_sockets();
@@ -526,6 +625,7 @@ mod tests {
         let outcome = stop(
             &mut qemu,
             Some(&mut vhost),
+            None,
             &endpoint,
             &paths,
             Duration::from_secs(1),
@@ -538,7 +638,14 @@ mod tests {
         assert!(log.contains("QMP quit"), "{log}");
         // and a VM that is already gone is just that
         assert_eq!(
-            stop(&mut qemu, None, &endpoint, &paths, Duration::from_secs(1)),
+            stop(
+                &mut qemu,
+                None,
+                None,
+                &endpoint,
+                &paths,
+                Duration::from_secs(1)
+            ),
             StopOutcome::AlreadyGone
         );
     }

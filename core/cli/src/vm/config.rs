@@ -129,6 +129,10 @@ pub struct VmConfig {
     pub transport: Option<TransportKind>,
     /// `vcontainer.debug=1` on the kernel command line and no `quiet`.
     pub debug: bool,
+    /// Serve the host's `/` to the guest with virtiofsd (memres only: live `-v` volumes, see
+    /// `vm::virtiofs`). A VM boots without it, with a note, when virtiofsd is missing.
+    #[serde(default)]
+    pub host_share: bool,
     /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.
     #[serde(skip)]
     pub supervisor_command: Option<Vec<std::ffi::OsString>>,
@@ -171,6 +175,7 @@ impl VmConfig {
             shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             transport: None,
             debug: false,
+            host_share: false,
             supervisor_command: None,
         }
     }

@@ -35,6 +35,17 @@ pub struct VmRecord {
     pub qemu_start_time: u64,
     pub vhost_vsock_pid: Option<i32>,
     pub vhost_vsock_start_time: Option<u64>,
+    #[serde(default)]
+    pub virtiofsd_pid: Option<i32>,
+    #[serde(default)]
+    pub virtiofsd_start_time: Option<u64>,
+    /// Guest dir where the host's `/` is mounted (checked at boot); None: no host share,
+    /// volumes are copied.
+    #[serde(default)]
+    pub host_share: Option<String>,
+    /// Why the VM has no host share although one was asked for (virtiofsd missing, ...).
+    #[serde(default)]
+    pub host_share_note: Option<String>,
     pub transport: TransportKind,
     pub endpoint: Endpoint,
     pub paths: VmPaths,
@@ -73,6 +84,13 @@ impl VmRecord {
         Some(ProcId {
             pid: self.vhost_vsock_pid?,
             start_time: self.vhost_vsock_start_time?,
+        })
+    }
+
+    pub fn virtiofsd(&self) -> Option<ProcId> {
+        Some(ProcId {
+            pid: self.virtiofsd_pid?,
+            start_time: self.virtiofsd_start_time?,
         })
     }
 
@@ -177,6 +195,16 @@ impl Instance {
         self.record.transport
     }
 
+    /// The guest dir holding the host's `/`, while the VM has a working share (virtiofsd
+    /// still the recorded process). None: volumes must be copied.
+    pub fn host_share(&self) -> Option<&str> {
+        let dir = self.record.host_share.as_deref()?;
+        self.record
+            .virtiofsd()
+            .is_some_and(|p| p.is_alive())
+            .then_some(dir)
+    }
+
     /// Add a host->guest port forward to the running VM (QMP hostfwd_add on net0) and record
     /// it in port-forwards.json.
     pub fn add_port_forward(&self, pf: &PortForward) -> Result<()> {
@@ -229,6 +257,10 @@ mod tests {
             qemu_start_time: qemu.start_time,
             vhost_vsock_pid: None,
             vhost_vsock_start_time: None,
+            virtiofsd_pid: None,
+            virtiofsd_start_time: None,
+            host_share: None,
+            host_share_note: None,
             transport: TransportKind::Hybrid,
             endpoint: Endpoint::Hybrid {
                 uds_path: dir.join("vsock.sock"),

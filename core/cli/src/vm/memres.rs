@@ -22,6 +22,7 @@ use super::instance::{self, Instance, VmRecord};
 use super::lock;
 use super::process;
 use super::supervisor;
+use super::virtiofs;
 
 /// Result of `start`.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
     let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
     let mut sup_cfg = cfg.clone();
     sup_cfg.blob_dir = Some(blobs.dir);
+    // memres VMs serve live volumes from the host share (batch VMs copy them)
+    sup_cfg.host_share = virtiofs::enabled_by_env();
     sup_cfg.state_dir = std::path::absolute(&cfg.state_dir)
         .map_err(|e| VmError::io("resolving the state dir", e))?;
 
@@ -166,8 +169,12 @@ fn reap_stale(state_dir: &Path, timeout: Duration) {
     }
     if record.qemu().is_alive() {
         supervisor::stop_orphan(&record, timeout);
-    } else if let Some(v) = record.vhost_vsock() {
-        v.signal(Signal::SIGKILL);
+    }
+    // (stop_orphan stops them too; after a dead QEMU they may still run)
+    for v in record.vhost_vsock().into_iter().chain(record.virtiofsd()) {
+        if v.signal(Signal::SIGKILL) {
+            v.wait_gone(Duration::from_secs(5));
+        }
     }
     record.paths.remove_sockets();
     // live volumes lived in the dead VM's memory: nothing left to sync
@@ -213,7 +220,7 @@ pub fn stop(state_dir: &Path, shutdown_timeout: Duration) -> Result<Stopped> {
     if qemu.is_alive() {
         result = Stopped::Directly(supervisor::stop_orphan(&record, shutdown_timeout));
     }
-    if let Some(v) = record.vhost_vsock() {
+    for v in record.vhost_vsock().into_iter().chain(record.virtiofsd()) {
         if v.is_alive() {
             v.signal(Signal::SIGKILL);
             v.wait_gone(Duration::from_secs(5));
@@ -273,6 +280,9 @@ pub fn describe(i: &Instance) -> String {
     if !forwards.is_empty() {
         let f: Vec<String> = forwards.iter().map(|f| f.to_string()).collect();
         s.push_str(&format!(", ports {}", f.join(" ")));
+    }
+    if i.host_share().is_some() {
+        s.push_str(", live volumes (virtiofs)");
     }
     s.push(')');
     s

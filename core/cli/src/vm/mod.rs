@@ -6,7 +6,8 @@
 //! `qmp` (QEMU's control socket), `boot` (start the processes and wait for the agent's hello),
 //! `instance` (vm.json and finding a running VM), `supervisor` (the detached owner of a memres
 //! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`, `vhost_gate`
-//! (when a hybrid boot may first connect to vhost-device-vsock).
+//! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (the host share of
+//! a memres VM: live `-v` volumes).
 
 pub mod accel;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod statedisk;
 pub mod supervisor;
 pub mod transport;
 pub mod vhost_gate;
+pub mod virtiofs;
 
 pub use batch::{boot_batch, BatchVm};
 pub use config::{Arch, PortForward, Protocol, VmConfig};

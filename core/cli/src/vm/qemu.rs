@@ -48,6 +48,15 @@ pub enum VsockDevice {
     Kernel { cid: u32, vhostfd: Option<i32> },
 }
 
+/// A vhost-user-fs device served by virtiofsd (the host share of a memres VM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostShare {
+    /// virtiofsd's vhost-user socket.
+    pub socket: PathBuf,
+    /// The virtio-fs tag the guest mounts; also passed as `vcontainer.hostfs=<tag>`.
+    pub tag: String,
+}
+
 /// The kernel command line keys of the boot contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelArgs {
@@ -73,6 +82,8 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub vsock: VsockDevice,
+    /// The host share, when virtiofsd runs for this VM.
+    pub host_share: Option<HostShare>,
     pub kernel_args: KernelArgs,
 }
 
@@ -105,6 +116,9 @@ impl VmSpec {
         ));
         parts.push(format!("vcontainer.storage={}", k.storage_path));
         parts.push(format!("vcontainer.port={}", k.agent_port));
+        if let Some(share) = &self.host_share {
+            parts.push(format!("vcontainer.hostfs={}", share.tag));
+        }
         if k.debug {
             parts.push("vcontainer.debug=1".into());
         }
@@ -115,6 +129,9 @@ impl VmSpec {
     pub fn render(&self) -> Vec<OsString> {
         let mut a = Argv::default();
         let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
+        // vhost-user backends (vhost-device-vsock, virtiofsd) map the guest RAM: it must be
+        // a shared memfd
+        let shared_ram = hybrid || self.host_share.is_some();
 
         // machine, accelerator, CPU
         let machine = match self.arch {
@@ -122,8 +139,7 @@ impl VmSpec {
             Arch::Aarch64 => "virt",
         };
         let mut m = machine.to_string();
-        if hybrid {
-            // vhost-user needs the guest RAM shareable with vhost-device-vsock
+        if shared_ram {
             m.push_str(",memory-backend=mem");
         }
         a.opt("-machine", m);
@@ -140,7 +156,7 @@ impl VmSpec {
         a.opt("-cpu", cpu);
         a.opt("-m", format!("{}M", self.memory_mib));
         a.opt("-smp", self.cpus.to_string());
-        if hybrid {
+        if shared_ram {
             a.opt(
                 "-object",
                 format!(
@@ -223,6 +239,18 @@ impl VmSpec {
                 a.opt("-device", d);
             }
         }
+
+        // the host share: a PCI device on both q35 and arm virt
+        if let Some(share) = &self.host_share {
+            a.opt_os(
+                "-chardev",
+                cat(&["socket,id=vfs0,path=".as_ref(), &escape(&share.socket)]),
+            );
+            a.opt(
+                "-device",
+                format!("vhost-user-fs-pci,chardev=vfs0,tag={}", share.tag),
+            );
+        }
         a.0
     }
 }
@@ -299,6 +327,7 @@ mod tests {
             console_log: "/s/console.log".into(),
             qmp_socket: "/s/qmp.sock".into(),
             vsock,
+            host_share: None,
             kernel_args: KernelArgs {
                 runtime: "podman".into(),
                 state_device: Some("/dev/vdb".into()),
@@ -433,6 +462,58 @@ mod tests {
         assert_eq!(values(&argv, "-machine"), ["q35"]);
         assert!(values(&argv, "-device").contains(&"vhost-vsock-pci,guest-cid=7".to_string()));
         assert!(!argv.iter().any(|a| a.contains("vhost-user")));
+    }
+
+    fn share() -> HostShare {
+        HostShare {
+            socket: "/s/vir,tiofs.sock".into(),
+            tag: "vchost".into(),
+        }
+    }
+
+    #[test]
+    fn host_share_on_x86_64_and_aarch64() {
+        for (arch, machine) in [(Arch::X86_64, "q35"), (Arch::Aarch64, "virt")] {
+            let mut s = spec(arch, hybrid());
+            s.host_share = Some(share());
+            let argv = strings(&s.render());
+            assert_eq!(
+                values(&argv, "-machine"),
+                [format!("{machine},memory-backend=mem")]
+            );
+            assert_eq!(
+                values(&argv, "-object"),
+                ["memory-backend-memfd,id=mem,size=2048M,share=on"],
+                "one shared memfd serves both vhost-user devices"
+            );
+            let chardevs = values(&argv, "-chardev");
+            assert!(
+                chardevs.contains(&"socket,id=vfs0,path=/s/vir,,tiofs.sock".to_string()),
+                "{chardevs:?}"
+            );
+            let devices = values(&argv, "-device");
+            assert!(devices.contains(&"vhost-user-fs-pci,chardev=vfs0,tag=vchost".to_string()));
+            assert!(devices.contains(&"vhost-user-vsock-pci,chardev=vsock".to_string()));
+            assert!(values(&argv, "-append")[0].ends_with(" vcontainer.hostfs=vchost"));
+        }
+        // in-kernel vsock has no memfd of its own: the share alone needs one
+        let mut s = spec(
+            Arch::Aarch64,
+            VsockDevice::Kernel {
+                cid: 9,
+                vhostfd: None,
+            },
+        );
+        s.host_share = Some(share());
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["virt,memory-backend=mem"]);
+        assert_eq!(values(&argv, "-cpu"), ["max,pauth-impdef=on"]);
+        assert_eq!(values(&argv, "-object").len(), 1);
+        // and without a share nothing of it appears
+        let argv = strings(&spec(Arch::X86_64, hybrid()).render());
+        assert!(!argv
+            .iter()
+            .any(|a| a.contains("vhost-user-fs") || a.contains("hostfs")));
     }
 
     #[test]

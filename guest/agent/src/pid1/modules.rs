@@ -38,7 +38,8 @@ pub fn load_listed(list: &Path, release: &str) -> Vec<String> {
     warnings
 }
 
-fn load(path: &Path) -> Result<(), String> {
+/// Load one module file (already loaded counts as done).
+pub fn load(path: &Path) -> Result<(), String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let compressed = matches!(
         path.extension().and_then(|e| e.to_str()),

@@ -1,0 +1,292 @@
+//! The host share of a memres VM: one virtiofsd serving the host's `/` to the guest, so `-v`
+//! volumes are bind mounts of the live host directory instead of copies.
+//!
+//! Copies cannot give `run -d -v ./dir:/data` what docker users expect (a host edit seen by
+//! the running container, its writes seen on the host while it runs); a shared filesystem
+//! can. The guest mounts the share at [`GUEST_MOUNT`] (`vcontainer.hostfs=<tag>` on the kernel
+//! command line asks the agent to), which containers never see unless a volume binds a
+//! directory of it. The whole root is shared once per VM rather than one device per volume,
+//! because a running QEMU cannot get new vhost-user-fs devices without hotplug and volumes
+//! come with each command.
+//!
+//! virtiofsd is supervised like vhost-device-vsock: a child of the VM's owner with
+//! PR_SET_PDEATHSIG, recorded in vm.json with its start time, stopped after QEMU.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::process;
+
+/// The virtio-fs tag the guest mounts (`mount -t virtiofs vchost ...`).
+pub const TAG: &str = "vchost";
+/// Where the agent mounts the share in the guest (contract with guest/agent's pid1::hostfs).
+pub const GUEST_MOUNT: &str = "/run/vcontainer/host";
+/// `VCONTAINER_HOST_SHARE=off` (or `0`, `no`) keeps memres VMs without the share: volumes
+/// are then copied in and synced back as in batch mode.
+pub const DISABLE_ENV: &str = "VCONTAINER_HOST_SHARE";
+/// The program, found like vhost-device-vsock (`<exe>/../libexec`, then PATH).
+pub const PROGRAM: &str = "virtiofsd";
+
+/// The guest path of a host path on the share: `/run/vcontainer/host` + the absolute path.
+pub fn guest_path_of(host: &Path) -> Option<String> {
+    let s = host.to_str()?;
+    s.starts_with('/').then(|| {
+        if s == "/" {
+            GUEST_MOUNT.to_string()
+        } else {
+            format!("{GUEST_MOUNT}{s}")
+        }
+    })
+}
+
+/// True unless the user switched the share off with [`DISABLE_ENV`].
+pub fn enabled_by_env() -> bool {
+    !matches!(
+        std::env::var(DISABLE_ENV).ok().as_deref().map(str::trim),
+        Some("off" | "0" | "no" | "false")
+    )
+}
+
+/// How virtiofsd isolates itself from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sandbox {
+    /// Its own mount, pid and net namespaces (a user namespace too when not root): what
+    /// virtiofsd recommends, and what works as root on CI.
+    Namespace,
+    /// No isolation beyond its seccomp filter: for unprivileged users on hosts where user
+    /// namespaces are disabled (Debian's `kernel.unprivileged_userns_clone=0`, Ubuntu's
+    /// AppArmor restriction). Unprivileged, it can reach only what the user can anyway.
+    None,
+}
+
+impl Sandbox {
+    fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::Namespace => "namespace",
+            Sandbox::None => "none",
+        }
+    }
+}
+
+/// virtiofsd's arguments for sharing the host's `/` on `socket`.
+///
+/// `--cache auto`: the guest caches attributes and directory entries for one second and
+/// revalidates file data on every open (close-to-open consistency), so a host edit is seen
+/// by the next open inside the container within that second, while a build reading many
+/// files does not pay a round trip per stat. `never` would see edits at once but makes every
+/// lookup a vhost-user round trip (slow under TCG); `always` would not see host edits at all.
+/// No `--writeback`: the container's writes reach the host file as they are made, not when
+/// the guest's page cache is flushed. `--sandbox` as chosen by [`spawn`].
+pub fn argv(socket: &Path, sandbox: Sandbox) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "--socket-path".into(),
+        socket.as_os_str().to_owned(),
+        "--shared-dir".into(),
+        "/".into(),
+    ];
+    for (k, v) in [
+        ("--cache", "auto"),
+        ("--sandbox", sandbox.as_str()),
+        ("--log-level", "warn"),
+    ] {
+        a.push(k.into());
+        a.push(v.into());
+    }
+    a
+}
+
+/// The sandbox to try first: namespaces as root; unprivileged users only when the kernel
+/// lets them create user namespaces, else none (see [`Sandbox::None`]).
+fn first_sandbox() -> Sandbox {
+    if nix::unistd::geteuid().is_root() || userns_allowed() {
+        Sandbox::Namespace
+    } else {
+        Sandbox::None
+    }
+}
+
+fn userns_allowed() -> bool {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() != Some("0")
+        && read("/proc/sys/user/max_user_namespaces").as_deref() != Some("0")
+        && read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() != Some("1")
+}
+
+/// Files of one virtiofsd.
+#[derive(Debug, Clone)]
+pub struct Files<'a> {
+    pub socket: &'a Path,
+    pub log: &'a Path,
+}
+
+/// Starts virtiofsd; `Err` says why there is no share (not installed, failed to start),
+/// for the VM to go on without it.
+pub fn spawn(files: &Files<'_>) -> Result<Child, String> {
+    let bin = process::which(PROGRAM).ok_or_else(|| {
+        format!("{PROGRAM} not found (scripts/setup-host.sh installs it; or put it on PATH)")
+    })?;
+    let first = first_sandbox();
+    match spawn_with(&bin, files, first) {
+        Ok(c) => Ok(c),
+        Err(e) if first == Sandbox::Namespace => {
+            tracing::debug!("virtiofsd with namespaces failed ({e}); retrying without");
+            spawn_with(&bin, files, Sandbox::None)
+                .map_err(|e2| format!("{e}; with --sandbox none: {e2}"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn spawn_with(bin: &Path, files: &Files<'_>, sandbox: Sandbox) -> Result<Child, String> {
+    remove_files(files.socket);
+    let log = File::create(files.log).map_err(|e| format!("{}: {e}", files.log.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(bin);
+    cmd.args(argv(files.socket, sandbox))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log2)
+        .stderr(log);
+    process::die_with_parent(&mut cmd, Signal::SIGKILL);
+    process::close_other_fds(&mut cmd);
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    match wait_listening(&mut child, files, sandbox) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            process::kill_child(&mut child);
+            remove_files(files.socket);
+            Err(e)
+        }
+    }
+}
+
+/// QEMU connects to the socket at start-up, so it must exist first. With namespaces the
+/// socket appears before the sandbox is entered (and an unshare refused ends the process),
+/// so wait for the sandboxed child as well.
+fn wait_listening(child: &mut Child, files: &Files<'_>, sandbox: Sandbox) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!(
+                "{PROGRAM} (--sandbox {}) exited ({st}):\n{}",
+                sandbox.as_str(),
+                process::tail_lines(files.log, 5)
+            ));
+        }
+        let ready = files.socket.exists()
+            && (sandbox == Sandbox::None || has_children(child.id() as i32).unwrap_or(true));
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{PROGRAM} did not listen on {} within 10 s",
+                files.socket.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `pid` has a child (None: the kernel does not say).
+fn has_children(pid: i32) -> Option<bool> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .map(|s| !s.trim().is_empty())
+}
+
+/// The socket and the pid file virtiofsd writes next to it.
+pub fn remove_files(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(pid_file(socket));
+}
+
+fn pid_file(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".pid");
+    PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn argv_shares_the_root_with_coherent_caching() {
+        let a = strings(&argv(Path::new("/s/virtiofs.sock"), Sandbox::Namespace));
+        assert_eq!(
+            a,
+            [
+                "--socket-path",
+                "/s/virtiofs.sock",
+                "--shared-dir",
+                "/",
+                "--cache",
+                "auto",
+                "--sandbox",
+                "namespace",
+                "--log-level",
+                "warn"
+            ]
+        );
+        let a = strings(&argv(Path::new("/s/v.sock"), Sandbox::None));
+        assert!(a.windows(2).any(|w| w == ["--sandbox", "none"]), "{a:?}");
+        assert!(!a.iter().any(|x| x == "--writeback"));
+    }
+
+    #[test]
+    fn guest_paths_sit_under_the_mount() {
+        assert_eq!(
+            guest_path_of(Path::new("/home/u/src")).as_deref(),
+            Some("/run/vcontainer/host/home/u/src")
+        );
+        assert_eq!(
+            guest_path_of(Path::new("/")).as_deref(),
+            Some("/run/vcontainer/host")
+        );
+        assert_eq!(guest_path_of(Path::new("rel")), None);
+    }
+
+    #[test]
+    fn pid_file_is_next_to_the_socket() {
+        assert_eq!(
+            pid_file(Path::new("/s/virtiofs.sock")),
+            Path::new("/s/virtiofs.sock.pid")
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_a_reason_not_a_panic() {
+        let t = tempfile::tempdir().expect("tmp");
+        let sock = t.path().join("v.sock");
+        let log = t.path().join("v.log");
+        let bin = t.path().join("false-virtiofsd");
+        std::fs::write(&bin, "#!/bin/sh\necho nope >&2\nexit 3\n").expect("w");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let files = Files {
+            socket: &sock,
+            log: &log,
+        };
+        let e = spawn_with(&bin, &files, Sandbox::None).expect_err("exits at once");
+        assert!(e.contains("exited") && e.contains("nope"), "{e}");
+        assert!(!sock.exists());
+    }
+}
