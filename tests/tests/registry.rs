@@ -25,25 +25,102 @@ fn registry_or_skip() -> bool {
     false
 }
 
-fn ok(w: &World, tool: &str, args: &[&str]) -> String {
-    w.run_ok(tool, args)
+/// A `docker-registry` the guest reaches at 10.0.2.2; `dir` holds its storage and log.
+trait GuestRegistry {
+    /// `10.0.2.2:<port>`: the registry as the guest sees it.
+    fn guest_address(&self) -> String;
+    fn dir(&self) -> &Path;
+
+    /// Whether a repository has been pushed (its dir exists in the registry's storage).
+    fn has_repository(&self, name: &str) -> bool {
+        self.dir()
+            .join("storage/docker/registry/v2/repositories")
+            .join(name)
+            .is_dir()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("registry.log")).unwrap_or_default()
+    }
 }
 
-fn fails(w: &World, tool: &str, args: &[&str]) -> String {
-    let o = w.run(tool, args);
-    assert_ne!(
-        o.status.code(),
-        Some(0),
-        "{tool} {args:?} succeeded: {}",
-        stdout(&o)
-    );
-    format!("{}{}", stdout(&o), stderr(&o))
+impl GuestRegistry for LocalRegistry {
+    fn guest_address(&self) -> String {
+        LocalRegistry::guest_address(self)
+    }
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// One tool against one fresh registry: a memres VM holding `bb:1`, also tagged `remote`.
+struct Session<'a> {
+    w: &'a World,
+    tool: &'a str,
+    /// The registry as the guest reaches it (`10.0.2.2:<port>`).
+    addr: String,
+    /// `<addr>/<repo>:1`, the name pushed and pulled.
+    remote: String,
+}
+
+impl Session<'_> {
+    fn ok(&self, args: &[&str]) -> String {
+        self.w.run_ok(self.tool, args)
+    }
+
+    /// Fails unless `tool args` fails; returns its stdout and stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.w.run(self.tool, args);
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{} {args:?} succeeded: {}",
+            self.tool,
+            stdout(&o)
+        );
+        format!("{}{}", stdout(&o), stderr(&o))
+    }
+
+    /// `--insecure-registry <addr> push <remote>`
+    fn insecure_push(&self) -> [&str; 4] {
+        ["--insecure-registry", &self.addr, "push", &self.remote]
+    }
+}
+
+/// What every registry round trip does for each tool: skip without docker-registry or the
+/// tool's guest, start a registry, a memres VM holding `bb:1` tagged `<registry>/<repo>:1`,
+/// run `body`, and check that `memres stop` succeeds (a guard stops the VM on a panic too).
+fn each_tool<R: GuestRegistry>(
+    repo: &str,
+    start: impl Fn() -> Result<R, String>,
+    body: impl Fn(&Session<'_>, &R),
+) {
+    if !registry_or_skip() {
+        return;
+    }
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let reg = start().expect("registry");
+        let addr = reg.guest_address();
+        let remote = format!("{addr}/{repo}:1");
+        let w = memres_with_busybox(tool);
+        let _stop = MemresGuard::new(&w, tool);
+        let s = Session {
+            w: &w,
+            tool,
+            addr,
+            remote,
+        };
+        s.ok(&["tag", "bb:1", &s.remote]);
+        body(&s, &reg);
+        s.ok(&["memres", "stop"]);
+    }
 }
 
 /// A world with a running memres VM and the busybox image `bb:1`.
 fn memres_with_busybox(tool: &str) -> World {
     let w = World::new();
-    ok(&w, tool, &["memres", "start"]);
+    w.run_ok(tool, ["memres", "start"]);
     let tar = w.home.path().join("bb-rootfs.tar");
     busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
     let o = w.run(tool, ["vimport", tar.to_str().expect("utf-8"), "bb:1"]);
@@ -143,29 +220,20 @@ fn config_file_is_validated_before_anything_runs() {
 
 #[test]
 fn push_pull_round_trip_with_insecure_registry() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::plain().expect("registry");
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
+    each_tool("bb", LocalRegistry::plain, |s, reg| {
+        let (tool, remote) = (s.tool, s.remote.as_str());
         // without the option the registry is TLS: refused
-        let out = fails(&w, tool, &["push", &remote]);
+        let out = s.fails(&["push", remote]);
         assert!(out.to_lowercase().contains("http"), "{tool}: {out}");
         // with it, on the same memres VM, without a restart
-        ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        s.ok(&s.insecure_push());
         // the same options again: the guest configuration is not installed a second time
-        let o = w
-            .cmd(tool)
-            .env("VCONTAINER_LOG", "vcontainer=debug")
-            .args(["--insecure-registry", &addr, "push", &remote])
-            .output()
-            .expect("run");
+        let o =
+            s.w.cmd(tool)
+                .env("VCONTAINER_LOG", "vcontainer=debug")
+                .args(s.insecure_push())
+                .output()
+                .expect("run");
         assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
         assert!(
             stderr(&o).contains("registry configuration unchanged"),
@@ -177,33 +245,24 @@ fn push_pull_round_trip_with_insecure_registry() {
             "{tool}: nothing arrived; {}",
             reg.log()
         );
-        ok(&w, tool, &["rmi", &remote]);
-        ok(&w, tool, &["rmi", "bb:1"]);
-        ok(&w, tool, &["--insecure-registry", &addr, "pull", &remote]);
-        let out = ok(&w, tool, &["vrun", &remote, "/bin/echo", "pulled-ok"]);
+        s.ok(&["rmi", remote]);
+        s.ok(&["rmi", "bb:1"]);
+        s.ok(&["--insecure-registry", &s.addr, "pull", remote]);
+        let out = s.ok(&["vrun", remote, "/bin/echo", "pulled-ok"]);
         assert_eq!(out.trim(), "pulled-ok");
         // the next command without the option is back to TLS
-        ok(&w, tool, &["rmi", &remote]);
-        fails(&w, tool, &["pull", &remote]);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.ok(&["rmi", remote]);
+        s.fails(&["pull", remote]);
+    });
 }
 
 #[test]
 fn login_with_password_stdin_against_htpasswd_registry() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::with_htpasswd("tester", "s3cret pass").expect("registry");
+    let start = || LocalRegistry::with_htpasswd("tester", "s3cret pass");
+    each_tool("private/bb", start, |s, reg| {
+        let (tool, addr) = (s.tool, s.addr.as_str());
         assert_eq!(reg.probe().expect("probe"), 401);
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/private/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
-        let out = fails(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        let out = s.fails(&s.insecure_push());
         assert!(
             out.to_lowercase().contains("unauthorized")
                 || out.contains("authentication required")
@@ -212,16 +271,16 @@ fn login_with_password_stdin_against_htpasswd_registry() {
         );
         let login = [
             "--insecure-registry",
-            &addr,
+            addr,
             "login",
             "-u",
             "tester",
             "--password-stdin",
-            &addr,
+            addr,
         ];
-        let o = with_stdin(&w, tool, &login, "wrong\n");
+        let o = with_stdin(s.w, tool, &login, "wrong\n");
         assert_ne!(o.status.code(), Some(0), "{tool}: wrong password accepted");
-        let o = with_stdin(&w, tool, &login, "s3cret pass\n");
+        let o = with_stdin(s.w, tool, &login, "s3cret pass\n");
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -230,83 +289,52 @@ fn login_with_password_stdin_against_htpasswd_registry() {
             stderr(&o)
         );
         assert!(stdout(&o).contains("Login Succeeded"), "{}", stdout(&o));
-        ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        s.ok(&s.insecure_push());
         assert!(reg.has_repository("private/bb"));
-        ok(&w, tool, &["logout", &addr]);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.ok(&["logout", addr]);
+    });
 }
 
 #[test]
 fn config_auth_file_authenticates_one_command_only() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::with_htpasswd("tester", "pw").expect("registry");
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/cfg/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        let auth = w.home.path().join("auth.json");
-        write_auth_file(&auth, &addr, "tester", "pw", 0o600);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
-        let auth_s = auth.to_str().expect("utf-8");
-        ok(
-            &w,
-            tool,
-            &[
-                "--config",
-                auth_s,
-                "--insecure-registry",
-                &addr,
-                "push",
-                &remote,
-            ],
-        );
+    let start = || LocalRegistry::with_htpasswd("tester", "pw");
+    each_tool("cfg/bb", start, |s, reg| {
+        let auth = s.w.home.path().join("auth.json");
+        write_auth_file(&auth, &s.addr, "tester", "pw", 0o600);
+        let auth = auth.to_str().expect("utf-8");
+        s.ok(&[&["--config", auth][..], &s.insecure_push()].concat());
         assert!(reg.has_repository("cfg/bb"));
         // the credentials were for that command only
-        fails(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.fails(&s.insecure_push());
+    });
 }
 
 #[test]
 fn default_registry_serves_unqualified_names() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::plain().expect("registry");
-        let addr = reg.guest_address();
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        let remote = format!("{addr}/bb:1");
-        ok(&w, tool, &["tag", "bb:1", &remote]);
-        ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
-        ok(&w, tool, &["rmi", &remote]);
-        ok(&w, tool, &["rmi", "bb:1"]);
+    each_tool("bb", LocalRegistry::plain, |s, _| {
+        let (w, tool, addr, remote) = (s.w, s.tool, s.addr.as_str(), s.remote.as_str());
+        s.ok(&s.insecure_push());
+        s.ok(&["rmi", remote]);
+        s.ok(&["rmi", "bb:1"]);
         // the private default registry is reached over plain HTTP without another option
-        ok(&w, tool, &["--registry", &addr, "pull", "bb:1"]);
-        let out = ok(&w, tool, &["vrun", "bb:1", "/bin/echo", "default-ok"]);
+        s.ok(&["--registry", addr, "pull", "bb:1"]);
+        let out = s.ok(&["vrun", "bb:1", "/bin/echo", "default-ok"]);
         assert_eq!(out.trim(), "default-ok");
         // run and vrun of a missing unqualified image pull it from the default registry;
         // the pull's progress goes to stderr, stdout is the container's alone
         for (cmd, word) in [("run", "run-ok"), ("vrun", "vrun-ok")] {
-            remove_image(&w, tool, &["bb:1", &remote]);
-            let mut args = vec!["--registry", addr.as_str(), cmd];
+            remove_image(w, tool, &["bb:1", remote]);
+            let mut args = vec!["--registry", addr, cmd];
             if cmd == "run" {
                 args.push("--rm");
             }
             args.extend(["bb:1", "/bin/echo", word]);
-            let out = ok(&w, tool, &args);
+            let out = s.ok(&args);
             assert_eq!(out, format!("{word}\n"), "{tool} {cmd}");
         }
         // a name the default registry does not have falls back to docker.io (offline here:
         // it fails, saying where it looked)
-        let o = w.run(tool, ["--registry", &addr, "run", "--rm", "nosuch:1"]);
+        let o = w.run(tool, ["--registry", addr, "run", "--rm", "nosuch:1"]);
         assert_ne!(o.status.code(), Some(0), "{tool}: {}", stdout(&o));
         if tool == "vdkr" {
             assert!(
@@ -315,8 +343,7 @@ fn default_registry_serves_unqualified_names() {
                 stderr(&o)
             );
         }
-        ok(&w, tool, &["memres", "stop"]);
-    }
+    });
 }
 
 /// Removes every name given (ignoring names that are not there) and checks the image is
@@ -331,36 +358,25 @@ fn remove_image(w: &World, tool: &str, names: &[&str]) {
 
 #[test]
 fn registry_user_and_password_authenticate_without_a_config_file() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::with_htpasswd("tester", "s3cret pass").expect("registry");
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/flags/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
-        let creds = ["--registry-user", "tester", "--registry-password"];
-        let mut wrong = creds.to_vec();
-        wrong.extend(["wrong", "--insecure-registry", &addr, "push", &remote]);
-        fails(&w, tool, &wrong);
+    let start = || LocalRegistry::with_htpasswd("tester", "s3cret pass");
+    each_tool("flags/bb", start, |s, reg| {
+        /// `--registry-user tester --registry-password PASSWORD THEN...`
+        fn creds<'a>(password: &'a str, then: &[&'a str]) -> Vec<&'a str> {
+            let user = ["--registry-user", "tester", "--registry-password", password];
+            [&user[..], then].concat()
+        }
+        s.fails(&creds("wrong", &s.insecure_push()));
         assert!(!reg.has_repository("flags/bb"));
         // the registry is the one the image names (no --registry needed)
-        let mut right = creds.to_vec();
-        right.extend(["s3cret pass", "--insecure-registry", &addr, "push", &remote]);
-        ok(&w, tool, &right);
-        assert!(reg.has_repository("flags/bb"), "{tool}: {}", reg.log());
+        s.ok(&creds("s3cret pass", &s.insecure_push()));
+        assert!(reg.has_repository("flags/bb"), "{}: {}", s.tool, reg.log());
         // for that command only
-        fails(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        s.fails(&s.insecure_push());
         // and pulled back with --registry R, the credentials going to R
-        ok(&w, tool, &["rmi", &remote]);
-        let mut pull = creds.to_vec();
-        pull.extend(["s3cret pass", "--insecure-registry", &addr, "pull", &remote]);
-        ok(&w, tool, &pull);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.ok(&["rmi", &s.remote]);
+        let pull = ["--insecure-registry", &s.addr, "pull", &s.remote];
+        s.ok(&creds("s3cret pass", &pull));
+    });
 }
 
 /// A `docker-registry` serving TLS on 127.0.0.1:<port> with a self-signed certificate for
@@ -431,21 +447,14 @@ impl TlsRegistry {
     fn cert(&self) -> PathBuf {
         self.dir.path().join("cert.pem")
     }
+}
 
+impl GuestRegistry for TlsRegistry {
     fn guest_address(&self) -> String {
         format!("10.0.2.2:{}", self.port)
     }
-
-    fn has_repository(&self, name: &str) -> bool {
-        self.dir
-            .path()
-            .join("storage/docker/registry/v2/repositories")
-            .join(name)
-            .is_dir()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -458,41 +467,27 @@ impl Drop for TlsRegistry {
 
 #[test]
 fn ca_cert_trusts_a_tls_registry_with_a_private_ca() {
-    if !registry_or_skip() {
-        return;
-    }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = TlsRegistry::start().expect("TLS registry");
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/tls/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
+    each_tool("tls/bb", TlsRegistry::start, |s, reg| {
+        let (tool, remote) = (s.tool, s.remote.as_str());
         // the certificate is not trusted without the option
-        let out = fails(&w, tool, &["push", &remote]);
+        let out = s.fails(&["push", remote]);
         assert!(
             out.contains("certificate") || out.contains("x509"),
             "{tool}: {out}"
         );
         let cert = reg.cert();
         let cert = cert.to_str().expect("utf-8");
-        ok(&w, tool, &["--ca-cert", cert, "push", &remote]);
+        s.ok(&["--ca-cert", cert, "push", remote]);
         assert!(reg.has_repository("tls/bb"), "{tool}: {}", reg.log());
         // as the default registry: pulled by its short name over verified TLS
-        remove_image(&w, tool, &["bb:1", &remote]);
-        ok(
-            &w,
-            tool,
-            &["--ca-cert", cert, "--registry", &addr, "pull", "tls/bb:1"],
-        );
-        let o = w.run(tool, ["image", "inspect", &remote]);
+        remove_image(s.w, tool, &["bb:1", remote]);
+        s.ok(&["--ca-cert", cert, "--registry", &s.addr, "pull", "tls/bb:1"]);
+        let o = s.w.run(tool, ["image", "inspect", remote]);
         assert_eq!(o.status.code(), Some(0), "{tool}: {}", stderr(&o));
         // the next command without it no longer trusts the registry
-        ok(&w, tool, &["rmi", &remote]);
-        fails(&w, tool, &["pull", &remote]);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.ok(&["rmi", remote]);
+        s.fails(&["pull", remote]);
+    });
 }
 
 /// Runs `tool args` on a terminal (util-linux `script` gives it a PTY), answering each
@@ -563,24 +558,16 @@ fn on_terminal(w: &World, tool: &str, args: &[&str], answers: &[(&str, &str)]) -
 
 #[test]
 fn interactive_login_prompts_on_a_terminal() {
-    if !registry_or_skip() {
-        return;
-    }
     if Command::new("script").arg("--version").output().is_err() {
         eprintln!("SKIPPED: util-linux `script` is not installed");
         return;
     }
-    for (tool, runtime) in TOOLS {
-        vm_or_skip!(runtime);
-        let reg = LocalRegistry::with_htpasswd("tester", "s3cret pass").expect("registry");
-        let addr = reg.guest_address();
-        let remote = format!("{addr}/tty/bb:1");
-        let w = memres_with_busybox(tool);
-        let _stop = MemresGuard::new(&w, tool);
-        ok(&w, tool, &["tag", "bb:1", &remote]);
-        let login = ["--insecure-registry", addr.as_str(), "login", addr.as_str()];
+    let start = || LocalRegistry::with_htpasswd("tester", "s3cret pass");
+    each_tool("tty/bb", start, |s, reg| {
+        let (tool, addr) = (s.tool, s.addr.as_str());
+        let login = ["--insecure-registry", addr, "login", addr];
         let (code, shown) = on_terminal(
-            &w,
+            s.w,
             tool,
             &login,
             &[("Username", "tester\r"), ("Password", "s3cret pass\r")],
@@ -589,9 +576,8 @@ fn interactive_login_prompts_on_a_terminal() {
         assert!(shown.contains("Login Succeeded"), "{tool}: {shown}");
         // the password was not echoed to the terminal
         assert!(!shown.contains("s3cret"), "{tool}: {shown}");
-        ok(&w, tool, &["--insecure-registry", &addr, "push", &remote]);
+        s.ok(&s.insecure_push());
         assert!(reg.has_repository("tty/bb"), "{tool}: {}", reg.log());
-        ok(&w, tool, &["logout", &addr]);
-        ok(&w, tool, &["memres", "stop"]);
-    }
+        s.ok(&["logout", addr]);
+    });
 }
