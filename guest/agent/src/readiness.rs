@@ -116,6 +116,8 @@ mod tests {
             &probe(&path, Some("/_ping")),
             Duration::from_millis(100)
         ));
-        assert!(started.elapsed() < Duration::from_secs(2));
+        // far above the 100 ms limit, so only a probe that ignores it (and hangs) fails,
+        // not a slow machine
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -101,8 +101,9 @@ fn global_reaper_gives_each_exec_its_own_status_and_reaps_orphans() {
         .expect("run");
     assert_eq!(status, ExitStatus::Code(5));
 
-    // All orphans (the background sleeps) are reaped: no zombie children remain.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // All orphans (the background sleeps) are reaped: no zombie children remain. The
+    // deadline only bounds a hang (the loop ends as soon as none is left).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let zombies = zombie_children();
         if zombies.is_empty() {
