@@ -92,6 +92,15 @@ fn state_dir() -> (StateDir, PathBuf) {
 
 fn run(i: &vm::Instance, argv: &[&str]) -> Result<(ExitStatus, String, String), String> {
     let conn = i.connect().map_err(|e| e.to_string())?;
+    run_on(i, conn, argv)
+}
+
+/// `run` on a connection made beforehand.
+fn run_on(
+    i: &vm::Instance,
+    conn: vm::AgentStream,
+    argv: &[&str],
+) -> Result<(ExitStatus, String, String), String> {
     let mut out = Vec::new();
     let mut err = Vec::new();
     let st = agent_client::exec(
@@ -139,7 +148,8 @@ fn vm_processes(needle: &str) -> Vec<u32> {
 
 fn assert_no_vm_processes(state: &Path) {
     let needle = state.to_string_lossy().into_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // only bounds a hang: a loaded machine may take a while to let QEMU exit
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = vm_processes(&needle);
         if left.is_empty() {
@@ -208,9 +218,12 @@ fn memres_start_exec_kill_restart_stop() {
     assert_eq!(st, ExitStatus::Code(0), "stderr: {err}");
     assert_eq!(out, "x86_64\n");
 
-    // QEMU killed mid-command: a distinct error naming the console log
+    // QEMU killed mid-command: a distinct error naming the console log. The connection is
+    // made before the kill (on a slow machine a connect still under way would see a dead VM
+    // instead of losing a running command).
+    let conn = i.connect().expect("connect");
     let i2 = i.clone();
-    let long = std::thread::spawn(move || run(&i2, &["sleep", "60"]));
+    let long = std::thread::spawn(move || run_on(&i2, conn, &["sleep", "60"]));
     std::thread::sleep(Duration::from_secs(2));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(qemu_pid),
