@@ -1,0 +1,753 @@
+//! The old shell tool's known bugs (spec/cli.md §8, items 1-19) that only a real VM can
+//! show are gone: real QEMU, real guest, real podman/docker, through the installed
+//! multi-call names with a private HOME. docs/old-bugs.md maps every item to its tests; the
+//! ones that need no VM are in core/cli/tests/old_bugs.rs.
+//!
+//! Few boots on purpose (TCG): one memres session walks through many items.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vcontainer_tests::fixtures::{BusyboxLayouts, LocalRegistry, MemresGuard};
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World,
+};
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> String {
+    w.run_ok(tool, args)
+}
+
+fn state_dir(w: &World, tool: &str) -> PathBuf {
+    w.home.path().join(format!(".{tool}")).join("x86_64")
+}
+
+/// Imports the busybox test image as `name`.
+fn import_busybox(w: &World, tool: &str, name: &str) {
+    let tar = w.home.path().join("bb-rootfs.tar");
+    if !tar.exists() {
+        busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    }
+    let o = w.run(
+        tool,
+        [OsStr::new("import"), tar.as_os_str(), OsStr::new(name)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+}
+
+/// The QEMU pid `memres status` reports (`running (pid N, ...`).
+fn memres_pid(w: &World, tool: &str) -> String {
+    let status = ok(w, tool, &["memres", "status"]);
+    status
+        .strip_prefix("running (pid ")
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{tool}: memres status: {status}"))
+        .to_string()
+}
+
+fn free_port(base: u16) -> u16 {
+    (base..base + 500)
+        .find(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("free port")
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn wait_http(port: u16, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if http_get(port).is_some_and(|b| b.contains(want)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+/// A busybox httpd serving `text` on `port` inside the container.
+fn httpd(port: u16, text: &str) -> String {
+    format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www")
+}
+
+/// The part of `ps` output after the runtime's own table: our forwards table.
+fn forwards_section(ps: &str) -> &str {
+    ps.find("Host Port Forwards")
+        .map(|i| &ps[i..])
+        .unwrap_or("")
+}
+
+/// Polls `exec <ctr> <argv>` until it succeeds.
+fn wait_exec(w: &World, tool: &str, ctr: &str, argv: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut args = vec!["exec", ctr];
+    args.extend_from_slice(argv);
+    while Instant::now() < deadline {
+        if w.run(tool, &args).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{tool}: `exec {ctr} {argv:?}` never succeeded");
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// One word for `sh -c`: single-quoted.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// Runs `tool args` on a terminal (util-linux `script` gives it a PTY). Each step waits for
+/// `seen` on the terminal, then for `pause`, then types `keys`. Returns the exit code and
+/// everything the terminal showed.
+fn on_terminal(
+    w: &World,
+    tool: &str,
+    args: &[&str],
+    steps: &[(&str, Duration, &str)],
+) -> (i32, String) {
+    let line = std::iter::once(w.bin.join(tool).display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| sh_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = w
+        .cmd(tool)
+        .get_envs()
+        .fold(Command::new("script"), |mut c, (k, v)| {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+            c
+        })
+        .env("TERM", "xterm")
+        .args(["-q", "-f", "-e", "-c", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.lock().expect("lock").push_str(&text);
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut from = 0;
+    for (want, pause, keys) in steps {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let text = seen.lock().expect("lock").clone();
+            if let Some(at) = text.get(from..).and_then(|t| t.find(want)) {
+                from += at + want.len();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{tool} {args:?}: {want:?} never shown; terminal: {text:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(*pause);
+        stdin.write_all(keys.as_bytes()).expect("type");
+        stdin.flush().expect("flush");
+    }
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    let _ = reader.join();
+    let text = seen.lock().expect("lock").clone();
+    (status.code().unwrap_or(-1), text)
+}
+
+/// Command lines (and for VM processes the environment) of every process that mentions
+/// `needle`, plus every process's command line: where a secret must never show.
+fn process_texts(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let ours: Vec<u32> = pids_matching(needle);
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mut text = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ours.contains(&pid) {
+            text.extend(std::fs::read(e.path().join("environ")).unwrap_or_default());
+        }
+        out.push((pid, String::from_utf8_lossy(&text).replace('\0', " ")));
+    }
+    out
+}
+
+/// Every regular file under `dir` up to 4 MiB (the state disk image excluded) as text.
+fn small_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(small_files(&p));
+        } else if meta.is_file() && meta.len() <= 4 << 20 {
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
+            out.push((p, text));
+        }
+    }
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn assert_fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck")
+        .args(["-n", "-f"])
+        .arg(img)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        out.status.success(),
+        "state disk {} not clean: {}{}",
+        img.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Pushes the busybox test image from the host to `reg` as `repo` (skopeo, no VM).
+fn push_from_host(reg: &LocalRegistry, repo: &str) -> Result<(), String> {
+    let layouts = BusyboxLayouts::new()?;
+    let layout = layouts.single("bb", "amd64")?;
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+    ]);
+    if let Some((user, password)) = &reg.credentials {
+        cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
+    }
+    let o = cmd
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://127.0.0.1:{}/{repo}", reg.port))
+        .output()
+        .map_err(|e| format!("skopeo: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("skopeo copy: {}", stderr(&o)));
+    }
+    Ok(())
+}
+
+fn registry_ready() -> bool {
+    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
+    if !LocalRegistry::available() || !have("skopeo") || !have("umoci") {
+        eprintln!("SKIPPED: docker-registry, skopeo or umoci is not installed");
+        return false;
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// One vpdmn memres session through the items about ports, detached volumes, interactive
+/// runs, argument quoting, `--stateless` and the memres messages.
+#[test]
+fn memres_session_has_none_of_the_old_bugs() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    let (static_host, static_guest) = (free_port(23100), 18081);
+
+    // §8.12 (memres start -p H:C forwarded H to the VM's port H)
+    ok(
+        &w,
+        tool,
+        &[
+            "memres",
+            "start",
+            "-p",
+            &format!("{static_host}:{static_guest}"),
+        ],
+    );
+    let _guard = MemresGuard::new(&w, tool);
+    // §8.16 (`memres status` printed an empty `VM:`)
+    let status = ok(&w, tool, &["memres", "status"]);
+    let state = state_dir(&w, tool);
+    assert!(
+        status.starts_with("running (pid ")
+            && status.contains("podman x86_64")
+            && status.contains(&*state.to_string_lossy()),
+        "{status}"
+    );
+    // §8.12 (`memres list` never showed the ports)
+    let list = ok(&w, tool, &["memres", "list"]);
+    let forward = format!("{static_host}:{static_guest}/tcp");
+    assert!(list.contains(&forward), "memres list: {list}");
+    let qemu_pid = memres_pid(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+
+    // §8.12: the static forward ends at the VM's port C, where a host-network container serves
+    ok(
+        &w,
+        tool,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "static",
+            "--network",
+            "host",
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(static_guest, "static-reply"),
+        ],
+    );
+    assert!(
+        wait_http(static_host, "static-reply"),
+        "host {static_host} does not reach the VM's {static_guest}"
+    );
+
+    // §8.12 (QMP failures recorded as successes): a host port that is taken is an error,
+    // nothing is recorded and the container is not started
+    let busy_port = free_port(23700);
+    let holder = TcpListener::bind(("0.0.0.0", busy_port)).expect("hold the port");
+    let o = w.run(
+        tool,
+        [
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-p",
+            &format!("{busy_port}:80"),
+            "bb:1",
+            "sleep",
+            "600",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125), "taken port: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot forward host port {busy_port}")),
+        "{}",
+        stderr(&o)
+    );
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    assert!(
+        !forwards_section(&ps).contains(&format!(":{busy_port} ")),
+        "a refused forward was recorded: {ps}"
+    );
+    let names = ok(&w, tool, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!names.lines().any(|n| n == "busy"), "{names}");
+    drop(holder);
+
+    // §8.12 (`stop` looked only at its first argument): both forwards go
+    let (p1, p2) = (free_port(24100), free_port(24600));
+    for (name, port) in [("w1", p1), ("w2", p2)] {
+        ok(
+            &w,
+            tool,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-p",
+                &format!("{port}:80"),
+                "bb:1",
+                "sh",
+                "-c",
+                &httpd(80, &format!("reply-{name}")),
+            ],
+        );
+    }
+    assert!(wait_http(p1, "reply-w1") && wait_http(p2, "reply-w2"));
+    ok(&w, tool, &["stop", "-t", "1", "w1", "w2"]);
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    let table = forwards_section(&ps);
+    assert!(
+        !table.contains(&format!("0.0.0.0:{p1} ")) && !table.contains(&format!("0.0.0.0:{p2} ")),
+        "forwards left after `stop w1 w2`: {ps}"
+    );
+    assert!(
+        table.contains(&format!("0.0.0.0:{static_host} ")),
+        "the static forward went too: {ps}"
+    );
+    assert!(http_get(p2).is_none_or(|b| !b.contains("reply-w2")));
+
+    // §8.13 (a `run -d` volume was deleted right after start, and any load/import/save/cp
+    // emptied the share dir): the volume stays complete while the container runs, through
+    // those commands, and its writes come back at stop. §8.3 (paths and labels with spaces)
+    let dir = w.home.path().join("my volume");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+    std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+    let vol = format!("{}:/data", dir.display());
+    ok(
+        &w,
+        tool,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "live",
+            "--label",
+            "note=two words; $HOME",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "touch /data/.ready; sleep 600",
+        ],
+    );
+    wait_exec(&w, tool, "live", &["test", "-e", "/data/.ready"]);
+    let saved = w.home.path().join("saved image.tar");
+    let saved_s = saved.to_str().expect("utf-8");
+    import_busybox(&w, tool, "bb:2");
+    ok(&w, tool, &["save", "-o", saved_s, "bb:2"]);
+    ok(&w, tool, &["load", "-i", saved_s]);
+    let cp_in = w.home.path().join("cp in.txt");
+    std::fs::write(&cp_in, "copied\n").expect("w");
+    ok(
+        &w,
+        tool,
+        &["cp", cp_in.to_str().expect("utf-8"), "live:/tmp/cp.txt"],
+    );
+    assert_eq!(
+        ok(
+            &w,
+            tool,
+            &["exec", "live", "cat", "/data/keep.txt", "/data/.env"]
+        ),
+        "keep\nSECRET=1\n",
+        "the live volume lost files"
+    );
+    assert_eq!(
+        ok(
+            &w,
+            tool,
+            &[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"note\"}}",
+                "live"
+            ]
+        )
+        .trim(),
+        "two words; $HOME"
+    );
+    ok(
+        &w,
+        tool,
+        &["exec", "live", "sh", "-c", "echo late > /data/late.txt"],
+    );
+    ok(&w, tool, &["stop", "-t", "1", "live"]);
+    assert_eq!(read(&dir.join("late.txt")), "late\n");
+    assert_eq!(read(&dir.join(".env")), "SECRET=1\n");
+    ok(&w, tool, &["rm", "live"]);
+
+    // §8.13 (interactive + volume ran an ephemeral VM without the share), §8.14 (exit code
+    // of an interactive run lost; Ctrl-A taken by QEMU's -nographic), §8.4 (`run -ti` was
+    // not treated as interactive): on a terminal, in the memres VM
+    let script = "cat /data/keep.txt; echo tty > /data/from-tty.txt; \
+                  echo waiting-for-keys; read -r x; echo \"len=${#x}\"; exit 6";
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["run", "-ti", "--rm", "-v", &vol, "bb:1", "sh", "-c", script],
+        &[("waiting-for-keys", Duration::from_millis(500), "\u{1}x\r")],
+    );
+    assert_eq!(code, 6, "exit status of run -ti: {shown}");
+    assert!(shown.contains("keep"), "{shown}");
+    assert!(
+        shown.contains("len=2"),
+        "Ctrl-A did not reach the container: {shown}"
+    );
+    assert_eq!(read(&dir.join("from-tty.txt")), "tty\n");
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "another VM served run -ti");
+
+    // §8.5 (a stale reply went to the next command): a client killed mid-command leaves
+    // nothing for the next one
+    let mut abandoned = w
+        .cmd(tool)
+        .args([
+            "vrun",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo old-1; sleep 30; echo old-2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 6];
+    abandoned
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("first line");
+    assert_eq!(&first, b"old-1\n");
+    abandoned.kill().expect("kill the client");
+    let _ = abandoned.wait();
+    for i in 0..3 {
+        let o = w.run(
+            tool,
+            [
+                "vrun",
+                "bb:1",
+                "sh",
+                "-c",
+                &format!("echo fresh-{i}; exit {i}"),
+            ],
+        );
+        assert_eq!(stdout(&o), format!("fresh-{i}\n"), "{}", stderr(&o));
+        assert_eq!(o.status.code(), Some(i));
+    }
+
+    // §8.8 (`--stateless` used the running stateful VM): it sees none of its images and
+    // leaves it running
+    let o = w.run(tool, ["--stateless", "images"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("REPOSITORY") && !stdout(&o).contains("bb"),
+        "--stateless saw the memres VM's images: {}",
+        stdout(&o)
+    );
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "--stateless touched memres");
+
+    // §8.16 (`memres stop` printed ===SHUTTING_DOWN=== on stdout)
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "memres stop wrote to stdout");
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state.join("podman-state.img"));
+}
+
+/// §8.5 (a hard 60 s read timeout made long commands "succeed" with exit 0) and §8.14 (the
+/// idle watchdog ignored interactive activity): with a 5 s idle timeout, a command silent
+/// for 65 s returns its own output and status, and a VM shell left idle on a terminal for
+/// 15 s still answers; once nothing runs, the idle stop does happen, cleanly (§8.9).
+#[test]
+fn long_silent_commands_and_idle_shells_outlive_the_idle_timeout() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["vconfig", "idle-timeout", "5"]);
+    ok(&w, tool, &["memres", "start"]);
+    let _guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+
+    let long = w
+        .cmd(tool)
+        .args(["vrun", "bb:1", "sh", "-c", "sleep 65; echo done; exit 3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["vshell"],
+        &[(
+            "Opening VM shell",
+            Duration::from_secs(15),
+            "echo got-$((6*7)); exit 0\r",
+        )],
+    );
+    assert_eq!(code, 0, "idle vshell: {shown}");
+    assert!(shown.contains("got-42"), "idle vshell: {shown}");
+    let o = long.wait_with_output().expect("wait");
+    assert_eq!(stdout(&o), "done\n", "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    // nothing runs now: the idle timeout stops the VM, with a clean state disk
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while w.run(tool, ["memres", "status"]).status.code() == Some(0) {
+        assert!(Instant::now() < deadline, "the idle timeout never fired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state_dir(&w, tool).join("podman-state.img"));
+}
+
+/// §8.6 (`pull` never auto-started the daemon), §8.3 (`--registry-password 'p w'` broke the
+/// runner argv), §8.18 (the password went base64 onto QEMU's command line; user/password
+/// were ignored without a default registry) and §8.15 (`login` on a cold start could not
+/// prompt), against a local htpasswd registry.
+#[test]
+fn cold_pull_with_credentials_and_cold_login_on_a_terminal() {
+    let tool = "vpdmn";
+    if !registry_ready() {
+        return;
+    }
+    vm_or_skip!("podman");
+    // unique, so no other process can show it by chance
+    let password = format!("old bug {}", std::process::id());
+    let password = password.as_str();
+    let reg = LocalRegistry::with_htpasswd("tester", password).expect("registry");
+    push_from_host(&reg, "cold/bb:1").expect("push the test image");
+    let addr = reg.guest_address();
+    let remote = format!("{addr}/cold/bb:1");
+    let w = World::new();
+    let _guard = MemresGuard::new(&w, tool);
+
+    // cold: the pull starts the memres VM and authenticates with a password with a space
+    let o = w.run(
+        tool,
+        [
+            "--registry-user",
+            "tester",
+            "--registry-password",
+            password,
+            "--insecure-registry",
+            &addr,
+            "pull",
+            &remote,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "cold pull: {}", stderr(&o));
+    assert!(
+        ok(&w, tool, &["memres", "status"]).starts_with("running"),
+        "pull did not start the memres VM"
+    );
+    let out = ok(&w, tool, &["vrun", &remote, "echo", "pulled-ok"]);
+    assert_eq!(out, "pulled-ok\n");
+    // the secret is on no process's command line (nor a VM process's environment), in no
+    // file of the state dir
+    let secrets = [
+        password.to_string(),
+        base64(password.as_bytes()),
+        base64(format!("tester:{password}").as_bytes()),
+    ];
+    let home = w.home.path().to_string_lossy().into_owned();
+    for (pid, text) in process_texts(&home) {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "pid {pid} shows the password: {text}"
+            );
+        }
+    }
+    for (path, text) in small_files(&state_dir(&w, tool)) {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_no_vm_processes(w.home.path());
+
+    // cold again: `login` starts the VM and still prompts on the terminal
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["--insecure-registry", &addr, "login", &addr],
+        &[
+            ("Username", Duration::ZERO, "tester\r"),
+            ("Password", Duration::ZERO, &format!("{password}\r")),
+        ],
+    );
+    assert_eq!(code, 0, "cold login: {shown}");
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(
+        !shown.contains(password),
+        "the password was echoed: {shown}"
+    );
+    // the login is what authenticates the next pull
+    ok(&w, tool, &["rmi", &remote]);
+    ok(&w, tool, &["--insecure-registry", &addr, "pull", &remote]);
+    ok(&w, tool, &["logout", &addr]);
+    ok(&w, tool, &["memres", "stop"]);
+    assert_no_vm_processes(w.home.path());
+}
+
+/// §8.6 (a one-shot vdkr `pull` always reported failure, exit 1): with no memres VM, `pull`
+/// in a one-shot VM succeeds and the image is on the state disk for the next command.
+#[test]
+fn vdkr_one_shot_pull_succeeds_and_keeps_the_image() {
+    let tool = "vdkr";
+    if !registry_ready() {
+        return;
+    }
+    vm_or_skip!("docker");
+    let reg = LocalRegistry::plain().expect("registry");
+    push_from_host(&reg, "oneshot/bb:1").expect("push the test image");
+    let addr = reg.guest_address();
+    let remote = format!("{addr}/oneshot/bb:1");
+    let w = World::new();
+    let o = w.run(
+        tool,
+        ["--no-daemon", "--insecure-registry", &addr, "pull", &remote],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "one-shot pull: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains(&remote), "{}", stdout(&o));
+    assert_no_vm_processes(w.home.path());
+    let images = ok(&w, tool, &["--no-daemon", "images"]);
+    assert!(
+        images.contains(&format!("{addr}/oneshot/bb")),
+        "the pulled image is not on the state disk: {images}"
+    );
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state_dir(&w, tool).join("docker-state.img"));
+}
