@@ -169,7 +169,20 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     }
     let registry = super::import::registry_setup(ctx, spec, &plan)?;
     let started = Instant::now();
-    let mut target = Target::acquire(ctx, spec)?;
+    // A foreground `run -p H:C` is forwarded for the command's life: on a one-shot VM from
+    // boot, on a memres VM through QMP until the command ends (the old tool forwarded H to
+    // the VM's H only, or nothing: spec/cli.md §8.12).
+    let foreground_ports = if plan.detach || !matches!(ctx.command(), "run" | "vrun") {
+        Vec::new()
+    } else {
+        let (wanted, skipped) = ports::wanted(&plan);
+        for s in skipped {
+            ui::warn(&ctx.tool.name, &s);
+        }
+        wanted
+    };
+    let batch_forwards = foreground_ports.iter().map(|w| w.forward.clone()).collect();
+    let mut target = Target::acquire_forwarding(ctx, spec, batch_forwards)?;
     if let Some(tar) = &storage_in {
         storage::seed(&mut target, &spec.storage_export, tar)?;
     }
@@ -187,6 +200,14 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     rebase::rebase_plan(&mut plan, &run_dir);
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
 
+    // added last, so that nothing can fail between here and their removal below
+    let memres_forwards = match target.instance() {
+        Some(instance) if !foreground_ports.is_empty() => {
+            ports::add(instance, &foreground_ports)?;
+            foreground_ports.iter().map(|w| w.forward.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
     let result = match super::import::default_registry(
         &mut target,
         ctx,
@@ -207,6 +228,11 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         ),
     };
     super::import::remove_registry_auth(&mut target, ctx, registry.as_ref());
+    if let Some(instance) = target.instance().filter(|_| !memres_forwards.is_empty()) {
+        for problem in ports::remove(instance, &memres_forwards) {
+            ui::warn(&ctx.tool.name, &problem);
+        }
+    }
     let keep_run_dir = plan.detach && plan.inputs.iter().any(|i| i.kind == InputKind::Volume);
     if uses_run_dir && !keep_run_dir {
         // best effort: the dir is on the guest's tmpfs and goes with the VM anyway

@@ -19,7 +19,7 @@ use crate::agent_client::{
 use crate::dispatch::RuntimeContext;
 use crate::ui;
 use crate::vm::process::ProcId;
-use crate::vm::{self, AgentStream, BatchVm, Instance, VmError};
+use crate::vm::{self, AgentStream, BatchVm, Instance, PortForward, VmError};
 
 /// How often a running command resets the memres idle clock: the supervisor only sees new
 /// connections, and a long `run` must not look idle.
@@ -132,6 +132,17 @@ impl Target {
     /// Finds, starts or boots the VM for this command (see [`mode::choose`]). Messages go to
     /// stderr only, so stdout stays the command's own output.
     pub fn acquire(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<Target> {
+        Self::acquire_forwarding(ctx, spec, Vec::new())
+    }
+
+    /// [`Target::acquire`], and a one-shot VM forwards `batch_forwards` from the host for its
+    /// whole life (on QEMU's command line: there is no QMP to add them later). On a memres VM
+    /// the caller adds them itself (see `ports::add`).
+    pub fn acquire_forwarding(
+        ctx: &RuntimeContext,
+        spec: &RuntimeSpec,
+        batch_forwards: Vec<PortForward>,
+    ) -> anyhow::Result<Target> {
         let running = running_instance(ctx);
         let choice = mode::choose(ModeInputs {
             no_daemon: ctx.options.no_daemon,
@@ -166,7 +177,7 @@ impl Target {
                     None
                 };
                 let dir = private_dir.as_deref().unwrap_or(&ctx.state.path);
-                let cfg = vmconfig::build(ctx, spec, dir, state_disk, Vec::new());
+                let cfg = vmconfig::build(ctx, spec, dir, state_disk, batch_forwards);
                 let started = Instant::now();
                 let batch = match vm::boot_batch(&cfg) {
                     Ok(b) => b,
