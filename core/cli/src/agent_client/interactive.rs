@@ -174,12 +174,14 @@ mod tests {
             let raw = RawMode::enter(pty.slave.as_fd()).expect("raw");
             let now = termios::tcgetattr(raw.fd.as_fd()).expect("tcgetattr");
             assert!(!now.local_flags.contains(termios::LocalFlags::ICANON));
-            // poll first: with the keys flushed, a read would block forever
+            // poll first: with the keys flushed, a read would block forever. The pty hands
+            // typed keys to its line discipline from a kernel worker, so give a loaded
+            // machine time; the bound only ends a hang.
             let mut fds = [nix::poll::PollFd::new(
                 raw.fd.as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
-            let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+            let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16));
             assert_eq!(ready.expect("poll"), 1, "typed-ahead keys were dropped");
             let mut slave = std::fs::File::from(pty.slave.try_clone().expect("dup"));
             let mut got = [0u8; 2];
