@@ -7,6 +7,10 @@
 //! is kept, and after the run only differences between that manifest and the guest copy
 //! are applied: changed and new entries are written (atomically), entries the container
 //! deleted are deleted, and everything else on the host is never touched.
+//!
+//! This copy path serves batch VMs and memres VMs without a host share. A memres VM with
+//! one (virtiofsd running, see `vm::virtiofs`) binds the live host directory instead:
+//! `shared` rewrites those volumes before anything here sees them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;

@@ -9,6 +9,7 @@ use super::config::Arch;
 use super::process;
 use super::qemu::qemu_program;
 use super::transport::{self, TransportChoice, TransportKind};
+use super::virtiofs;
 
 #[derive(Debug)]
 pub struct DoctorReport {
@@ -20,6 +21,8 @@ pub struct DoctorReport {
     pub transport: Result<TransportChoice, String>,
     /// Needed for the hybrid transport.
     pub vhost_device_vsock: Option<PathBuf>,
+    /// Serves live `-v` volumes to memres VMs; optional (without it volumes are copied).
+    pub virtiofsd: Option<PathBuf>,
     pub blobs: Result<BlobSet, String>,
     /// The plugin search path, in order (TEAM.md), with whether each dir exists.
     pub plugin_dirs: Vec<(PathBuf, bool)>,
@@ -62,6 +65,7 @@ pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) 
         accel: accel::choose(arch, no_kvm),
         transport: transport::choose(None).map_err(|e| e.to_string()),
         vhost_device_vsock: process::which("vhost-device-vsock"),
+        virtiofsd: process::which(virtiofs::PROGRAM),
         blobs: blobs::resolve(blob_dir, arch, runtime).map_err(|e| e.to_string()),
         plugin_dirs: plugin_search_path()
             .into_iter()
@@ -115,6 +119,22 @@ impl std::fmt::Display for DoctorReport {
             }
             Err(e) => writeln!(f, "[{}] transport: {e}", mark(false))?,
         }
+        match &self.virtiofsd {
+            Some(p) if virtiofs::enabled_by_env() => writeln!(
+                f,
+                "[ok  ] live volumes: memres VMs share the host with {}",
+                p.display()
+            )?,
+            Some(_) => writeln!(
+                f,
+                "[ok  ] live volumes: off ({}=off); volumes are copied",
+                virtiofs::DISABLE_ENV
+            )?,
+            None => writeln!(
+                f,
+                "[ok  ] live volumes: virtiofsd NOT found; volumes are copied (detached containers' changes come back at stop)"
+            )?,
+        }
         match &self.blobs {
             Ok(b) => {
                 write!(
@@ -153,6 +173,7 @@ mod tests {
         let r = doctor(Arch::X86_64, "podman", Some(t.path()), false);
         let text = r.to_string();
         assert!(text.contains("accel: "), "{text}");
+        assert!(text.contains("live volumes: "), "{text}");
         assert!(text.contains("[FAIL] blobs:"), "{text}");
         assert!(!r.ok(), "no blobs in an empty dir");
         if let Ok((_, v)) = &r.qemu {

@@ -9,6 +9,10 @@
 //! because a running QEMU cannot get new vhost-user-fs devices without hotplug and volumes
 //! come with each command.
 //!
+//! The price: root in the guest can read and write the host as virtiofsd's user (root on
+//! CI), where before the VM boundary kept it out. Containers get only the directories their
+//! volumes bind; `VCONTAINER_HOST_SHARE=off` restores the copy-only VM.
+//!
 //! virtiofsd is supervised like vhost-device-vsock: a child of the VM's owner with
 //! PR_SET_PDEATHSIG, recorded in vm.json with its start time, stopped after QEMU.
 

@@ -9,6 +9,9 @@
 //! changes made on the host while the container runs are not seen inside; a `start` of the
 //! stopped container refreshes its copy from the host first.
 //!
+//! Only for memres VMs without the host share: with it, volumes are live binds of the host
+//! directory (see `shared`) and nothing is recorded here.
+//!
 //! While such a record exists, the supervisor's idle stop waits (see
 //! `vm::supervisor`), so an idle timeout never throws the container's writes away.
 
