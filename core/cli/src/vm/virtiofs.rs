@@ -282,9 +282,20 @@ mod tests {
         let sock = t.path().join("v.sock");
         let log = t.path().join("v.log");
         let bin = t.path().join("false-virtiofsd");
-        std::fs::write(&bin, "#!/bin/sh\necho nope >&2\nexit 3\n").expect("w");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Written by a child shell, not by this process: while this (multi-threaded) test
+        // process held the script open for writing, a fork by any parallel test would
+        // inherit that fd until its exec, and executing the script then fails with
+        // ETXTBSY ("Text file busy").
+        let written = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "printf '#!/bin/sh\\necho nope >&2\\nexit 3\\n' > \"$1\" && chmod 755 \"$1\"",
+            ])
+            .arg("sh")
+            .arg(&bin)
+            .status()
+            .expect("sh");
+        assert!(written.success());
         let files = Files {
             socket: &sock,
             log: &log,
