@@ -306,17 +306,17 @@ fn memres_session_has_none_of_the_old_bugs() {
     let w = World::new();
     let (static_host, static_guest) = (free_port(23100), 18081);
 
-    // §8.12 (memres start -p H:C forwarded H to the VM's port H)
-    ok(
-        &w,
-        tool,
-        &[
-            "memres",
-            "start",
-            "-p",
-            &format!("{static_host}:{static_guest}"),
-        ],
-    );
+    // §8.12 (memres start -p H:C forwarded H to the VM's port H). Without the host share:
+    // volumes take the copy path (copy in, sync back), where the old volume bugs lived; the
+    // virtiofs path is containers_live.rs::detached_volumes_are_live_over_virtiofs
+    let o = w
+        .cmd(tool)
+        .args(["memres", "start", "-p"])
+        .arg(format!("{static_host}:{static_guest}"))
+        .env("VCONTAINER_HOST_SHARE", "off")
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
     let _guard = MemresGuard::new(&w, tool);
     // §8.16 (`memres status` printed an empty `VM:`)
     let status = ok(&w, tool, &["memres", "status"]);
@@ -324,7 +324,8 @@ fn memres_session_has_none_of_the_old_bugs() {
     assert!(
         status.starts_with("running (pid ")
             && status.contains("podman x86_64")
-            && status.contains(&*state.to_string_lossy()),
+            && status.contains(&*state.to_string_lossy())
+            && !status.contains("virtiofs"),
         "{status}"
     );
     // §8.12 (`memres list` never showed the ports)
@@ -555,6 +556,30 @@ fn memres_session_has_none_of_the_old_bugs() {
         assert_eq!(o.status.code(), Some(i));
     }
 
+    // §8.7 (`--storage` was ignored whenever the memres VM was used: the README's own
+    // `--storage X vimport ...` produced no file)
+    let storage = w.home.path().join("storage out.tar");
+    let rootfs = w.home.path().join("bb-rootfs.tar");
+    let o = w.run(
+        tool,
+        [
+            OsStr::new("--storage"),
+            storage.as_os_str(),
+            OsStr::new("vimport"),
+            rootfs.as_os_str(),
+            OsStr::new("bb:3"),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "--storage vimport: {}",
+        stderr(&o)
+    );
+    let size = std::fs::metadata(&storage).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 100_000, "--storage wrote {size} bytes");
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "--storage bypassed memres");
+
     // §8.8 (`--stateless` used the running stateful VM): it sees none of its images and
     // leaves it running
     let o = w.run(tool, ["--stateless", "images"]);
@@ -750,4 +775,177 @@ fn vdkr_one_shot_pull_succeeds_and_keeps_the_image() {
     );
     assert_no_vm_processes(w.home.path());
     assert_fsck_clean(&state_dir(&w, tool).join("docker-state.img"));
+}
+
+/// Runs `vrun -p PORT:80` of a container that serves for 30 s then exits: the host port must
+/// reach it while it runs, and be free again once `vrun` returned.
+fn foreground_publish_reaches_the_container(w: &World, tool: &str, global: &[&str], port: u16) {
+    let mut args: Vec<String> = global.iter().map(|a| a.to_string()).collect();
+    let serve = "mkdir -p /www && echo foreground-reply > /www/index.html && \
+                 httpd -p 80 -h /www && sleep 30";
+    args.extend(
+        [
+            "vrun",
+            "-p",
+            &format!("{port}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            serve,
+        ]
+        .map(String::from),
+    );
+    let child = w
+        .cmd(tool)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let answered = wait_http(port, "foreground-reply");
+    let o = child.wait_with_output().expect("wait");
+    assert!(
+        answered,
+        "{tool} {args:?}: the host port never reached the container; stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{tool} {args:?}: {}", stderr(&o));
+    assert!(
+        TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        "{tool} {args:?}: host port {port} still taken after the command"
+    );
+}
+
+/// §8.12 (`vrun -p H:C` forwarded host H to the VM's H, so the README's `-p 8080:80`
+/// examples were unreachable): a foreground `vrun -p H:C` reaches the container's C from the
+/// host while it runs, on a memres VM and in a one-shot VM, and the forward goes with it.
+/// Then a one-shot VM's copied volume (§8.1, §8.10) on the state disk this left.
+#[test]
+fn foreground_publish_and_one_shot_volumes() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["memres", "start"]);
+    let guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+    foreground_publish_reaches_the_container(&w, tool, &[], free_port(25100));
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    assert!(forwards_section(&ps).is_empty(), "forward recorded: {ps}");
+    ok(&w, tool, &["memres", "stop"]);
+    drop(guard);
+    assert_no_vm_processes(w.home.path());
+    foreground_publish_reaches_the_container(&w, tool, &["--no-daemon"], free_port(25600));
+    assert_no_vm_processes(w.home.path());
+    one_shot_volume_keeps_dotfiles_and_syncs_after_a_failure(&w, tool);
+}
+
+fn mtime_and_inode(p: &Path) -> (i64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).expect("metadata");
+    (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ino())
+}
+
+/// §8.1 (the copy-in skipped dot-files and `rsync --delete` removed `.git/` and `.env` from
+/// the host) and §8.10 (a non-zero exit skipped the sync-back), on the path that still copies:
+/// a one-shot VM (memres VMs bind the host dir over virtiofs instead).
+fn one_shot_volume_keeps_dotfiles_and_syncs_after_a_failure(w: &World, tool: &str) {
+    let dir = w.home.path().join("one-shot volume");
+    std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
+    std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+    std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+    std::fs::write(dir.join("delete.txt"), "bye\n").expect("w");
+    let keep = mtime_and_inode(&dir.join("keep.txt"));
+    let env = mtime_and_inode(&dir.join(".env"));
+    let o = w.run(
+        tool,
+        [
+            "--no-daemon",
+            "vrun",
+            "-v",
+            &format!("{}:/data", dir.display()),
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /data/.env /data/.git/HEAD && echo made > /data/created.txt && \
+             rm /data/delete.txt && exit 3",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "SECRET=1\nref: refs/heads/main\n",
+        "dot-files not copied in"
+    );
+    assert_eq!(
+        read(&dir.join("created.txt")),
+        "made\n",
+        "no sync-back after exit 3"
+    );
+    assert!(
+        !dir.join("delete.txt").exists(),
+        "the deletion did not come back"
+    );
+    assert_eq!(read(&dir.join(".git/HEAD")), "ref: refs/heads/main\n");
+    assert_eq!(mtime_and_inode(&dir.join(".env")), env, ".env rewritten");
+    assert_eq!(
+        mtime_and_inode(&dir.join("keep.txt")),
+        keep,
+        "keep.txt rewritten"
+    );
+    assert_no_vm_processes(w.home.path());
+}
+
+/// §8.12 (port-forward bookkeeping leaked forwards): a foreground `vrun -p` stopped with
+/// Ctrl-C (SIGINT, as the terminal sends it) must not leave its host port forwarded: the
+/// same `vrun -p` works again right after, and the port is free once it ends. Ignored while
+/// it fails: see docs/old-bugs.md, open items.
+#[test]
+#[ignore = "spec/cli.md §8.12: Ctrl-C on a foreground `vrun -p` leaks the QEMU forward (docs/old-bugs.md)"]
+fn interrupted_foreground_publish_frees_its_port() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["memres", "start"]);
+    let _guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+    let port = free_port(26100);
+    for round in 0..2 {
+        let reply = format!("round-{round}");
+        let child = w
+            .cmd(tool)
+            .args([
+                "vrun",
+                "-p",
+                &format!("{port}:80"),
+                "bb:1",
+                "sh",
+                "-c",
+                &format!(
+                    "{}; sleep 600",
+                    httpd(80, &reply).replace("httpd -f", "httpd")
+                ),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let answered = wait_http(port, &reply);
+        let interrupted = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        let o = child.wait_with_output().expect("wait");
+        assert!(
+            answered,
+            "round {round}: host port {port} never reached the container; stderr: {}",
+            stderr(&o)
+        );
+        assert!(interrupted.success());
+        assert!(
+            TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "round {round}: host port {port} still forwarded after Ctrl-C; stderr: {}",
+            stderr(&o)
+        );
+    }
 }
