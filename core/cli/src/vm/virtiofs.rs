@@ -85,6 +85,9 @@ impl Sandbox {
 /// by the next open inside the container within that second, while a build reading many
 /// files does not pay a round trip per stat. `never` would see edits at once but makes every
 /// lookup a vhost-user round trip (slow under TCG); `always` would not see host edits at all.
+/// Measured here (TCG, x86_64 guest): a host edit reached a container polling every 0.2 s
+/// within 0.20-0.35 s with either `auto` or `never`, while `run --rm` reading 2000 small
+/// files twice took 12 s with `auto` against 30 s with `never`.
 /// No `--writeback`: the container's writes reach the host file as they are made, not when
 /// the guest's page cache is flushed. `--sandbox` as chosen by [`spawn`].
 pub fn argv(socket: &Path, sandbox: Sandbox) -> Vec<OsString> {
