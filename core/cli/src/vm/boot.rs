@@ -334,7 +334,9 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
 /// visible under the mount. A guest that could not load virtiofs or mount it would
 /// otherwise make the runtime bind an empty directory it creates itself, silently.
 fn check_host_share(endpoint: &Endpoint, state_dir: &Path) -> std::result::Result<String, String> {
-    let abs = std::path::absolute(state_dir).map_err(|e| e.to_string())?;
+    // canonical: a symlink on the way would be resolved against the guest's own root
+    let abs =
+        std::fs::canonicalize(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     let probe = virtiofs::guest_path_of(&abs)
         .ok_or_else(|| format!("state dir {} is not valid UTF-8", abs.display()))?;
     let conn = endpoint

@@ -307,6 +307,45 @@ mod tests {
     }
 
     #[test]
+    fn the_host_share_counts_only_while_its_virtiofsd_lives() {
+        let t = tempfile::tempdir().expect("tmp");
+        let me = ProcId::of(std::process::id() as i32).expect("self");
+        let mut r = record(me, me, t.path());
+        r.host_share = Some("/run/vcontainer/host".into());
+        let i = |r: &VmRecord| Instance {
+            state_dir: t.path().to_path_buf(),
+            record: r.clone(),
+        };
+        assert_eq!(i(&r).host_share(), None, "no virtiofsd recorded");
+        r.virtiofsd_pid = Some(me.pid);
+        r.virtiofsd_start_time = Some(me.start_time);
+        assert_eq!(i(&r).host_share(), Some("/run/vcontainer/host"));
+        r.virtiofsd_start_time = Some(me.start_time + 1);
+        assert_eq!(i(&r).host_share(), None, "virtiofsd gone (pid recycled)");
+        // a vm.json written before the share existed still reads, without one
+        r.write(t.path()).expect("write");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(t.path().join(VM_JSON)).expect("read"))
+                .expect("json");
+        let obj = v.as_object_mut().expect("object");
+        for k in [
+            "virtiofsd_pid",
+            "virtiofsd_start_time",
+            "host_share",
+            "host_share_note",
+        ] {
+            obj.remove(k);
+        }
+        if let Some(paths) = obj.get_mut("paths").and_then(|p| p.as_object_mut()) {
+            paths.remove("virtiofs_socket");
+            paths.remove("virtiofsd_log");
+        }
+        std::fs::write(t.path().join(VM_JSON), v.to_string()).expect("w");
+        let old = VmRecord::read(t.path()).expect("old record still readable");
+        assert_eq!(old.host_share, None);
+    }
+
+    #[test]
     fn vm_json_is_probe_friendly() {
         let t = tempfile::tempdir().expect("tmp");
         let me = ProcId::of(std::process::id() as i32).expect("self");
