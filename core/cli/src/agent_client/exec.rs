@@ -29,6 +29,15 @@ impl SharedWriter {
         let frame = Frame::control(request)?;
         self.frame(FrameType::Control, &frame.payload)
     }
+
+    /// Ends the conversation from our side: the reader sees EOF, the agent hangs up on the
+    /// program (SIGHUP), as when a terminal closes.
+    pub(crate) fn shutdown(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shutdown_conn();
+    }
 }
 
 /// Run `request` in the guest: `stdin` (if any) is streamed to the program until EOF, its

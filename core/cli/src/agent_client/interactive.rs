@@ -68,31 +68,80 @@ pub fn exec_interactive<C: AgentConn>(
     } else {
         None
     };
-    let signal_error = |source| ClientError::Local {
-        context: "installing signal handlers".into(),
-        source,
-    };
-    let restore_default = default_after_sessions().map_err(signal_error)?;
-    restore_default.store(false, Ordering::SeqCst);
-    let signals = Signals::new([SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT]);
-    let mut signals = match signals {
-        Ok(signals) => signals,
-        Err(e) => {
-            restore_default.store(true, Ordering::SeqCst);
-            return Err(signal_error(e));
-        }
-    };
-    let handle = signals.handle();
+    let relay = SignalRelay::install()?;
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
-    let result = run(conn, request, stdin, &mut stdout, &mut stderr, |writer| {
-        let _ = thread::Builder::new()
-            .name("agent-signals".into())
-            .spawn(move || relay_signals(&mut signals, &writer, tty));
-    });
-    handle.close();
-    restore_default.store(true, Ordering::SeqCst);
-    result
+    relay.run(conn, request, stdin, &mut stdout, &mut stderr, tty)
+}
+
+/// Run `request` with its output on `stdout`/`stderr` and no stdin, relaying the signals
+/// that would end this process to the guest program, as `docker run` (sig-proxy) does: the
+/// program decides what Ctrl-C means. A second such signal stops waiting: the connection is
+/// closed (the agent hangs up on the program) and the status is that signal, so the caller
+/// still cleans up (port forwards, volumes) instead of dying mid-way.
+pub fn exec_relaying_signals<C: AgentConn>(
+    conn: C,
+    request: ExecRequest,
+    stdout: &mut dyn io::Write,
+    stderr: &mut dyn io::Write,
+) -> Result<ExitStatus, ClientError> {
+    SignalRelay::install()?.run(conn, request, None, stdout, stderr, false)
+}
+
+/// This process's terminating signals (and SIGWINCH) caught for one exec and relayed to it.
+struct SignalRelay {
+    signals: Signals,
+    restore_default: Arc<AtomicBool>,
+}
+
+impl SignalRelay {
+    fn install() -> Result<Self, ClientError> {
+        let signal_error = |source| ClientError::Local {
+            context: "installing signal handlers".into(),
+            source,
+        };
+        let restore_default = default_after_sessions().map_err(signal_error)?;
+        restore_default.store(false, Ordering::SeqCst);
+        match Signals::new([SIGWINCH, SIGINT, SIGTERM, SIGHUP, SIGQUIT]) {
+            Ok(signals) => Ok(Self {
+                signals,
+                restore_default,
+            }),
+            Err(e) => {
+                restore_default.store(true, Ordering::SeqCst);
+                Err(signal_error(e))
+            }
+        }
+    }
+
+    fn run<C: AgentConn>(
+        self,
+        conn: C,
+        request: ExecRequest,
+        stdin: Option<Box<dyn io::Read + Send>>,
+        stdout: &mut dyn io::Write,
+        stderr: &mut dyn io::Write,
+        tty: bool,
+    ) -> Result<ExitStatus, ClientError> {
+        let Self {
+            mut signals,
+            restore_default,
+        } = self;
+        let handle = signals.handle();
+        let forced = Arc::new(AtomicBool::new(false));
+        let forced_by_relay = Arc::clone(&forced);
+        let result = run(conn, request, stdin, stdout, stderr, |writer| {
+            let _ = thread::Builder::new()
+                .name("agent-signals".into())
+                .spawn(move || relay_signals(&mut signals, &writer, tty, &forced_by_relay));
+        });
+        handle.close();
+        restore_default.store(true, Ordering::SeqCst);
+        if forced.load(Ordering::SeqCst) {
+            return Ok(ExitStatus::Signal(SIGINT));
+        }
+        result
+    }
 }
 
 /// Signals that end the process by default, and are forwarded while a session runs.
@@ -116,7 +165,8 @@ pub(crate) fn default_after_sessions() -> io::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool) {
+fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool, forced: &AtomicBool) {
+    let mut terminating = 0;
     for signal in signals.forever() {
         let request = if signal == SIGWINCH {
             match (tty, terminal_size()) {
@@ -124,6 +174,15 @@ fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool) {
                 _ => continue,
             }
         } else {
+            terminating += 1;
+            // Without a terminal a second Ctrl-C means "stop waiting" (the first went to
+            // the program, which may ignore it, as a container's PID 1 does by default).
+            // With one, keys are the program's: the signals only come from `kill`.
+            if !tty && terminating > 1 {
+                forced.store(true, Ordering::SeqCst);
+                writer.shutdown();
+                return;
+            }
             Request::Signal { signal }
         };
         if writer.request(&request).is_err() {

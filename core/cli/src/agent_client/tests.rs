@@ -352,8 +352,80 @@ fn signal_is_delivered_to_the_program() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// Tests that send SIGINT to this whole test process take turns: a relay installed by one
+/// would otherwise take the other's signal.
+static SIGINT_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sends SIGINT to this process once `flag` exists, `times` times, `gap` apart. The deadline
+/// only bounds a hang.
+fn sigint_once_running(flag: std::path::PathBuf, times: usize, gap: Duration) {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !flag.exists() {
+            if Instant::now() > deadline {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        for _ in 0..times {
+            // SAFETY: kill has no memory-safety preconditions; the relay installed by the
+            // exec under test turns SIGINT into a forwarded Signal request.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGINT);
+            }
+            thread::sleep(gap);
+        }
+    });
+}
+
+#[test]
+fn relayed_sigint_reaches_the_program_and_a_second_one_stops_waiting() {
+    let _turn = SIGINT_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let agent = TestAgent::start();
+    // A program that handles SIGINT ends with its own status after the first one.
+    let running = agent.dir.path().join("running");
+    let script = format!(
+        "trap 'echo got-int; exit 3' INT; : > {}; while :; do sleep 0.1; done",
+        running.display()
+    );
+    sigint_once_running(running.clone(), 1, Duration::ZERO);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = exec_relaying_signals(
+        agent.connect(),
+        ExecRequest::new(["sh", "-c", script.as_str()]),
+        &mut out,
+        &mut err,
+    )
+    .expect("exec");
+    assert_eq!(status, ExitStatus::Code(3));
+    assert_eq!(String::from_utf8_lossy(&out), "got-int\n");
+
+    // One that ignores it (as a container's PID 1 does): the second SIGINT stops waiting,
+    // and the status says so; the agent hangs up on the program.
+    let running = agent.dir.path().join("running-2");
+    let script = format!("trap '' INT; : > {}; exec sleep 30", running.display());
+    sigint_once_running(running, 2, Duration::from_millis(300));
+    let started = Instant::now();
+    let status = exec_relaying_signals(
+        agent.connect(),
+        ExecRequest::new(["sh", "-c", script.as_str()]),
+        &mut out,
+        &mut err,
+    )
+    .expect("exec");
+    assert_eq!(status, ExitStatus::Signal(libc::SIGINT));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let restore = super::interactive::default_after_sessions().expect("flag");
+    assert!(restore.load(std::sync::atomic::Ordering::SeqCst));
+}
+
 #[test]
 fn interactive_exec_forwards_our_sigint_to_the_program() {
+    let _turn = SIGINT_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let agent = TestAgent::start();
     let conn = agent.connect();
     // SIGINT goes out only once the program runs: then exec_interactive has installed its
@@ -362,23 +434,7 @@ fn interactive_exec_forwards_our_sigint_to_the_program() {
     let running = agent.dir.path().join("running");
     // `: >` (a shell builtin, no child for the shell to wait on) then `exec`
     let script = format!(": > {}; exec sleep 30", running.display());
-    {
-        let running = running.clone();
-        thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !running.exists() {
-                if Instant::now() > deadline {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            // SAFETY: kill has no memory-safety preconditions; the handler installed by
-            // exec_interactive turns SIGINT into a forwarded Signal request.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGINT);
-            }
-        });
-    }
+    sigint_once_running(running, 1, Duration::ZERO);
     let started = Instant::now();
     let status =
         exec_interactive(conn, ExecRequest::new(["sh", "-c", script.as_str()])).expect("exec");

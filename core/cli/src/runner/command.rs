@@ -381,13 +381,13 @@ fn run_planned(
         let mut stdout = stdout.lock();
         let mut stderr = io::stderr();
         let r = if forwards.is_empty() && !live_vols {
-            agent_client::exec(conn, request, None, &mut stdout, &mut stderr)
+            agent_client::exec_relaying_signals(conn, request, &mut stdout, &mut stderr)
         } else {
             let mut tee = Tee {
                 out: &mut stdout,
                 copy: &mut captured,
             };
-            agent_client::exec(conn, request, None, &mut tee, &mut stderr)
+            agent_client::exec_relaying_signals(conn, request, &mut tee, &mut stderr)
         };
         drop(stdout);
         let r = match &deadline {
