@@ -121,7 +121,7 @@ fn run_on(
     ))
 }
 
-/// Pids of QEMU / vhost-device-vsock processes whose command line mentions `needle`.
+/// Pids of QEMU / vhost-device-vsock / virtiofsd processes whose command line mentions `needle`.
 fn vm_processes(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
@@ -138,7 +138,9 @@ fn vm_processes(needle: &str) -> Vec<u32> {
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
         if !zombie
             && cmd.contains(needle)
-            && (cmd.contains("qemu-system") || cmd.contains("vhost-device-vsock"))
+            && (cmd.contains("qemu-system")
+                || cmd.contains("vhost-device-vsock")
+                || cmd.contains("virtiofsd"))
         {
             found.push(pid);
         }
