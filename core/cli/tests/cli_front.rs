@@ -594,3 +594,30 @@ fn plugins_lists_and_reports_unloadable_files() {
     let o = f.run("vcontainer", &["plugins", "--format", "yaml"]);
     assert_eq!(o.status.code(), Some(125));
 }
+
+#[test]
+fn memres_help_prints_its_usage_and_an_unknown_subcommand_is_125() {
+    let f = Fixture::new();
+    for flag in ["--help", "-h", "help"] {
+        let o = f.run("vpdmn", &["memres", flag]);
+        assert_eq!(o.status.code(), Some(0), "{flag}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("usage: vpdmn memres start") && stdout(&o).contains("clean-ports"),
+            "{flag}: {}",
+            stdout(&o)
+        );
+    }
+    let o = f.run("vpdmn", &["memres", "sart"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("unknown memres subcommand 'sart'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!f
+        .home()
+        .join(".vpdmn")
+        .join(host_arch())
+        .join("vm.json")
+        .exists());
+}

@@ -215,6 +215,10 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             }
             Ok(0)
         }
+        "--help" | "-h" | "help" => {
+            writeln!(std::io::stdout().lock(), "usage: {tool} memres {USAGE}")?;
+            Ok(0)
+        }
         other => bail!("unknown memres subcommand '{other}'; usage: {tool} memres {USAGE}"),
     }
 }
