@@ -25,7 +25,8 @@ fi
 
 pkgs_main=(mmdebstrap squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
            skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
-           gcc libc6-dev openssl)
+           gcc libc6-dev openssl
+           libseccomp-dev libcap-ng-dev pkg-config)  # the last three: to build virtiofsd
 missing=()
 for p in "${pkgs_main[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1 \
@@ -41,13 +42,11 @@ fi
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
 if ! command -v vhost-device-vsock >/dev/null 2>&1; then
-  cargo install --locked vhost-device-vsock
+  # pinned: the code speaks 0.3.0's command line (and works around its bugs, vm/vhost_gate.rs)
+  cargo install --locked vhost-device-vsock --version 0.3.0
   ln -sf "$HOME/.cargo/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock 2>/dev/null || true
 fi
-# virtiofsd shares the host with memres VMs (live `-v` volumes); it links libseccomp and libcap-ng
-for p in libseccomp-dev libcap-ng-dev pkg-config; do
-  dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -q; apt-get install -y -q --no-install-recommends "$p"; }
-done
+# virtiofsd shares the host with memres VMs (live `-v` volumes)
 if ! command -v virtiofsd >/dev/null 2>&1; then
   cargo install --locked virtiofsd --version 1.14.0
   ln -sf "$HOME/.cargo/bin/virtiofsd" /usr/local/bin/virtiofsd 2>/dev/null || true
