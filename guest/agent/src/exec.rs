@@ -413,6 +413,19 @@ impl Control {
             unsafe {
                 libc::ioctl(fd, libc::TIOCSWINSZ, &ws as *const Winsize);
             }
+            // The kernel signals SIGWINCH only when the size changed. Signal it anyway: the
+            // host re-sends the same size shortly after start so that `docker exec -it` /
+            // `podman exec -t`, whose own first resize of the container's terminal can be
+            // lost under emulation (docker gives up after 50 ms), resize it again; otherwise
+            // the container's terminal stays 0x0.
+            // SAFETY: tcgetpgrp only reads the terminal's foreground group.
+            let foreground = unsafe { libc::tcgetpgrp(fd) };
+            if foreground > 0 {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(-foreground, libc::SIGWINCH);
+                }
+            }
         }
     }
 }

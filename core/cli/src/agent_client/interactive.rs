@@ -5,6 +5,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use nix::sys::termios::{self, SetArg, Termios};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGWINCH};
@@ -131,6 +132,12 @@ impl SignalRelay {
         let forced = Arc::new(AtomicBool::new(false));
         let forced_by_relay = Arc::clone(&forced);
         let result = run(conn, request, stdin, stdout, stderr, |writer| {
+            if tty {
+                let settle = writer.clone();
+                let _ = thread::Builder::new()
+                    .name("agent-resize".into())
+                    .spawn(move || settle_window_size(&settle));
+            }
             let _ = thread::Builder::new()
                 .name("agent-signals".into())
                 .spawn(move || relay_signals(&mut signals, &writer, tty, &forced_by_relay));
@@ -163,6 +170,32 @@ pub(crate) fn default_after_sessions() -> io::Result<Arc<AtomicBool>> {
     }
     *slot = Some(Arc::clone(&flag));
     Ok(flag)
+}
+
+/// When after start the size is sent again (the agent then signals SIGWINCH in the guest).
+const SETTLE_RESIZES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// A runtime CLI in the guest (`docker exec -it`, `podman exec -t`) sizes the container's
+/// terminal once at start, and that first resize is lost when the container side is not
+/// ready yet, which under TCG is common: the terminal then stays 0x0 until the user resizes
+/// the window. Sending the size again a few times early on makes the CLI resize it again.
+/// Ends at the first failed write (the exec is over).
+fn settle_window_size(writer: &SharedWriter) {
+    let mut waited = Duration::ZERO;
+    for at in SETTLE_RESIZES {
+        thread::sleep(at.saturating_sub(waited));
+        waited = at;
+        let Some(size) = terminal_size() else {
+            return;
+        };
+        if writer.request(&Request::Resize(size)).is_err() {
+            return;
+        }
+    }
 }
 
 fn relay_signals(signals: &mut Signals, writer: &SharedWriter, tty: bool, forced: &AtomicBool) {

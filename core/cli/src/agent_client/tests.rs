@@ -329,6 +329,43 @@ fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
 }
 
 #[test]
+fn a_resize_to_the_same_size_still_signals_sigwinch() {
+    // The host re-sends the size after start so that a runtime CLI whose first resize of
+    // the container's terminal was lost tries again: that needs a SIGWINCH even though the
+    // size did not change (the kernel sends none then). The loop only bounds a hang.
+    let agent = TestAgent::start();
+    let script = "trap 'echo winch; exit 0' WINCH; echo ready; i=0; \
+        while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo no-winch";
+    let mut request = ExecRequest::new(["sh", "-c", script]);
+    let size = WindowSize { rows: 24, cols: 80 };
+    request.tty = Some(size);
+    let (first_output_tx, first_output) = channel();
+    let mut out = Notify {
+        seen: Vec::new(),
+        tx: Some(first_output_tx),
+    };
+    let mut err = Vec::new();
+    let status = run(
+        agent.connect(),
+        request,
+        None,
+        &mut out,
+        &mut err,
+        |writer| {
+            thread::spawn(move || {
+                if first_output.recv().is_ok() {
+                    let _ = writer.request(&Request::Resize(size));
+                }
+            });
+        },
+    )
+    .expect("exec");
+    let text = String::from_utf8_lossy(&out.seen);
+    assert_eq!(text, "ready\r\nwinch\r\n");
+    assert_eq!(status, ExitStatus::Code(0));
+}
+
+#[test]
 fn signal_is_delivered_to_the_program() {
     let agent = TestAgent::start();
     let started = Instant::now();
