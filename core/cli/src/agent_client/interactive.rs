@@ -173,10 +173,15 @@ pub(crate) fn default_after_sessions() -> io::Result<Arc<AtomicBool>> {
 }
 
 /// When after start the size is sent again (the agent then signals SIGWINCH in the guest).
-const SETTLE_RESIZES: [Duration; 3] = [
+/// Up to 30 s: under TCG a container can take that long to start, and a resize before it
+/// runs is lost again; an unchanged size costs the container nothing (no SIGWINCH there).
+const SETTLE_RESIZES: [Duration; 6] = [
     Duration::from_secs(1),
     Duration::from_secs(2),
     Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(30),
 ];
 
 /// A runtime CLI in the guest (`docker exec -it`, `podman exec -t`) sizes the container's
