@@ -190,7 +190,8 @@ pub fn write_auth_file(path: &Path, registry: &str, user: &str, password: &str, 
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod auth file");
 }
 
-fn base64(data: &[u8]) -> String {
+/// Standard base64 (with padding), as docker's auth files hold it.
+pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {

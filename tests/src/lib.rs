@@ -7,6 +7,8 @@
 //! when `VCONTAINER_E2E=1` (set by `make test` in CI), so CI can never pass by skipping.
 
 pub mod fixtures;
+pub mod net;
+pub mod terminal;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -261,4 +263,20 @@ pub fn assert_no_vm_processes(needle: &Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// The state disk image passes `e2fsck -n -f`: the VM stopped without corrupting it.
+pub fn assert_fsck_clean(img: &Path) {
+    let out = Command::new("e2fsck")
+        .args(["-n", "-f"])
+        .arg(img)
+        .output()
+        .expect("run e2fsck");
+    assert!(
+        out.status.success(),
+        "state disk {} not clean: {}{}",
+        img.display(),
+        stdout(&out),
+        stderr(&out)
+    );
 }

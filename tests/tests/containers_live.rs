@@ -5,7 +5,6 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vcontainer_tests::net::{forwards_section, http_get, httpd, wait_http};
 use vcontainer_tests::{assert_no_vm_processes, busybox_rootfs_tar, stderr, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -380,38 +380,6 @@ fn free_port(base: u16) -> u16 {
         .expect("free port")
 }
 
-fn http_get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_http(port: u16, want: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        if http_get(port).is_some_and(|b| b.contains(want)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
-}
-
-/// The part of `ps` output after the runtime's own table: our forwards table.
-fn forwards_section(ps: &str) -> &str {
-    ps.find("Host Port Forwards")
-        .map(|i| &ps[i..])
-        .unwrap_or("")
-}
-
-/// A busybox httpd serving `text` on `port` inside the container.
-fn httpd(port: u16, text: &str) -> String {
-    format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www")
-}
-
 /// `memres start -p H:H -p U:U/udp`: static forwards reach a container on the VM's network;
 /// `run -d -p H:80` twice (same inside port, different host ports): both answer, both show
 /// in `ps`; `stop <id>` and `rm -f <name>` remove their forwards; `memres stop` leaves no
@@ -460,7 +428,7 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             &httpd(hs, "static-reply"),
         ]);
         assert!(
-            wait_http(hs, "static-reply"),
+            wait_http(hs, "static-reply", 90),
             "{tool}: static port {hs} silent"
         );
 
@@ -489,8 +457,8 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             "-c",
             &httpd(80, "reply-from-B"),
         ]);
-        assert!(wait_http(p1, "reply-from-A"), "{tool}: {p1} silent");
-        assert!(wait_http(p2, "reply-from-B"), "{tool}: {p2} silent");
+        assert!(wait_http(p1, "reply-from-A", 90), "{tool}: {p1} silent");
+        assert!(wait_http(p2, "reply-from-B", 90), "{tool}: {p2} silent");
         let ps = live.ok(&["ps"]);
         let table = forwards_section(&ps);
         for p in [p1, p2, hs, udp] {
@@ -543,7 +511,7 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             &httpd(80, "reply-from-C"),
         ]);
         assert!(
-            wait_http(p2, "reply-from-C"),
+            wait_http(p2, "reply-from-C", 90),
             "{tool}: {p2} silent after reuse"
         );
 
@@ -592,7 +560,7 @@ fn clean_ports_drops_stale_forwards_and_restart_clean_wipes_state() {
             "-c",
             &httpd(80, "gone-reply"),
         ]);
-        assert!(wait_http(p, "gone-reply"), "{tool}: {p} silent");
+        assert!(wait_http(p, "gone-reply", 90), "{tool}: {p} silent");
         // removed inside the VM: the tool never hears of it, the forward is stale
         live.ok(&["vshell", "-c", &format!("{runtime} rm -f gone >/dev/null")]);
         let ps = live.ok(&["ps", "-a"]);
@@ -623,7 +591,7 @@ fn clean_ports_drops_stale_forwards_and_restart_clean_wipes_state() {
             &httpd(80, "again-reply"),
         ]);
         assert!(
-            wait_http(p, "again-reply"),
+            wait_http(p, "again-reply", 90),
             "{tool}: {p} silent after clean-ports"
         );
         let o = live.run(&["memres", "clean-ports"]);

@@ -6,16 +6,18 @@
 //! Few boots on purpose (TCG): one memres session walks through many items.
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vcontainer_tests::fixtures::{BusyboxLayouts, LocalRegistry, MemresGuard};
+use vcontainer_tests::fixtures::{base64, BusyboxLayouts, LocalRegistry, MemresGuard};
+use vcontainer_tests::net::{forwards_section, http_get, httpd, wait_http};
+use vcontainer_tests::terminal::on_terminal;
 use vcontainer_tests::{
-    assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World,
+    assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout,
+    vm_or_skip, World,
 };
 
 fn ok(w: &World, tool: &str, args: &[&str]) -> String {
@@ -55,38 +57,6 @@ fn free_port(base: u16) -> u16 {
         .expect("free port")
 }
 
-fn http_get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_http(port: u16, want: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        if http_get(port).is_some_and(|b| b.contains(want)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
-}
-
-/// A busybox httpd serving `text` on `port` inside the container.
-fn httpd(port: u16, text: &str) -> String {
-    format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p {port} -h /www")
-}
-
-/// The part of `ps` output after the runtime's own table: our forwards table.
-fn forwards_section(ps: &str) -> &str {
-    ps.find("Host Port Forwards")
-        .map(|i| &ps[i..])
-        .unwrap_or("")
-}
-
 /// Polls `exec <ctr> <argv>` until it succeeds.
 fn wait_exec(w: &World, tool: &str, ctr: &str, argv: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -103,84 +73,6 @@ fn wait_exec(w: &World, tool: &str, ctr: &str, argv: &[&str]) {
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// One word for `sh -c`: single-quoted.
-fn sh_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', "'\\''"))
-}
-
-/// Runs `tool args` on a terminal (util-linux `script` gives it a PTY). Each step waits for
-/// `seen` on the terminal, then for `pause`, then types `keys`. Returns the exit code and
-/// everything the terminal showed.
-fn on_terminal(
-    w: &World,
-    tool: &str,
-    args: &[&str],
-    steps: &[(&str, Duration, &str)],
-) -> (i32, String) {
-    let line = std::iter::once(w.bin.join(tool).display().to_string())
-        .chain(args.iter().map(|a| a.to_string()))
-        .map(|a| sh_quote(&a))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = w
-        .cmd(tool)
-        .get_envs()
-        .fold(Command::new("script"), |mut c, (k, v)| {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-            c
-        })
-        .env("TERM", "xterm")
-        .args(["-q", "-f", "-e", "-c", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut out = child.stdout.take().expect("stdout");
-    let reader = {
-        let seen = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                seen.lock().expect("lock").push_str(&text);
-            }
-        })
-    };
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut from = 0;
-    for (want, pause, keys) in steps {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let text = seen.lock().expect("lock").clone();
-            if let Some(at) = text.get(from..).and_then(|t| t.find(want)) {
-                from += at + want.len();
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("{tool} {args:?}: {want:?} never shown; terminal: {text:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(*pause);
-        stdin.write_all(keys.as_bytes()).expect("type");
-        stdin.flush().expect("flush");
-    }
-    let status = child.wait().expect("wait");
-    drop(stdin);
-    let _ = reader.join();
-    let text = seen.lock().expect("lock").clone();
-    (status.code().unwrap_or(-1), text)
 }
 
 /// Command lines (and for VM processes the environment) of every process that mentions
@@ -223,42 +115,6 @@ fn small_files(dir: &Path) -> Vec<(PathBuf, String)> {
         }
     }
     out
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn assert_fsck_clean(img: &Path) {
-    let out = Command::new("e2fsck")
-        .args(["-n", "-f"])
-        .arg(img)
-        .output()
-        .expect("run e2fsck");
-    assert!(
-        out.status.success(),
-        "state disk {} not clean: {}{}",
-        img.display(),
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 /// Pushes the busybox test image from the host to `reg` as `repo` (skopeo, no VM).
@@ -353,7 +209,7 @@ fn memres_session_has_none_of_the_old_bugs() {
         ],
     );
     assert!(
-        wait_http(static_host, "static-reply"),
+        wait_http(static_host, "static-reply", 90),
         "host {static_host} does not reach the VM's {static_guest}"
     );
 
@@ -410,7 +266,7 @@ fn memres_session_has_none_of_the_old_bugs() {
             ],
         );
     }
-    assert!(wait_http(p1, "reply-w1") && wait_http(p2, "reply-w2"));
+    assert!(wait_http(p1, "reply-w1", 90) && wait_http(p2, "reply-w2", 90));
     ok(&w, tool, &["stop", "-t", "1", "w1", "w2"]);
     let ps = ok(&w, tool, &["ps", "-a"]);
     let table = forwards_section(&ps);
@@ -802,7 +658,7 @@ fn foreground_publish_reaches_the_container(w: &World, tool: &str, global: &[&st
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let answered = wait_http(port, "foreground-reply");
+    let answered = wait_http(port, "foreground-reply", 90);
     let o = child.wait_with_output().expect("wait");
     assert!(
         answered,
@@ -931,7 +787,7 @@ fn interrupted_foreground_publish_frees_its_port() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let answered = wait_http(port, &reply);
+        let answered = wait_http(port, &reply, 90);
         for _ in 0..*signals {
             let interrupted = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vcontainer_tests::fixtures::{write_auth_file, LocalRegistry, MemresGuard};
+use vcontainer_tests::terminal::on_terminal;
 use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -490,72 +491,6 @@ fn ca_cert_trusts_a_tls_registry_with_a_private_ca() {
     });
 }
 
-/// Runs `tool args` on a terminal (util-linux `script` gives it a PTY), answering each
-/// prompt when it appears; returns the exit code and everything the terminal showed.
-fn on_terminal(w: &World, tool: &str, args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
-    let line = std::iter::once(w.bin.join(tool).display().to_string())
-        .chain(args.iter().map(|a| a.to_string()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = w
-        .cmd("vdkr")
-        .get_envs()
-        .fold(Command::new("script"), |mut c, (k, v)| {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-            c
-        })
-        .args(["-q", "-f", "-e", "-c", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut out = child.stdout.take().expect("stdout");
-    let reader = {
-        let seen = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                seen.lock().expect("lock").push_str(&text);
-            }
-        })
-    };
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut from = 0;
-    for (prompt, answer) in answers {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let text = seen.lock().expect("lock").clone();
-            if let Some(at) = text[from..].find(prompt) {
-                from += at + prompt.len();
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{tool} {args:?}: no prompt {prompt:?}; terminal showed: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stdin.write_all(answer.as_bytes()).expect("answer");
-        stdin.flush().expect("flush");
-    }
-    let status = child.wait().expect("wait");
-    drop(stdin);
-    let _ = reader.join();
-    let text = seen.lock().expect("lock").clone();
-    (status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn interactive_login_prompts_on_a_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
@@ -570,7 +505,10 @@ fn interactive_login_prompts_on_a_terminal() {
             s.w,
             tool,
             &login,
-            &[("Username", "tester\r"), ("Password", "s3cret pass\r")],
+            &[
+                ("Username", Duration::ZERO, "tester\r"),
+                ("Password", Duration::ZERO, "s3cret pass\r"),
+            ],
         );
         assert_eq!(code, 0, "{tool}: {shown}");
         assert!(shown.contains("Login Succeeded"), "{tool}: {shown}");

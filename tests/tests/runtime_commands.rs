@@ -3,11 +3,9 @@
 //! private HOME. Offline: the only image is a busybox rootfs imported from the host.
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+use vcontainer_tests::net::{forwards_section, http_get, wait_http};
 use vcontainer_tests::{busybox_rootfs_tar, stderr, stdout, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -255,33 +253,6 @@ fn save_and_load_round_trip_and_storage_export_in_memres_and_batch() {
     }
 }
 
-/// The part of `ps` output after the runtime's own table: our forwards table.
-fn forwards_section(ps: &str) -> &str {
-    ps.find("Host Port Forwards")
-        .map(|i| &ps[i..])
-        .unwrap_or("")
-}
-
-fn http_get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_http(port: u16, want: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http_get(port).is_some_and(|b| b.contains(want)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    false
-}
-
 #[test]
 fn run_detached_with_ports_forwards_lists_and_removes() {
     for (tool, runtime) in TOOLS {
@@ -318,8 +289,14 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
         };
         let id1 = serve("web1", p1, "one");
         serve("web2", p2, "two");
-        assert!(wait_http(p1, "one"), "{tool}: port {p1} does not answer");
-        assert!(wait_http(p2, "two"), "{tool}: port {p2} does not answer");
+        assert!(
+            wait_http(p1, "one", 60),
+            "{tool}: port {p1} does not answer"
+        );
+        assert!(
+            wait_http(p2, "two", 60),
+            "{tool}: port {p2} does not answer"
+        );
 
         let ps = ok(&w, tool, &["ps"]);
         let table = forwards_section(&ps);

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use vcontainer_tests::{
-    assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World,
+    assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout,
+    vm_or_skip, World,
 };
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -18,21 +19,6 @@ fn state_dir(w: &World, tool: &str) -> PathBuf {
 
 fn state_image(state: &Path, runtime: &str) -> PathBuf {
     state.join(format!("{runtime}-state.img"))
-}
-
-fn assert_fsck_clean(img: &Path) {
-    let out = Command::new("e2fsck")
-        .args(["-n", "-f"])
-        .arg(img)
-        .output()
-        .expect("run e2fsck");
-    assert!(
-        out.status.success(),
-        "state disk {} not clean: {}{}",
-        img.display(),
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 fn import_busybox(w: &World, tool: &str) {
