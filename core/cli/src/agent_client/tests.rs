@@ -288,15 +288,10 @@ fn without_stdin_the_program_reads_eof() {
     assert_eq!(status, ExitStatus::Code(0));
 }
 
-#[test]
-fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
+/// Runs `script` on a 24x80 PTY and sends `resize` once its first output has arrived (no
+/// fixed sleep decides the order, however slow the machine); returns status and output.
+fn pty_exec_resized_after_first_output(script: &str, resize: WindowSize) -> (ExitStatus, String) {
     let agent = TestAgent::start();
-    // The resize is sent once the first size has arrived, and the program waits (up to
-    // 30 s, only to bound a hang) for the size to change: no fixed sleep on either side
-    // decides the order, however slow the machine.
-    let script = "stty size; i=0; \
-        while [ \"$(stty size)\" = '24 80' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
-        stty size";
     let mut request = ExecRequest::new(["sh", "-c", script]);
     request.tty = Some(WindowSize { rows: 24, cols: 80 });
     let (first_output_tx, first_output) = channel();
@@ -314,17 +309,29 @@ fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
         |writer| {
             thread::spawn(move || {
                 if first_output.recv().is_ok() {
-                    let _ = writer.request(&Request::Resize(WindowSize {
-                        rows: 50,
-                        cols: 132,
-                    }));
+                    let _ = writer.request(&Request::Resize(resize));
                 }
             });
         },
     )
     .expect("exec");
+    (status, String::from_utf8_lossy(&out.seen).into_owned())
+}
+
+#[test]
+fn pty_mode_has_a_terminal_of_the_requested_size_and_follows_resize() {
+    // The program waits (up to 30 s, only to bound a hang) for the size to change.
+    let script = "stty size; i=0; \
+        while [ \"$(stty size)\" = '24 80' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+        stty size";
+    let (status, text) = pty_exec_resized_after_first_output(
+        script,
+        WindowSize {
+            rows: 50,
+            cols: 132,
+        },
+    );
     assert_eq!(status, ExitStatus::Code(0));
-    let text = String::from_utf8_lossy(&out.seen);
     assert_eq!(text, "24 80\r\n50 132\r\n");
 }
 
@@ -333,34 +340,10 @@ fn a_resize_to_the_same_size_still_signals_sigwinch() {
     // The host re-sends the size after start so that a runtime CLI whose first resize of
     // the container's terminal was lost tries again: that needs a SIGWINCH even though the
     // size did not change (the kernel sends none then). The loop only bounds a hang.
-    let agent = TestAgent::start();
     let script = "trap 'echo winch; exit 0' WINCH; echo ready; i=0; \
         while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo no-winch";
-    let mut request = ExecRequest::new(["sh", "-c", script]);
-    let size = WindowSize { rows: 24, cols: 80 };
-    request.tty = Some(size);
-    let (first_output_tx, first_output) = channel();
-    let mut out = Notify {
-        seen: Vec::new(),
-        tx: Some(first_output_tx),
-    };
-    let mut err = Vec::new();
-    let status = run(
-        agent.connect(),
-        request,
-        None,
-        &mut out,
-        &mut err,
-        |writer| {
-            thread::spawn(move || {
-                if first_output.recv().is_ok() {
-                    let _ = writer.request(&Request::Resize(size));
-                }
-            });
-        },
-    )
-    .expect("exec");
-    let text = String::from_utf8_lossy(&out.seen);
+    let (status, text) =
+        pty_exec_resized_after_first_output(script, WindowSize { rows: 24, cols: 80 });
     assert_eq!(text, "ready\r\nwinch\r\n");
     assert_eq!(status, ExitStatus::Code(0));
 }
