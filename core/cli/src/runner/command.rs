@@ -181,8 +181,8 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         }
         wanted
     };
-    let batch_forwards = foreground_ports.iter().map(|w| w.forward.clone()).collect();
-    let mut target = Target::acquire_forwarding(ctx, spec, batch_forwards)?;
+    let foreground_forwards: Vec<_> = foreground_ports.iter().map(|w| w.forward.clone()).collect();
+    let mut target = Target::acquire_forwarding(ctx, spec, foreground_forwards.clone())?;
     if let Some(tar) = &storage_in {
         storage::seed(&mut target, &spec.storage_export, tar)?;
     }
@@ -204,7 +204,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     let memres_forwards = match target.instance() {
         Some(instance) if !foreground_ports.is_empty() => {
             ports::add(instance, &foreground_ports)?;
-            foreground_ports.iter().map(|w| w.forward.clone()).collect()
+            foreground_forwards
         }
         _ => Vec::new(),
     };
