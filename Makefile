@@ -77,11 +77,13 @@ $(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontai
 
 # VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them;
 # the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
+# RUST_BACKTRACE=0: a failing test's message (the command's stderr) is then the last thing
+# it prints, where a CI log's tail shows it, instead of being pushed out by a backtrace
 test: build-debug guest aarch64-probe
 	@$(MAKE) --no-print-directory sdk
-	VCONTAINER_E2E=1 $(CARGO) test --workspace --exclude vcontainer-tests
+	RUST_BACKTRACE=0 VCONTAINER_E2E=1 $(CARGO) test --workspace --exclude vcontainer-tests
 	# the end-to-end suites boot real VMs under TCG on a 2-core host: one at a time
-	VCONTAINER_E2E=1 $(CARGO) test -p vcontainer-tests -- --test-threads=1
+	RUST_BACKTRACE=0 VCONTAINER_E2E=1 $(CARGO) test -p vcontainer-tests -- --test-threads=1
 
 test-unit: build-debug
 	$(CARGO) test --workspace

@@ -138,6 +138,25 @@ pub enum StopOutcome {
 /// Children die with the calling thread (PR_SET_PDEATHSIG): call from a thread that lives as
 /// long as the VM should (the main thread of the CLI or of the supervisor).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
+    match boot_once(cfg) {
+        // Nothing ran in the guest before its agent answered, and the failed attempt's
+        // processes are gone: one more boot costs seconds where failing costs the command.
+        Err(VmError::VsockBackendLost { pid, .. }) => {
+            let paths = VmPaths::new(&cfg.state_dir)?;
+            log(
+                &paths,
+                &format!("vhost-device-vsock (pid {pid}) lost its vring worker during boot; booting again"),
+            );
+            tracing::warn!("vhost-device-vsock lost its vring worker during boot; booting again");
+            boot_once(cfg)
+        }
+        other => other,
+    }
+}
+
+/// One boot attempt: QEMU, the vsock backend and virtiofsd started, up to the agent's Hello.
+/// On failure every process it started is stopped again.
+fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
     let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
     let program = super::qemu::qemu_program(cfg.arch);
@@ -456,11 +475,10 @@ fn wait_for_hello(
             }
             // (QEMU going away also ends the worker: that is reported as such above)
             if worker.lost(v.pid()) && qemu.is_running() {
-                return Err(VmError::Other(format!(
-                    "vhost-device-vsock (pid {}) lost its {VRING_WORKER} thread: it is alive but will never answer a CONNECT again (a vhost-device-vsock bug hit by a host connection while the guest set up the device; see vm/vhost_gate.rs)\n{}",
-                    v.pid(),
-                    paths.diagnostics()
-                )));
+                return Err(VmError::VsockBackendLost {
+                    pid: v.pid(),
+                    diagnostics: paths.diagnostics(),
+                });
             }
         }
         let now = Instant::now();

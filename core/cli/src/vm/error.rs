@@ -38,6 +38,11 @@ pub enum VmError {
         console_log: PathBuf,
     },
 
+    /// vhost-device-vsock 0.3.0 lost its vring worker during the guest's device set-up (see
+    /// vm/vhost_gate.rs): nothing ran in the guest yet, so a fresh boot is safe.
+    #[error("vhost-device-vsock (pid {pid}) lost its vring_worker thread: it is alive but will never answer a CONNECT again (a vhost-device-vsock bug hit by a host connection while the guest set up the device; see vm/vhost_gate.rs)\n{diagnostics}")]
+    VsockBackendLost { pid: i32, diagnostics: String },
+
     #[error("the guest agent refused the connection: {0}")]
     Hello(String),
 
