@@ -382,17 +382,19 @@ fn free_port(base: u16) -> u16 {
 
 /// `memres start -p H:H -p U:U/udp`: static forwards reach a container on the VM's network;
 /// `run -d -p H:80` twice (same inside port, different host ports): both answer, both show
-/// in `ps`; `stop <id>` and `rm -f <name>` remove their forwards; `memres stop` leaves no
-/// forward behind for the next VM.
+/// in `ps`; `stop <id>` and `rm -f <name>` remove their forwards, `start` restores them, a
+/// `create -p` container gets its forward when it starts; `memres stop` leaves no forward
+/// behind for the next VM.
 #[test]
 fn static_and_container_port_forwards_answer_and_go_away() {
     for (tool, runtime) in tools() {
         vm_or_skip!(runtime);
-        let (hs, udp, p1, p2) = (
+        let (hs, udp, p1, p2, p3) = (
             free_port(19100),
             free_port(19700),
             free_port(20300),
             free_port(20900),
+            free_port(22100),
         );
         let live = Live::start(
             tool,
@@ -484,6 +486,34 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             http_get(p1).is_none_or(|b| !b.contains("reply-from-A")),
             "{tool}"
         );
+        // start again: its published port is forwarded again, as docker restores it
+        live.ok(&["start", "webA"]);
+        assert!(
+            wait_http(p1, "reply-from-A", 90),
+            "{tool}: {p1} silent after start"
+        );
+        let table = live.ok(&["ps"]);
+        assert!(
+            forwards_section(&table).contains(&format!("0.0.0.0:{p1}")),
+            "{tool}: {table}"
+        );
+        // a created container's ports are forwarded when it starts
+        live.ok(&[
+            "create",
+            "--name",
+            "webD",
+            "-p",
+            &format!("{p3}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(80, "reply-from-D"),
+        ]);
+        live.ok(&["start", "webD"]);
+        assert!(
+            wait_http(p3, "reply-from-D", 90),
+            "{tool}: {p3} silent after create + start"
+        );
         // rm -f by name
         live.ok(&["rm", "-f", "webB"]);
         let table = live.ok(&["ps", "-a"]);
@@ -517,7 +547,9 @@ fn static_and_container_port_forwards_answer_and_go_away() {
 
         // memres stop: every forward goes with the VM, nothing stale for the next one
         live.stop_memres();
-        assert!(http_get(p2).is_none(), "{tool}: {p2} still answers");
+        for p in [p1, p2, p3] {
+            assert!(http_get(p).is_none(), "{tool}: {p} still answers");
+        }
         assert!(
             std::net::UdpSocket::bind(("127.0.0.1", udp)).is_ok(),
             "{tool}: udp {udp} still taken"

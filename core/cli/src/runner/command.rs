@@ -84,6 +84,18 @@ enum After {
     ReleasePorts,
     /// `ps` without -q: the forwards table follows the runtime's output.
     PortsTable,
+    /// `start`/`restart`: the named containers' published ports are forwarded again.
+    RestorePorts,
+}
+
+/// `start -a`, `--attach`, `-i`, `--interactive`, or a short-option group holding a or i.
+fn is_attach_flag(arg: &str) -> bool {
+    match arg.strip_prefix("--") {
+        Some(long) => matches!(long, "attach" | "interactive"),
+        None => {
+            arg.len() > 1 && arg.starts_with('-') && arg[1..].chars().any(|c| c == 'a' || c == 'i')
+        }
+    }
 }
 
 fn after_of(argv: &[String]) -> (After, Vec<String>) {
@@ -98,6 +110,9 @@ fn after_of(argv: &[String]) -> (After, Vec<String>) {
     let rest = rest.to_vec();
     match cmd {
         "stop" | "rm" | "kill" => (After::ReleasePorts, rest),
+        // an attached start ends with its container: nothing to forward afterwards
+        "start" if rest.iter().any(|a| is_attach_flag(a)) => (After::Nothing, rest),
+        "start" | "restart" => (After::RestorePorts, rest),
         "ps" | "ls" | "list" => {
             let quiet = rest.iter().any(|a| {
                 a == "-q"
@@ -472,6 +487,13 @@ fn run_planned(
             ui::warn(&tool, &p);
         }
     }
+    if after == After::RestorePorts && code == 0 {
+        let binary = plan.argv.first().map(|a| a.to_string()).unwrap_or_default();
+        let operands = ports::container_operands(&rest);
+        for p in ports::restore_started(target, &binary, &operands) {
+            ui::warn(&tool, &p);
+        }
+    }
     if let Some(instance) = target.instance() {
         match after {
             After::ReleasePorts if code == 0 => {
@@ -575,6 +597,20 @@ mod tests {
             After::ReleasePorts
         );
         assert_eq!(after_of(&words(&["images"])).0, After::Nothing);
+        let (a, rest) = after_of(&words(&["start", "web", "db"]));
+        assert_eq!(a, After::RestorePorts);
+        assert_eq!(ports::container_operands(&rest), ["web", "db"]);
+        assert_eq!(
+            after_of(&words(&["container", "restart", "-t", "1", "web"])).0,
+            After::RestorePorts
+        );
+        for attached in ["-a", "-ai", "--attach", "-i", "--interactive"] {
+            assert_eq!(
+                after_of(&words(&["start", attached, "web"])).0,
+                After::Nothing,
+                "{attached}"
+            );
+        }
     }
 
     #[test]

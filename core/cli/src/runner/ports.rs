@@ -6,6 +6,7 @@
 //! it (the old tool keyed by name only and leaked forwards on `stop <id>`, spec/cli.md §8.12).
 //! The file stays readable as the VM layer's plain forward list (extra fields are ignored).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use vcontainer_abi::runtime::{CommandPlan, PortProtocol};
 use crate::vm::instance::{write_atomic, PORT_FORWARDS_JSON};
 use crate::vm::qmp::Qmp;
 use crate::vm::{Instance, PortForward, Protocol};
+
+use super::target::Target;
 
 /// One forward: static (`memres start -p`, no container) or for a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +200,114 @@ pub fn record(
     save(state, &all)
 }
 
+/// The `inspect --format` template giving a container's id, name and published ports on one
+/// line; docker and podman both answer it.
+const PUBLISHED_FORMAT: &str = "{{.Id}} {{.Name}} {{json .HostConfig.PortBindings}}";
+
+/// A container's published ports, as `inspect` with [`PUBLISHED_FORMAT`] tells them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub name: String,
+    pub wanted: Vec<Wanted>,
+}
+
+/// One binding of `HostConfig.PortBindings` (`{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}`).
+#[derive(Deserialize)]
+struct Binding {
+    #[serde(rename = "HostPort", default)]
+    host_port: String,
+}
+
+/// Reads one `inspect` line; None when it is not one (an error text, a changed format).
+/// Bindings without a host port (the runtime picks one) and sctp cannot be forwarded from
+/// the host and are left out, as `run -p` leaves them out.
+pub fn parse_published(line: &str) -> Option<Published> {
+    let mut parts = line.trim().splitn(3, ' ');
+    let id = parts.next().filter(|id| !id.is_empty())?.to_string();
+    let name = parts.next()?.trim_start_matches('/').to_string();
+    let bindings: Option<BTreeMap<String, Option<Vec<Binding>>>> =
+        serde_json::from_str(parts.next()?).ok()?;
+    let mut wanted = Vec::new();
+    for (port, hosts) in bindings.unwrap_or_default() {
+        let (number, protocol) = port.split_once('/').unwrap_or((port.as_str(), "tcp"));
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => continue,
+        };
+        let Ok(container_port) = number.parse::<u16>() else {
+            continue;
+        };
+        for host in hosts.unwrap_or_default() {
+            if let Ok(host) = host.host_port.parse::<u16>() {
+                wanted.push(Wanted {
+                    forward: PortForward {
+                        host,
+                        guest: host,
+                        protocol,
+                    },
+                    container_port,
+                });
+            }
+        }
+    }
+    Some(Published { id, name, wanted })
+}
+
+/// After `start`/`restart` of containers on a memres VM: forwards the host ports they publish
+/// (`create -p`, or a `run -d -p` container whose forward went with its `stop`), as docker
+/// restores a stopped container's ports. Ports already forwarded are left as they are.
+/// Returns the problems, for warnings: the container runs either way.
+pub fn restore_started(target: &mut Target, binary: &str, operands: &[String]) -> Vec<String> {
+    let Some(instance) = target.instance().cloned() else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for operand in operands {
+        let inspected =
+            target.exec_capture(&[binary, "inspect", "--format", PUBLISHED_FORMAT, operand]);
+        let published = match inspected {
+            Ok((status, out, _)) if status.success() => {
+                parse_published(&String::from_utf8_lossy(&out))
+            }
+            _ => None,
+        };
+        let Some(published) = published else {
+            problems.push(format!(
+                "{operand}: cannot read its published ports; none forwarded"
+            ));
+            continue;
+        };
+        let taken = load(&instance.state_dir);
+        let missing: Vec<Wanted> = published
+            .wanted
+            .into_iter()
+            .filter(|w| {
+                !taken
+                    .iter()
+                    .any(|r| r.host == w.forward.host && r.protocol == w.forward.protocol)
+            })
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        if let Err(e) = add(&instance, &missing) {
+            problems.push(format!("{operand}: {e:#}"));
+            continue;
+        }
+        if let Err(e) = record(
+            &instance.state_dir,
+            &missing,
+            Some(published.name),
+            Some(published.id),
+        ) {
+            problems.push(format!("recording port forwards: {e:#}"));
+        }
+    }
+    problems
+}
+
 /// Removes (from QEMU and the registry) the forwards of the containers named by `operands`
 /// (names or id prefixes). Returns how many were removed and any problems.
 pub fn release(instance: &Instance, operands: &[String]) -> (usize, Vec<String>) {
@@ -281,7 +392,7 @@ pub fn container_operands(args: &[String]) -> Vec<String> {
             // options of stop/rm that take a separate value
             if matches!(
                 a.as_str(),
-                "-t" | "--time" | "--timeout" | "-s" | "--signal"
+                "-t" | "--time" | "--timeout" | "-s" | "--signal" | "--detach-keys"
             ) {
                 i += 1;
             }
@@ -301,6 +412,44 @@ mod tests {
     fn planned(args: &[&str]) -> CommandPlan {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         plan(&Dialect { binary: "docker" }, &args).expect("plan")
+    }
+
+    #[test]
+    fn published_ports_of_docker_and_podman_inspect() {
+        // docker: name with a leading slash, null for a container without bindings
+        let docker = parse_published(
+            "3f2a9c /web {\"80/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"8080\"}],\"53/udp\":[{\"HostIp\":\"\",\"HostPort\":\"5353\"}],\"90/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"\"}],\"7/sctp\":[{\"HostPort\":\"7\"}]}\n",
+        )
+        .expect("docker line");
+        assert_eq!(docker.id, "3f2a9c");
+        assert_eq!(docker.name, "web");
+        let got: Vec<(u16, u16, Protocol, u16)> = docker
+            .wanted
+            .iter()
+            .map(|w| {
+                (
+                    w.forward.host,
+                    w.forward.guest,
+                    w.forward.protocol,
+                    w.container_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (5353, 5353, Protocol::Udp, 53),
+                (8080, 8080, Protocol::Tcp, 80)
+            ]
+        );
+        let none = parse_published("3f2a9c /quiet null").expect("no bindings");
+        assert!(none.wanted.is_empty());
+        // podman: no slash, empty map
+        let podman = parse_published("abc123 db {}").expect("podman line");
+        assert_eq!((podman.name.as_str(), podman.wanted.len()), ("db", 0));
+        // an error text instead of the line forwards nothing
+        assert!(parse_published("Error: no such container x").is_none());
+        assert!(parse_published("").is_none());
     }
 
     #[test]
