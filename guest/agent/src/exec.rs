@@ -24,8 +24,12 @@ use crate::sink::FrameSink;
 use crate::Agent;
 
 /// After the program exits, output still in flight is forwarded until the pipes close or
-/// stay silent this long (a background grandchild may hold them open forever).
+/// stay silent this long (a background grandchild may hold them open forever). Bytes still
+/// unread in a pipe, or a chunk being sent, never count as silence: output written before
+/// the exit is always delivered, however slowly the pumps get scheduled.
 const DRAIN_IDLE: Duration = Duration::from_millis(1000);
+/// How often the drain looks at the pipes again while it waits for silence.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 const READ_CHUNK: usize = 64 * 1024;
 
 pub(crate) fn run(
@@ -103,10 +107,12 @@ pub(crate) fn run(
     match &mut io {
         StdIo::Pipes => {
             if let Some(stdout) = child.stdout.take() {
-                drain.pump(Box::new(stdout), FrameType::Stdout, sink.clone());
+                let fd = stdout.as_raw_fd();
+                drain.pump(Box::new(stdout), fd, FrameType::Stdout, sink.clone());
             }
             if let Some(stderr) = child.stderr.take() {
-                drain.pump(Box::new(stderr), FrameType::Stderr, sink.clone());
+                let fd = stderr.as_raw_fd();
+                drain.pump(Box::new(stderr), fd, FrameType::Stderr, sink.clone());
             }
             if let Some(stdin) = child.stdin.take() {
                 stdin_target = Some(Box::new(stdin));
@@ -114,7 +120,8 @@ pub(crate) fn run(
         }
         StdIo::Pty { master } => {
             let output = File::from(master.try_clone().map_err(ProtoError::Io)?);
-            drain.pump(Box::new(output), FrameType::Stdout, sink.clone());
+            let fd = output.as_raw_fd();
+            drain.pump(Box::new(output), fd, FrameType::Stdout, sink.clone());
             sink.frame(FrameType::StderrEnd, &[])?;
             if request.stdin {
                 stdin_target = Some(Box::new(File::from(
@@ -229,25 +236,53 @@ struct Drain {
 }
 
 struct DrainState {
-    open: usize,
+    /// The read ends of the pumps still running. A pump takes its fd out (under the lock)
+    /// before it closes it, so a number here is never another file's.
+    open: Vec<RawFd>,
+    /// Pumps between reading a chunk and having sent it.
+    sending: usize,
     last_output: Instant,
 }
 
 impl Default for DrainState {
     fn default() -> Self {
         Self {
-            open: 0,
+            open: Vec::new(),
+            sending: 0,
             last_output: Instant::now(),
         }
     }
 }
 
+impl DrainState {
+    /// Output that is not on its way to the host yet, or is being sent now.
+    fn in_flight(&self) -> bool {
+        self.sending > 0 || self.open.iter().any(|fd| unread_bytes(*fd) > 0)
+    }
+}
+
+/// Bytes waiting to be read on a pipe or PTY master (FIONREAD); 0 when it cannot be asked.
+fn unread_bytes(fd: RawFd) -> libc::c_int {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer; `fd` is open (see DrainState).
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) };
+    if rc < 0 {
+        0
+    } else {
+        count
+    }
+}
+
 impl Drain {
-    fn pump(self: &Arc<Self>, mut source: Box<dyn Read + Send>, kind: FrameType, sink: FrameSink) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .open += 1;
+    /// Forwards `source` (whose descriptor is `fd`) as `kind` frames until EOF.
+    fn pump(
+        self: &Arc<Self>,
+        mut source: Box<dyn Read + Send>,
+        fd: RawFd,
+        kind: FrameType,
+        sink: FrameSink,
+    ) {
+        self.lock().open.push(fd);
         let end = match kind {
             FrameType::Stderr => FrameType::StderrEnd,
             _ => FrameType::StdoutEnd,
@@ -260,8 +295,10 @@ impl Drain {
                     match source.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
-                            drain.touch();
-                            if sink.data(kind, &buf[..n]).is_err() {
+                            drain.lock().sending += 1;
+                            let sent = sink.data(kind, &buf[..n]);
+                            drain.sent();
+                            if sent.is_err() {
                                 break;
                             }
                         }
@@ -271,38 +308,52 @@ impl Drain {
                     }
                 }
                 let _ = sink.frame(end, &[]);
-                drain.closed();
+                drain.closed(fd);
+                drop(source);
             }
         });
         if spawned.is_err() {
-            self.closed();
+            self.closed(fd);
         }
     }
 
-    fn touch(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.last_output = Instant::now();
+    fn lock(&self) -> std::sync::MutexGuard<'_, DrainState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn closed(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.open = state.open.saturating_sub(1);
+    fn sent(&self) {
+        let mut state = self.lock();
+        state.sending = state.sending.saturating_sub(1);
+        state.last_output = Instant::now();
         self.changed.notify_all();
     }
 
-    /// Wait until every pump hit EOF, or none produced output for [`DRAIN_IDLE`] since the
-    /// program exited.
+    fn closed(&self, fd: RawFd) {
+        let mut state = self.lock();
+        if let Some(at) = state.open.iter().position(|open| *open == fd) {
+            state.open.swap_remove(at);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Wait until every pump hit EOF, or, with nothing left unread or being sent, none
+    /// produced output for [`DRAIN_IDLE`] since the program exited.
     fn wait_quiet(&self) {
         let exited_at = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while state.open > 0 {
-            let idle = state.last_output.max(exited_at).elapsed();
-            if idle >= DRAIN_IDLE {
-                break;
-            }
+        let mut state = self.lock();
+        while !state.open.is_empty() {
+            let wait = if state.in_flight() {
+                DRAIN_POLL
+            } else {
+                let idle = state.last_output.max(exited_at).elapsed();
+                if idle >= DRAIN_IDLE {
+                    break;
+                }
+                (DRAIN_IDLE - idle).min(DRAIN_POLL)
+            };
             state = self
                 .changed
-                .wait_timeout(state, DRAIN_IDLE - idle)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -427,5 +478,79 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// A pipe whose written bytes nobody has read yet, like a pump that was not scheduled.
+    fn pipe_with_unread_bytes() -> (File, File) {
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let (reader, mut writer) = (File::from(read_end), File::from(write_end));
+        writer.write_all(b"late output").expect("write");
+        (reader, writer)
+    }
+
+    #[test]
+    fn unread_output_is_never_taken_for_silence() {
+        let drain = Arc::new(Drain::default());
+        let (mut reader, _writer) = pipe_with_unread_bytes();
+        let fd = reader.as_fd().as_raw_fd();
+        drain.lock().open.push(fd);
+        drain.lock().last_output = Instant::now()
+            .checked_sub(DRAIN_IDLE * 5)
+            .unwrap_or_else(Instant::now);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = thread::spawn({
+            let drain = Arc::clone(&drain);
+            move || {
+                drain.wait_quiet();
+                let _ = done_tx.send(());
+            }
+        });
+        // well past the idle limit, the bytes are still unread: the drain keeps waiting
+        assert!(done_rx.recv_timeout(DRAIN_IDLE * 2).is_err());
+        let mut buf = [0u8; 64];
+        let n = reader.read(&mut buf).expect("read");
+        assert_eq!(&buf[..n], b"late output");
+        // read, and silent from now on (the writer stays open, like a lingering child):
+        // the drain ends after the idle limit
+        done_rx
+            .recv_timeout(DRAIN_IDLE * 10)
+            .expect("drain ended once the pipe was read and silent");
+        waiter.join().expect("waiter");
+        assert_eq!(unread_bytes(fd), 0);
+    }
+
+    #[test]
+    fn a_chunk_being_sent_is_not_silence() {
+        let drain = Arc::new(Drain::default());
+        let (mut reader, _writer) = pipe_with_unread_bytes();
+        let mut buf = [0u8; 64];
+        let _ = reader.read(&mut buf).expect("read");
+        {
+            let mut state = drain.lock();
+            state.open.push(reader.as_raw_fd());
+            state.sending = 1;
+            state.last_output = Instant::now()
+                .checked_sub(DRAIN_IDLE * 5)
+                .unwrap_or_else(Instant::now);
+        }
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        thread::spawn({
+            let drain = Arc::clone(&drain);
+            move || {
+                drain.wait_quiet();
+                let _ = done_tx.send(());
+            }
+        });
+        assert!(done_rx.recv_timeout(DRAIN_IDLE * 2).is_err());
+        drain.sent();
+        done_rx
+            .recv_timeout(DRAIN_IDLE * 10)
+            .expect("drain ended after the send and the idle limit");
     }
 }
