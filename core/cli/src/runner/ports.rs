@@ -414,17 +414,9 @@ mod tests {
         plan(&Dialect { binary: "docker" }, &args).expect("plan")
     }
 
-    #[test]
-    fn published_ports_of_docker_and_podman_inspect() {
-        // docker: name with a leading slash, null for a container without bindings
-        let docker = parse_published(
-            "3f2a9c /web {\"80/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"8080\"}],\"53/udp\":[{\"HostIp\":\"\",\"HostPort\":\"5353\"}],\"90/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"\"}],\"7/sctp\":[{\"HostPort\":\"7\"}]}\n",
-        )
-        .expect("docker line");
-        assert_eq!(docker.id, "3f2a9c");
-        assert_eq!(docker.name, "web");
-        let got: Vec<(u16, u16, Protocol, u16)> = docker
-            .wanted
+    /// (host, guest, protocol, container port) of each wanted forward.
+    fn tuples(wanted: &[Wanted]) -> Vec<(u16, u16, Protocol, u16)> {
+        wanted
             .iter()
             .map(|w| {
                 (
@@ -434,7 +426,19 @@ mod tests {
                     w.container_port,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn published_ports_of_docker_and_podman_inspect() {
+        // docker: name with a leading slash, null for a container without bindings
+        let docker = parse_published(
+            "3f2a9c /web {\"80/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"8080\"}],\"53/udp\":[{\"HostIp\":\"\",\"HostPort\":\"5353\"}],\"90/tcp\":[{\"HostIp\":\"\",\"HostPort\":\"\"}],\"7/sctp\":[{\"HostPort\":\"7\"}]}\n",
+        )
+        .expect("docker line");
+        assert_eq!(docker.id, "3f2a9c");
+        assert_eq!(docker.name, "web");
+        let got = tuples(&docker.wanted);
         assert_eq!(
             got,
             [
@@ -467,17 +471,7 @@ mod tests {
             "7000-7001:8000-8001",
             "img",
         ]));
-        let got: Vec<(u16, u16, Protocol, u16)> = w
-            .iter()
-            .map(|w| {
-                (
-                    w.forward.host,
-                    w.forward.guest,
-                    w.forward.protocol,
-                    w.container_port,
-                )
-            })
-            .collect();
+        let got = tuples(&w);
         assert_eq!(
             got,
             [
