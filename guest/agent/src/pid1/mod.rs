@@ -8,6 +8,7 @@ mod modules;
 mod mounts;
 mod net;
 pub mod power_button;
+mod prefetch;
 mod storage;
 mod tools;
 
@@ -58,6 +59,7 @@ pub fn boot() -> Result<Booted, String> {
     }
     mounts::switch_to_rootfs(Path::new(ROOT_IMAGE))?;
     log!("switched into the runtime rootfs");
+    prefetch::runtime_cli(&config.runtime);
     // The rootfs may list more modules (netfilter for the runtime's networking, ...).
     warnings.extend(modules::load_listed(Path::new(MODULE_LIST), &release));
     warnings.extend(mounts::runtime_mounts());
