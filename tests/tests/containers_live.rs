@@ -780,11 +780,20 @@ impl OnPty {
         assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
     }
 
-    fn wait(mut self, secs: u64) -> Option<i32> {
+    /// The exit code, and the end of what the terminal showed (for the failure message: a
+    /// runtime that lost the container's status says so there).
+    fn wait(mut self, secs: u64) -> (Option<i32>, String) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
-                return st.code();
+                // the reader thread may still hold the last bytes: give it a moment
+                std::thread::sleep(Duration::from_millis(300));
+                let text = self.text();
+                let mut from = text.len().saturating_sub(2000);
+                while !text.is_char_boundary(from) {
+                    from += 1;
+                }
+                return (st.code(), text[from..].to_string());
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -821,7 +830,12 @@ fn run_it_has_a_pty_with_resize_and_ctrl_c() {
         at = t.expect(at, "got-int", 60);
         t.expect(at, "rc=3", 30);
         t.send(b"exit 5\r");
-        assert_eq!(t.wait(120), Some(5), "{tool}: exit status of run -it");
+        let (code, shown) = t.wait(120);
+        assert_eq!(
+            code,
+            Some(5),
+            "{tool}: exit status of run -it; terminal: {shown:?}"
+        );
         live.stop_memres();
     }
 }
@@ -902,7 +916,12 @@ fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
         t.resize(30, 100);
         t.expect_size(at, "30 100", 60);
         t.send(b"exit 4\r");
-        assert_eq!(t.wait(120), Some(4), "{tool}: exit status of exec -it");
+        let (code, shown) = t.wait(120);
+        assert_eq!(
+            code,
+            Some(4),
+            "{tool}: exit status of exec -it; terminal: {shown:?}"
+        );
         live.ok(&["rm", "-f", "box", "talker"]);
         live.stop_memres();
     }

@@ -173,22 +173,14 @@ pub(crate) fn default_after_sessions() -> io::Result<Arc<AtomicBool>> {
 }
 
 /// When after start the size is sent again (the agent then signals SIGWINCH in the guest).
-/// Often in the first seconds, when an interactive user looks at the terminal and most
-/// containers have just come up; then more sparsely up to 30 s: under TCG a container can
-/// take that long to start, and a resize before it runs is lost again. An unchanged size
-/// costs the container nothing (no SIGWINCH there), the runtime CLI one API call.
-const SETTLE_RESIZES: [Duration; 12] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_millis(1000),
-    Duration::from_millis(1500),
+/// Up to 30 s: under TCG a container can take that long to start, and a resize before it
+/// runs is lost again; an unchanged size costs the container nothing (no SIGWINCH there).
+const SETTLE_RESIZES: [Duration; 6] = [
+    Duration::from_secs(1),
     Duration::from_secs(2),
-    Duration::from_secs(3),
     Duration::from_secs(4),
-    Duration::from_secs(6),
     Duration::from_secs(8),
-    Duration::from_secs(12),
-    Duration::from_secs(20),
+    Duration::from_secs(16),
     Duration::from_secs(30),
 ];
 
