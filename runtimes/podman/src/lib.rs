@@ -100,7 +100,38 @@ pub fn spec() -> RuntimeSpec {
 
 /// Classifies one podman command for the guest.
 pub fn plan(args: &[String]) -> Result<CommandPlan, PluginError> {
-    plan_kit::plan(&DIALECT, args)
+    let mut plan = plan_kit::plan(&DIALECT, args)?;
+    without_tty_sig_proxy(&mut plan);
+    Ok(plan)
+}
+
+/// `run -t` gets `--sig-proxy=false` unless the user chose: what docker does (it proxies
+/// signals in non-TTY mode only; keys, Ctrl-C included, reach a TTY container through its
+/// terminal). Why: podman 4.3 proxies SIGWINCH too, and one arriving as a `run --rm -t`
+/// container exits (a window resize, or the size the host re-sends after start) makes it
+/// lose the race with its cleanup process: 'container has already been removed', exit 127
+/// instead of the container's status. Resizing does not need the proxy.
+fn without_tty_sig_proxy(plan: &mut CommandPlan) {
+    if !plan.tty
+        || plan
+            .argv
+            .iter()
+            .any(|a| a.as_str().starts_with("--sig-proxy"))
+    {
+        return;
+    }
+    let words: Vec<&str> = plan.argv.iter().map(|a| a.as_str()).collect();
+    let at = match words.get(1..3) {
+        Some(["run", _]) => 2,
+        Some(["container", "run"]) => 3,
+        _ => return,
+    };
+    plan.argv.insert(at, "--sig-proxy=false".into());
+    if let Some(image) = plan.image.as_mut().into_option() {
+        if image.index as usize >= at {
+            image.index += 1;
+        }
+    }
 }
 
 vcontainer_abi::export_runtime_plugin! {
@@ -175,6 +206,38 @@ mod tests {
         let s = spec();
         assert_eq!(s.storage_export.archive_prefix.as_str(), ".");
         assert_eq!(s.storage_export.source_dir.as_str(), GRAPH_ROOT);
+    }
+
+    #[test]
+    fn tty_runs_do_not_proxy_signals_and_the_image_operand_follows() {
+        for words in [
+            &["run", "-it", "--rm", "bb:1", "sh"][..],
+            &["container", "run", "-t", "bb:1", "sh"],
+            &["vrun", "-it", "bb:1", "sh"],
+        ] {
+            let p = plan(&args(words)).unwrap();
+            let argv: Vec<&str> = p.argv.iter().map(|a| a.as_str()).collect();
+            assert_eq!(
+                argv.iter().filter(|a| **a == "--sig-proxy=false").count(),
+                1,
+                "{argv:?}"
+            );
+            let image = p.image.as_ref().into_option().expect("image operand");
+            assert_eq!(argv[image.index as usize], "bb:1", "{argv:?}");
+        }
+        // without a terminal signals are proxied (Ctrl-C reaches the container), and the
+        // user's own choice stands
+        for words in [
+            &["run", "--rm", "bb:1", "sh"][..],
+            &["run", "-it", "--sig-proxy=true", "bb:1", "sh"],
+            &["exec", "-it", "c", "sh"],
+        ] {
+            let p = plan(&args(words)).unwrap();
+            assert!(
+                !p.argv.iter().any(|a| a.as_str() == "--sig-proxy=false"),
+                "{words:?}"
+            );
+        }
     }
 
     #[test]
