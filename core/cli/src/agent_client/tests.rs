@@ -280,49 +280,6 @@ fn a_background_child_holding_stdout_does_not_hold_up_the_exit_status() {
     );
 }
 
-/// A host that stops reading for a while once output has begun.
-struct SlowReader {
-    seen: Vec<u8>,
-    stalled: bool,
-}
-
-impl Write for SlowReader {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if !self.stalled {
-            self.stalled = true;
-            thread::sleep(Duration::from_millis(2500));
-        }
-        self.seen.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Output written before the exit is delivered whole even when the host reads it slower than
-/// the drain's idle limit allows and a background child keeps the pipe open.
-#[test]
-fn output_written_before_exit_survives_a_slow_host_and_a_lingering_child() {
-    let agent = TestAgent::start();
-    let mut out = SlowReader {
-        seen: Vec::new(),
-        stalled: false,
-    };
-    let mut err = Vec::new();
-    let status = exec(
-        agent.connect(),
-        ExecRequest::new(["sh", "-c", "sleep 20 & head -c 4000000 /dev/zero; exit 5"]),
-        None,
-        &mut out,
-        &mut err,
-    )
-    .expect("exec");
-    assert_eq!(status, ExitStatus::Code(5));
-    assert_eq!(out.seen.len(), 4_000_000, "output cut short");
-    assert!(out.seen.iter().all(|b| *b == 0));
-}
-
 #[test]
 fn without_stdin_the_program_reads_eof() {
     let agent = TestAgent::start();
