@@ -98,6 +98,12 @@ fn is_attach_flag(arg: &str) -> bool {
     }
 }
 
+/// The runtime CLI the plan runs in the guest (its first word), for the follow-up commands
+/// the core runs itself (`inspect`, refreshing volumes).
+fn runtime_binary(plan: &CommandPlan) -> String {
+    plan.argv.first().map(|a| a.to_string()).unwrap_or_default()
+}
+
 fn after_of(argv: &[String]) -> (After, Vec<String>) {
     let (cmd, rest) = match argv.first().map(String::as_str) {
         Some("container") => (
@@ -347,8 +353,7 @@ fn run_planned(
     let (after, rest) = after_of(user_argv);
     if command == Some("start") && target.instance().is_some() {
         let operands = ports::container_operands(&rest);
-        let runtime = plan.argv.first().map(|a| a.to_string()).unwrap_or_default();
-        for p in volumes::live::refresh(target, &runtime, &operands) {
+        for p in volumes::live::refresh(target, &runtime_binary(plan), &operands) {
             ui::warn(&tool, &p);
         }
     }
@@ -488,9 +493,8 @@ fn run_planned(
         }
     }
     if after == After::RestorePorts && code == 0 {
-        let binary = plan.argv.first().map(|a| a.to_string()).unwrap_or_default();
         let operands = ports::container_operands(&rest);
-        for p in ports::restore_started(target, &binary, &operands) {
+        for p in ports::restore_started(target, &runtime_binary(plan), &operands) {
             ui::warn(&tool, &p);
         }
     }
@@ -550,7 +554,7 @@ fn finish_detached(
         .map(|n| n.to_string());
     if name.is_none() {
         if let Some(id) = &id {
-            let binary = plan.argv.first().map(|a| a.to_string()).unwrap_or_default();
+            let binary = runtime_binary(plan);
             if let Ok((s, out, _)) =
                 target.exec_capture(&[binary.as_str(), "inspect", "--format", "{{.Name}}", id])
             {
