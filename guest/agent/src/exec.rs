@@ -484,7 +484,6 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     /// A pipe whose written bytes nobody has read yet, like a pump that was not scheduled.
     fn pipe_with_unread_bytes() -> (File, File) {
@@ -498,7 +497,7 @@ mod tests {
     fn unread_output_is_never_taken_for_silence() {
         let drain = Arc::new(Drain::default());
         let (mut reader, _writer) = pipe_with_unread_bytes();
-        let fd = reader.as_fd().as_raw_fd();
+        let fd = reader.as_raw_fd();
         drain.lock().open.push(fd);
         drain.lock().last_output = Instant::now()
             .checked_sub(DRAIN_IDLE * 5)

@@ -6,36 +6,23 @@
 //! starting services, so reading the file now takes it off the command's path.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Instant;
 
-/// Where the rootfs keeps programs (the runtime's packages install into /usr/bin).
-const PROGRAM_DIRS: &[&str] = &["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"];
+use crate::resolve::{resolve, DEFAULT_PATH};
 
-/// The file of `program` in [`PROGRAM_DIRS`]; only plain names are looked up.
+/// The file of `program` on the agent's PATH; only plain names are looked up.
 fn program_path(program: &str) -> Option<PathBuf> {
-    if program.is_empty() || program.contains('/') {
+    if program.contains('/') {
         return None;
     }
-    PROGRAM_DIRS
-        .iter()
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
+    resolve(program, DEFAULT_PATH, Path::new("/")).ok()
 }
 
 /// Reads `path` to its end; the bytes read.
 fn read_through(path: &Path) -> std::io::Result<u64> {
-    let mut file = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        match file.read(&mut buf)? {
-            0 => return Ok(total),
-            n => total += n as u64,
-        }
-    }
+    std::io::copy(&mut File::open(path)?, &mut std::io::sink())
 }
 
 /// Starts reading the CLI of `runtime` (named as the runtime, as docker and podman are) on a
