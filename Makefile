@@ -2,7 +2,7 @@
 #
 #   make build                      release build of the workspace (binary + plugins)
 #   make agent                      static guest agent (vcontainer-agent)
-#   make guest                      guest blobs into build/blobs (scripts/build-guest.sh; needs root)
+#   make guest [ARCH=aarch64]       guest blobs of both arches (or one) into build/blobs (needs root)
 #   make aarch64-probe              arm64 kernel + busybox probe initramfs for tests/tests/aarch64_boot.rs
 #   make install PREFIX=~/.local    bin/ (+ vdkr, vpdmn, <tool>-<arch> links), lib/vcontainer/plugins/, share/vcontainer/
 #   make sdk                        build/sdk/: vcontainer-standalone-<host>.sh installer + .tar.zst/.tar.gz
@@ -25,7 +25,7 @@ BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
 SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
 
-.PHONY: all help build build-debug agent guest aarch64-probe install sdk test test-unit bench lint
+.PHONY: all help build build-debug agent guest aarch64-probe test-fixtures install sdk test test-unit bench lint
 
 all: build
 
@@ -42,9 +42,15 @@ build-debug:
 agent:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p vcontainer-agent --target $(AGENT_TARGET)
 
-# owned by the guest image builder; it builds the agent itself and caches by input hash
+# owned by the guest image builder; it builds the agents itself (the aarch64 one in a trixie
+# chroot, scripts/build-agent-cross.sh) and caches by input hash
+ARCH ?= x86_64 aarch64
 guest:
-	scripts/build-guest.sh
+	GUEST_ARCH="$(ARCH)" scripts/build-guest.sh
+
+# Debian's static busybox for arm64, armhf and i386: the content of the tests' foreign-arch images
+test-fixtures:
+	scripts/fetch-test-busybox.sh
 
 # Debian's arm64 cloud kernel and a busybox /init that reports what it sees: proves the aarch64
 # QEMU command line boots on a host that cannot build an aarch64 agent (cached, no root tricks)
@@ -79,7 +85,7 @@ $(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontai
 # the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
 # RUST_BACKTRACE=0: a failing test's message (the command's stderr) is then the last thing
 # it prints, where a CI log's tail shows it, instead of being pushed out by a backtrace
-test: build-debug guest aarch64-probe
+test: build-debug guest aarch64-probe test-fixtures
 	@$(MAKE) --no-print-directory sdk
 	RUST_BACKTRACE=0 VCONTAINER_E2E=1 $(CARGO) test --workspace --exclude vcontainer-tests
 	# the end-to-end suites boot real VMs under TCG on a 2-core host: one at a time; a test

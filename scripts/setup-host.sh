@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what vcontainer needs on a Debian bookworm build host: QEMU (from
 # bookworm-backports, because the preinstalled qemu-utils 10.0 conflicts with
-# bookworm's 7.2), the tools that build the guest blobs, the test fixtures'
-# tools, vhost-device-vsock (hybrid vsock where /dev/vhost-vsock is absent) and virtiofsd
-# (live volumes of memres VMs).
+# bookworm's 7.2), the tools that build the guest blobs, qemu-user-static (the aarch64
+# guest's rootfs), the test fixtures' tools, vhost-device-vsock (hybrid vsock where
+# /dev/vhost-vsock is absent) and virtiofsd (live volumes of memres VMs).
 # Idempotent: a second run only checks.
 set -euo pipefail
 
@@ -23,7 +23,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
 
-pkgs_main=(mmdebstrap squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
+pkgs_main=(mmdebstrap arch-test squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
            skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
            gcc libc6-dev openssl
            libseccomp-dev libcap-ng-dev pkg-config)  # the last three: to build virtiofsd
@@ -38,6 +38,26 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-a
       qemu-system-x86 qemu-system-arm qemu-system-data ipxe-qemu
   fi
 fi
+# foreign-arch guests (aarch64 on x86_64): mmdebstrap runs the arm64 packages' maintainer
+# scripts through qemu-user-static's binfmt handler (from backports, to match qemu-system)
+if ! dpkg -s qemu-user-static >/dev/null 2>&1; then
+  apt-get install -y -q --no-install-recommends -t "${codename}-backports" qemu-user-static
+fi
+# a container or a fresh CI machine may not have binfmt_misc mounted, nor the handlers loaded
+# (systemd-binfmt does it at boot where systemd runs)
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+for handler in aarch64 arm; do
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-$handler ]; then
+    if [ -x /lib/systemd/systemd-binfmt ]; then
+      /lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-$handler.conf
+    else
+      cat /usr/lib/binfmt.d/qemu-$handler.conf > /proc/sys/fs/binfmt_misc/register
+    fi
+  fi
+done
+
 # the registry service is started by the tests themselves on loopback, never at boot
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 
