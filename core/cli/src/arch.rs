@@ -44,6 +44,36 @@ impl Arch {
         }
     }
 
+    /// The OCI architectures a guest of this arch runs, best first: its own, then the 32-bit
+    /// one its CPU runs in compat mode (AArch32 at EL0 under QEMU's `max` CPU with the Debian
+    /// kernel's CONFIG_COMPAT; i386 under CONFIG_IA32_EMULATION), as the Yocto classes map
+    /// 32-bit arm and x86 targets onto these guests (docs/aarch64.md).
+    pub fn oci_names_run(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &["amd64", "386"],
+            Arch::Aarch64 => &["arm64", "arm"],
+        }
+    }
+
+    /// Whether a guest of this arch runs images of the OCI architecture `oci`; the rank
+    /// (0 = native) orders the candidates of a multi-arch index.
+    pub fn runs_oci_arch(self, oci: &str) -> Option<usize> {
+        self.oci_names_run().iter().position(|name| *name == oci)
+    }
+
+    /// The guest arch whose native OCI architecture is `oci` or which runs it in compat mode
+    /// (`arm` -> aarch64, `386` -> x86_64): the `--arch` to suggest for such an image.
+    pub fn for_oci_arch(oci: &str) -> Option<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.runs_oci_arch(oci) == Some(0))
+            .or_else(|| {
+                Arch::ALL
+                    .into_iter()
+                    .find(|a| a.runs_oci_arch(oci).is_some())
+            })
+    }
+
     /// The architecture this binary runs on. A host we cannot emulate a guest for is an
     /// error only when nothing else chose an arch.
     pub fn host() -> Result<Arch, UnknownArch> {
@@ -277,6 +307,19 @@ mod tests {
         assert_eq!("amd64".parse::<Arch>().unwrap(), Arch::X86_64);
         assert_eq!("arm64".parse::<Arch>().unwrap(), Arch::Aarch64);
         assert_eq!(Arch::Aarch64.oci_name(), "arm64");
+    }
+
+    #[test]
+    fn guests_run_their_own_and_their_32_bit_oci_arch_only() {
+        assert_eq!(Arch::Aarch64.runs_oci_arch("arm64"), Some(0));
+        assert_eq!(Arch::Aarch64.runs_oci_arch("arm"), Some(1));
+        assert_eq!(Arch::Aarch64.runs_oci_arch("amd64"), None);
+        assert_eq!(Arch::X86_64.runs_oci_arch("386"), Some(1));
+        assert_eq!(Arch::X86_64.runs_oci_arch("arm"), None);
+        assert_eq!(Arch::for_oci_arch("arm"), Some(Arch::Aarch64));
+        assert_eq!(Arch::for_oci_arch("386"), Some(Arch::X86_64));
+        assert_eq!(Arch::for_oci_arch("amd64"), Some(Arch::X86_64));
+        assert_eq!(Arch::for_oci_arch("riscv64"), None);
     }
 
     #[test]

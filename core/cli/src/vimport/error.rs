@@ -75,7 +75,7 @@ pub enum VimportError {
         .path.display(),
         describe_oci_arch(.image_arch),
         .target.oci_name(),
-        arch_hint(&.image_arch.parse::<Arch>().ok().into_iter().collect::<Vec<_>>(), "it")
+        arch_hint(&Arch::for_oci_arch(.image_arch).into_iter().collect::<Vec<_>>(), "it")
     )]
     ArchMismatch {
         path: PathBuf,

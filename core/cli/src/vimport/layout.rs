@@ -212,17 +212,22 @@ fn collect(
     Ok(())
 }
 
-/// Whether a platform entry is the target arch (variants: any arm64 variant matches,
-/// `v8` or none preferred).
+/// Whether a platform entry runs on the target arch: its own arch, or the 32-bit one it runs
+/// in compat mode (`Arch::oci_names_run`).
 fn matches_target(p: &Platform, target: Arch) -> bool {
-    p.architecture == target.oci_name() && (p.os.is_empty() || p.os == "linux")
+    target.runs_oci_arch(&p.architecture).is_some() && (p.os.is_empty() || p.os == "linux")
 }
 
-fn variant_rank(p: &Platform) -> u8 {
-    match p.variant.as_deref() {
-        None | Some("") | Some("v8") => 0,
-        _ => 1,
-    }
+/// The order among matching entries: the native arch before the 32-bit one, then the
+/// variant the guest's CPU runs best (arm64: `v8` or none; arm: v7, then older).
+fn platform_rank(p: &Platform, target: Arch) -> (usize, u8) {
+    let arch = target.runs_oci_arch(&p.architecture).unwrap_or(usize::MAX);
+    let variant = match p.variant.as_deref() {
+        None | Some("") | Some("v8") | Some("v7") => 0,
+        Some("v6") => 1,
+        _ => 2,
+    };
+    (arch, variant)
 }
 
 /// Chooses the image in `layout` for `target` and verifies its blobs.
@@ -274,7 +279,7 @@ pub fn select(layout: &Path, target: Arch) -> Result<Selection, VimportError> {
                 if !available.contains(&s) {
                     available.push(s);
                 }
-                if let Ok(a) = p.architecture.parse::<Arch>() {
+                if let Some(a) = Arch::for_oci_arch(&p.architecture) {
                     if (p.os.is_empty() || p.os == "linux") && !arches.contains(&a) {
                         arches.push(a);
                     }
@@ -287,9 +292,20 @@ pub fn select(layout: &Path, target: Arch) -> Result<Selection, VimportError> {
                 available_arches: arches,
             });
         }
-        matching.sort_by_key(|c| c.platform.as_ref().map(variant_rank).unwrap_or(0));
+        matching.sort_by_key(|c| {
+            c.platform
+                .as_ref()
+                .map(|p| platform_rank(p, target))
+                .unwrap_or((0, 0))
+        });
         let first = matching[0];
-        let distinct: BTreeSet<&str> = matching.iter().map(|c| c.desc.digest.as_str()).collect();
+        let best = first.platform.as_ref().map(|p| platform_rank(p, target));
+        // an arm64 and an arm entry both match; only ties at the best rank are ambiguous
+        let distinct: BTreeSet<&str> = matching
+            .iter()
+            .filter(|c| c.platform.as_ref().map(|p| platform_rank(p, target)) == best)
+            .map(|c| c.desc.digest.as_str())
+            .collect();
         if distinct.len() > 1 {
             warnings.push(format!(
                 "Warning: {} manifests match {}; using the first ({})",
@@ -334,7 +350,7 @@ pub fn select(layout: &Path, target: Arch) -> Result<Selection, VimportError> {
         &format!("image config {}", manifest.config.digest),
     )?;
     match config.architecture.as_deref().filter(|a| !a.is_empty()) {
-        Some(arch) if arch != target.oci_name() => {
+        Some(arch) if target.runs_oci_arch(arch).is_none() => {
             return Err(VimportError::ArchMismatch {
                 path: layout.to_path_buf(),
                 image_arch: arch.to_string(),

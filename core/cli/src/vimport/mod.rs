@@ -285,7 +285,7 @@ fn plan_file(
             for e in &entries {
                 if let Some((config, _)) = configs.get(&e.config) {
                     if let Some(arch) = config.architecture.as_deref().filter(|a| !a.is_empty()) {
-                        if arch != target.arch.oci_name() {
+                        if target.arch.runs_oci_arch(arch).is_none() {
                             return Err(VimportError::ArchMismatch {
                                 path: path.to_path_buf(),
                                 image_arch: arch.to_string(),

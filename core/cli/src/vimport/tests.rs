@@ -180,18 +180,14 @@ fn payload_config_arch(plan: &ImportPlan) -> String {
     let dir = unpack_payload(plan);
     let index = read_json(&dir.path().join("index.json"));
     assert_eq!(index["manifests"].as_array().expect("list").len(), 1);
-    let sel = layout::select(dir.path(), plan_arch(plan)).expect("the reduced layout is valid");
+    // the reduced layout is valid for the guest arch that runs the image
+    let sel = Arch::ALL
+        .into_iter()
+        .find_map(|arch| layout::select(dir.path(), arch).ok())
+        .expect("the reduced layout is valid");
     let cfg = &sel.blobs[1].1;
     let v = read_json(cfg);
     v["architecture"].as_str().unwrap_or("").to_string()
-}
-
-fn plan_arch(plan: &ImportPlan) -> Arch {
-    if plan.notices.iter().any(|n| n.contains("arm64")) {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    }
 }
 
 #[test]
@@ -287,6 +283,41 @@ fn single_arch_image_for_another_arch_is_refused_naming_both() {
         e.contains("riscv64") && e.contains("No guest architecture"),
         "{e}"
     );
+}
+
+#[test]
+fn thirty_two_bit_images_go_to_the_guest_that_runs_them() {
+    // native first: an index with arm64 and arm/v7 gives arm64, without an ambiguity warning
+    let d = multi_layout(&[("arm", Some("v7")), ("arm64", Some("v8")), ("amd64", None)]);
+    let arm = planned(d.path(), None, &target(Arch::Aarch64, "docker"));
+    assert_eq!(payload_config_arch(&arm), "arm64");
+    assert!(
+        !arm.notices.iter().any(|n| n.contains("manifests match")),
+        "{:?}",
+        arm.notices
+    );
+    // an index without arm64: its arm/v7 image (v7 before v6) runs on the aarch64 guest
+    let d = multi_layout(&[("arm", Some("v6")), ("arm", Some("v7")), ("amd64", None)]);
+    let arm = planned(d.path(), None, &target(Arch::Aarch64, "podman"));
+    assert!(
+        arm.notices.iter().any(|n| n.contains("linux/arm/v7")),
+        "{:?}",
+        arm.notices
+    );
+    assert_eq!(payload_config_arch(&arm), "arm");
+    // single-arch 32-bit images: arm on aarch64, 386 on x86_64
+    let d = single_layout("arm");
+    let plan = planned(d.path(), None, &target(Arch::Aarch64, "docker"));
+    assert_eq!(payload_config_arch(&plan), "arm");
+    let d = single_layout("386");
+    let plan = planned(d.path(), None, &docker_x86());
+    assert_eq!(payload_config_arch(&plan), "386");
+    // but not across: arm on x86_64 names both arches and the guest that runs it
+    let d = single_layout("arm");
+    let e = refused(d.path(), None, &docker_x86());
+    assert!(e.contains("Architecture mismatch"), "{e}");
+    assert!(e.contains("target is x86_64 (amd64)"), "{e}");
+    assert!(e.contains("Use --arch aarch64"), "{e}");
 }
 
 #[test]
