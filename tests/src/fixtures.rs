@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::busybox_rootfs_tar;
+use crate::busybox_rootfs_tar_for;
 
 /// The guest reaches the host's loopback through QEMU's user network at this address.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
@@ -235,12 +235,27 @@ impl BusyboxLayouts {
             .prefix("vct-oci-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        busybox_rootfs_tar(&dir.path().join("rootfs.tar")).map_err(|e| e.to_string())?;
+        busybox_rootfs_tar_for(&dir.path().join("rootfs.tar"), "amd64")
+            .map_err(|e| e.to_string())?;
         Ok(BusyboxLayouts { dir })
     }
 
+    /// The amd64 busybox rootfs tar.
     pub fn rootfs_tar(&self) -> PathBuf {
         self.dir.path().join("rootfs.tar")
+    }
+
+    /// The busybox rootfs tar of the OCI arch `arch` (made on first use): images labelled
+    /// arm64 or arm hold code of that arch, so a guest that runs them proves it runs the arch.
+    pub fn rootfs_tar_for(&self, arch: &str) -> Result<PathBuf, String> {
+        if arch == "amd64" {
+            return Ok(self.rootfs_tar());
+        }
+        let path = self.dir.path().join(format!("rootfs-{arch}.tar"));
+        if !path.is_file() {
+            busybox_rootfs_tar_for(&path, arch).map_err(|e| e.to_string())?;
+        }
+        Ok(path)
     }
 
     /// Adds tag `tag` for `arch` (OCI name) to the layout at `layout` (created if missing).
@@ -258,7 +273,7 @@ impl BusyboxLayouts {
         run_ok(
             Command::new("umoci")
                 .args(["raw", "add-layer", "--image", &image])
-                .arg(self.rootfs_tar()),
+                .arg(self.rootfs_tar_for(arch)?),
         )?;
         run_ok(Command::new("umoci").args([
             "config",
@@ -300,8 +315,10 @@ impl BusyboxLayouts {
                 .unwrap_or_default()
                 .to_string();
             let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
-            if arch == "arm64" {
-                platform["variant"] = "v8".into();
+            match arch.as_str() {
+                "arm64" => platform["variant"] = "v8".into(),
+                "arm" => platform["variant"] = "v7".into(),
+                _ => {}
             }
             // platform first: the old tool's parser needed digest before platform
             let mut e = serde_json::Map::new();

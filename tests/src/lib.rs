@@ -43,8 +43,18 @@ pub fn blob_root() -> PathBuf {
 
 /// True when the guest blobs for `runtime` on x86_64 exist.
 pub fn blobs_present(runtime: &str) -> bool {
-    let dir = blob_root().join("x86_64").join(runtime);
-    ["bzImage", "initramfs.cpio.gz", "rootfs.img"]
+    blobs_present_for("x86_64", runtime)
+}
+
+/// True when the guest blobs for `runtime` on `arch` (x86_64 or aarch64) exist.
+pub fn blobs_present_for(arch: &str, runtime: &str) -> bool {
+    let dir = blob_root().join(arch).join(runtime);
+    let kernel = if arch == "aarch64" {
+        "Image"
+    } else {
+        "bzImage"
+    };
+    [kernel, "initramfs.cpio.gz", "rootfs.img"]
         .iter()
         .all(|f| dir.join(f).is_file())
 }
@@ -52,11 +62,16 @@ pub fn blobs_present(runtime: &str) -> bool {
 /// Decide whether a VM test can run: Ok(()) to run, Err(reason) to skip.
 /// Panics (fails the test) when VCONTAINER_E2E=1 and the blobs are missing.
 pub fn require_vm(runtime: &str) -> Result<(), String> {
-    if blobs_present(runtime) {
+    require_vm_for("x86_64", runtime)
+}
+
+/// [`require_vm`] for the guest of `arch`.
+pub fn require_vm_for(arch: &str, runtime: &str) -> Result<(), String> {
+    if blobs_present_for(arch, runtime) {
         return Ok(());
     }
     let reason = format!(
-        "guest blobs for {runtime} missing under {} (run `make guest`)",
+        "{arch} guest blobs for {runtime} missing under {} (run `make guest`)",
         blob_root().display()
     );
     if std::env::var("VCONTAINER_E2E").as_deref() == Ok("1") {
@@ -65,11 +80,15 @@ pub fn require_vm(runtime: &str) -> Result<(), String> {
     Err(reason)
 }
 
-/// Skip the current test with a printed reason when the VM cannot run here.
+/// Skip the current test with a printed reason when the VM cannot run here
+/// (`vm_or_skip!(runtime)` for the x86_64 guest, `vm_or_skip!(runtime, arch)` for another).
 #[macro_export]
 macro_rules! vm_or_skip {
     ($runtime:expr) => {
-        if let Err(reason) = $crate::require_vm($runtime) {
+        $crate::vm_or_skip!($runtime, "x86_64")
+    };
+    ($runtime:expr, $arch:expr) => {
+        if let Err(reason) = $crate::require_vm_for($arch, $runtime) {
             eprintln!("SKIPPED: {reason}");
             return;
         }
@@ -185,14 +204,53 @@ pub fn pids_matching(needle: &str) -> Vec<u32> {
     out
 }
 
+/// The static busybox for images of the OCI architecture `oci_arch`: the host's own
+/// (busybox-static) for amd64, Debian's busybox-static of the foreign arches for the others,
+/// fetched by `scripts/fetch-test-busybox.sh` (run by `make test`) into the build cache.
+pub fn busybox_for(oci_arch: &str) -> std::io::Result<PathBuf> {
+    let debian_arch = match oci_arch {
+        "amd64" => {
+            return ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .ok_or_else(|| std::io::Error::other("busybox-static is not installed"));
+        }
+        "arm64" => "arm64",
+        "arm" => "armhf",
+        "386" => "i386",
+        other => {
+            return Err(std::io::Error::other(format!(
+                "no test busybox for OCI arch {other}"
+            )))
+        }
+    };
+    let path = std::env::var_os("CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("build/cache"))
+        .join("test-busybox")
+        .join(debian_arch)
+        .join("busybox");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} is missing (run scripts/fetch-test-busybox.sh)",
+            path.display()
+        )))
+    }
+}
+
 /// Write a tar of a minimal busybox rootfs (busybox-static from Debian, with links for the
 /// applets the tests use) to `path`: the offline test image for `import`/`vimport`.
 pub fn busybox_rootfs_tar(path: &Path) -> std::io::Result<()> {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .ok_or_else(|| std::io::Error::other("busybox-static is not installed"))?;
+    busybox_rootfs_tar_for(path, "amd64")
+}
+
+/// [`busybox_rootfs_tar`] with the busybox of the OCI architecture `oci_arch`, so that an
+/// image labelled arm64 holds arm64 code.
+pub fn busybox_rootfs_tar_for(path: &Path, oci_arch: &str) -> std::io::Result<()> {
+    let busybox = busybox_for(oci_arch)?;
     let file = std::fs::File::create(path)?;
     let mut b = tar::Builder::new(file);
     let dir = |b: &mut tar::Builder<std::fs::File>, name: &str| -> std::io::Result<()> {
