@@ -6,7 +6,8 @@
 #   warm      with `memres start`: /bin/true through the agent vs the same in a guest loop
 #             (scripts/../core/cli/examples/vm_bench.rs), and `<tool> images` wall time
 #   stream    push/pull of a VCONTAINER_BENCH_STREAM_MIB (default 256) MiB file, guest /tmp
-# Tools: VCONTAINER_BENCH_TOOLS (default "vpdmn vdkr"). Also run by `make bench`.
+# Tools: VCONTAINER_BENCH_TOOLS (default "vpdmn vdkr"); arches: VCONTAINER_BENCH_ARCHES
+# (default: each of x86_64 and aarch64 whose blobs exist). Also run by `make bench`.
 # The host may be shared: the load average is printed next to the figures.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,8 +16,10 @@ TOOLS=${VCONTAINER_BENCH_TOOLS:-"vpdmn vdkr"}
 STREAM_MIB=${VCONTAINER_BENCH_STREAM_MIB:-256}
 WARM_N=${VCONTAINER_BENCH_WARM_N:-30}
 BLOB_ROOT=${VCONTAINER_BLOB_DIR:-$ROOT/build/blobs}
-ARCH=x86_64
-QEMU=${QEMU:-qemu-system-$ARCH}
+ARCHES=${VCONTAINER_BENCH_ARCHES:-}
+if [ -z "$ARCHES" ]; then
+    for a in x86_64 aarch64; do [ -d "$BLOB_ROOT/$a" ] && ARCHES="$ARCHES $a"; done
+fi
 
 cargo build -q -p vcontainer -p vcontainer-runtime-docker -p vcontainer-runtime-podman
 cargo build -q -p vcontainer --example vm_bench
@@ -35,7 +38,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$WORK/bin" "$WORK/home"
-for tool in vdkr vpdmn; do ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"; done
+for tool in vdkr vpdmn vdkr-x86_64 vpdmn-x86_64 vdkr-aarch64 vpdmn-aarch64; do
+    ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"
+done
 export HOME="$WORK/home" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
 
 now() { date +%s.%N; }
@@ -44,21 +49,30 @@ ratio() { echo "$1 $2" | awk '{ printf "%.1f", $1 / $2 }'; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # --- baseline: bare kernel boot-to-init --------------------------------------------------
-# /init is busybox (static) powering off; -no-reboot turns that (or a panic) into QEMU's exit.
+# /init is busybox (static, of the guest's arch) powering off; -no-reboot turns that (or a
+# panic) into QEMU's exit. The machine flags are vcontainer's own for that arch.
 baseline() {
-    kdir=$1
+    arch=$1 kdir=$2
+    case $arch in
+        x86_64) busybox=$(command -v busybox) kernel=bzImage console=ttyS0
+                machine="-machine q35,memory-backend=mem -cpu max" ;;
+        aarch64) busybox=$ROOT/build/cache/test-busybox/arm64/busybox kernel=Image console=ttyAMA0
+                 machine="-machine virt,memory-backend=mem -cpu max,pauth-impdef=on" ;;
+    esac
+    [ -x "$busybox" ] || { echo "no $arch busybox at $busybox (make test-fixtures)" >&2; exit 1; }
     ird="$WORK/tiny-initramfs"
     rm -rf "$ird" && mkdir -p "$ird/bin"
-    cp "$(command -v busybox)" "$ird/bin/busybox"
+    cp "$busybox" "$ird/bin/busybox"
     printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$ird/init"
     chmod +x "$ird/init"
     (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/tiny.cpio.gz"
     t0=$(now)
-    "$QEMU" -machine q35,memory-backend=mem -accel tcg -cpu max -m 2048M -smp 2 \
+    # shellcheck disable=SC2086 # $machine is a list of words
+    "qemu-system-$arch" $machine -accel tcg -m 2048M -smp 2 \
         -object memory-backend-memfd,id=mem,size=2048M,share=on \
         -nodefaults -no-user-config -no-reboot -display none \
-        -kernel "$kdir/bzImage" -initrd "$WORK/tiny.cpio.gz" \
-        -append "console=ttyS0 quiet panic=-1" \
+        -kernel "$kdir/$kernel" -initrd "$WORK/tiny.cpio.gz" \
+        -append "console=$console quiet panic=-1" \
         -chardev file,id=console,path="$WORK/baseline-console.log" -serial chardev:console \
         -drive file="$kdir/rootfs.img",if=none,id=rootfs,format=raw,readonly=on \
         -device virtio-blk-pci,drive=rootfs,serial=rootfs \
@@ -66,16 +80,18 @@ baseline() {
     elapsed "$t0" "$(now)"
 }
 
-echo "vcontainer VM bench ($ARCH, $(nproc) cpus, $($QEMU --version | head -1))"
+echo "vcontainer VM bench ($(nproc) cpus, $(qemu-system-x86_64 --version | head -1))"
 echo "load average at start: $(load)"
-for tool in $TOOLS; do
-    case $tool in vdkr) runtime=docker ;; vpdmn) runtime=podman ;; *) echo "unknown tool $tool" >&2; exit 2 ;; esac
+for ARCH in $ARCHES; do
+for base_tool in $TOOLS; do
+    case $base_tool in vdkr) runtime=docker ;; vpdmn) runtime=podman ;; *) echo "unknown tool $base_tool" >&2; exit 2 ;; esac
+    tool=$base_tool-$ARCH
     kdir="$BLOB_ROOT/$ARCH/$runtime"
-    state="$HOME/.$tool/$ARCH"
+    state="$HOME/.$base_tool/$ARCH"
     echo
-    echo "== $tool ($runtime) =="
-    base=$(baseline "$kdir")
-    echo "baseline boot-to-init (bare kernel, busybox /init poweroff): ${base}s  [load $(load)]"
+    echo "== $tool ($runtime on $ARCH) =="
+    base=$(baseline "$ARCH" "$kdir")
+    echo "baseline boot-to-init (bare $ARCH kernel, busybox /init poweroff): ${base}s  [load $(load)]"
 
     rm -rf "$state"
     t0=$(now)
@@ -103,4 +119,5 @@ for tool in $TOOLS; do
     echo "load average: $(load)"
     "$WORK/bin/$tool" memres stop >/dev/null
     started=$(echo "$started" | sed "s/ $tool//")
+done
 done
