@@ -41,6 +41,11 @@ pub struct GlobalOptions {
     #[arg(long, value_name = "FILE")]
     pub input_storage: Option<PathBuf>,
 
+    /// Storage driver of podman's images: vfs (what Yocto targets read; the default of
+    /// vimport-batch) or overlay (the guest's own); docker always uses overlay2
+    #[arg(long, value_name = "DRIVER")]
+    pub storage_driver: Option<String>,
+
     /// State dir for this invocation (created with a marker file if missing)
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
