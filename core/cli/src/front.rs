@@ -351,7 +351,7 @@ pub fn runtime_context(
 
 /// Log output of all modules on stderr: warnings by default, debug with -v (or
 /// `$<TOOL>_VERBOSE`), or whatever `$VCONTAINER_LOG` says.
-fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
+pub fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
     let verbose = options.verbose
         || tool
             .as_ref()
