@@ -137,7 +137,6 @@ fn after_of(argv: &[String]) -> (After, Vec<String>) {
 
 /// Runs `plan` (argv already classified by the runtime plugin).
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> anyhow::Result<i32> {
-    let driver_env = super::driver::env(spec, ctx.options.storage_driver.as_deref(), false)?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let user_argv: Vec<String> = ctx
         .argv
@@ -176,6 +175,12 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         None => None,
     };
     let storage_in = super::storage::input_path(ctx)?;
+    let driver_env = super::driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        false,
+        storage_in.as_deref(),
+    )?;
 
     if ctx.options.no_network {
         rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;

@@ -10,6 +10,13 @@
 //! transport) read the `STORAGE_DRIVER` environment variable as an override of storage.conf's
 //! `driver` (docs/yocto.md); every guest command of the invocation gets it. The runtime is
 //! recognised by its import transport, not by its name, so this module knows no plugin.
+//!
+//! A storage the command starts from (`--input-storage`) decides the driver when none is
+//! asked for: containers/storage keeps each driver's images in `<driver>-images/` of the
+//! graph root, and a runtime configured for another driver would see none of them (an
+//! additive batch would then export two half-storages).
+
+use std::path::{Component, Path};
 
 use vcontainer_abi::runtime::RuntimeSpec;
 
@@ -25,8 +32,22 @@ const KNOWN: &[&str] = &["vfs", "overlay"];
 /// docker's one driver, in the guest and on the target.
 const DOCKER_DRIVER: &str = "overlay2";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    #[error(
+        "--input-storage {path}: it holds {found} storage; --storage-driver {asked} would not see its images"
+    )]
+    Conflict {
+        path: String,
+        found: String,
+        asked: String,
+    },
+    #[error("--input-storage {path}: reading the tar: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--storage-driver '{asked}': {runtime} supports {}", KNOWN.join(", "))]
     Unknown { asked: String, runtime: String },
     #[error(
@@ -36,13 +57,32 @@ pub enum DriverError {
 }
 
 /// The guest environment that selects the driver: `asked` (the `--storage-driver` option),
-/// else `batch_default` for a batch export, else the guest's own configuration (nothing).
+/// else the driver of the `input` storage tar, else [`BATCH_DEFAULT`] for a batch export,
+/// else the guest's own configuration (nothing). Checked before any VM work.
 pub fn env(
     spec: &RuntimeSpec,
     asked: Option<&str>,
     batch: bool,
+    input: Option<&Path>,
 ) -> Result<Vec<(String, String)>, DriverError> {
     let runtime = spec.runtime_binary.to_string();
+    let found = match input {
+        Some(tar) if spec.import_transport.as_str() == CONTAINERS_STORAGE => driver_of(tar)
+            .map_err(|source| DriverError::Read {
+                path: tar.display().to_string(),
+                source,
+            })?,
+        _ => None,
+    };
+    if let (Some(found), Some(asked), Some(tar)) = (&found, asked, input) {
+        if found != asked {
+            return Err(DriverError::Conflict {
+                path: tar.display().to_string(),
+                found: found.clone(),
+                asked: asked.to_string(),
+            });
+        }
+    }
     if spec.import_transport.as_str() != CONTAINERS_STORAGE {
         return match asked {
             None => Ok(Vec::new()),
@@ -61,10 +101,35 @@ pub fn env(
                 runtime,
             })
         }
-        None if batch => BATCH_DEFAULT,
-        None => return Ok(Vec::new()),
+        None => match found.as_deref() {
+            Some(d) => d,
+            None if batch => BATCH_DEFAULT,
+            None => return Ok(Vec::new()),
+        },
     };
     Ok(vec![(DRIVER_ENV.to_string(), driver.to_string())])
+}
+
+/// The driver whose `<driver>-images/` a graph-root tar holds (entries relative to the
+/// graph root, with or without `./`); None for an empty or unknown one. Seeks over file
+/// data, so a large tar costs only its headers.
+fn driver_of(tar: &Path) -> std::io::Result<Option<String>> {
+    let mut archive = tar::Archive::new(std::fs::File::open(tar)?);
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
+        let path = entry.path()?;
+        let first = path.components().find_map(|c| match c {
+            Component::Normal(n) => n.to_str(),
+            _ => None,
+        });
+        let Some(dir) = first.and_then(|f| f.strip_suffix("-images")) else {
+            continue;
+        };
+        if let Some(known) = KNOWN.iter().find(|k| **k == dir) {
+            return Ok(Some((*known).to_string()));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -99,27 +164,80 @@ mod tests {
         }
     }
 
+    fn driver(d: &str) -> Vec<(String, String)> {
+        vec![(DRIVER_ENV.to_string(), d.to_string())]
+    }
+
     #[test]
     fn podman_batches_default_to_vfs_and_other_commands_to_the_guest_config() {
         let p = spec(CONTAINERS_STORAGE, "podman");
-        let vfs = vec![(DRIVER_ENV.to_string(), "vfs".to_string())];
-        assert_eq!(env(&p, None, true), Ok(vfs.clone()));
-        assert_eq!(env(&p, None, false), Ok(Vec::new()));
-        assert_eq!(env(&p, Some("vfs"), false), Ok(vfs));
+        assert_eq!(env(&p, None, true, None).expect("batch"), driver("vfs"));
+        assert!(env(&p, None, false, None).expect("command").is_empty());
         assert_eq!(
-            env(&p, Some("overlay"), true),
-            Ok(vec![(DRIVER_ENV.to_string(), "overlay".to_string())])
+            env(&p, Some("vfs"), false, None).expect("vfs"),
+            driver("vfs")
         );
-        let e = env(&p, Some("btrfs"), true).expect_err("unknown");
+        assert_eq!(
+            env(&p, Some("overlay"), true, None).expect("overlay"),
+            driver("overlay")
+        );
+        let e = env(&p, Some("btrfs"), true, None).expect_err("unknown");
         assert!(e.to_string().contains("vfs, overlay"), "{e}");
     }
 
     #[test]
     fn docker_keeps_overlay2() {
         let d = spec("docker-daemon:", "docker");
-        assert_eq!(env(&d, None, true), Ok(Vec::new()));
-        assert_eq!(env(&d, Some("overlay2"), true), Ok(Vec::new()));
-        let e = env(&d, Some("vfs"), true).expect_err("fixed");
+        assert!(env(&d, None, true, None).expect("batch").is_empty());
+        assert!(env(&d, Some("overlay2"), true, None)
+            .expect("o2")
+            .is_empty());
+        let e = env(&d, Some("vfs"), true, None).expect_err("fixed");
         assert!(e.to_string().contains("overlay2"), "{e}");
+    }
+
+    fn storage_tar(dir: &Path, name: &str, entries: &[&str]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        let mut b = tar::Builder::new(std::fs::File::create(&p).expect("create"));
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            h.set_cksum();
+            b.append_data(&mut h, e, &b"{}"[..]).expect("append");
+        }
+        b.finish().expect("finish");
+        p
+    }
+
+    #[test]
+    fn the_input_storage_decides_unless_asked_and_a_conflict_is_refused() {
+        let t = tempfile::tempdir().expect("tmp");
+        let p = spec(CONTAINERS_STORAGE, "podman");
+        let overlay = storage_tar(
+            t.path(),
+            "o.tar",
+            &["./storage.lock", "./overlay-images/images.json"],
+        );
+        let vfs = storage_tar(
+            t.path(),
+            "v.tar",
+            &["vfs-layers/l.json", "vfs-images/images.json"],
+        );
+        let empty = storage_tar(t.path(), "e.tar", &["./storage.lock"]);
+        // an overlay input keeps a batch (and a command) on overlay
+        assert_eq!(
+            env(&p, None, true, Some(&overlay)).expect("o"),
+            driver("overlay")
+        );
+        assert_eq!(env(&p, None, false, Some(&vfs)).expect("v"), driver("vfs"));
+        assert_eq!(env(&p, None, true, Some(&empty)).expect("e"), driver("vfs"));
+        let e = env(&p, Some("vfs"), true, Some(&overlay)).expect_err("conflict");
+        assert!(e.to_string().contains("holds overlay storage"), "{e}");
+        assert!(env(&p, None, true, Some(&t.path().join("missing.tar"))).is_err());
+        // docker storage is not looked into
+        let d = spec("docker-daemon:", "docker");
+        assert!(env(&d, None, true, Some(&overlay))
+            .expect("docker")
+            .is_empty());
     }
 }

@@ -67,7 +67,6 @@ impl Guest for TargetGuest<'_> {
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
     let started = Instant::now();
     let batch = ctx.command() == "vimport-batch";
-    let driver_env = driver::env(spec, ctx.options.storage_driver.as_deref(), batch)?;
     let cwd = std::env::current_dir()?;
     let import_target = ImportTarget {
         arch: ctx.arch,
@@ -111,6 +110,12 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         }
     }
     let storage_in = super::storage::input_path(ctx)?;
+    let driver_env = driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        batch,
+        storage_in.as_deref(),
+    )?;
 
     let mut target = if batch {
         Target::acquire_isolated(ctx, spec)?
