@@ -198,10 +198,15 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 /// Checks every entry (an OCI layout directory), then runs `vimport-batch` with the class's
 /// options on a stateless context: nothing under the build user's `~/.vdkr`/`~/.vpdmn`.
 fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
-    let mut entries = vec!["--".to_string()];
-    entries.extend(args.entries.iter().cloned());
-    let parsed = batch::parse_args(&entries)?;
-    for (request, entry) in parsed.images.iter().zip(&args.entries) {
+    for entry in &args.entries {
+        let parsed = batch::parse_args(&["--".to_string(), entry.clone()]).map_err(|_| {
+            anyhow::anyhow!(
+                "batch entry '{entry}': expected PATH:IMAGE:TAG with PATH an existing directory"
+            )
+        })?;
+        let Some(request) = parsed.images.first() else {
+            anyhow::bail!("batch entry '{entry}': expected PATH:IMAGE:TAG");
+        };
         if !layout::is_layout(&request.path) {
             anyhow::bail!(
                 "batch entry '{entry}': {} is not an OCI layout (no index.json or oci-layout)",
@@ -225,8 +230,13 @@ fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
     };
     front::init_logging(&Some(tool.clone()), &options);
     let session = Session::new(tool, None, options)?;
-    let mut argv: Vec<OsString> = vec!["vimport-batch".into(), "--output".into(), output.into()];
-    argv.extend(entries.into_iter().map(OsString::from));
+    let mut argv: Vec<OsString> = vec![
+        "vimport-batch".into(),
+        "--output".into(),
+        output.into(),
+        "--".into(),
+    ];
+    argv.extend(args.entries.iter().map(OsString::from));
     let mut ctx = front::runtime_context(session, argv, plugins)?;
     if let Some(secs) = args.timeout {
         ctx.settings.timeout_secs = secs;
