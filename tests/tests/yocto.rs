@@ -10,7 +10,7 @@
 //! for podman).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use vcontainer_tests::fixtures::BusyboxLayouts;
 use vcontainer_tests::{blob_root, stderr, stdout, vm_or_skip, World};
@@ -326,6 +326,9 @@ echo RUN3=$({bin} run --rm yocto-plain:3 echo plain-ok)
     let mut additive = class.vrunner(&out2, Some(&out1), &[entry(&images.added, "yocto-add:4")]);
     let mut other = class.vrunner(&out3, None, &[entry(&images.other, "yocto-other:5")]);
     let started = std::time::Instant::now();
+    for c in [&mut additive, &mut other] {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
     let a = additive.spawn().expect("spawn additive");
     let b = other.spawn().expect("spawn other");
     let a = a.wait_with_output().expect("additive");
