@@ -32,5 +32,6 @@ do_install:append() {
     fi
     install -d ${D}${bindir}
     rm -f ${D}${bindir}/vrunner.sh
-    ln -s ${VCONTAINER_DEST}/bin/vcontainer ${D}${bindir}/vrunner.sh
+    # relative (ln -r): the native sysroot is copied into each recipe-sysroot-native
+    ln -sr ${D}${VCONTAINER_DEST}/bin/vcontainer ${D}${bindir}/vrunner.sh
 }
