@@ -92,6 +92,7 @@ test-unit: build-debug
 bench:
 	$(CARGO) bench --workspace
 	scripts/bench-vm.sh
+	scripts/bench-batch.sh
 
 lint:
 	$(CARGO) fmt --all --check
