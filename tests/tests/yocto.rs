@@ -6,8 +6,8 @@
 //! entries fail before any boot and leave no `--output`; the `--timeout` gives exit 124
 //! and no output. Nothing is written under the user's HOME or left in `$TMPDIR`.
 //!
-//! VM boots per runtime: batch, target check, two concurrent batches (and one timeout run
-//! for podman).
+//! VM boots per runtime: batch, target check, two concurrent batches; plus, for podman, one
+//! timeout run and the report (vimport by hand, then a batch: two boots).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -396,6 +396,43 @@ fn timeout_stops_the_batch_and_writes_nothing() {
         .collect();
     assert!(in_home.is_empty(), "half-written temp files: {in_home:?}");
     class.assert_clean();
+}
+
+/// The report: an image imported by hand into the user's state was exported with a
+/// later batch. The batch now runs on its own state: only its images are in the tar.
+#[test]
+fn vimport_batch_does_not_export_the_users_images() {
+    vm_or_skip!("podman");
+    let Some(images) = Images::new() else { return };
+    let rt = Rt {
+        runtime: "podman",
+        tool: "vpdmn",
+    };
+    let w = World::new();
+    let o = w.run(
+        "vpdmn",
+        ["--no-daemon", "vimport", p(&images.plain), "userimg:9"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = w.home.path().join("out.tar");
+    let o = w.run(
+        "vpdmn",
+        [
+            "--no-daemon",
+            "vimport-batch",
+            "--output",
+            p(&out),
+            "--",
+            &entry(&images.added, "app:1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names = names_in(&rt, &out);
+    assert!(names.contains("app:1"), "{names}");
+    assert!(
+        !names.contains("userimg"),
+        "the user's image was exported:\n{names}"
+    );
 }
 
 /// Usage errors and bad entries: no VM, a clear message naming the problem, no output.

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 
 use crate::cli::GlobalOptions;
-use crate::program_name::GENERIC_NAME;
 use crate::session::Session;
 use crate::tool::Catalog;
 use crate::vimport::{batch, layout};
@@ -241,7 +240,7 @@ fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
     if let Some(secs) = args.timeout {
         ctx.settings.timeout_secs = secs;
     }
-    tracing::debug!(program = GENERIC_NAME, "vrunner batch import");
+    tracing::debug!(entries = args.entries.len(), "vrunner.sh --batch-import");
     dispatch::run_runtime_command(ctx)
 }
 
