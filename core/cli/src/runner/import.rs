@@ -58,6 +58,9 @@ impl Guest for TargetGuest<'_> {
     }
 }
 
+/// How much of an isolated batch VM's console a failed batch prints.
+const CONSOLE_TAIL_LINES: usize = 30;
+
 /// Runs `vimport ...` / `vimport-batch ...` (`args` after the command name).
 ///
 /// `vimport-batch` runs on its own VM and state disk in `$TMPDIR` ([`Target::acquire_isolated`]),
@@ -137,10 +140,24 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         storage_output.as_deref(),
         driver_env,
     );
-    if let Some(deadline) = deadline.filter(VmDeadline::fired) {
-        drop(target);
-        deadline.report(ctx);
-        return Ok(EXIT_TIMEOUT);
+    // a batch that completed (its output renamed into place) is a success even if the
+    // limit passed just after: only a failed one is reported as timed out
+    let timed_out = result.is_err() && deadline.as_ref().is_some_and(VmDeadline::fired);
+    if result.is_err() && !timed_out {
+        // the batch VM's dir goes with it: show the end of its console now
+        if let Some(tail) = target.isolated_console_tail(CONSOLE_TAIL_LINES) {
+            eprintln!(
+                "--- last lines of the guest console ---\n{}",
+                tail.trim_end()
+            );
+        }
+    }
+    if let Some(deadline) = deadline {
+        if timed_out {
+            drop(target);
+            deadline.report(ctx);
+            return Ok(EXIT_TIMEOUT);
+        }
     }
     let code = result?;
     target.finish()?;

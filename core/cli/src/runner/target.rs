@@ -314,6 +314,15 @@ impl Target {
         })
     }
 
+    /// The end of the guest console log of an isolated batch VM, whose dir (log included)
+    /// is removed with the target: what a failed batch leaves for diagnosis. None for other
+    /// targets, whose log stays where error messages point.
+    pub fn isolated_console_tail(&self, lines: usize) -> Option<String> {
+        self.isolated.as_ref()?;
+        let tail = vm::process::tail_lines(&self.console_log, lines);
+        (!tail.trim().is_empty()).then_some(tail)
+    }
+
     /// The QEMU process of a one-shot VM (None on a memres VM, which this command does not
     /// own).
     pub fn batch_qemu(&self) -> Option<ProcId> {
