@@ -3,7 +3,7 @@
 # `vrunner.sh --batch-import` call for N small images (default N = 1, 3, 10), per runtime.
 # Figures only, no thresholds. Each image is a busybox rootfs with its own /id file, built
 # with `vcontainer image build --backend sloci` (no VM). The old tool took ~600 s for a set
-# before its 9p rework and ~11 s after it (spec/runner.md §5); we aim at one boot plus
+# before its 9p rework and ~11 s after it (its commit 52ac90f1); we aim at one boot plus
 # streaming speed. Runtimes: VCONTAINER_BENCH_RUNTIMES (default "podman docker"); counts:
 # VCONTAINER_BENCH_BATCH_N (default "1 3 10"). Also run by `make bench`.
 set -eu
