@@ -19,7 +19,7 @@ AGENT_TARGET ?= x86_64-unknown-linux-gnu
 
 RELEASE_DIR  := target/release
 BLOB_DIR     := build/blobs
-TOOL_LINKS   := vdkr vpdmn vdkr-x86_64 vdkr-aarch64 vpdmn-x86_64 vpdmn-aarch64
+TOOL_LINKS   := vdkr vpdmn vdkr-x86_64 vdkr-aarch64 vpdmn-x86_64 vpdmn-aarch64 vrunner vrunner.sh
 
 BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
@@ -98,6 +98,7 @@ test-unit: build-debug
 bench:
 	$(CARGO) bench --workspace
 	scripts/bench-vm.sh
+	scripts/bench-batch.sh
 
 lint:
 	$(CARGO) fmt --all --check

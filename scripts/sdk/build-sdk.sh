@@ -1,7 +1,7 @@
 #!/bin/sh
 # Packs the vcontainer SDK (`make sdk`): a relocatable tree
 #
-#   bin/vcontainer + vdkr, vpdmn, vdkr-<arch>, vpdmn-<arch> (relative symlinks)
+#   bin/vcontainer + vdkr, vpdmn, vdkr-<arch>, vpdmn-<arch>, vrunner, vrunner.sh (relative symlinks)
 #   lib/vcontainer/plugins/libvcontainer_*.so
 #   share/vcontainer/blobs/<arch>/<runtime>/   (every complete set under build/blobs)
 #   libexec/vhost-device-vsock                 (the host's, when installed)
@@ -29,7 +29,7 @@ SDK_OUT=${SDK_OUT:-build/sdk}
 BLOB_DIR=${BLOB_DIR:-build/blobs}
 RELEASE_DIR=${RELEASE_DIR:-target/release}
 PACKAGES="vcontainer vcontainer-runtime-docker vcontainer-runtime-podman vcontainer-backend-sloci vcontainer-backend-umoci"
-TOOL_LINKS="vdkr vpdmn vdkr-x86_64 vdkr-aarch64 vpdmn-x86_64 vpdmn-aarch64"
+TOOL_LINKS="vdkr vpdmn vdkr-x86_64 vdkr-aarch64 vpdmn-x86_64 vpdmn-aarch64 vrunner vrunner.sh"
 
 host_arch=$(uname -m)
 name=vcontainer-$host_arch

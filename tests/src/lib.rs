@@ -125,6 +125,8 @@ impl World {
             "vdkr-aarch64",
             "vpdmn-x86_64",
             "vpdmn-aarch64",
+            "vrunner",
+            "vrunner.sh",
         ] {
             std::os::unix::fs::symlink(&exe, bin.join(name)).expect("link");
         }

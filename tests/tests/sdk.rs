@@ -17,13 +17,15 @@ use vcontainer_tests::{
 };
 
 const HOST_ARCH: &str = std::env::consts::ARCH;
-const LINKS: [&str; 6] = [
+const LINKS: [&str; 8] = [
     "vdkr",
     "vpdmn",
     "vdkr-x86_64",
     "vdkr-aarch64",
     "vpdmn-x86_64",
     "vpdmn-aarch64",
+    "vrunner",
+    "vrunner.sh",
 ];
 const PLUGINS: [&str; 4] = [
     "libvcontainer_runtime_docker.so",

@@ -102,12 +102,41 @@ const EXEC_SHORT_VALUES: &[char] = &['e', 'u', 'w'];
 const BUILD_SHORT_VALUES: &[char] = &['f', 't', 'o', 'm'];
 const IO_SHORT_VALUES: &[char] = &['i', 'o', 'c', 'm', 'u', 'p'];
 
+/// Commands that only group subcommands (`docker image ls`, `podman pod ps`). Without a
+/// subcommand docker prints its help and exits 0, which a script cannot tell from success;
+/// the old tool refused them, exit 1, saying a subcommand is required, and so do we (before
+/// any VM work).
+pub const GROUP_COMMANDS: &[&str] = &[
+    "builder",
+    "container",
+    "context",
+    "generate",
+    "healthcheck",
+    "image",
+    "kube",
+    "machine",
+    "manifest",
+    "network",
+    "play",
+    "plugin",
+    "pod",
+    "secret",
+    "system",
+    "trust",
+    "volume",
+];
+
 /// Classifies `args` (the user's command after the global options) for the runtime `dialect`.
 pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginError> {
     let Some(command) = args.first() else {
         return Err(PluginError::usage("no command given"));
     };
     let rest = &args[1..];
+    if rest.is_empty() && GROUP_COMMANDS.contains(&command.as_str()) {
+        return Err(PluginError::usage(format!(
+            "requires a subcommand; `{command} --help` lists them"
+        )));
+    }
     let mut b = Builder::new(dialect);
     match command.as_str() {
         c if OWN_COMMANDS.contains(&c) => return Ok(CommandPlan::own()),
@@ -1447,5 +1476,20 @@ mod tests {
         assert_eq!(file_name_of("a/b/.", "x"), "b");
         assert_eq!(file_name_of("..", "x"), "x");
         assert_eq!(file_name_of("/", "x"), "x");
+    }
+
+    #[test]
+    fn group_commands_without_a_subcommand_are_refused() {
+        for group in ["system", "image", "network", "container", "volume", "pod"] {
+            let e = plan(&DOCKER, &[group.to_string()]).expect_err(group);
+            assert!(
+                e.to_string().contains("requires a subcommand"),
+                "{group}: {e}"
+            );
+        }
+        // with one (or --help, which the runtime answers) they are planned as before
+        assert!(plan(&DOCKER, &["system".to_string(), "df".to_string()]).is_ok());
+        assert!(plan(&DOCKER, &["image".to_string(), "--help".to_string()]).is_ok());
+        assert!(plan(&DOCKER, &["images".to_string()]).is_ok());
     }
 }

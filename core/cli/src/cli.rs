@@ -41,6 +41,11 @@ pub struct GlobalOptions {
     #[arg(long, value_name = "FILE")]
     pub input_storage: Option<PathBuf>,
 
+    /// Storage driver of podman's images: vfs (what Yocto targets read; the default of
+    /// vimport-batch) or overlay (the guest's own); docker always uses overlay2
+    #[arg(long, value_name = "DRIVER")]
+    pub storage_driver: Option<String>,
+
     /// State dir for this invocation (created with a marker file if missing)
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -208,6 +213,62 @@ pub fn parser(tool_name: &str, color: ColorChoice) -> Command {
     <FrontCommand as Subcommand>::augment_subcommands(cmd)
 }
 
+/// Options of `memres start`/`restart` themselves (with a value: `-p`, `--publish`).
+const MEMRES_OWN: &[&str] = &["-p", "--publish", "--clean"];
+
+/// The old tool took its global options after `memres start`/`vmemres start` (and
+/// `restart`), e.g. `vdkr memres start --no-registry -p 8080:80`, and scripts rely on it.
+/// `args` is the command and its verbatim arguments, the tail of `argv`. Returns argv with
+/// those options moved before the command (where they are global options), or None when
+/// there is nothing to move. Only memres start/restart take no operands, so every word
+/// there that is not memres's own is a global option or its value: unambiguous. Options that
+/// are not global options are a usage error here.
+pub fn lift_memres_globals(
+    argv: &[OsString],
+    args: &[OsString],
+) -> Result<Option<Vec<OsString>>, clap::Error> {
+    let word = |i: usize| args.get(i).and_then(|a| a.to_str());
+    if !matches!(word(0), Some("memres" | "vmemres"))
+        || !matches!(word(1), Some("start" | "restart"))
+    {
+        return Ok(None);
+    }
+    let (mut own, mut lifted): (Vec<OsString>, Vec<OsString>) = (Vec::new(), Vec::new());
+    let mut i = 2;
+    while let Some(a) = args.get(i) {
+        let text = a.to_string_lossy();
+        let flag = text.split_once('=').map_or(&*text, |(f, _)| f);
+        let joined_publish = text.starts_with("-p") && text.len() > 2 && !text.starts_with("--");
+        if MEMRES_OWN.contains(&flag) || joined_publish {
+            own.push(a.clone());
+            if matches!(&*text, "-p" | "--publish") {
+                if let Some(v) = args.get(i + 1) {
+                    own.push(v.clone());
+                    i += 1;
+                }
+            }
+        } else {
+            lifted.push(a.clone());
+        }
+        i += 1;
+    }
+    if lifted.is_empty() {
+        return Ok(None);
+    }
+    // only global options may move; anything else is an error, reported as clap does
+    let check =
+        <GlobalOptions as Args>::augment_args(Command::new("memres start").disable_help_flag(true));
+    check.try_get_matches_from(
+        std::iter::once(OsString::from("memres start")).chain(lifted.iter().cloned()),
+    )?;
+    let head = argv.len().saturating_sub(args.len());
+    let mut out: Vec<OsString> = argv[..head].to_vec();
+    out.extend(lifted);
+    out.extend(args[..2].iter().cloned());
+    out.extend(own);
+    Ok(Some(out))
+}
+
 /// The grammar for completion scripts: the same, plus the runtime and core command names as
 /// real subcommands so shells can complete them.
 pub fn completion_grammar(tool_name: &str) -> Command {
@@ -295,6 +356,50 @@ mod tests {
         assert_eq!(g.insecure_registries, ["r1:5000", "r2:5000"]);
         assert_eq!(g.registry_password.as_deref(), Some("p w"));
         assert_eq!(external(&m), ("vrun".into(), vec!["alpine".into()]));
+    }
+
+    #[test]
+    fn global_options_after_memres_start_move_before_the_command() {
+        let os = |w: &[&str]| w.iter().map(OsString::from).collect::<Vec<_>>();
+        let argv = os(&[
+            "vdkr",
+            "-v",
+            "memres",
+            "start",
+            "--no-registry",
+            "-p",
+            "8080:80",
+            "--insecure-registry",
+            "r:5000",
+            "-p9090:90",
+        ]);
+        let moved = lift_memres_globals(&argv, &argv[2..])
+            .expect("ok")
+            .expect("moved");
+        assert_eq!(
+            moved,
+            os(&[
+                "vdkr",
+                "-v",
+                "--no-registry",
+                "--insecure-registry",
+                "r:5000",
+                "memres",
+                "start",
+                "-p",
+                "8080:80",
+                "-p9090:90"
+            ])
+        );
+        // nothing to move, other commands, and non-global options
+        let plain = os(&["vdkr", "memres", "start", "-p", "1:2"]);
+        assert_eq!(lift_memres_globals(&plain, &plain[1..]).expect("ok"), None);
+        let run = os(&["vdkr", "run", "--no-registry", "x"]);
+        assert_eq!(lift_memres_globals(&run, &run[1..]).expect("ok"), None);
+        let bad = os(&["vdkr", "memres", "start", "--bogus"]);
+        assert!(lift_memres_globals(&bad, &bad[1..]).is_err());
+        let stop = os(&["vdkr", "memres", "stop", "--no-registry"]);
+        assert_eq!(lift_memres_globals(&stop, &stop[1..]).expect("ok"), None);
     }
 
     #[test]

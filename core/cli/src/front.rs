@@ -83,19 +83,36 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         .unwrap_or_default();
     let program = parse_program_name(&argv0, catalog.aliases())?;
 
-    let matches = match cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv) {
-        Ok(m) => m,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            let code = match error.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => EXIT_TOOL_ERROR,
-            };
-            return Ok(Invocation::Usage { error, code });
-        }
+    let usage = |error: clap::Error| {
+        use clap::error::ErrorKind;
+        let code = match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+            _ => EXIT_TOOL_ERROR,
+        };
+        Invocation::Usage { error, code }
     };
+    let parse_argv =
+        |argv: &[OsString]| cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv);
+    let mut matches = match parse_argv(argv) {
+        Ok(m) => m,
+        Err(error) => return Ok(usage(error)),
+    };
+    // `memres start --no-registry`: the old tool's global options after memres start
+    if let Some((name, sub)) = matches
+        .subcommand()
+        .filter(|(name, _)| matches!(*name, "memres" | "vmemres"))
+    {
+        match cli::lift_memres_globals(argv, &verbatim_args(name, sub)) {
+            Ok(None) => {}
+            Ok(Some(moved)) => match parse_argv(&moved) {
+                Ok(m) => matches = m,
+                Err(error) => return Ok(usage(error)),
+            },
+            Err(error) => return Ok(usage(error)),
+        }
+    }
     let options = GlobalOptions::from_arg_matches(&matches)?;
     if matches.get_flag("version") {
         return Ok(Invocation::Version {
@@ -351,7 +368,7 @@ pub fn runtime_context(
 
 /// Log output of all modules on stderr: warnings by default, debug with -v (or
 /// `$<TOOL>_VERBOSE`), or whatever `$VCONTAINER_LOG` says.
-fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
+pub fn init_logging(tool: &Option<Tool>, options: &GlobalOptions) {
     let verbose = options.verbose
         || tool
             .as_ref()

@@ -28,3 +28,6 @@ pub mod tool;
 pub mod ui;
 pub mod vconfig;
 pub mod vstorage;
+
+// the Yocto classes' entry point (`vrunner.sh --batch-import`)
+pub mod vrunner;

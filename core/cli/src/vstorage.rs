@@ -180,10 +180,7 @@ pub fn clean_current(session: &Session) -> anyhow::Result<i32> {
     let (arch, _) = session.arch()?;
     let (dir, _) = current_dir(session, arch)?;
     if remove_state_dir(session, &dir)? {
-        ui::info(
-            &session.tool.name,
-            &format!("Cleaned: {} (the next run starts fresh)", dir.display()),
-        );
+        report_cleaned(&dir)?;
     } else {
         ui::info(
             &session.tool.name,
@@ -191,6 +188,12 @@ pub fn clean_current(session: &Session) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// What was cleaned is the command's result: one `Cleaned: <dir>` line per state dir on
+/// stdout (as the old tool printed it), so scripts can read it; the rest goes to stderr.
+fn report_cleaned(dir: &Path) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "Cleaned: {}", dir.display()).context("writing to stdout")
 }
 
 fn clean(session: &Session, arch: Option<&str>, all: bool) -> anyhow::Result<i32> {
@@ -209,7 +212,9 @@ fn clean(session: &Session, arch: Option<&str>, all: bool) -> anyhow::Result<i32
             return Ok(0);
         }
         for dir in &dirs {
-            remove_state_dir(session, dir)?;
+            if remove_state_dir(session, dir)? {
+                report_cleaned(dir)?;
+            }
         }
         ui::info(tool, &format!("All storage cleaned ({} dirs).", dirs.len()));
         return Ok(0);
@@ -221,7 +226,7 @@ fn clean(session: &Session, arch: Option<&str>, all: bool) -> anyhow::Result<i32
             let root = state_dir::best_canonical(&session.state_root()?, &session.cwd);
             let dir = root.join(arch.as_str());
             if remove_state_dir(session, &dir)? {
-                ui::info(tool, &format!("Cleaned: {}", dir.display()));
+                report_cleaned(&dir)?;
             } else {
                 ui::info(tool, &format!("Not found: {}", dir.display()));
             }

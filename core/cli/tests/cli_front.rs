@@ -301,6 +301,10 @@ fn clean_all_with_state_dir_leaves_user_files_and_siblings_alone() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!state.exists(), "the marked state dir is deleted");
     assert!(!f.home().join(".vpdmn/x86_64").exists());
+    // what was cleaned is printed on stdout, one line per dir (issue 12 item 7)
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Cleaned: ") && out.contains("x86_64"), "{out}");
+    assert!(out.lines().any(|l| l.ends_with("project/state")), "{out}");
     assert_eq!(
         fs::read_to_string(parent.join("notes.txt")).unwrap(),
         "mine"

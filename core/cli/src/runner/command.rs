@@ -174,16 +174,13 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         }
         None => None,
     };
-    let storage_in = match &ctx.options.input_storage {
-        Some(p) => {
-            let p = crate::state_dir::absolute_lexical(p, &cwd);
-            if !p.is_file() {
-                bail!("--input-storage {}: not a file", p.display());
-            }
-            Some(p)
-        }
-        None => None,
-    };
+    let storage_in = super::storage::input_path(ctx)?;
+    let driver_env = super::driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        false,
+        storage_in.as_deref(),
+    )?;
 
     if ctx.options.no_network {
         rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;
@@ -208,7 +205,9 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         storage::seed(&mut target, &spec.storage_export, tar)?;
     }
     target.ensure_services()?;
-    let registry_env = super::import::apply_registry(&mut target, ctx, registry.as_ref())?;
+    let mut registry_env = super::import::apply_registry(&mut target, ctx, registry.as_ref())?;
+    // the storage driver applies to every guest command, like the registry settings
+    registry_env.extend(driver_env);
     tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
 
     // a memres VM with a host share binds live host dirs instead of copying them

@@ -4,13 +4,15 @@
 
 use std::io::{self, Read};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec};
 
+use super::driver;
 use super::rebase;
 use super::storage;
-use super::target::Target;
+use super::target::{Target, VmDeadline, EXIT_TIMEOUT};
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
 use crate::dispatch::RuntimeContext;
@@ -23,6 +25,8 @@ use crate::vimport::ImportTarget;
 pub struct TargetGuest<'a> {
     pub target: &'a mut Target,
     pub tool: String,
+    /// Added to the environment of every command run (the storage driver of an import).
+    pub env: Vec<(String, String)>,
 }
 
 impl Guest for TargetGuest<'_> {
@@ -34,7 +38,8 @@ impl Guest for TargetGuest<'_> {
     fn run(&mut self, argv: &[String], env: &[(String, String)]) -> anyhow::Result<i32> {
         let conn = self.target.connect()?;
         let mut request = ExecRequest::new(argv.iter().cloned());
-        request.env = env.to_vec();
+        request.env = self.env.clone();
+        request.env.extend_from_slice(env);
         let stdout = io::stdout();
         let mut stdout = stdout.lock();
         let status = agent_client::exec(conn, request, None, &mut stdout, &mut io::stderr())
@@ -53,8 +58,18 @@ impl Guest for TargetGuest<'_> {
     }
 }
 
+/// How much of an isolated batch VM's console a failed batch prints.
+const CONSOLE_TAIL_LINES: usize = 30;
+
 /// Runs `vimport ...` / `vimport-batch ...` (`args` after the command name).
+///
+/// `vimport-batch` runs on its own VM and state disk in `$TMPDIR` ([`Target::acquire_isolated`]),
+/// never on the user's state, exports podman storage in the target's driver (vfs unless
+/// `--storage-driver` says otherwise, [`driver`]) and is bound by the `timeout` setting as a
+/// whole: when it passes, the VM is stopped, nothing is written, and the exit status is 124.
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let batch = ctx.command() == "vimport-batch";
     let cwd = std::env::current_dir()?;
     let import_target = ImportTarget {
         arch: ctx.arch,
@@ -97,32 +112,85 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             );
         }
     }
-    let storage_in = match &ctx.options.input_storage {
-        Some(p) => {
-            let p = crate::state_dir::absolute_lexical(p, &cwd);
-            if !p.is_file() {
-                bail!("--input-storage {}: not a file", p.display());
-            }
-            Some(p)
-        }
-        None => None,
-    };
+    let storage_in = super::storage::input_path(ctx)?;
+    let driver_env = driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        batch,
+        storage_in.as_deref(),
+    )?;
 
-    let mut target = Target::acquire(ctx, spec)?;
-    if let Some(tar) = &storage_in {
-        storage::seed(&mut target, &spec.storage_export, tar)?;
+    let mut target = if batch {
+        Target::acquire_isolated(ctx, spec)?
+    } else {
+        Target::acquire(ctx, spec)?
+    };
+    let deadline = match ctx.settings.timeout_secs {
+        0 => None,
+        _ if !batch => None,
+        secs => VmDeadline::arm(&target, Duration::from_secs(secs), started),
+    };
+    let result = import_and_export(
+        ctx,
+        spec,
+        &mut target,
+        &plans,
+        &run_dir,
+        storage_in.as_deref(),
+        storage_output.as_deref(),
+        driver_env,
+    );
+    // a batch that completed (its output renamed into place) is a success even if the
+    // limit passed just after: only a failed one is reported as timed out
+    let timed_out = result.is_err() && deadline.as_ref().is_some_and(VmDeadline::fired);
+    if result.is_err() && !timed_out {
+        // the batch VM's dir goes with it: show the end of its console now
+        if let Some(tail) = target.isolated_console_tail(CONSOLE_TAIL_LINES) {
+            eprintln!(
+                "--- last lines of the guest console ---\n{}",
+                tail.trim_end()
+            );
+        }
+    }
+    if let Some(deadline) = deadline {
+        if timed_out {
+            drop(target);
+            deadline.report(ctx);
+            return Ok(EXIT_TIMEOUT);
+        }
+    }
+    let code = result?;
+    target.finish()?;
+    Ok(code)
+}
+
+/// The part of [`run`] on the booted VM: seed, import, export.
+#[allow(clippy::too_many_arguments)]
+fn import_and_export(
+    ctx: &RuntimeContext,
+    spec: &RuntimeSpec,
+    target: &mut Target,
+    plans: &[crate::vimport::ImportPlan],
+    run_dir: &str,
+    storage_in: Option<&Path>,
+    storage_output: Option<&Path>,
+    driver_env: Vec<(String, String)>,
+) -> anyhow::Result<i32> {
+    if let Some(tar) = storage_in {
+        storage::seed(target, &spec.storage_export, tar)?;
     }
     target.ensure_services()?;
     let mut guest = TargetGuest {
-        target: &mut target,
+        target,
         tool: ctx.tool.name.clone(),
+        env: driver_env,
     };
-    let result = execute::execute(&plans, &mut guest);
-    guest.remove(&run_dir);
+    let result = execute::execute(plans, &mut guest);
+    guest.remove(run_dir);
     let code = result?;
-    if let Some(dest) = &storage_output {
+    if let Some(dest) = storage_output {
         if code == 0 {
-            storage::export(&mut target, &spec.storage_export, dest)?;
+            storage::export(target, &spec.storage_export, dest)?;
             ui::info(
                 &ctx.tool.name,
                 &format!(
@@ -139,7 +207,6 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             );
         }
     }
-    target.finish()?;
     Ok(code)
 }
 
@@ -220,6 +287,7 @@ pub fn apply_registry(
     let mut guest = TargetGuest {
         target,
         tool: ctx.tool.name.clone(),
+        env: Vec::new(),
     };
     if wanted != installed {
         tracing::debug!(%wanted, %installed, "installing the registry configuration");
@@ -249,6 +317,7 @@ pub fn remove_registry_auth(
         let mut guest = TargetGuest {
             target,
             tool: ctx.tool.name.clone(),
+            env: Vec::new(),
         };
         registry::remove_auth(setup, &mut guest);
     }
@@ -289,6 +358,7 @@ pub fn default_registry(
             let mut guest = TargetGuest {
                 target,
                 tool: tool.clone(),
+                env: Vec::new(),
             };
             let mut run = || -> anyhow::Result<i32> {
                 let mut code = 1;

@@ -17,7 +17,7 @@ use crate::state_dir::StateKind;
 use crate::ui;
 use crate::vm::{self, memres, PortForward};
 
-const USAGE: &str = "start [-p HOST:GUEST[/udp]]... | stop | restart [--clean] [-p ...] | status | list | clean-ports";
+const USAGE: &str = "start [-p HOST:GUEST[/udp]]... | stop [-f] | restart [--clean] [-p ...] | status | list | clean-ports";
 
 /// Options of `start`/`restart`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -104,8 +104,14 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             Ok(0)
         }
         "stop" => {
-            if !rest.is_empty() {
-                bail!("memres stop takes no arguments");
+            // -f/--force: the old tool's way to stop a VM that does not answer; ours never
+            // refuses and kills QEMU itself when the clean shutdown times out, so it is
+            // accepted (scripts pass it) and changes nothing
+            if let Some(a) = rest
+                .iter()
+                .find(|a| !matches!(a.as_str(), "-f" | "--force"))
+            {
+                bail!("memres stop: unknown argument '{a}' (it takes only -f/--force)");
             }
             sync_live_volumes(ctx, spec);
             let cfg = vmconfig::build(ctx, spec, state, true, Vec::new());

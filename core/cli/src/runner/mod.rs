@@ -13,6 +13,7 @@
 //! (`memres ...`), `vshell`.
 
 mod command;
+mod driver;
 mod import;
 mod memres;
 mod mode;

@@ -2,13 +2,14 @@
 //! `--input-storage in.tar` (start the command from such a tar), in batch and memres mode
 //! (the old tool silently ignored `--storage` under memres, spec/cli.md §8.7).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use vcontainer_abi::runtime::StorageExport;
 
 use super::target::Target;
 use super::transfer;
+use crate::dispatch::RuntimeContext;
 
 /// Where the archive's entries live in the guest, and whether they are named relative to the
 /// storage dir itself (`./...`) or carry its name (`docker/...`).
@@ -63,6 +64,19 @@ pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyho
         .map_err(|e| anyhow::anyhow!(e.error))
         .with_context(|| format!("renaming into {}", dest.display()))?;
     Ok(())
+}
+
+/// The `--input-storage` tar as an absolute path, checked before any VM work.
+pub fn input_path(ctx: &RuntimeContext) -> anyhow::Result<Option<PathBuf>> {
+    let Some(p) = &ctx.options.input_storage else {
+        return Ok(None);
+    };
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let p = crate::state_dir::absolute_lexical(p, &cwd);
+    if !p.is_file() {
+        bail!("--input-storage {}: not a file", p.display());
+    }
+    Ok(Some(p))
 }
 
 /// Unpacks a storage tar into the guest before the runtime's services start.

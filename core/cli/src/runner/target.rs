@@ -49,7 +49,15 @@ pub struct Target {
     _keepalive: Option<mpsc::Sender<()>>,
     /// A private state dir of a batch VM without state disk (removed at the end).
     private_dir: Option<PathBuf>,
+    /// The temporary state dir of an isolated batch VM (see [`Target::acquire_isolated`]);
+    /// deleted, state disk and all, once the VM is down.
+    isolated: Option<tempfile::TempDir>,
 }
+
+/// Size of an isolated batch VM's state disk. The file is sparse: only what the guest
+/// writes takes host space, so a generous size costs nothing and lets a large image set
+/// (podman's vfs driver stores every layer as a full copy) fit.
+pub const ISOLATED_DISK_MIB: u64 = 64 * 1024;
 
 /// Exit status of a command stopped by the `timeout` setting (as GNU timeout(1)).
 pub const EXIT_TIMEOUT: i32 = 124;
@@ -114,6 +122,64 @@ impl Deadline {
                      allow more with `{tool} vconfig timeout <seconds>` or ${}",
                     self.limit.as_secs(),
                     ctx.tool.env_var_name("TIMEOUT")
+                )
+            )
+        );
+    }
+}
+
+/// A time limit on everything a one-shot VM does for one command (a batch import: boot,
+/// imports and export together). When it passes, the VM's QEMU is killed: every agent
+/// operation then fails at once, nothing more reaches the host, and the caller reports
+/// [`VmDeadline::fired`] as exit 124. A clean shutdown is not needed: the VM's state is
+/// thrown away with it.
+pub struct VmDeadline {
+    limit: Duration,
+    fired: Arc<AtomicBool>,
+    _stop: mpsc::Sender<()>,
+}
+
+impl VmDeadline {
+    /// Arms `limit`, counted from `since` (the command's start), on the target's VM. None
+    /// on a memres VM (not this command's to kill).
+    pub fn arm(target: &Target, limit: Duration, since: Instant) -> Option<VmDeadline> {
+        let qemu = target.batch_qemu()?;
+        let left = limit.saturating_sub(since.elapsed());
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&fired);
+        let (tx, rx) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("vm-timeout".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(left) {
+                    flag.store(true, Ordering::Release);
+                    qemu.signal(nix::sys::signal::Signal::SIGKILL);
+                }
+            })
+            .ok()?;
+        Some(VmDeadline {
+            limit,
+            fired,
+            _stop: tx,
+        })
+    }
+
+    /// The limit passed and the VM was stopped.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    /// Tells the user what happened.
+    pub fn report(&self, ctx: &RuntimeContext) {
+        eprintln!(
+            "{}",
+            ui::error_line(
+                &ctx.tool.name,
+                &anyhow!(
+                    "the {} ran longer than the timeout ({} s) and was stopped (exit {EXIT_TIMEOUT}); \
+                     nothing was written",
+                    ctx.command(),
+                    self.limit.as_secs()
                 )
             )
         );
@@ -197,6 +263,7 @@ impl Target {
                     services_started: false,
                     _keepalive: None,
                     private_dir,
+                    isolated: None,
                 };
                 // without a state disk the agent itself puts the runtime storage on a
                 // tmpfs at boot (vcontainer.state=none): nothing to do here
@@ -217,6 +284,51 @@ impl Target {
             services_started: false,
             _keepalive: Some(keepalive),
             private_dir: None,
+            isolated: None,
+        }
+    }
+
+    /// A one-shot VM on a fresh, empty state disk in a new temp dir under `$TMPDIR`, for a
+    /// batch import: the user's state (`~/.vdkr`, `~/.vpdmn`, a memres VM) is never opened,
+    /// so nothing of it ends up in the export; the images are on a disk, not in guest RAM;
+    /// and any number of such batches run side by side. The dir is removed with the target.
+    pub fn acquire_isolated(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<Target> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-batch-", ctx.tool.name))
+            .tempdir()
+            .context("creating the temporary state dir of the batch VM (in $TMPDIR)")?;
+        let mut cfg = vmconfig::build(ctx, spec, dir.path(), true, Vec::new());
+        cfg.state_disk_size_mib = ISOLATED_DISK_MIB;
+        let started = Instant::now();
+        let batch = vm::boot_batch(&cfg)?;
+        tracing::debug!(elapsed = ?started.elapsed(), dir = %dir.path().display(), "isolated batch VM booted");
+        Ok(Target {
+            vm: Some(Vm::Batch(Box::new(batch))),
+            tool: ctx.tool.name.clone(),
+            console_log: cfg.console_log(),
+            services: spec.services.iter().cloned().collect(),
+            services_started: false,
+            _keepalive: None,
+            private_dir: None,
+            isolated: Some(dir),
+        })
+    }
+
+    /// The end of the guest console log of an isolated batch VM, whose dir (log included)
+    /// is removed with the target: what a failed batch leaves for diagnosis. None for other
+    /// targets, whose log stays where error messages point.
+    pub fn isolated_console_tail(&self, lines: usize) -> Option<String> {
+        self.isolated.as_ref()?;
+        let tail = vm::process::tail_lines(&self.console_log, lines);
+        (!tail.trim().is_empty()).then_some(tail)
+    }
+
+    /// The QEMU process of a one-shot VM (None on a memres VM, which this command does not
+    /// own).
+    pub fn batch_qemu(&self) -> Option<ProcId> {
+        match &self.vm {
+            Some(Vm::Batch(b)) => ProcId::of(b.running().qemu.pid()),
+            _ => None,
         }
     }
 
@@ -456,6 +568,11 @@ impl Target {
         };
         if let Some(d) = self.private_dir.take() {
             let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(d) = self.isolated.take() {
+            if let Err(e) = d.close() {
+                tracing::warn!("removing the batch VM's temporary state dir: {e}");
+            }
         }
         result
     }

@@ -12,11 +12,22 @@ use crate::dispatch::RuntimeContext;
 use crate::ui;
 
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
+    let storage_in = super::storage::input_path(ctx)?;
+    let driver_env = super::driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        false,
+        storage_in.as_deref(),
+    )?;
     let mut target = Target::acquire(ctx, spec)?;
+    if let Some(tar) = &storage_in {
+        super::storage::seed(&mut target, &spec.storage_export, tar)?;
+    }
     target.ensure_services()?;
     let mut argv = vec!["/bin/sh".to_string()];
     argv.extend(args.iter().cloned());
     let mut request = ExecRequest::new(argv);
+    request.env = driver_env;
     request.stdin = true;
     let terminal = std::io::stdin().is_terminal();
     if terminal {
