@@ -224,6 +224,10 @@ pub struct BuildRequest {
     /// Image tag, written as the index `org.opencontainers.image.ref.name`; "latest" if None.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// More tags for the same image: one more index.json entry each, naming the same
+    /// manifest (what `umoci tag` adds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_tags: Vec<String>,
 
     /// Config `Entrypoint` (already split into words). None = unset (or inherited from base).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,9 +277,18 @@ pub struct BuildRequest {
     /// the blob bytes, not the diff_ids.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<i32>,
-    /// Also write a tar of the layout to this path.
+    /// Also write a tar of the layout to this path, entries `./`, `./index.json`, ... (an OCI
+    /// archive: image-oci's `-oci.tar`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tar: Option<PathBuf>,
+    /// Also write a tar of the layout whose top entry is the layout directory's name
+    /// (image-oci's `-oci-dir.tar`, made with `tar -cf X-dir.tar <dirname>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir_tar: Option<PathBuf>,
+    /// Store every layer entry as owned by 0:0 with no user/group names, as umoci's rootless
+    /// repack (the image-oci umoci flow) does; by default owners are kept.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub root_owned: bool,
     /// Multi-layer mode when non-empty (umoci backend); empty = one layer with the whole rootfs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
@@ -326,6 +339,9 @@ pub struct BuildResult {
     /// The tar written, if asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tar: Option<PathBuf>,
+    /// The directory-style tar written, if asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_tar: Option<PathBuf>,
     /// `sha256:...` of the image manifest.
     pub manifest_digest: String,
     /// `sha256:...` of the image config.
@@ -389,9 +405,17 @@ pub struct IndexRequest {
     pub tag: Option<String>,
     /// The per-arch images.
     pub images: Vec<IndexEntry>,
-    /// Also write a tar of the layout to this path.
+    /// List the per-arch manifests in index.json itself (each with the tag) instead of one
+    /// index.json entry naming an image index blob (oci-multiarch's nesting, which skopeo
+    /// and the batch import need).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flat: bool,
+    /// Also write a tar of the layout to this path (`./`-rooted OCI archive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tar: Option<PathBuf>,
+    /// Also write a tar whose top entry is the layout directory's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir_tar: Option<PathBuf>,
     /// Index annotations with full keys.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -417,7 +441,9 @@ pub struct IndexResult {
     pub layout: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tar: Option<PathBuf>,
-    /// `sha256:...` of the image index blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_tar: Option<PathBuf>,
+    /// `sha256:...` of the image index blob; empty for a flat index (no such blob).
     pub index_digest: String,
     pub manifests: Vec<IndexManifest>,
 }
@@ -507,6 +533,7 @@ mod tests {
             Ok(BuildResult {
                 layout: r.output,
                 tar: r.tar,
+                dir_tar: r.dir_tar,
                 manifest_digest: "sha256:m".into(),
                 config_digest: "sha256:c".into(),
                 layers: vec![],

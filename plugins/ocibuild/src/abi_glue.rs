@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::index::{IndexInput, IndexRequest};
 use crate::layerdef::{LayerDef, LayerKind};
 use crate::settings::ImageOptions;
+use crate::tarout::{LayoutTar, TarStyle};
 use crate::unpack::UnpackRequest;
 use crate::Compression;
 
@@ -25,6 +26,26 @@ fn plugin_error(e: Error) -> PluginError {
 
 fn stderr_log(line: &str) {
     eprintln!("{line}");
+}
+
+/// The interface's two tar paths as our list: the `./` one first, then the directory one.
+fn tars(archive: &Option<std::path::PathBuf>, dir: &Option<std::path::PathBuf>) -> Vec<LayoutTar> {
+    [(archive, TarStyle::Archive), (dir, TarStyle::Dir)]
+        .into_iter()
+        .filter_map(|(p, style)| {
+            p.as_ref().map(|path| LayoutTar {
+                path: path.clone(),
+                style,
+            })
+        })
+        .collect()
+}
+
+/// The path of the first tar of `style` in `tars`.
+fn tar_of(tars: &[LayoutTar], style: TarStyle) -> Option<std::path::PathBuf> {
+    tars.iter()
+        .find(|t| t.style == style)
+        .map(|t| t.path.clone())
 }
 
 fn layer_def(l: &abi::LayerSpec) -> LayerDef {
@@ -62,6 +83,7 @@ pub fn build_request(flavor: Flavor, r: abi::BuildRequest) -> BuildRequest {
         },
         output: r.output.clone(),
         tag: r.tag.clone(),
+        extra_tags: r.extra_tags.clone(),
         config: ImageOptions {
             entrypoint: r.entrypoint.clone(),
             cmd: r.cmd.clone(),
@@ -91,7 +113,8 @@ pub fn build_request(flavor: Flavor, r: abi::BuildRequest) -> BuildRequest {
         base_tag: r.base_image.as_ref().and_then(|b| b.tag.clone()),
         cache_dir: r.cache_dir.clone(),
         source_date_epoch: r.source_date_epoch,
-        tar_output: r.tar.clone(),
+        tars: tars(&r.tar, &r.dir_tar),
+        root_owned: r.root_owned,
         flavor,
         force: r.force,
         ..BuildRequest::default()
@@ -104,7 +127,8 @@ pub fn build(flavor: Flavor, r: abi::BuildRequest) -> Result<abi::BuildResult, P
     let cached = req.cache_dir.is_some();
     Ok(abi::BuildResult {
         layout: rep.output,
-        tar: rep.tar,
+        tar: tar_of(&rep.tars, TarStyle::Archive),
+        dir_tar: tar_of(&rep.tars, TarStyle::Dir),
         manifest_digest: rep.manifest.to_string(),
         config_digest: rep.config.to_string(),
         layers: rep
@@ -159,17 +183,18 @@ pub fn index(r: abi::IndexRequest) -> Result<abi::IndexResult, PluginError> {
             .collect(),
         output: r.output.clone(),
         tag: r.tag.clone(),
-        tar_output: r.tar.clone(),
+        tars: tars(&r.tar, &r.dir_tar),
+        flat: r.flat,
         annotations: r.annotations.clone(),
         source_date_epoch: r.source_date_epoch,
         force: r.force,
-        ..IndexRequest::default()
     };
     let rep = crate::index::build_index(&req, &mut stderr_log).map_err(plugin_error)?;
     let index_digest = rep.index.map(|d| d.to_string()).unwrap_or_default();
     Ok(abi::IndexResult {
         layout: rep.output,
         tar: r.tar,
+        dir_tar: r.dir_tar,
         index_digest,
         manifests: rep
             .manifests

@@ -1,8 +1,8 @@
 //! `image build`: rootfs (+ layer definitions, + base image) -> OCI image layout.
 //!
 //! Differences from image-oci's backends, on purpose (spec/backends.md §7):
-//! * one history entry per layer, no orphan blobs, one index.json entry (no stale base tag),
-//!   no `platform` in a single-arch index.json;
+//! * one history entry per layer, no orphan blobs, one index.json entry per tag asked (no
+//!   stale base tag), no `platform` in a single-arch index.json;
 //! * owners, modes, setuid bits, xattrs and file capabilities are kept (umoci's rootless
 //!   repack flattens owners to 0:0; `root_owned` restores that behaviour);
 //! * the variant is written (`armv7` -> arm + v7);
@@ -24,8 +24,8 @@ use crate::layout::LayoutWriter;
 use crate::plan::{apply_plan, plan_layer, Plan, Source, StampRules};
 use crate::settings::ImageOptions;
 use crate::spec::{self, Descriptor, History, ImageConfig, Index, Manifest, RootFs};
-use crate::staging::{write_file_atomic, Staged};
-use crate::tarout::{write_layout_tar, TarStyle};
+use crate::staging::Staged;
+use crate::tarout::{check_tars, stage_tars, top_name, LayoutTar};
 use crate::timefmt;
 use crate::tree::{Tree, ROOT};
 
@@ -56,6 +56,8 @@ pub struct BuildRequest {
     pub output: PathBuf,
     /// index.json `org.opencontainers.image.ref.name`; default `latest`.
     pub tag: Option<String>,
+    /// More tags for the same image: one more index.json entry each, after `tag`'s.
+    pub extra_tags: Vec<String>,
     pub config: ImageOptions,
     pub annotations: AnnotationOptions,
     pub compression: Compression,
@@ -73,9 +75,8 @@ pub struct BuildRequest {
     /// Recorded in cache markers (`machine=`).
     pub machine: Option<String>,
     pub source_date_epoch: Option<i64>,
-    /// Also write the layout as a tar file.
-    pub tar_output: Option<PathBuf>,
-    pub tar_style: TarStyle,
+    /// Also write the layout as tar files (either style, or both).
+    pub tars: Vec<LayoutTar>,
     /// Store all entries as 0:0 like umoci's rootless repack.
     pub root_owned: bool,
     /// Replace an existing output.
@@ -100,7 +101,8 @@ pub struct BuildReport {
     pub manifest: Digest,
     pub config: Digest,
     pub layers: Vec<LayerReport>,
-    pub tar: Option<PathBuf>,
+    /// The tars written, in the order asked.
+    pub tars: Vec<LayoutTar>,
 }
 
 /// gzip level of the umoci backend when none is given. umoci compresses with pgzip at
@@ -256,6 +258,13 @@ fn open_base(
 pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildReport> {
     let tag = req.tag.clone().unwrap_or_else(|| "latest".into());
     validate_tag(&tag)?;
+    let mut tags = vec![tag.clone()];
+    for t in &req.extra_tags {
+        validate_tag(t)?;
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
     req.config.validate()?;
     req.compression.check_level(req.compression_level)?;
     let extra_annotations = req.annotations.extra.clone();
@@ -309,11 +318,7 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
             .collect::<Result<_>>()?
     };
 
-    if let Some(tar) = &req.tar_output {
-        if tar.symlink_metadata().is_ok() && !req.force {
-            return Err(Error::OutputExists(tar.clone()));
-        }
-    }
+    check_tars(&req.tars, req.force)?;
     let created = timefmt::rfc3339(timefmt::now_or(req.source_date_epoch));
     let staged = Staged::new(&req.output, req.force)?;
     let layout = LayoutWriter::init(staged.path())?;
@@ -447,27 +452,31 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
     };
     let mut manifest_desc = layout.write_json(spec::MEDIA_MANIFEST, &manifest)?;
     manifest_desc.annotations = annotations;
-    manifest_desc
-        .annotations
-        .insert(spec::ANNOTATION_REF_NAME.into(), tag.clone());
+    // one entry per tag, all naming the same manifest (as `umoci tag` adds them); the
+    // index entry's ref.name is always the tag, whatever the manifest's annotations say
+    let entries = tags
+        .iter()
+        .map(|t| {
+            let mut d = manifest_desc.clone();
+            d.annotations
+                .insert(spec::ANNOTATION_REF_NAME.into(), t.clone());
+            d
+        })
+        .collect();
     layout.write_index(&Index {
         schema_version: 2,
         media_type: Some(spec::MEDIA_INDEX.into()),
-        manifests: vec![manifest_desc.clone()],
+        manifests: entries,
         annotations: BTreeMap::new(),
     })?;
 
-    if let Some(tar) = &req.tar_output {
-        let top = req
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let mtime = req.source_date_epoch.unwrap_or(0);
-        write_file_atomic(tar, req.force, |f| {
-            write_layout_tar(staged.path(), top.as_bytes(), req.tar_style, mtime, f)
-        })?;
-        log(&format!("wrote {}", tar.display()));
+    // every output is complete under a temp name before any of them is moved into place
+    let mtime = req.source_date_epoch.unwrap_or(0);
+    let top = top_name(&req.output);
+    let staged_tars = stage_tars(staged.path(), top.as_bytes(), &req.tars, mtime, req.force)?;
+    for t in staged_tars {
+        let path = t.commit()?;
+        log(&format!("wrote {}", path.display()));
     }
     let output = staged.commit()?;
     log(&format!(
@@ -481,6 +490,6 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
         manifest: manifest_desc.digest,
         config: config_desc.digest,
         layers: reports,
-        tar: req.tar_output.clone(),
+        tars: req.tars.clone(),
     })
 }

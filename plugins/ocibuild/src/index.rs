@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::imageread::open_image;
 use crate::layout::LayoutWriter;
 use crate::spec::{self, Descriptor, Index, Platform};
-use crate::staging::{write_file_atomic, Staged};
-use crate::tarout::{write_layout_tar, TarStyle};
+use crate::staging::Staged;
+use crate::tarout::{check_tars, stage_tars, top_name, LayoutTar};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -38,8 +38,8 @@ pub struct IndexRequest {
     pub flat: bool,
     pub force: bool,
     pub source_date_epoch: Option<i64>,
-    pub tar_output: Option<PathBuf>,
-    pub tar_style: TarStyle,
+    /// Also write the layout as tar files (either style, or both).
+    pub tars: Vec<LayoutTar>,
     /// Annotations (full keys) of the image index and its index.json entry.
     pub annotations: BTreeMap<String, String>,
 }
@@ -81,6 +81,7 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
     }
     let tag = req.tag.clone().unwrap_or_else(|| "latest".into());
     crate::build::validate_tag(&tag)?;
+    check_tars(&req.tars, req.force)?;
     let staged = Staged::new(&req.output, req.force)?;
     let out = LayoutWriter::init(staged.path())?;
     let mut entries = Vec::new();
@@ -180,16 +181,10 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
         })?;
         Some(desc.digest)
     };
-    if let Some(tar) = &req.tar_output {
-        let top = req
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let mtime = req.source_date_epoch.unwrap_or(0);
-        write_file_atomic(tar, req.force, |f| {
-            write_layout_tar(staged.path(), top.as_bytes(), req.tar_style, mtime, f)
-        })?;
+    let mtime = req.source_date_epoch.unwrap_or(0);
+    let top = top_name(&req.output);
+    for t in stage_tars(staged.path(), top.as_bytes(), &req.tars, mtime, req.force)? {
+        t.commit()?;
     }
     let output = staged.commit()?;
     Ok(IndexReport {

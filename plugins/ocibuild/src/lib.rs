@@ -35,4 +35,5 @@ pub use compress::Compression;
 pub use error::{Error, Result};
 pub use index::{build_index, IndexReport, IndexRequest};
 pub use settings::{split_words, ImageOptions};
+pub use tarout::{LayoutTar, TarStyle};
 pub use unpack::{unpack, UnpackReport, UnpackRequest};

@@ -90,25 +90,53 @@ impl Staged {
     }
 }
 
-/// Writes a single file atomically (temp file in the same directory + rename).
-pub fn write_file_atomic(
-    dest: &Path,
+/// A file written under a temp name beside its destination and moved into place by
+/// [`StagedFile::commit`]; dropped before that, it disappears. Several outputs of one build
+/// (two tars and the layout) are all written before any is committed, so a failure in one
+/// leaves none of them behind.
+pub struct StagedFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
     force: bool,
-    fill: impl FnOnce(&mut fs::File) -> Result<()>,
-) -> Result<()> {
-    if fs::symlink_metadata(dest).is_ok() && !force {
-        return Err(Error::OutputExists(dest.to_path_buf()));
+}
+
+impl StagedFile {
+    /// Refuses an existing `dest` unless `force`, then writes the temp file with `fill`.
+    pub fn new(
+        dest: &Path,
+        force: bool,
+        fill: impl FnOnce(&mut fs::File) -> Result<()>,
+    ) -> Result<Self> {
+        if fs::symlink_metadata(dest).is_ok() && !force {
+            return Err(Error::OutputExists(dest.to_path_buf()));
+        }
+        let parent = parent_of(dest);
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".vcontainer-tmp-")
+            .tempfile_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
+        fill(tmp.as_file_mut())?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        Ok(StagedFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            force,
+        })
     }
-    let parent = parent_of(dest);
-    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".vcontainer-tmp-")
-        .tempfile_in(&parent)
-        .map_err(|e| Error::io(&parent, e))?;
-    fill(tmp.as_file_mut())?;
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
-    Ok(())
+
+    /// Moves the file into place; without `force` an existing destination (one that
+    /// appeared meanwhile) is not replaced.
+    pub fn commit(self) -> Result<PathBuf> {
+        let dest = self.dest;
+        if self.force {
+            self.tmp.persist(&dest)
+        } else {
+            self.tmp.persist_noclobber(&dest)
+        }
+        .map_err(|e| Error::io(&dest, e.error))?;
+        Ok(dest)
+    }
 }

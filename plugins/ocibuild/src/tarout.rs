@@ -6,10 +6,11 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gotar::{self, Header};
+use crate::staging::StagedFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -19,6 +20,57 @@ pub enum TarStyle {
     Archive,
     /// Entries `<dirname>/`, `<dirname>/index.json`, ...
     Dir,
+}
+
+/// One tar of the layout to write: image-oci writes both styles at once (`-oci.tar` and
+/// `-oci-dir.tar`), so a build takes a list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayoutTar {
+    pub path: PathBuf,
+    pub style: TarStyle,
+}
+
+/// Refuses, before anything is built, a tar path given twice or one that exists (unless
+/// `force`).
+pub fn check_tars(tars: &[LayoutTar], force: bool) -> Result<()> {
+    for (i, t) in tars.iter().enumerate() {
+        if tars[..i].iter().any(|o| o.path == t.path) {
+            return Err(Error::invalid(format!(
+                "{}: the same path for two tar outputs",
+                t.path.display()
+            )));
+        }
+        if t.path.symlink_metadata().is_ok() && !force {
+            return Err(Error::OutputExists(t.path.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes every tar of `tars` of the (staged) `layout` under temp names; the caller commits
+/// them once everything else is written. `top` is the directory name of the `Dir` style.
+pub fn stage_tars(
+    layout: &Path,
+    top: &[u8],
+    tars: &[LayoutTar],
+    mtime: i64,
+    force: bool,
+) -> Result<Vec<StagedFile>> {
+    tars.iter()
+        .map(|t| {
+            StagedFile::new(&t.path, force, |f| {
+                write_layout_tar(layout, top, t.style, mtime, f)
+            })
+        })
+        .collect()
+}
+
+/// The name of the top entry of a `Dir`-style tar: the output directory's own name.
+pub fn top_name(output: &Path) -> String {
+    output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
 }
 
 fn collect(

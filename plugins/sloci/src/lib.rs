@@ -16,13 +16,24 @@ use vcontainer_abi::PluginError;
 use vcontainer_ocibuild::abi_glue;
 use vcontainer_ocibuild::Flavor;
 
+/// sloci-image's label shorthand: a key starting with `.` gets the prefix
+/// `org.opencontainers.image` (`.version` -> `org.opencontainers.image.version`).
+const LABEL_PREFIX: &str = "org.opencontainers.image";
+
 /// `image build --backend sloci`.
-pub fn build(req: BuildRequest) -> Result<BuildResult, PluginError> {
+pub fn build(mut req: BuildRequest) -> Result<BuildResult, PluginError> {
     if !req.layers.is_empty() || req.base_image.is_some() {
         return Err(PluginError::usage(
             "multi-layer images and base images need the umoci backend (--backend umoci)",
         ));
     }
+    req.labels = std::mem::take(&mut req.labels)
+        .into_iter()
+        .map(|(k, v)| match k.starts_with('.') {
+            true => (format!("{LABEL_PREFIX}{k}"), v),
+            false => (k, v),
+        })
+        .collect();
     abi_glue::build(Flavor::Sloci, req)
 }
 

@@ -190,7 +190,10 @@ fn build_twice_identical(compression: Compression) {
             output: out.clone(),
             compression,
             source_date_epoch: Some(SDE),
-            tar_output: Some(tar.clone()),
+            tars: vec![vcontainer_ocibuild::LayoutTar {
+                path: tar.clone(),
+                style: vcontainer_ocibuild::TarStyle::Archive,
+            }],
             flavor: Flavor::Umoci,
             ..BuildRequest::default()
         };

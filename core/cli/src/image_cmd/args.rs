@@ -51,6 +51,16 @@ pub enum CompressionArg {
     Zstd,
 }
 
+/// image-oci's `OCI_LAYER_MODE`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerMode {
+    /// One layer of the whole rootfs; layer definitions are ignored (as image-oci does)
+    Single,
+    /// One layer per --layer, in order (at least one is required)
+    Multi,
+}
+
 #[derive(Args, Debug, Default)]
 pub struct BuildArgs {
     /// Backend plugin: sloci (one layer) or umoci (layers, base images, cache)
@@ -65,9 +75,10 @@ pub struct BuildArgs {
     /// OCI layout directory to create (must not exist, or be empty)
     #[arg(long, short = 'o', value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Image tag (index.json org.opencontainers.image.ref.name) [default: latest]
+    /// Image tag (index.json org.opencontainers.image.ref.name) [default: latest]; repeat
+    /// it for more tags of the same image (one index.json entry each, the first one first)
     #[arg(long, short = 't', value_name = "TAG")]
-    pub tag: Option<String>,
+    pub tag: Vec<String>,
 
     /// Entrypoint as one shell-word string ('/bin/sh -c'); '' clears it
     #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
@@ -75,6 +86,10 @@ pub struct BuildArgs {
     /// Cmd as one shell-word string ("echo 'hello world'"); '' clears it
     #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
     pub cmd: Option<String>,
+    /// image-oci's legacy OCI_IMAGE_ENTRYPOINT_ARGS: when not empty it is the Cmd and wins
+    /// over --cmd; '' leaves --cmd in charge
+    #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
+    pub entrypoint_args: Option<String>,
     /// Environment variable NAME=value (repeatable; replaces a base image's NAME)
     #[arg(long, short = 'e', value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
@@ -93,8 +108,8 @@ pub struct BuildArgs {
     /// Config StopSignal (SIGTERM, 15, ...)
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
-    /// Config author
-    #[arg(long, value_name = "NAME")]
+    /// Config author (image-oci passes OCI_IMAGE_AUTHOR_EMAIL), also in each history entry
+    #[arg(long, visible_alias = "author-email", value_name = "NAME")]
     pub author: Option<String>,
 
     /// Architecture in any spelling: x86_64/amd64, aarch64/arm64, armv7 (= arm + v7), ...
@@ -111,13 +126,20 @@ pub struct BuildArgs {
     /// Manifest annotation with its full key (repeatable)
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub annotation: Vec<(String, String)>,
-    /// Annotation org.opencontainers.image.revision
+    /// Label and annotation org.opencontainers.image.revision (OCI_IMAGE_REVISION); '' or
+    /// 'none' writes none
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
-    /// Annotation org.opencontainers.image.created (RFC 3339)
-    #[arg(long, value_name = "DATE")]
+    /// Label and annotation org.opencontainers.image.ref.name (OCI_IMAGE_BRANCH; the
+    /// index.json entry's ref.name stays the tag); '' or 'none' writes none
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Label and annotation org.opencontainers.image.created, as given (OCI_IMAGE_BUILD_DATE,
+    /// RFC 3339); '' or 'none' writes none
+    #[arg(long, visible_alias = "build-date", value_name = "DATE")]
     pub created: Option<String>,
-    /// Annotation org.opencontainers.image.version
+    /// Label and annotation org.opencontainers.image.version (the PV image-oci documents);
+    /// '' or 'none' writes none
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
 
@@ -127,9 +149,22 @@ pub struct BuildArgs {
     /// Compression level (gzip 1-9, zstd 1-22) [default: the backend's]
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
-    /// Also write the layout as a tar file
+    /// Also write the layout as a tar with entries ./, ./index.json, ... (OCI archive; the
+    /// class's -oci.tar)
     #[arg(long, value_name = "PATH")]
     pub tar: Option<PathBuf>,
+    /// Also write the layout as a tar whose top entry is the output directory's name (the
+    /// class's -oci-dir.tar)
+    #[arg(long, value_name = "PATH")]
+    pub dir_tar: Option<PathBuf>,
+    /// Store every layer entry as owned by 0:0, as umoci's rootless repack in image-oci
+    /// does [default: owners kept]
+    #[arg(long)]
+    pub root_owned: bool,
+    /// single: one layer of the rootfs, --layer ignored; multi: one layer per --layer
+    /// [default: multi when --layer is given, else single]
+    #[arg(long, value_enum)]
+    pub layer_mode: Option<LayerMode>,
     /// Layer definition name:type:content, type directories|files|host|dir (repeatable, in
     /// order; umoci backend). Replaces the settings file's layers.
     #[arg(long, value_name = "NAME:TYPE:CONTENT")]
@@ -191,9 +226,16 @@ pub struct IndexArgs {
     /// Tag of the index [default: latest]
     #[arg(long, short = 't', value_name = "TAG")]
     pub tag: Option<String>,
-    /// Also write the layout as a tar file
+    /// Also write the layout as a tar with entries ./, ./index.json, ... (OCI archive)
     #[arg(long, value_name = "PATH")]
     pub tar: Option<PathBuf>,
+    /// Also write the layout as a tar whose top entry is the output directory's name
+    #[arg(long, value_name = "PATH")]
+    pub dir_tar: Option<PathBuf>,
+    /// List the per-arch manifests in index.json itself instead of one entry naming an
+    /// image index blob (the nested form is what skopeo and the batch import need)
+    #[arg(long)]
+    pub flat: bool,
     /// Index annotation with its full key (repeatable)
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub annotation: Vec<(String, String)>,

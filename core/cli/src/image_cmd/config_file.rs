@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::args::CompressionArg;
+use super::args::{CompressionArg, LayerMode};
 
 /// An entrypoint or cmd: a shell-word string, or the words themselves.
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,23 @@ pub enum Words {
     List(Vec<String>),
 }
 
+/// A tag, or several (`tag = "1.0"` or `tag = ["1.0", "latest"]`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Tags {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Tags {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Tags::One(t) => vec![t],
+            Tags::Many(t) => t,
+        }
+    }
+}
+
 /// Everything `image build` can read from the file. All optional: options override it.
 #[derive(Deserialize, Debug, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -31,10 +48,12 @@ pub struct BuildFile {
     pub backend: Option<String>,
     pub rootfs: Option<PathBuf>,
     pub output: Option<PathBuf>,
-    pub tag: Option<String>,
+    #[serde(alias = "tags")]
+    pub tag: Option<Tags>,
 
     pub entrypoint: Option<Words>,
     pub cmd: Option<Words>,
+    pub entrypoint_args: Option<Words>,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default, alias = "label")]
@@ -44,6 +63,7 @@ pub struct BuildFile {
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_signal: Option<String>,
+    #[serde(alias = "author-email")]
     pub author: Option<String>,
 
     pub arch: Option<String>,
@@ -53,12 +73,17 @@ pub struct BuildFile {
     #[serde(default, alias = "annotation")]
     pub annotations: BTreeMap<String, String>,
     pub revision: Option<String>,
+    pub branch: Option<String>,
+    #[serde(alias = "build-date")]
     pub created: Option<String>,
     pub version: Option<String>,
 
     pub compression: Option<CompressionArg>,
     pub compression_level: Option<i32>,
     pub tar: Option<PathBuf>,
+    pub dir_tar: Option<PathBuf>,
+    pub root_owned: Option<bool>,
+    pub layer_mode: Option<LayerMode>,
     #[serde(default, alias = "layer")]
     pub layers: Vec<String>,
     pub base_image: Option<String>,
@@ -90,6 +115,7 @@ impl BuildFile {
             &mut self.rootfs,
             &mut self.output,
             &mut self.tar,
+            &mut self.dir_tar,
             &mut self.cache_dir,
         ]
         .into_iter()

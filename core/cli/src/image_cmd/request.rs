@@ -6,7 +6,12 @@
 //!
 //! Merge rules for `image build`: an option replaces the file's value; `env`, `labels`,
 //! `ports` and `annotations` add to the file's (an option wins over the file for the same
-//! name); `--layer` replaces the file's whole layer list, because layer order matters.
+//! name); `--layer` and `--tag` replace the file's whole list, because their order matters.
+//!
+//! The traceability values (`--revision`, `--branch`, `--created`, `--version`) become
+//! config labels under the keys image-oci's umoci flow writes (its `OCI_AUTO_LABELS`), after
+//! the user's labels so they win on the same key as they do there, and the same
+//! annotations on the manifest.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,15 +21,23 @@ use vcontainer_abi::backend::{
     BaseImage, BuildRequest, Compression, IndexEntry, IndexRequest, LayerSpec, UnpackRequest,
 };
 
-use super::args::{BuildArgs, CompressionArg, IndexArgs, UnpackArgs};
+use super::args::{BuildArgs, CompressionArg, IndexArgs, LayerMode, UnpackArgs};
 use super::config_file::{BuildFile, Words};
 use super::values::split_layout_ref;
 use super::values::{map_arch, parse_key_value, parse_platform, parse_port, split_index_input};
 
-/// Annotation keys of the `--revision`, `--created` and `--version` shortcuts.
-pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
-pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
-pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
+/// Label and annotation keys of the traceability values, as image-oci writes them:
+/// `OCI_IMAGE_REVISION`, `OCI_IMAGE_BRANCH` (under ref.name, as the class does),
+/// `OCI_IMAGE_BUILD_DATE`, and the version label the class documents.
+pub const TRACE_REVISION: &str = "org.opencontainers.image.revision";
+pub const TRACE_BRANCH: &str = "org.opencontainers.image.ref.name";
+pub const TRACE_CREATED: &str = "org.opencontainers.image.created";
+pub const TRACE_VERSION: &str = "org.opencontainers.image.version";
+
+/// A traceability value that writes nothing: empty, or the class's `none`.
+fn is_unset_trace(value: &str) -> bool {
+    value.is_empty() || value == "none"
+}
 
 /// The environment's say, read once by the caller so this module stays pure.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +68,8 @@ impl Defaults {
 pub struct BuildPlan {
     pub backend: Option<String>,
     pub request: BuildRequest,
+    /// Things the user should know that are not errors (printed on stderr).
+    pub notes: Vec<String>,
 }
 
 fn words(what: &str, w: Words) -> anyhow::Result<Vec<String>> {
@@ -105,6 +120,20 @@ pub fn build_request(
         .iter()
         .map(|l| LayerSpec::parse(l).map_err(|e| anyhow::anyhow!("--layer: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut notes = Vec::new();
+    let layers = match (args.layer_mode.or(file.layer_mode), layers.is_empty()) {
+        (Some(LayerMode::Multi), true) => {
+            bail!("--layer-mode multi needs at least one --layer NAME:TYPE:CONTENT")
+        }
+        (Some(LayerMode::Single), false) => {
+            notes.push(format!(
+                "--layer-mode single: {} layer definition(s) ignored, the whole rootfs is one layer",
+                layers.len()
+            ));
+            Vec::new()
+        }
+        _ => layers,
+    };
 
     let rootfs = args.rootfs.clone().or(file.rootfs);
     let rootfs = match rootfs {
@@ -128,6 +157,25 @@ pub fn build_request(
         (None, Some(w)) => Some(words("cmd", w)?),
         (None, None) => None,
     };
+    // image-oci: a non-empty OCI_IMAGE_ENTRYPOINT_ARGS is the Cmd, OCI_IMAGE_CMD is not used
+    let entrypoint_args = match (&args.entrypoint_args, file.entrypoint_args) {
+        (Some(line), _) => split_words("entrypoint-args", line)?,
+        (None, Some(w)) => words("entrypoint-args", w)?,
+        (None, None) => Vec::new(),
+    };
+    let cmd = if entrypoint_args.is_empty() {
+        cmd
+    } else {
+        Some(entrypoint_args)
+    };
+    let mut tags = if args.tag.is_empty() {
+        file.tag.map(|t| t.into_vec()).unwrap_or_default()
+    } else {
+        args.tag.clone()
+    }
+    .into_iter();
+    let tag = tags.next();
+    let extra_tags = tags.collect();
 
     // file first, options after: the backend replaces an earlier NAME= in place
     let env = kv_list(&file.env, "env in the settings file")?
@@ -135,8 +183,18 @@ pub fn build_request(
         .chain(args.env.iter().cloned())
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
+    let trace: Vec<(String, String)> = [
+        (TRACE_REVISION, args.revision.clone().or(file.revision)),
+        (TRACE_BRANCH, args.branch.clone().or(file.branch)),
+        (TRACE_CREATED, args.created.clone().or(file.created)),
+        (TRACE_VERSION, args.version.clone().or(file.version)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.filter(|v| !is_unset_trace(v)).map(|v| (k.to_string(), v)))
+    .collect();
     let mut labels = file.labels;
     labels.extend(args.label.iter().cloned());
+    labels.extend(trace.iter().cloned());
     let mut ports: Vec<String> = Vec::new();
     for p in file
         .ports
@@ -151,19 +209,8 @@ pub fn build_request(
     }
 
     let mut annotations: BTreeMap<String, String> = file.annotations;
-    let shortcuts = |rev: &Option<String>, created: &Option<String>, ver: &Option<String>| {
-        [
-            (ANNOTATION_REVISION, rev.clone()),
-            (ANNOTATION_CREATED, created.clone()),
-            (ANNOTATION_VERSION, ver.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect::<Vec<_>>()
-    };
-    annotations.extend(shortcuts(&file.revision, &file.created, &file.version));
     annotations.extend(args.annotation.iter().cloned());
-    annotations.extend(shortcuts(&args.revision, &args.created, &args.version));
+    annotations.extend(trace);
 
     let arch_text = args
         .arch
@@ -206,10 +253,12 @@ pub fn build_request(
 
     Ok(BuildPlan {
         backend: args.backend.clone().or(file.backend),
+        notes,
         request: BuildRequest {
             rootfs,
             output,
-            tag: args.tag.clone().or(file.tag),
+            tag,
+            extra_tags,
             entrypoint,
             cmd,
             env,
@@ -226,6 +275,8 @@ pub fn build_request(
             compression,
             compression_level,
             tar: args.tar.clone().or(file.tar),
+            dir_tar: args.dir_tar.clone().or(file.dir_tar),
+            root_owned: args.root_owned || file.root_owned.unwrap_or(false),
             layers,
             base_image,
             cache_dir: args.cache_dir.clone().or(file.cache_dir),
@@ -283,7 +334,9 @@ pub fn index_request(args: &IndexArgs, defaults: &Defaults) -> anyhow::Result<In
         output: args.output.clone(),
         tag: args.tag.clone(),
         images,
+        flat: args.flat,
         tar: args.tar.clone(),
+        dir_tar: args.dir_tar.clone(),
         annotations: args.annotation.iter().cloned().collect(),
         source_date_epoch: args.source_date_epoch.or(defaults.source_date_epoch),
         force: args.force,
@@ -351,7 +404,8 @@ mod tests {
         assert_eq!(q.env, ["A=1"]);
         assert_eq!(q.ports, ["80/tcp", "53/udp"]);
         assert_eq!((q.arch.as_str(), q.variant.as_deref()), ("arm", Some("v7")));
-        assert_eq!(q.annotations[ANNOTATION_REVISION], "abc");
+        assert_eq!(q.annotations[TRACE_REVISION], "abc");
+        assert_eq!(q.labels[TRACE_REVISION], "abc");
         assert_eq!(q.annotations["x.y"], "z");
         assert_eq!(q.compression, Compression::Zstd);
         assert_eq!(q.source_date_epoch, Some(5));
@@ -409,6 +463,70 @@ mod tests {
         assert_eq!(q.source_date_epoch, Some(7));
         assert_eq!(q.layers.len(), 1);
         assert_eq!(q.arch, "amd64");
+    }
+
+    #[test]
+    fn image_oci_variables_map_to_the_request() {
+        let root = tempfile::tempdir().expect("tmp");
+        let r = root.path().display().to_string();
+        let argv = [
+            "--rootfs",
+            &r,
+            "--output",
+            "/o",
+            "--tag",
+            "1.0",
+            "--tag",
+            "latest",
+            "--cmd",
+            "/bin/sh",
+            "--entrypoint-args",
+            "-v 'a b'",
+            "--label",
+            "org.opencontainers.image.created=user",
+            "--branch",
+            "main",
+            "--build-date",
+            "2026-01-01T00:00:00Z",
+            "--revision",
+            "none",
+            "--layer-mode",
+            "single",
+            "--layer",
+            "a:files:/x",
+            "--dir-tar",
+            "/o-dir.tar",
+            "--root-owned",
+        ];
+        let plan = build_request(&parse(&argv), BuildFile::default(), &defaults()).expect("ok");
+        let q = plan.request;
+        assert_eq!(q.tag.as_deref(), Some("1.0"));
+        assert_eq!(q.extra_tags, ["latest"]);
+        assert_eq!(q.cmd, Some(vec!["-v".into(), "a b".into()]));
+        assert_eq!(q.labels[TRACE_BRANCH], "main");
+        assert_eq!(q.annotations[TRACE_BRANCH], "main");
+        assert_eq!(
+            q.labels[TRACE_CREATED], "2026-01-01T00:00:00Z",
+            "the class's wins"
+        );
+        assert!(!q.labels.contains_key(TRACE_REVISION), "none writes none");
+        assert!(q.layers.is_empty(), "single mode ignores layers");
+        assert_eq!(plan.notes.len(), 1);
+        assert_eq!(q.dir_tar, Some(PathBuf::from("/o-dir.tar")));
+        assert!(q.root_owned);
+
+        // an empty ENTRYPOINT_ARGS leaves the Cmd alone; the file's tag list is used
+        let file = BuildFile::parse("tag = [\"a\", \"b\"]\nentrypoint-args = \"\"\ncmd = \"x\"")
+            .expect("file");
+        let plan = build_request(
+            &parse(&["--rootfs", &r, "--output", "/o"]),
+            file,
+            &defaults(),
+        )
+        .expect("ok");
+        assert_eq!(plan.request.cmd, Some(vec!["x".into()]));
+        assert_eq!(plan.request.tag.as_deref(), Some("a"));
+        assert_eq!(plan.request.extra_tags, ["b"]);
     }
 
     #[test]

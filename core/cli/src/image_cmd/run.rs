@@ -55,6 +55,9 @@ pub fn run(ctx: &CoreContext) -> anyhow::Result<i32> {
                 None => BuildFile::default(),
             };
             let plan = build_request(&b, file, &defaults)?;
+            for note in &plan.notes {
+                crate::ui::warn(&ctx.program, note);
+            }
             let Some(name) = plan.backend else {
                 anyhow::bail!(
                     "choose a backend with --backend NAME (found: {})",
@@ -150,7 +153,7 @@ fn build_text(r: &BuildResult) -> String {
             crate::ui::human_size(l.size)
         );
     }
-    if let Some(t) = &r.tar {
+    for t in [&r.tar, &r.dir_tar].into_iter().flatten() {
         s += &format!("tar:      {}\n", t.display());
     }
     s
@@ -165,11 +168,11 @@ fn unpack_text(r: &UnpackResult) -> String {
 }
 
 fn index_text(r: &IndexResult) -> String {
-    let mut s = format!(
-        "layout:   {}\nindex:    {}\n",
-        r.layout.display(),
-        r.index_digest
-    );
+    let mut s = format!("layout:   {}\n", r.layout.display());
+    // a flat index has no image index blob: the manifests are in index.json
+    if !r.index_digest.is_empty() {
+        s += &format!("index:    {}\n", r.index_digest);
+    }
     for m in &r.manifests {
         let p = &m.platform;
         let variant = p
@@ -182,7 +185,7 @@ fn index_text(r: &IndexResult) -> String {
             m.digest, p.os, p.architecture
         );
     }
-    if let Some(t) = &r.tar {
+    for t in [&r.tar, &r.dir_tar].into_iter().flatten() {
         s += &format!("tar:      {}\n", t.display());
     }
     s
