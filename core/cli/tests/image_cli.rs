@@ -1291,3 +1291,58 @@ fn the_classes_umoci_sequence_and_ours_give_the_same_image() {
         );
     }
 }
+
+/// `image index --flat`: the per-arch manifests are index.json's own entries (each with the
+/// tag and its platform); `--dir-tar` has the layout directory as its top entry.
+#[test]
+fn flat_index_lists_the_manifests_in_index_json_and_dir_tar_has_the_layout_dir_on_top() {
+    let t = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(t.path());
+    let mut inputs = Vec::new();
+    for arch in ["amd64", "armv7"] {
+        let out = t.path().join(format!("{arch}-oci"));
+        build("sloci", &rootfs, &out, &["--arch", arch], &[]).ok();
+        inputs.push(out.display().to_string());
+    }
+    let out = t.path().join("flat-oci");
+    let dir_tar = t.path().join("flat-oci-dir.tar");
+    let mut args = vec![
+        "index",
+        "--flat",
+        "--output",
+        s(&out),
+        "--tag",
+        "v2",
+        "--dir-tar",
+        s(&dir_tar),
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let run = image(&args, &[]).ok();
+    assert!(!run.stdout().contains("index:"), "{}", run.stdout());
+    let index = read_json(&out.join("index.json"));
+    let entries = index["manifests"].as_array().unwrap();
+    let platforms: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["annotations"]["org.opencontainers.image.ref.name"], "v2");
+            assert_eq!(
+                e["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+                "{e}"
+            );
+            let p = &e["platform"];
+            let v = p["variant"].as_str().map(|v| format!("/{v}"));
+            format!(
+                "{}{}",
+                p["architecture"].as_str().unwrap(),
+                v.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm/v7"]);
+    let names = tar_names(&dir_tar);
+    assert_eq!(names[0], "flat-oci/");
+    assert!(
+        names.contains(&"flat-oci/index.json".to_string()),
+        "{names:?}"
+    );
+}
