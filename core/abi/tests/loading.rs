@@ -97,10 +97,13 @@ fn valid_backend_plugin_round_trips_json() {
             rootfs: "/r".into(),
             output: "/out".into(),
             arch: "arm64".into(),
+            dir_tar: Some("/out-dir.tar".into()),
+            root_owned: true,
             ..Default::default()
         })
         .expect("build");
     assert_eq!(result.layout, PathBuf::from("/out"));
+    assert_eq!(result.dir_tar, Some(PathBuf::from("/out-dir.tar")));
     assert_eq!(result.manifest_digest, "sha256:arm64");
     let err = backend.unpack(&UnpackRequest::default()).unwrap_err();
     assert_eq!(err.kind, PluginErrorKind::Unsupported);
