@@ -34,7 +34,8 @@ const fn optional(name: &'static str) -> WantedModule {
 /// The boot set: virtio transports (PCI for q35/virt, MMIO for microvm), the root and state
 /// disks (virtio_blk, squashfs, overlay, ext4), networking (virtio_net) and the agent's
 /// channel (vsock + its virtio transport). virtio_rng feeds the entropy pool early so TLS in
-/// the runtimes does not wait. Everything else (bridge, veth, nf_tables...) the runtimes
+/// the runtimes does not wait. qemu_fw_cfg exposes the host's per-VM agent secret
+/// (`opt/vcontainer/secret`, see docs/security.md) on both q35 and arm `virt`. Everything else (bridge, veth, nf_tables...) the runtimes
 /// modprobe from the rootfs's full module tree.
 pub const BOOT_MODULES: &[WantedModule] = &[
     required("virtio_pci"),
@@ -47,6 +48,7 @@ pub const BOOT_MODULES: &[WantedModule] = &[
     required("ext4"),
     required("vsock"),
     required("vmw_vsock_virtio_transport"),
+    required("qemu_fw_cfg"),
 ];
 
 /// The kernel's module metadata, keyed by normalised module name.

@@ -84,6 +84,9 @@ pub struct VmSpec {
     pub vsock: VsockDevice,
     /// The host share, when virtiofsd runs for this VM.
     pub host_share: Option<HostShare>,
+    /// The 0600 file holding the agent secret, handed to the guest as fw_cfg (QEMU reads it
+    /// itself: the secret is on no command line). See docs/security.md.
+    pub agent_secret: PathBuf,
     pub kernel_args: KernelArgs,
 }
 
@@ -189,6 +192,15 @@ impl VmSpec {
             ]),
         );
         a.opt("-mon", "chardev=qmp,mode=control");
+
+        // the agent secret, by file (q35 and arm virt both have fw_cfg)
+        a.opt_os(
+            "-fw_cfg",
+            cat(&[
+                format!("name={},file=", vcontainer_proto::auth::FW_CFG_NAME).as_ref(),
+                &escape(&self.agent_secret),
+            ]),
+        );
 
         // disks, in guest order
         for d in &self.disks {
@@ -328,6 +340,7 @@ mod tests {
             qmp_socket: "/s/qmp.sock".into(),
             vsock,
             host_share: None,
+            agent_secret: "/s/my,dir/agent.secret".into(),
             kernel_args: KernelArgs {
                 runtime: "podman".into(),
                 state_device: Some("/dev/vdb".into()),
@@ -402,6 +415,21 @@ mod tests {
         assert!(chardevs.contains(&"socket,id=vsock,path=/s/vhost-vsock.sock".to_string()));
         assert_eq!(values(&argv, "-serial"), ["chardev:console"]);
         assert_eq!(values(&argv, "-mon"), ["chardev=qmp,mode=control"]);
+    }
+
+    #[test]
+    fn the_agent_secret_goes_by_file_on_both_arches_never_inline() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let s = spec(arch, hybrid());
+            let argv = strings(&s.render());
+            assert_eq!(
+                values(&argv, "-fw_cfg"),
+                ["name=opt/vcontainer/secret,file=/s/my,,dir/agent.secret"]
+            );
+            // only the path: no `string=` item, nothing about it on the kernel command line
+            assert!(!argv.iter().any(|a| a.contains("string=")), "{argv:?}");
+            assert!(!s.kernel_cmdline().contains("secret"));
+        }
     }
 
     #[test]
