@@ -18,6 +18,7 @@ use crate::vm::instance::{write_atomic, PORT_FORWARDS_JSON};
 use crate::vm::qmp::Qmp;
 use crate::vm::{Instance, PortForward, Protocol};
 
+use super::records;
 use super::target::Target;
 
 /// One forward: static (`memres start -p`, no container) or for a container.
@@ -185,6 +186,7 @@ pub fn record(
     name: Option<String>,
     id: Option<String>,
 ) -> anyhow::Result<()> {
+    let _lock = records::lock(state, PORT_FORWARDS_JSON)?;
     let mut all = load(state);
     for w in wanted {
         all.retain(|r| !(r.host == w.forward.host && r.protocol == w.forward.protocol));
@@ -312,6 +314,10 @@ pub fn restore_started(target: &mut Target, binary: &str, operands: &[String]) -
 /// (names or id prefixes). Returns how many were removed and any problems.
 pub fn release(instance: &Instance, operands: &[String]) -> (usize, Vec<String>) {
     let state = &instance.state_dir;
+    let _lock = match records::lock(state, PORT_FORWARDS_JSON) {
+        Ok(l) => l,
+        Err(e) => return (0, vec![format!("{e:#}")]),
+    };
     let all = load(state);
     let (gone, kept): (Vec<ForwardRecord>, Vec<ForwardRecord>) = all
         .into_iter()
@@ -329,6 +335,7 @@ pub fn release(instance: &Instance, operands: &[String]) -> (usize, Vec<String>)
 
 /// Removes every container forward (`memres clean-ports`); static ones stay.
 pub fn clean(state: &Path, instance: Option<&Instance>) -> anyhow::Result<(usize, Vec<String>)> {
+    let _lock = records::lock(state, PORT_FORWARDS_JSON)?;
     let (gone, kept): (Vec<ForwardRecord>, Vec<ForwardRecord>) =
         load(state).into_iter().partition(|r| r.container.is_some());
     if gone.is_empty() {
@@ -427,6 +434,34 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn parallel_records_are_all_kept() {
+        let t = tempfile::tempdir().expect("tmp");
+        let threads: Vec<_> = (0..6u16)
+            .map(|i| {
+                let state = t.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for round in 0..5u16 {
+                        let port = 10_000 + i * 100 + round;
+                        let wanted = [Wanted {
+                            forward: PortForward {
+                                host: port,
+                                guest: port,
+                                protocol: Protocol::Tcp,
+                            },
+                            container_port: 80,
+                        }];
+                        record(&state, &wanted, Some(format!("c{port}")), None).expect("record");
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().expect("thread");
+        }
+        assert_eq!(load(t.path()).len(), 30);
     }
 
     #[test]
