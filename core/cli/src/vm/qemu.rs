@@ -228,7 +228,10 @@ impl VmSpec {
                 Protocol::Tcp => "tcp",
                 Protocol::Udp => "udp",
             };
-            net.push_str(&format!(",hostfwd={proto}::{}-:{}", f.host, f.guest));
+            net.push_str(&format!(
+                ",hostfwd={proto}:{}:{}-:{}",
+                f.host_addr, f.host, f.guest
+            ));
         }
         a.opt("-netdev", net);
         // romfile= : no PXE option ROM to load, we boot with -kernel
@@ -406,7 +409,7 @@ mod tests {
         assert_eq!(devices[1], "virtio-blk-pci,drive=state,serial=state");
         assert_eq!(
             values(&argv, "-netdev"),
-            ["user,id=net0,hostfwd=tcp::8080-:80"]
+            ["user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"]
         );
         assert!(devices.contains(&"vhost-user-vsock-pci,chardev=vsock".to_string()));
         let chardevs = values(&argv, "-chardev");
@@ -445,7 +448,7 @@ mod tests {
         s.kernel = "/b/Image".into();
         s.kernel_args.state_device = None;
         s.kernel_args.debug = true;
-        s.port_forwards = vec!["53:5353/udp".parse().expect("valid")];
+        s.port_forwards = vec!["0.0.0.0:53:5353/udp".parse().expect("valid")];
         s.memory_mib = 1024;
         s.cpus = 4;
         assert_eq!(s.program(), "qemu-system-aarch64");
@@ -468,7 +471,8 @@ mod tests {
             .contains(&"vhost-vsock-pci,guest-cid=1234,vhostfd=5".to_string()));
         assert_eq!(
             values(&argv, "-netdev"),
-            ["user,id=net0,hostfwd=udp::53-:5353"]
+            ["user,id=net0,hostfwd=udp:0.0.0.0:53-:5353"],
+            "an address the user named is kept"
         );
     }
 
