@@ -900,6 +900,27 @@ mod tests {
     }
 
     #[test]
+    fn a_small_tar_gz_with_a_huge_pax_header_fails_fast() {
+        // 8 MiB of PAX "records" (zeros) compress to a few KiB
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(8 << 20);
+        h.set_path("PaxHeaders/x").expect("name");
+        h.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(h.as_bytes()).expect("gz");
+        gz.write_all(&vec![0u8; 8 << 20]).expect("gz");
+        let small = gz.finish().expect("gz");
+        assert!(small.len() < 64 * 1024, "{} bytes", small.len());
+        let host = tempfile::tempdir().expect("tmp");
+        let pushed = scan(host.path()).expect("scan");
+        let mut stream = flate2::read::GzDecoder::new(small.as_slice());
+        let err = apply_tree(host.path(), &pushed, &mut stream).expect_err("refused");
+        assert!(format!("{err:#}").contains("exceeds the limit"), "{err:#}");
+        assert_eq!(fs::read_dir(host.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
     fn a_file_changed_on_the_host_meanwhile_is_not_deleted() {
         let host = tempfile::tempdir().expect("tmp");
         fs::write(host.path().join("f"), "1").expect("w");
