@@ -267,6 +267,7 @@ kernel/net/vmw_vsock/vsock.ko:
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/firmware/qemu_fw_cfg.ko:
 ";
     const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\nkernel/fs/jbd2/jbd2.ko\nkernel/fs/mbcache.ko\n";
     const SOFTDEP: &str = "# comment\nsoftdep overlay pre: libcrc32c post: nonexistent\n";
@@ -314,7 +315,9 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.k
         // the dash/underscore spelling difference is handled
         assert!(order.iter().any(|p| p.ends_with("virtio-rng.ko")));
         assert!(order.contains(&"kernel/fs/squashfs/squashfs.ko.zst".to_string()));
-        assert_eq!(order.len(), 16, "{order:?}");
+        // the agent secret's channel (fw_cfg) is in the boot set
+        assert!(order.contains(&"kernel/drivers/firmware/qemu_fw_cfg.ko".to_string()));
+        assert_eq!(order.len(), 17, "{order:?}");
     }
 
     #[test]
