@@ -42,6 +42,14 @@ pub fn create(path: &Path) -> Result<Secret> {
 /// The secret of the running VM. Refused when the file is not a regular file of ours that
 /// only we can read: then someone else may know it, or made it.
 pub fn read(path: &Path) -> Result<Secret> {
+    if path.as_os_str().is_empty() {
+        // vm.json of a tool from before agent authentication names no secret file
+        return Err(VmError::Other(
+            "this VM was started by an older vcontainer, before agent authentication; stop it \
+             (`memres stop`) and run the command again"
+                .into(),
+        ));
+    }
     let missing = |e: io::Error| {
         if e.kind() == io::ErrorKind::NotFound {
             VmError::Other(format!(
@@ -104,6 +112,9 @@ mod tests {
         remove(&path);
         let e = read(&path).expect_err("gone");
         assert!(e.to_string().contains("memres stop"), "{e}");
+        // vm.json of an older tool: no path at all
+        let e = read(Path::new("")).expect_err("no path");
+        assert!(e.to_string().contains("older vcontainer"), "{e}");
     }
 
     #[test]
