@@ -934,3 +934,65 @@ fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
         live.stop_memres();
     }
 }
+
+/// Issue 13 item 4: 6 parallel `run -d -v` on one memres VM (copy-mode volumes) keep 6
+/// records in live-volumes.json, so each volume still comes back on `rm`.
+#[test]
+fn parallel_detached_runs_keep_every_volume_record() {
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let live = Live::start_copying(tool);
+    let home = live.w.home.path().to_path_buf();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let dir = home.join(format!("vol{i}"));
+            std::fs::create_dir(&dir).expect("vol dir");
+            live.w
+                .cmd(tool)
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("par{i}"),
+                    "-v",
+                    &format!("{}:/data", dir.display()),
+                    "bb:1",
+                    "sh",
+                    "-c",
+                    &format!("echo {i} > /data/out; sleep 600"),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(0), "run par{i}: {}", stderr(&o));
+    }
+    let records: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(live.state_dir().join("live-volumes.json")).expect("live-volumes.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        records.as_array().map(Vec::len),
+        Some(6),
+        "records lost: {records}"
+    );
+    for i in 0..6 {
+        live.wait_in_container(&format!("par{i}"), "/data/out");
+    }
+    let names: Vec<String> = (0..6).map(|i| format!("par{i}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    live.ok(&args);
+    for i in 0..6 {
+        assert_eq!(
+            read(&home.join(format!("vol{i}/out"))),
+            format!("{i}\n"),
+            "volume {i} did not come back"
+        );
+    }
+    live.stop_memres();
+}
