@@ -300,8 +300,8 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
 
         let ps = ok(&w, tool, &["ps"]);
         let table = forwards_section(&ps);
-        assert!(table.contains(&format!("0.0.0.0:{p1}")), "{tool}: {ps}");
-        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p1}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p2}")), "{tool}: {ps}");
         let quiet = ok(&w, tool, &["ps", "-q"]);
         assert!(!quiet.contains("Host Port Forwards"), "{tool}: {quiet}");
 
@@ -310,10 +310,10 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
         let ps = ok(&w, tool, &["ps"]);
         let table = forwards_section(&ps);
         assert!(
-            !table.contains(&format!("0.0.0.0:{p1}")),
+            !table.contains(&format!("127.0.0.1:{p1}")),
             "{tool}: forward left: {ps}"
         );
-        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p2}")), "{tool}: {ps}");
         assert!(http_get(p1).is_none_or(|b| !b.contains("one")), "{tool}");
         // and by name: no forward left, so no table
         ok(&w, tool, &["stop", "-t", "1", "web2"]);
