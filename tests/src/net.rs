@@ -37,3 +37,25 @@ pub fn forwards_section(ps: &str) -> &str {
         .map(|i| &ps[i..])
         .unwrap_or("")
 }
+
+/// The IPv4 addresses something listens on for TCP `port` on this host (from /proc/net/tcp),
+/// e.g. to check that a forward is on loopback only.
+pub fn tcp_listen_addrs(port: u16) -> Vec<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let (addr, p) = local.split_once(':')?;
+            if state != "0A" || u16::from_str_radix(p, 16).ok()? != port {
+                return None;
+            }
+            // the kernel prints the address in host byte order (little endian here)
+            let raw = u32::from_str_radix(addr, 16).ok()?;
+            Some(std::net::Ipv4Addr::from(raw.swap_bytes()))
+        })
+        .collect()
+}

@@ -133,6 +133,12 @@ fn probe_spec(t: &Tools, dir: &Path, disk: &Path) -> VmSpec {
             vhost_user_socket: dir.join("vhost-vsock.sock"),
         },
         host_share: None,
+        // QEMU reads the file at start: it must exist (the probe does not check the secret)
+        agent_secret: {
+            let path = dir.join(vcontainer::vm::secret::FILE_NAME);
+            vcontainer::vm::secret::create(&path).expect("agent secret");
+            path
+        },
         kernel_args: KernelArgs {
             runtime: "probe".into(),
             state_device: None,

@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vcontainer_tests::net::{forwards_section, http_get, httpd, wait_http};
+use vcontainer_tests::net::{forwards_section, http_get, httpd, tcp_listen_addrs, wait_http};
 use vcontainer_tests::{assert_no_vm_processes, busybox_rootfs_tar, stderr, vm_or_skip, World};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -461,11 +461,19 @@ fn static_and_container_port_forwards_answer_and_go_away() {
         ]);
         assert!(wait_http(p1, "reply-from-A", 90), "{tool}: {p1} silent");
         assert!(wait_http(p2, "reply-from-B", 90), "{tool}: {p2} silent");
+        // no address named: the forwards listen on loopback only, not on the network
+        for p in [hs, p1, p2] {
+            assert_eq!(
+                tcp_listen_addrs(p),
+                [std::net::Ipv4Addr::LOCALHOST],
+                "{tool}: forward {p} is not on 127.0.0.1 only"
+            );
+        }
         let ps = live.ok(&["ps"]);
         let table = forwards_section(&ps);
         for p in [p1, p2, hs, udp] {
             assert!(
-                table.contains(&format!("0.0.0.0:{p}")),
+                table.contains(&format!("127.0.0.1:{p}")),
                 "{tool}: {p} not in {ps}"
             );
         }
@@ -479,7 +487,7 @@ fn static_and_container_port_forwards_answer_and_go_away() {
         live.ok(&["stop", "-t", "1", &id_a[..12]]);
         let table = live.ok(&["ps", "-a"]);
         assert!(
-            !forwards_section(&table).contains(&format!("0.0.0.0:{p1}")),
+            !forwards_section(&table).contains(&format!("127.0.0.1:{p1}")),
             "{tool}: {table}"
         );
         assert!(
@@ -494,7 +502,7 @@ fn static_and_container_port_forwards_answer_and_go_away() {
         );
         let table = live.ok(&["ps"]);
         assert!(
-            forwards_section(&table).contains(&format!("0.0.0.0:{p1}")),
+            forwards_section(&table).contains(&format!("127.0.0.1:{p1}")),
             "{tool}: {table}"
         );
         // a created container's ports are forwarded when it starts
@@ -519,12 +527,12 @@ fn static_and_container_port_forwards_answer_and_go_away() {
         let table = live.ok(&["ps", "-a"]);
         let section = forwards_section(&table);
         assert!(
-            !section.contains(&format!("0.0.0.0:{p2}")),
+            !section.contains(&format!("127.0.0.1:{p2}")),
             "{tool}: {table}"
         );
         // the static ones stay until the VM goes
         assert!(
-            section.contains(&format!("0.0.0.0:{hs}")),
+            section.contains(&format!("127.0.0.1:{hs}")),
             "{tool}: {table}"
         );
         // the host port of a removed forward is free for a new container
@@ -597,7 +605,7 @@ fn clean_ports_drops_stale_forwards_and_restart_clean_wipes_state() {
         live.ok(&["vshell", "-c", &format!("{runtime} rm -f gone >/dev/null")]);
         let ps = live.ok(&["ps", "-a"]);
         assert!(
-            forwards_section(&ps).contains(&format!("0.0.0.0:{p}")),
+            forwards_section(&ps).contains(&format!("127.0.0.1:{p}")),
             "{tool}: {ps}"
         );
         let o = live.run(&["memres", "clean-ports"]);
@@ -925,4 +933,66 @@ fn logs_follow_streams_until_exit_and_exec_it_gets_a_pty() {
         live.ok(&["rm", "-f", "box", "talker"]);
         live.stop_memres();
     }
+}
+
+/// Issue 13 item 4: 6 parallel `run -d -v` on one memres VM (copy-mode volumes) keep 6
+/// records in live-volumes.json, so each volume still comes back on `rm`.
+#[test]
+fn parallel_detached_runs_keep_every_volume_record() {
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let live = Live::start_copying(tool);
+    let home = live.w.home.path().to_path_buf();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let dir = home.join(format!("vol{i}"));
+            std::fs::create_dir(&dir).expect("vol dir");
+            live.w
+                .cmd(tool)
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("par{i}"),
+                    "-v",
+                    &format!("{}:/data", dir.display()),
+                    "bb:1",
+                    "sh",
+                    "-c",
+                    &format!("echo {i} > /data/out; sleep 600"),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(0), "run par{i}: {}", stderr(&o));
+    }
+    let records: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(live.state_dir().join("live-volumes.json")).expect("live-volumes.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        records.as_array().map(Vec::len),
+        Some(6),
+        "records lost: {records}"
+    );
+    for i in 0..6 {
+        live.wait_in_container(&format!("par{i}"), "/data/out");
+    }
+    let names: Vec<String> = (0..6).map(|i| format!("par{i}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    live.ok(&args);
+    for i in 0..6 {
+        assert_eq!(
+            read(&home.join(format!("vol{i}/out"))),
+            format!("{i}\n"),
+            "volume {i} did not come back"
+        );
+    }
+    live.stop_memres();
 }

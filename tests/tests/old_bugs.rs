@@ -271,11 +271,12 @@ fn memres_session_has_none_of_the_old_bugs() {
     let ps = ok(&w, tool, &["ps", "-a"]);
     let table = forwards_section(&ps);
     assert!(
-        !table.contains(&format!("0.0.0.0:{p1} ")) && !table.contains(&format!("0.0.0.0:{p2} ")),
+        !table.contains(&format!("127.0.0.1:{p1} "))
+            && !table.contains(&format!("127.0.0.1:{p2} ")),
         "forwards left after `stop w1 w2`: {ps}"
     );
     assert!(
-        table.contains(&format!("0.0.0.0:{static_host} ")),
+        table.contains(&format!("127.0.0.1:{static_host} ")),
         "the static forward went too: {ps}"
     );
     assert!(http_get(p2).is_none_or(|b| !b.contains("reply-w2")));

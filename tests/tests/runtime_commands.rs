@@ -300,8 +300,8 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
 
         let ps = ok(&w, tool, &["ps"]);
         let table = forwards_section(&ps);
-        assert!(table.contains(&format!("0.0.0.0:{p1}")), "{tool}: {ps}");
-        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p1}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p2}")), "{tool}: {ps}");
         let quiet = ok(&w, tool, &["ps", "-q"]);
         assert!(!quiet.contains("Host Port Forwards"), "{tool}: {quiet}");
 
@@ -310,10 +310,10 @@ fn run_detached_with_ports_forwards_lists_and_removes() {
         let ps = ok(&w, tool, &["ps"]);
         let table = forwards_section(&ps);
         assert!(
-            !table.contains(&format!("0.0.0.0:{p1}")),
+            !table.contains(&format!("127.0.0.1:{p1}")),
             "{tool}: forward left: {ps}"
         );
-        assert!(table.contains(&format!("0.0.0.0:{p2}")), "{tool}: {ps}");
+        assert!(table.contains(&format!("127.0.0.1:{p2}")), "{tool}: {ps}");
         assert!(http_get(p1).is_none_or(|b| !b.contains("one")), "{tool}");
         // and by name: no forward left, so no table
         ok(&w, tool, &["stop", "-t", "1", "web2"]);
@@ -407,4 +407,79 @@ fn cp_copies_files_and_dirs_both_ways() {
     );
     ok(&w, tool, &["rm", "-f", "c1"]);
     stop(&w, tool);
+}
+
+/// Issue 13 item 3, the reproducer: in a one-shot VM (copy-mode volume), a container links a
+/// host path and hard-links that symlink; the sync-back must not copy the host file's
+/// contents into the volume, and a setuid file comes back without its setuid bit.
+#[test]
+fn one_shot_sync_back_follows_no_planted_link_and_drops_setuid() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (tool, runtime) = TOOLS[1];
+    vm_or_skip!(runtime);
+    let w = World::new();
+    let tar = w.home.path().join("bb-rootfs.tar");
+    busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    let o = run(
+        &w,
+        tool,
+        &[
+            "--no-daemon".as_ref(),
+            "import".as_ref(),
+            tar.as_os_str(),
+            "bb:1".as_ref(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "import: {}", stderr(&o));
+    let secret = w.home.path().join(".secret");
+    std::fs::write(&secret, "top secret\n").expect("secret");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let dir = w.home.path().join("vol");
+    std::fs::create_dir(&dir).expect("vol");
+
+    let script = format!(
+        "ln -s {} /data/a && ln /data/a /data/b && echo x > /data/c && chmod 4755 /data/c",
+        secret.display()
+    );
+    let volume = format!("{}:/data", dir.display());
+    let o = w.run(
+        tool,
+        [
+            "--no-daemon",
+            "run",
+            "--rm",
+            "-v",
+            &volume,
+            "bb:1",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "run: {}", stderr(&o));
+    let b = dir.join("b");
+    assert!(
+        std::fs::read(&b).map_or(true, |data| data != b"top secret\n"),
+        "the host secret was copied into the volume"
+    );
+    assert!(
+        std::fs::symlink_metadata(&b).map_or(true, |m| m.file_type().is_symlink()),
+        "b came back as a regular file"
+    );
+    assert!(std::fs::symlink_metadata(dir.join("a"))
+        .expect("a comes back")
+        .file_type()
+        .is_symlink());
+    let mode = std::fs::metadata(dir.join("c"))
+        .expect("c")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7000, 0, "setuid came back: {mode:o}");
+    assert_eq!(mode & 0o700, 0o700, "{mode:o}");
+    assert_eq!(
+        std::fs::read(&secret).expect("secret"),
+        b"top secret\n",
+        "the secret itself is untouched"
+    );
 }

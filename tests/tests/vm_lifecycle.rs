@@ -171,3 +171,101 @@ fn qemu_killed_mid_command_fails_clearly_and_state_survives() {
     assert_no_vm_processes(&state);
     assert_fsck_clean(&state_image(&state, runtime));
 }
+
+/// Issue 13 item 1: the agent answers nobody who does not prove the VM's secret. A raw client
+/// on the memres VM's hybrid vsock socket sends a bare `exec` frame (what worked before agent
+/// authentication): the connection is closed with no byte back and nothing runs; the CLI,
+/// which holds the secret, still works.
+#[test]
+fn a_client_without_the_agent_secret_gets_nothing_and_runs_nothing() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    let (tool, runtime) = TOOLS[0];
+    vm_or_skip!(runtime);
+    let w = World::new();
+    let state = state_dir(&w, tool);
+    let o = w
+        .cmd(tool)
+        .env("VCONTAINER_TRANSPORT", "hybrid")
+        .args(["memres", "start"])
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
+
+    // the secret: a 0600 file of 32 bytes, on no command line
+    let secret_file = state.join("agent.secret");
+    let meta = std::fs::metadata(&secret_file).expect("agent.secret");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 32);
+    let secret = std::fs::read(&secret_file).expect("read secret");
+    for pid in pids_matching(&state.to_string_lossy()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !cmdline
+                .windows(secret.len())
+                .any(|w| w == secret.as_slice()),
+            "pid {pid} has the secret on its command line"
+        );
+    }
+
+    // a raw client: hybrid handshake, then a bare exec request
+    let mut s = UnixStream::connect(state.join("vsock.sock")).expect("connect vsock.sock");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(b"CONNECT 1024\n").expect("CONNECT");
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while b[0] != b'\n' {
+        assert_eq!(s.read(&mut b).expect("handshake reply"), 1, "closed early");
+        line.push(b[0]);
+    }
+    assert!(
+        line.starts_with(b"OK "),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    let json = br#"{"type":"exec","argv":["sh","-c","echo pwned; touch /run/pwned"]}"#;
+    let mut frame = (json.len() as u32).to_be_bytes().to_vec();
+    frame.push(1); // a control frame
+    frame.extend_from_slice(json);
+    let started = std::time::Instant::now();
+    s.write_all(&frame).expect("send the exec frame");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the agent must close the connection, got {e}"),
+        }
+    }
+    assert!(
+        got.is_empty(),
+        "the agent answered an unauthenticated client: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    eprintln!(
+        "unauthenticated connection closed after {:?}",
+        started.elapsed()
+    );
+
+    // the CLI (with the secret) works, and the raw request did not run
+    let o = w.run(
+        tool,
+        [
+            "vshell",
+            "-c",
+            "test -e /run/pwned && echo RAN || echo NOT-RUN",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "vshell: {}", stderr(&o));
+    assert_eq!(stdout(&o), "NOT-RUN\n");
+
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "memres stop: {}", stderr(&o));
+    assert!(!secret_file.exists(), "the secret outlived its VM");
+    assert_no_vm_processes(&state);
+}

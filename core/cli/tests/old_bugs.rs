@@ -277,13 +277,22 @@ impl Agent {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let agent = Arc::new(vcontainer_agent::Agent::for_tests(dir.path().join("logs")));
+        let agent = Arc::new(vcontainer_agent::Agent::for_tests(
+            dir.path().join("logs"),
+            Self::secret(),
+        ));
         std::thread::spawn(move || vcontainer_agent::serve(listener, agent));
         Agent { socket, _dir: dir }
     }
 
+    fn secret() -> vcontainer_agent::Secret {
+        vcontainer_agent::Secret::from_bytes(&[9; 32]).unwrap()
+    }
+
     fn connect(&self) -> UnixStream {
-        UnixStream::connect(&self.socket).unwrap()
+        let mut conn = UnixStream::connect(&self.socket).unwrap();
+        agent_client::authenticate(&mut conn, &Self::secret()).unwrap();
+        conn
     }
 
     /// Runs `argv`; returns stdout, stderr and the status.

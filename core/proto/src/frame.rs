@@ -34,6 +34,9 @@ pub enum FrameType {
     StderrEnd = 8,
     /// The tar stream is complete.
     TarEnd = 9,
+    /// One step of the authentication that opens every connection (binary, see
+    /// [`crate::auth`]).
+    Auth = 10,
 }
 
 impl FrameType {
@@ -49,6 +52,7 @@ impl FrameType {
             7 => Self::StdoutEnd,
             8 => Self::StderrEnd,
             9 => Self::TarEnd,
+            10 => Self::Auth,
             _ => return None,
         })
     }
@@ -73,6 +77,8 @@ pub enum ProtoError {
     PayloadOnEndMarker { kind: FrameType, len: usize },
     #[error("connection closed in the middle of a frame")]
     Truncated,
+    #[error("expected an authentication frame, got a {kind:?} frame of {len} bytes")]
+    NotAuth { kind: FrameType, len: usize },
     #[error("expected a control frame, got {0:?}")]
     NotControl(FrameType),
     #[error("malformed control message: {0}")]
@@ -200,6 +206,30 @@ pub fn write_frame<W: Write + ?Sized>(
 /// Read one frame. `Ok(None)` means the peer closed the connection cleanly between frames;
 /// a close inside a frame is [`ProtoError::Truncated`].
 pub fn read_frame<R: Read + ?Sized>(reader: &mut R) -> Result<Option<Frame>, ProtoError> {
+    let Some((len, kind)) = read_header(reader)? else {
+        return Ok(None);
+    };
+    let payload = read_payload(reader, len)?;
+    Ok(Some(Frame { kind, payload }))
+}
+
+/// Read one authentication frame of exactly `len` payload bytes (see [`crate::auth`]).
+/// Anything else fails as soon as its header is seen, before a payload byte is read or
+/// allocated: an unauthenticated peer gets nothing but a closed connection.
+pub fn read_auth_frame<R: Read + ?Sized>(
+    reader: &mut R,
+    len: usize,
+) -> Result<Option<Vec<u8>>, ProtoError> {
+    let Some((got_len, kind)) = read_header(reader)? else {
+        return Ok(None);
+    };
+    if kind != FrameType::Auth || got_len != len {
+        return Err(ProtoError::NotAuth { kind, len: got_len });
+    }
+    read_payload(reader, len).map(Some)
+}
+
+fn read_header<R: Read + ?Sized>(reader: &mut R) -> Result<Option<(usize, FrameType)>, ProtoError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -211,7 +241,10 @@ pub fn read_frame<R: Read + ?Sized>(reader: &mut R) -> Result<Option<Frame>, Pro
             Err(e) => return Err(e.into()),
         }
     }
-    let (len, kind) = parse_header(&header)?;
+    parse_header(&header).map(Some)
+}
+
+fn read_payload<R: Read + ?Sized>(reader: &mut R, len: usize) -> Result<Vec<u8>, ProtoError> {
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -220,7 +253,7 @@ pub fn read_frame<R: Read + ?Sized>(reader: &mut R) -> Result<Option<Frame>, Pro
             ProtoError::Io(e)
         }
     })?;
-    Ok(Some(Frame { kind, payload }))
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -305,8 +338,32 @@ mod tests {
     }
 
     #[test]
+    fn auth_frames_are_checked_before_their_payload_is_read() {
+        let good = encode_frame(FrameType::Auth, &[7u8; 4]).expect("encode");
+        let mut cursor = io::Cursor::new(good);
+        assert_eq!(
+            read_auth_frame(&mut cursor, 4).expect("read"),
+            Some(vec![7u8; 4])
+        );
+        // a control frame (a bare request) or a wrong length: refused after the header
+        for (kind, len) in [(FrameType::Control, 4), (FrameType::Auth, 5)] {
+            let mut bytes = encode_frame(kind, &vec![1u8; len]).expect("encode");
+            bytes.truncate(HEADER_LEN);
+            let mut cursor = io::Cursor::new(bytes);
+            assert!(matches!(
+                read_auth_frame(&mut cursor, 4),
+                Err(ProtoError::NotAuth { .. })
+            ));
+        }
+        assert_eq!(
+            read_auth_frame(&mut io::Cursor::new(Vec::new()), 4).expect("eof"),
+            None
+        );
+    }
+
+    #[test]
     fn unknown_type_is_an_error() {
-        for bad in [0u8, 10, 200, 255] {
+        for bad in [0u8, 11, 200, 255] {
             let bytes = [0, 0, 0, 0, bad];
             assert!(matches!(
                 decode_frame(&bytes),

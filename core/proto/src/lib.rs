@@ -11,7 +11,11 @@
 //! trusted to be sane. Control frames carry a JSON [`Request`] or [`Response`]; data frames
 //! carry raw stdin/stdout/stderr/tar bytes; end-of-stream frames have an empty payload.
 //!
-//! # Conversations (one connection per operation)
+//! # Authentication (every connection, before anything else)
+//! Three `Auth` frames prove that both ends hold the VM's secret and carry both protocol
+//! versions; see [`auth`]. A peer that fails gets the connection closed and nothing else.
+//!
+//! # Conversations (one connection per operation, after authentication)
 //! - `Hello` -> `HelloOk` | `Error{VersionMismatch}`.
 //! - `Exec` (+ `Stdin`* `StdinEnd`, `Signal`, `Resize` at any time) -> [`Response::Started`]
 //!   (absent when the program could not be started), `Stdout`/`Stderr` chunks as produced,
@@ -23,12 +27,13 @@
 //! - `Shutdown` -> `Done` (after services are stopped, disks synced and unmounted), then the
 //!   guest powers off.
 
+pub mod auth;
 mod frame;
 mod message;
 
 pub use frame::{
-    decode_frame, encode_frame, read_frame, write_frame, Frame, FrameType, ProtoError, HEADER_LEN,
-    MAX_PAYLOAD,
+    decode_frame, encode_frame, read_auth_frame, read_frame, write_frame, Frame, FrameType,
+    ProtoError, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
     check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response,
@@ -37,7 +42,8 @@ pub use message::{
 
 /// Version of this protocol. Bump it on any incompatible change of frames or messages; host
 /// and agent refuse to talk across versions (see [`check_version`]).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: connections open with the authentication exchange of [`auth`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The vsock port the agent listens on unless `vcontainer.port=` says otherwise.
 pub const AGENT_VSOCK_PORT: u32 = 1024;

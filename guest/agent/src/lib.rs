@@ -4,6 +4,7 @@
 //! stream listener — so the host client's unit tests can run a real agent in-process over a
 //! Unix socket. The binary (`main.rs`) adds the PID-1 boot duties ([`pid1`]) and vsock.
 
+mod auth;
 pub mod console;
 mod exec;
 pub mod listener;
@@ -25,6 +26,8 @@ use vcontainer_proto::{
     check_version, read_frame, ErrorKind, HelloOk, ProtoError, Request, Response, PROTOCOL_VERSION,
 };
 
+pub use vcontainer_proto::auth::Secret;
+
 pub use listener::{AgentListener, AgentStream};
 pub use reaper::Reaper;
 
@@ -40,6 +43,8 @@ pub struct AgentInfo {
     pub warnings: Vec<String>,
     /// Directory for `<service>.log` files.
     pub service_log_dir: PathBuf,
+    /// The VM's secret every connection must prove (see `auth`); None serves nobody.
+    pub secret: Option<Secret>,
 }
 
 /// Work to do on `Shutdown` after services are stopped: sync, unmount, and finally power off.
@@ -81,13 +86,15 @@ impl Agent {
         }
     }
 
-    /// An agent for tests: per-child reaping, no shutdown duties, logs in `log_dir`.
-    pub fn for_tests(log_dir: PathBuf) -> Self {
+    /// An agent for tests: per-child reaping, no shutdown duties, logs in `log_dir`, serving
+    /// the clients that hold `secret`.
+    pub fn for_tests(log_dir: PathBuf, secret: Secret) -> Self {
         Self::new(
             AgentInfo {
                 runtime: "test".into(),
                 warnings: Vec::new(),
                 service_log_dir: log_dir,
+                secret: Some(secret),
             },
             Reaper::per_child(),
             Box::new(NoShutdown),
@@ -117,7 +124,7 @@ pub fn serve<L: AgentListener>(listener: L, agent: Arc<Agent>) {
     }
 }
 
-/// Serve one connection: one request, its conversation, then close.
+/// Serve one connection: authentication, one request, its conversation, then close.
 pub fn handle_connection<S: AgentStream>(agent: &Agent, stream: S) {
     if let Err(e) = converse(agent, &stream) {
         log!("connection ended with an error: {e}");
@@ -126,8 +133,13 @@ pub fn handle_connection<S: AgentStream>(agent: &Agent, stream: S) {
 }
 
 fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError> {
-    let sink = FrameSink::new(Box::new(stream.try_clone_stream()?));
+    let mut writer = stream.try_clone_stream()?;
     let mut reader = stream.try_clone_stream()?;
+    if let Err(why) = auth::accept(agent.info.secret.as_ref(), stream, &mut reader, &mut writer) {
+        log!("connection refused: {why}");
+        return Ok(());
+    }
+    let sink = FrameSink::new(Box::new(writer));
     let Some(frame) = read_frame(&mut reader)? else {
         return Ok(());
     };

@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
 
 /// One connection from the host.
 pub trait AgentStream: Read + Write + Send + Sized + 'static {
@@ -13,6 +14,8 @@ pub trait AgentStream: Read + Write + Send + Sized + 'static {
     fn try_clone_stream(&self) -> io::Result<Self>;
     /// Close both directions, waking up any thread blocked in a read.
     fn shutdown_both(&self);
+    /// Bound reads (the authentication step must not hold a connection thread forever).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 /// Accepts connections, one per host operation.
@@ -27,6 +30,9 @@ impl AgentStream for UnixStream {
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
     }
 }
 
@@ -43,6 +49,9 @@ impl AgentStream for vsock::VsockStream {
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        vsock::VsockStream::set_read_timeout(self, timeout)
     }
 }
 

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use vcontainer_agent::{console, log, pid1, serve, Agent, AgentInfo, NoShutdown, Reaper};
+use vcontainer_agent::{console, log, pid1, serve, Agent, AgentInfo, NoShutdown, Reaper, Secret};
 
 fn main() -> Result<()> {
     if pid1::is_pid1() {
@@ -56,16 +56,32 @@ fn listen_vsock(port: u32) -> Result<vsock::VsockListener> {
         .with_context(|| format!("cannot listen on vsock port {port}"))
 }
 
+const USAGE: &str = "vcontainer-agent is the guest's init; by hand use: \
+     vcontainer-agent --secret-file FILE (32 bytes) --unix PATH | --vsock-port N";
+
 fn run_by_hand() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     console::enable();
+    let (secret_file, args) = match args.as_slice() {
+        [flag, file, rest @ ..] if flag == "--secret-file" => (file.clone(), rest.to_vec()),
+        _ => bail!(USAGE),
+    };
+    let bytes = std::fs::read(&secret_file).with_context(|| format!("reading {secret_file}"))?;
+    let secret =
+        Secret::from_bytes(&bytes).with_context(|| format!("secret file {secret_file}"))?;
     let info = AgentInfo {
         runtime: String::new(),
         warnings: Vec::new(),
         service_log_dir: std::env::temp_dir().join("vcontainer-agent-logs"),
+        secret: Some(secret),
     };
     let agent = Arc::new(Agent::new(info, Reaper::per_child(), Box::new(NoShutdown)));
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["--unix", path] => {
             let path = PathBuf::from(path);
             let listener = UnixListener::bind(&path)
@@ -81,8 +97,6 @@ fn run_by_hand() -> Result<()> {
             serve(listener, agent);
             Ok(())
         }
-        _ => bail!(
-            "vcontainer-agent is the guest's init; by hand use: vcontainer-agent --unix PATH | --vsock-port N"
-        ),
+        _ => bail!(USAGE),
     }
 }

@@ -14,12 +14,24 @@ use std::time::{Duration, Instant};
 
 use vcontainer_agent::{serve, Agent, AgentInfo, NoShutdown, Reaper};
 use vcontainer_proto::{
-    read_frame, write_frame, ExecRequest, ExitStatus, Frame, FrameType, Request, Response,
+    auth, read_frame, write_frame, ExecRequest, ExitStatus, Frame, FrameType, Request, Response,
+    PROTOCOL_VERSION,
 };
+
+fn secret() -> auth::Secret {
+    auth::Secret::from_bytes(&[42; auth::SECRET_LEN]).expect("32 bytes")
+}
 
 /// Run one exec over the protocol and collect (stdout, stderr, status).
 fn exec(socket: &std::path::Path, argv: &[&str]) -> (String, String, ExitStatus) {
     let mut conn = UnixStream::connect(socket).expect("connect");
+    auth::client_exchange(
+        &mut conn,
+        &secret(),
+        PROTOCOL_VERSION,
+        &[5; auth::NONCE_LEN],
+    )
+    .expect("authenticate");
     let request = Request::Exec(ExecRequest::new(argv.iter().copied()));
     let frame = Frame::control(&request).expect("encode");
     write_frame(&mut conn, FrameType::Control, &frame.payload).expect("send");
@@ -60,6 +72,7 @@ fn global_reaper_gives_each_exec_its_own_status_and_reaps_orphans() {
         runtime: "test".into(),
         warnings: Vec::new(),
         service_log_dir: dir.path().join("logs"),
+        secret: Some(secret()),
     };
     let reaper = Reaper::global();
     let agent = Arc::new(Agent::new(info, reaper.clone(), Box::new(NoShutdown)));

@@ -34,7 +34,8 @@ const fn optional(name: &'static str) -> WantedModule {
 /// The boot set: virtio transports (PCI for q35/virt, MMIO for microvm), the root and state
 /// disks (virtio_blk, squashfs, overlay, ext4), networking (virtio_net) and the agent's
 /// channel (vsock + its virtio transport). virtio_rng feeds the entropy pool early so TLS in
-/// the runtimes does not wait. Everything else (bridge, veth, nf_tables...) the runtimes
+/// the runtimes does not wait. qemu_fw_cfg exposes the host's per-VM agent secret
+/// (`opt/vcontainer/secret`, see docs/security.md) on both q35 and arm `virt`. Everything else (bridge, veth, nf_tables...) the runtimes
 /// modprobe from the rootfs's full module tree.
 pub const BOOT_MODULES: &[WantedModule] = &[
     required("virtio_pci"),
@@ -47,6 +48,7 @@ pub const BOOT_MODULES: &[WantedModule] = &[
     required("ext4"),
     required("vsock"),
     required("vmw_vsock_virtio_transport"),
+    required("qemu_fw_cfg"),
 ];
 
 /// The kernel's module metadata, keyed by normalised module name.
@@ -265,6 +267,7 @@ kernel/net/vmw_vsock/vsock.ko:
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/firmware/qemu_fw_cfg.ko:
 ";
     const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\nkernel/fs/jbd2/jbd2.ko\nkernel/fs/mbcache.ko\n";
     const SOFTDEP: &str = "# comment\nsoftdep overlay pre: libcrc32c post: nonexistent\n";
@@ -312,7 +315,9 @@ kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio_ring.k
         // the dash/underscore spelling difference is handled
         assert!(order.iter().any(|p| p.ends_with("virtio-rng.ko")));
         assert!(order.contains(&"kernel/fs/squashfs/squashfs.ko.zst".to_string()));
-        assert_eq!(order.len(), 16, "{order:?}");
+        // the agent secret's channel (fw_cfg) is in the boot set
+        assert!(order.contains(&"kernel/drivers/firmware/qemu_fw_cfg.ko".to_string()));
+        assert_eq!(order.len(), 17, "{order:?}");
     }
 
     #[test]

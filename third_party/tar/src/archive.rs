@@ -415,7 +415,7 @@ impl<'a> EntriesFields<'a> {
                          the same member",
                     ));
                 }
-                gnu_longname = Some(EntryFields::from(entry).read_all()?);
+                gnu_longname = Some(read_extension(entry, "a GNU long name")?);
                 continue;
             }
 
@@ -426,7 +426,7 @@ impl<'a> EntriesFields<'a> {
                          the same member",
                     ));
                 }
-                gnu_longlink = Some(EntryFields::from(entry).read_all()?);
+                gnu_longlink = Some(read_extension(entry, "a GNU long link name")?);
                 continue;
             }
 
@@ -437,7 +437,7 @@ impl<'a> EntriesFields<'a> {
                          the same member",
                     ));
                 }
-                pax_extensions = Some(EntryFields::from(entry).read_all()?);
+                pax_extensions = Some(read_extension(entry, "a PAX extended header")?);
                 continue;
             }
 
@@ -615,6 +615,24 @@ impl<R: ?Sized + Seek> Seek for &ArchiveInner<R> {
 ///
 /// If the reader reaches its end before filling the buffer at all, returns `false`.
 /// Otherwise returns `true`.
+/// vcontainer patch: the largest GNU long name/link or PAX extension entry read into memory,
+/// 1 MiB as in Go's archive/tar. These entries are read whole before the member they
+/// describe; without a bound a small compressed archive could claim a header of gigabytes.
+pub const MAX_EXTENSION_SIZE: u64 = 1 << 20;
+
+/// vcontainer patch: read an extension entry, refusing one over [`MAX_EXTENSION_SIZE`]
+/// before a byte of it is read.
+fn read_extension(entry: Entry<'_, io::Empty>, what: &str) -> io::Result<Vec<u8>> {
+    let mut fields = EntryFields::from(entry);
+    if fields.size > MAX_EXTENSION_SIZE {
+        return Err(other(&format!(
+            "{what} of {} bytes exceeds the limit of {MAX_EXTENSION_SIZE} bytes",
+            fields.size
+        )));
+    }
+    fields.read_all()
+}
+
 fn try_read_all<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<bool> {
     let mut read = 0;
     while read < buf.len() {

@@ -15,10 +15,24 @@ pub enum ClientError {
         source: Option<io::Error>,
     },
     #[error(
-        "protocol version mismatch: host speaks version {host}, guest agent speaks version {agent}; \
-         rebuild the guest blobs (or the tool) so that both match"
+        "protocol version mismatch: this vcontainer speaks version {host}, the guest agent \
+         version {agent}; a running VM started by another vcontainer version must be \
+         restarted (`memres stop`, then run the command again); otherwise rebuild the guest \
+         blobs so that both match"
     )]
     VersionMismatch { host: u32, agent: u32 },
+    /// The agent closed the connection instead of answering our proof of the secret.
+    #[error(
+        "the guest agent refused this connection: it does not accept this VM's secret (a VM \
+         started by an older vcontainer, or guest blobs built without agent authentication); \
+         restart the VM (`memres stop`) or rebuild the guest blobs"
+    )]
+    AuthRefused,
+    /// Something answered that does not hold the VM's secret: not our agent.
+    #[error(
+        "the peer on the VM's vsock address does not prove the VM's secret: refusing to talk to it"
+    )]
+    AuthBadAnswer,
     /// The agent answered with an error value.
     #[error("guest agent: {message}")]
     Agent { kind: ErrorKind, message: String },

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use vcontainer_agent::Agent;
+use vcontainer_proto::auth::{Secret, AGENT_REPLY_LEN, SECRET_LEN};
 use vcontainer_proto::{
     read_frame, write_frame, ErrorKind, ExecRequest, ExitStatus, Frame, FrameType, Request,
     Response,
@@ -18,7 +19,12 @@ use vcontainer_proto::{
 use super::exec::run;
 use super::*;
 
-/// A running in-process agent; `connect` opens one connection per operation.
+/// The secret of the test agents.
+fn test_secret() -> Secret {
+    Secret::from_bytes(&[0x5a; SECRET_LEN]).expect("32 bytes")
+}
+
+/// A running in-process agent; `connect` opens one authenticated connection per operation.
 struct TestAgent {
     socket: PathBuf,
     dir: tempfile::TempDir,
@@ -29,12 +35,19 @@ impl TestAgent {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).expect("bind");
-        let agent = Arc::new(Agent::for_tests(dir.path().join("logs")));
+        let agent = Arc::new(Agent::for_tests(dir.path().join("logs"), test_secret()));
         thread::spawn(move || vcontainer_agent::serve(listener, agent));
         Self { socket, dir }
     }
 
     fn connect(&self) -> UnixStream {
+        let mut conn = self.raw_connect();
+        authenticate(&mut conn, &test_secret()).expect("authenticate");
+        conn
+    }
+
+    /// A connection that has not authenticated.
+    fn raw_connect(&self) -> UnixStream {
         UnixStream::connect(&self.socket).expect("connect")
     }
 
@@ -100,6 +113,106 @@ fn agent_refuses_another_protocol_version_naming_both() {
     }
 }
 
+/// Bytes the agent sent before closing (it must close: the read ends).
+fn everything_sent(conn: &mut UnixStream) -> Vec<u8> {
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // closed with our bytes unread: a reset, which is a close too
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the agent must close the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_client_without_the_secret_gets_no_answer_and_runs_nothing() {
+    let agent = TestAgent::start();
+    let marker = agent.dir.path().join("ran");
+    let request = Request::Exec(ExecRequest::new(["touch", marker.to_str().expect("utf-8")]));
+    // a bare request, as a pre-authentication client would send it
+    let mut conn = agent.raw_connect();
+    let frame = Frame::control(&request).expect("encode");
+    write_frame(&mut conn, FrameType::Control, &frame.payload).expect("send");
+    assert_eq!(everything_sent(&mut conn), b"", "no byte comes back");
+    // garbage, and a connection that sends nothing and hangs up
+    let mut conn = agent.raw_connect();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("send");
+    assert_eq!(everything_sent(&mut conn), b"");
+    let mut conn = agent.raw_connect();
+    conn.shutdown(Shutdown::Write).expect("half close");
+    assert_eq!(everything_sent(&mut conn), b"");
+    assert!(!marker.exists(), "the request must not have run");
+    // the agent still serves its host
+    assert!(agent.exec(&["true"]).2.success());
+}
+
+#[test]
+fn a_client_with_a_wrong_secret_is_refused_and_runs_nothing() {
+    let agent = TestAgent::start();
+    let marker = agent.dir.path().join("ran");
+    let mut conn = agent.raw_connect();
+    let wrong = Secret::from_bytes(&[0x5b; SECRET_LEN]).expect("32 bytes");
+    let err = authenticate(&mut conn, &wrong).expect_err("wrong secret");
+    assert!(matches!(err, ClientError::AuthRefused), "{err:?}");
+    assert!(err.to_string().contains("memres stop"), "{err}");
+    // whatever it sends next is not read as a request
+    let request = Request::Exec(ExecRequest::new(["touch", marker.to_str().expect("utf-8")]));
+    let frame = Frame::control(&request).expect("encode");
+    let _ = write_frame(&mut conn, FrameType::Control, &frame.payload);
+    assert_eq!(everything_sent(&mut conn), b"");
+    thread::sleep(Duration::from_millis(200));
+    assert!(!marker.exists(), "the request must not have run");
+}
+
+#[test]
+fn a_client_of_another_protocol_version_is_told_to_restart_the_vm() {
+    let agent = TestAgent::start();
+    let mut conn = agent.raw_connect();
+    let err = super::auth::authenticate_as(&mut conn, &test_secret(), PROTOCOL_VERSION + 1)
+        .expect_err("version");
+    match &err {
+        ClientError::VersionMismatch { host, agent } => {
+            assert_eq!((*host, *agent), (PROTOCOL_VERSION + 1, PROTOCOL_VERSION));
+        }
+        other => panic!("expected a version mismatch, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("must be restarted") && text.contains("memres stop"),
+        "{text}"
+    );
+    // and the agent closed the connection after saying so
+    assert_eq!(everything_sent(&mut conn), b"");
+}
+
+#[test]
+fn an_answer_without_the_secret_is_not_trusted() {
+    // something on the VM's address that answers without knowing the secret
+    let (mut client, mut fake_agent) = UnixStream::pair().expect("pair");
+    let fake = thread::spawn(move || {
+        let _ = read_frame(&mut fake_agent);
+        let _ = write_frame(&mut fake_agent, FrameType::Auth, &[0u8; AGENT_REPLY_LEN]);
+        // the client must not send its proof or a request after a bad answer
+        let mut rest = Vec::new();
+        let _ = fake_agent.read_to_end(&mut rest);
+        rest
+    });
+    let err = authenticate(&mut client, &test_secret()).expect_err("fake agent");
+    assert!(matches!(err, ClientError::AuthBadAnswer), "{err:?}");
+    drop(client);
+    assert_eq!(
+        fake.join().expect("fake"),
+        b"",
+        "nothing sent to a fake agent"
+    );
+}
+
 #[test]
 fn client_refuses_an_agent_with_another_version_naming_both() {
     let (client, mut fake_agent) = UnixStream::pair().expect("pair");
@@ -122,10 +235,12 @@ fn client_refuses_an_agent_with_another_version_naming_both() {
         "{err:?}"
     );
     assert!(
-        text.contains(&format!("host speaks version {PROTOCOL_VERSION}")),
+        text.contains(&format!(
+            "this vcontainer speaks version {PROTOCOL_VERSION}"
+        )),
         "{text}"
     );
-    assert!(text.contains("guest agent speaks version 999"), "{text}");
+    assert!(text.contains("the guest agent version 999"), "{text}");
 }
 
 #[test]

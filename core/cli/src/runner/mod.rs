@@ -8,7 +8,8 @@
 //! One file per concern: `mode` (memres or batch), `vmconfig` (VmConfig from the context),
 //! `target` (the VM a command runs on, services, lost connections), `rebase` (per-run guest
 //! dirs), `transfer` (tar streams to and from the guest, atomic host writes), `volumes`
-//! (`-v` manifests and sync-back), `ports` (QEMU forwards for `run -d -p`), `storage`
+//! (`-v` manifests and sync-back), `ports` (QEMU forwards for `run -d -p`), `records` (the lock
+//! on the record files), `storage`
 //! (`--storage` / `--input-storage`), `command` (one planned command end to end), `memres`
 //! (`memres ...`), `vshell`.
 
@@ -19,6 +20,7 @@ mod memres;
 mod mode;
 mod ports;
 mod rebase;
+mod records;
 mod storage;
 mod target;
 mod transfer;

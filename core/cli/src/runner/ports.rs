@@ -7,6 +7,7 @@
 //! The file stays readable as the VM layer's plain forward list (extra fields are ignored).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::vm::instance::{write_atomic, PORT_FORWARDS_JSON};
 use crate::vm::qmp::Qmp;
 use crate::vm::{Instance, PortForward, Protocol};
 
+use super::records;
 use super::target::Target;
 
 /// One forward: static (`memres start -p`, no container) or for a container.
@@ -32,6 +34,13 @@ pub struct ForwardRecord {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<u16>,
+    /// The host address QEMU listens on (records of older tools: every address).
+    #[serde(default = "any_address")]
+    pub host_addr: Ipv4Addr,
+}
+
+fn any_address() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
 }
 
 impl ForwardRecord {
@@ -40,6 +49,7 @@ impl ForwardRecord {
             host: self.host,
             guest: self.guest,
             protocol: self.protocol,
+            host_addr: self.host_addr,
         }
     }
 
@@ -85,6 +95,14 @@ pub fn wanted(plan: &CommandPlan) -> (Vec<Wanted>, Vec<String>) {
             ));
             continue;
         };
+        // the host side listens on loopback unless the user named an address
+        let host_addr = match PortForward::parse_addr(m.host_ip.as_str()) {
+            Ok(a) => a,
+            Err(e) => {
+                skipped.push(format!("port {}: {e}", m.container_ports.start));
+                continue;
+            }
+        };
         let c = m.container_ports;
         for (k, h) in (hosts.start..=hosts.end).enumerate() {
             let cport = if c.start == c.end {
@@ -97,6 +115,7 @@ pub fn wanted(plan: &CommandPlan) -> (Vec<Wanted>, Vec<String>) {
                     host: h,
                     guest: h,
                     protocol,
+                    host_addr,
                 },
                 container_port: cport,
             });
@@ -139,8 +158,9 @@ pub fn add(instance: &Instance, wanted: &[Wanted]) -> anyhow::Result<()> {
     for (k, w) in wanted.iter().enumerate() {
         let f = &w.forward;
         let cmd = format!(
-            "hostfwd_add net0 {}::{}-:{}",
+            "hostfwd_add net0 {}:{}:{}-:{}",
             proto(f.protocol),
+            f.host_addr,
             f.host,
             f.guest
         );
@@ -159,7 +179,12 @@ pub fn add(instance: &Instance, wanted: &[Wanted]) -> anyhow::Result<()> {
 }
 
 fn remove_cmd(f: &PortForward) -> String {
-    format!("hostfwd_remove net0 {}::{}", proto(f.protocol), f.host)
+    format!(
+        "hostfwd_remove net0 {}:{}:{}",
+        proto(f.protocol),
+        f.host_addr,
+        f.host
+    )
 }
 
 /// Removes forwards from the running VM (failures are reported, not fatal).
@@ -185,6 +210,7 @@ pub fn record(
     name: Option<String>,
     id: Option<String>,
 ) -> anyhow::Result<()> {
+    let _lock = records::lock(state, PORT_FORWARDS_JSON)?;
     let mut all = load(state);
     for w in wanted {
         all.retain(|r| !(r.host == w.forward.host && r.protocol == w.forward.protocol));
@@ -195,6 +221,7 @@ pub fn record(
             container: name.clone(),
             container_id: id.clone(),
             container_port: Some(w.container_port),
+            host_addr: w.forward.host_addr,
         });
     }
     save(state, &all)
@@ -217,6 +244,9 @@ pub struct Published {
 struct Binding {
     #[serde(rename = "HostPort", default)]
     host_port: String,
+    /// "" when the user named no address (then the forward stays on loopback).
+    #[serde(rename = "HostIp", default)]
+    host_ip: String,
 }
 
 /// Reads one `inspect` line; None when it is not one (an error text, a changed format).
@@ -239,13 +269,17 @@ pub fn parse_published(line: &str) -> Option<Published> {
         let Ok(container_port) = number.parse::<u16>() else {
             continue;
         };
-        for host in hosts.unwrap_or_default() {
-            if let Ok(host) = host.host_port.parse::<u16>() {
+        for binding in hosts.unwrap_or_default() {
+            // an address the host cannot use (IPv6) keeps the forward on loopback
+            let host_addr = PortForward::parse_addr(&binding.host_ip)
+                .unwrap_or(crate::vm::config::DEFAULT_FORWARD_ADDR);
+            if let Ok(host) = binding.host_port.parse::<u16>() {
                 wanted.push(Wanted {
                     forward: PortForward {
                         host,
                         guest: host,
                         protocol,
+                        host_addr,
                     },
                     container_port,
                 });
@@ -312,6 +346,10 @@ pub fn restore_started(target: &mut Target, binary: &str, operands: &[String]) -
 /// (names or id prefixes). Returns how many were removed and any problems.
 pub fn release(instance: &Instance, operands: &[String]) -> (usize, Vec<String>) {
     let state = &instance.state_dir;
+    let _lock = match records::lock(state, PORT_FORWARDS_JSON) {
+        Ok(l) => l,
+        Err(e) => return (0, vec![format!("{e:#}")]),
+    };
     let all = load(state);
     let (gone, kept): (Vec<ForwardRecord>, Vec<ForwardRecord>) = all
         .into_iter()
@@ -329,6 +367,7 @@ pub fn release(instance: &Instance, operands: &[String]) -> (usize, Vec<String>)
 
 /// Removes every container forward (`memres clean-ports`); static ones stay.
 pub fn clean(state: &Path, instance: Option<&Instance>) -> anyhow::Result<(usize, Vec<String>)> {
+    let _lock = records::lock(state, PORT_FORWARDS_JSON)?;
     let (gone, kept): (Vec<ForwardRecord>, Vec<ForwardRecord>) =
         load(state).into_iter().partition(|r| r.container.is_some());
     if gone.is_empty() {
@@ -369,7 +408,7 @@ pub fn table(records: &[ForwardRecord]) -> String {
         s.push_str(&format!(
             "{:<20} {:<15} {:<15} {:<8}\n",
             name,
-            format!("0.0.0.0:{}", r.host),
+            format!("{}:{}", r.host_addr, r.host),
             guest,
             proto(r.protocol)
         ));
@@ -427,6 +466,30 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn parallel_records_are_all_kept() {
+        let t = tempfile::tempdir().expect("tmp");
+        let threads: Vec<_> = (0..6u16)
+            .map(|i| {
+                let state = t.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for round in 0..5u16 {
+                        let port = 10_000 + i * 100 + round;
+                        let wanted = [Wanted {
+                            forward: PortForward::local(port, port, Protocol::Tcp),
+                            container_port: 80,
+                        }];
+                        record(&state, &wanted, Some(format!("c{port}")), None).expect("record");
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().expect("thread");
+        }
+        assert_eq!(load(t.path()).len(), 30);
     }
 
     #[test]
@@ -493,15 +556,52 @@ mod tests {
         assert!(r.matches("web") && r.matches("3f2a") && !r.matches("we") && !r.matches(""));
         // the VM layer's reader still sees a plain forward list
         let plain = crate::vm::instance::read_port_forwards(t.path());
+        assert_eq!(plain, [PortForward::local(8080, 8080, Protocol::Tcp)]);
+        assert!(table(&load(t.path())).contains("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn forwards_listen_on_loopback_unless_an_address_is_named() {
+        let (w, skipped) = wanted(&planned(&[
+            "run",
+            "-d",
+            "-p",
+            "8080:80",
+            "-p",
+            "0.0.0.0:8081:81",
+            "-p",
+            "10.1.2.3:8082:82/udp",
+            "-p",
+            "[::1]:8083:83",
+            "img",
+        ]));
+        let addrs: Vec<(u16, Ipv4Addr)> = w
+            .iter()
+            .map(|w| (w.forward.host, w.forward.host_addr))
+            .collect();
         assert_eq!(
-            plain,
-            [PortForward {
-                host: 8080,
-                guest: 8080,
-                protocol: Protocol::Tcp
-            }]
+            addrs,
+            [
+                (8080, Ipv4Addr::LOCALHOST),
+                (8081, Ipv4Addr::UNSPECIFIED),
+                (8082, Ipv4Addr::new(10, 1, 2, 3)),
+            ]
         );
-        assert!(table(&load(t.path())).contains("0.0.0.0:8080"));
+        assert_eq!(skipped.len(), 1, "IPv6 is reported: {skipped:?}");
+        // what QEMU is told, to add and to remove
+        let f = &w[1].forward;
+        assert_eq!(remove_cmd(f), "hostfwd_remove net0 tcp:0.0.0.0:8081");
+        assert_eq!(
+            remove_cmd(&w[0].forward),
+            "hostfwd_remove net0 tcp:127.0.0.1:8080"
+        );
+        // published ports read back from inspect keep their address the same way
+        let p = parse_published(
+            r#"abc /web {"80/tcp":[{"HostIp":"","HostPort":"8080"}],"81/tcp":[{"HostIp":"0.0.0.0","HostPort":"8081"}]}"#,
+        )
+        .expect("parsed");
+        let addrs: Vec<Ipv4Addr> = p.wanted.iter().map(|w| w.forward.host_addr).collect();
+        assert_eq!(addrs, [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED]);
     }
 
     #[test]

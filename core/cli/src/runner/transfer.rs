@@ -5,7 +5,7 @@
 //! are written as a temp file in the destination dir renamed into place: a failed or killed
 //! transfer never leaves half a file under the user's name.
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -168,7 +168,38 @@ pub fn safe_relative(name: &Path) -> anyhow::Result<PathBuf> {
 
 /// Writes `content` to `dest` atomically (temp file in the same dir, then rename) with
 /// permission bits `mode`.
-pub fn write_file_atomic(dest: &Path, content: &mut dyn Read, mode: u32) -> anyhow::Result<()> {
+/// The mode a file or directory made by the guest gets on the host: never setuid, setgid or
+/// sticky (a container must not hand the user a setuid file), and masked by the user's umask
+/// as any file the user's own programs create.
+pub fn host_mode(guest_mode: u32) -> u32 {
+    guest_mode & 0o777 & !user_umask()
+}
+
+/// This process's umask, read without changing it (umask(2) can only set it, which would
+/// race with other threads creating files); 022 when /proc does not say.
+fn user_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    })
+}
+
+/// Writes `content` to `dest` through a temp file and a rename, with the host mode of
+/// `guest_mode` ([`host_mode`]).
+pub fn write_file_atomic(
+    dest: &Path,
+    content: &mut dyn Read,
+    guest_mode: u32,
+) -> anyhow::Result<()> {
+    let mode = host_mode(guest_mode);
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -179,7 +210,7 @@ pub fn write_file_atomic(dest: &Path, content: &mut dyn Read, mode: u32) -> anyh
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     io::copy(content, tmp.as_file_mut()).with_context(|| format!("writing {}", dest.display()))?;
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+        .set_permissions(std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", dest.display()))?;
     tmp.persist(dest)
         .map_err(|e| anyhow!(e.error))
@@ -240,9 +271,16 @@ pub fn pull_output(
                 );
             }
             if let Some(t) = &staged {
+                let mode = entry.header().mode().unwrap_or(0o644);
                 entry
                     .unpack_in(t.path())
                     .with_context(|| format!("writing {}", rel.display()))?;
+                // tar drops setuid/setgid but knows no umask
+                let unpacked = t.path().join(&rel);
+                if std::fs::symlink_metadata(&unpacked).is_ok_and(|m| !m.file_type().is_symlink()) {
+                    std::fs::set_permissions(&unpacked, Permissions::from_mode(host_mode(mode)))
+                        .with_context(|| format!("setting the mode of {}", rel.display()))?;
+                }
             }
         }
         let Some(t) = staged else {

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -344,6 +344,56 @@ fn check_parents(root: &Path, rel: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets the host mode of `guest_mode` ([`transfer::host_mode`]) on `dest`, which must be a
+/// regular file or directory: chmod follows symlinks, and a guest tar may name a path twice
+/// (first as a link out of the volume, then as a file).
+fn chmod_in_volume(dest: &Path, guest_mode: u32) -> anyhow::Result<()> {
+    let meta = fs::symlink_metadata(dest).with_context(|| format!("chmod {}", dest.display()))?;
+    if !(meta.is_file() || meta.is_dir()) {
+        anyhow::bail!(
+            "{} is not a regular file or directory; not changing its mode",
+            dest.display()
+        );
+    }
+    fs::set_permissions(
+        dest,
+        fs::Permissions::from_mode(transfer::host_mode(guest_mode)),
+    )
+    .with_context(|| format!("chmod {}", dest.display()))
+}
+
+/// The content of a hard link's target, read back from the host copy written earlier in the
+/// same sync. Only a regular file that came in this tar, inside the volume, reached through no
+/// symlink, and still holding what the guest sent, is read: a link to a symlink (which the
+/// host would resolve, possibly to a file outside the volume) is refused.
+fn hard_link_source(
+    root: &Path,
+    target: &Path,
+    file_hashes: &HashMap<PathBuf, [u8; 32]>,
+) -> anyhow::Result<Spool> {
+    let Some(expected) = file_hashes.get(target) else {
+        anyhow::bail!(
+            "hard link to {}, which is not a regular file of this volume; not followed",
+            target.display()
+        );
+    };
+    check_parents(root, target)?;
+    let path = root.join(target);
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("reading {} (hard link target)", path.display()))?;
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        anyhow::bail!("hard link target {} is not a regular file", path.display());
+    }
+    let spool = Spool::read(&mut f)?;
+    if spool.hash != *expected {
+        anyhow::bail!("hard link target {} changed; not copied", path.display());
+    }
+    Ok(spool)
+}
+
 fn apply_file(
     dest: &Path,
     action: Action,
@@ -353,11 +403,10 @@ fn apply_file(
 ) -> anyhow::Result<()> {
     match action {
         Action::Keep => {}
-        Action::Chmod => {
-            fs::set_permissions(dest, fs::Permissions::from_mode(mode))
-                .with_context(|| format!("chmod {}", dest.display()))?;
-            report.written += 1;
-        }
+        Action::Chmod => match chmod_in_volume(dest, mode) {
+            Ok(()) => report.written += 1,
+            Err(e) => report.skipped.push(format!("{e:#}")),
+        },
         Action::Write | Action::Replace => {
             transfer::write_file_atomic(dest, &mut spool.reader(), mode)?;
             report.written += 1;
@@ -391,6 +440,10 @@ fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::
         let header_mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let kind = entry.header().entry_type();
         let p = pushed.entries.get(&rel);
+        if !(kind.is_file() || kind == tar::EntryType::Link) {
+            // no longer a file of this sync: hard links must not read what stands there now
+            file_hashes.remove(&rel);
+        }
         if kind.is_dir() {
             let g = GuestEntry {
                 kind: Kind::Dir,
@@ -400,10 +453,10 @@ fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::
             };
             match decide(p, &g) {
                 Action::Keep => {}
-                Action::Chmod => {
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(header_mode))?;
-                    report.written += 1;
-                }
+                Action::Chmod => match chmod_in_volume(&dest, header_mode) {
+                    Ok(()) => report.written += 1,
+                    Err(e) => report.skipped.push(format!("{e:#}")),
+                },
                 Action::Write | Action::Replace => {
                     if action_needs_removal(&dest) {
                         fs::remove_file(&dest)
@@ -411,7 +464,7 @@ fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::
                     }
                     fs::create_dir(&dest)
                         .with_context(|| format!("creating {}", dest.display()))?;
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(header_mode))?;
+                    chmod_in_volume(&dest, header_mode)?;
                     report.written += 1;
                 }
                 Action::Conflict => {}
@@ -444,23 +497,20 @@ fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::
             }
         } else if kind.is_file() || kind == tar::EntryType::Link {
             let spool = if kind == tar::EntryType::Link {
-                // a hard link to a file already written (or kept) on the host
+                // a hard link to a file written (or kept) earlier in this sync
                 let target = entry
                     .link_name()
                     .context("hard link target")?
                     .map(|l| safe_relative(&l))
                     .transpose()?
                     .unwrap_or_default();
-                let mut f = fs::File::open(root.join(&target))
-                    .with_context(|| format!("reading {}", root.join(&target).display()))?;
-                let s = Spool::read(&mut f)?;
-                if file_hashes.get(&target).is_some_and(|h| *h != s.hash) {
-                    report
-                        .skipped
-                        .push(format!("{}: hard link target changed", dest.display()));
-                    continue;
+                match hard_link_source(root, &target, &file_hashes) {
+                    Ok(spool) => spool,
+                    Err(e) => {
+                        report.skipped.push(format!("{}: {e:#}", dest.display()));
+                        continue;
+                    }
                 }
-                s
             } else {
                 Spool::read(&mut entry)?
             };
@@ -694,6 +744,180 @@ mod tests {
         let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
         assert!(!outside.path().join("pwned").exists());
         assert_eq!(report.skipped.len(), 1, "{report:?}");
+    }
+
+    /// A guest tar with these entries, in this order.
+    enum Planted<'a> {
+        File(&'a str, &'a [u8], u32),
+        Dir(&'a str, u32),
+        Symlink(&'a str, &'a Path),
+        HardLink(&'a str, &'a str),
+    }
+
+    fn planted_tar(entries: &[Planted<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            match e {
+                Planted::File(name, data, mode) => {
+                    h.set_mode(*mode);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, name, *data).expect("file");
+                }
+                Planted::Dir(name, mode) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(*mode);
+                    b.append_data(&mut h, name, io::empty()).expect("dir");
+                }
+                Planted::Symlink(name, to) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    b.append_link(&mut h, name, to).expect("symlink");
+                }
+                Planted::HardLink(name, to) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_mode(0o777);
+                    b.append_link(&mut h, name, to).expect("hard link");
+                }
+            }
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_hard_link_to_a_planted_symlink_does_not_copy_the_target_in() {
+        // the reproducer: ln -s $HOME/.secret /data/a; ln /data/a /data/b
+        let host = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        let secret = outside.path().join(".secret");
+        fs::write(&secret, "top secret").expect("w");
+        let pushed = scan(host.path()).expect("scan");
+        let tar = planted_tar(&[
+            Planted::Symlink("./a", &secret),
+            Planted::HardLink("./b", "./a"),
+        ]);
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
+        let b = host.path().join("b");
+        assert!(
+            fs::read(&b).map_or(true, |data| data != b"top secret"),
+            "the secret was copied into the volume"
+        );
+        assert!(fs::symlink_metadata(&b).is_err(), "b must not be created");
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        assert!(
+            report.skipped[0].contains("not a regular file"),
+            "{report:?}"
+        );
+        // the symlink itself comes back as a symlink (the container made it)
+        assert!(fs::symlink_metadata(host.path().join("a"))
+            .expect("a")
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn hard_links_resolve_only_to_files_of_this_sync_inside_the_volume() {
+        let host = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        fs::write(outside.path().join("f"), "outside").expect("w");
+        fs::write(host.path().join("kept"), "on the host before").expect("w");
+        let pushed = scan(host.path()).expect("scan");
+        let tar = planted_tar(&[
+            Planted::File("./real", b"guest data", 0o644),
+            Planted::HardLink("./twin", "./real"),
+            // a path out of the volume, a host file the tar did not carry, one replaced by a
+            // symlink after it was seen as a file
+            Planted::HardLink("./up", "../f"),
+            Planted::HardLink("./notsent", "./kept"),
+            Planted::File("./swapped", b"x", 0o644),
+            Planted::Symlink("./swapped", &outside.path().join("f")),
+            Planted::HardLink("./viaswap", "./swapped"),
+        ]);
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice());
+        // `../f` is refused as a path: the whole sync or that entry, never read
+        if let Ok(report) = &report {
+            assert!(!report.skipped.is_empty(), "{report:?}");
+        }
+        let h = host.path();
+        assert_eq!(fs::read(h.join("twin")).expect("twin"), b"guest data");
+        assert!(fs::symlink_metadata(h.join("up")).is_err());
+        assert!(fs::symlink_metadata(h.join("notsent")).is_err());
+        assert!(fs::symlink_metadata(h.join("viaswap")).is_err());
+        assert_eq!(fs::read(outside.path().join("f")).expect("f"), b"outside");
+    }
+
+    #[test]
+    fn setuid_and_setgid_are_dropped_and_the_umask_applies() {
+        let host = tempfile::tempdir().expect("tmp");
+        let pushed = scan(host.path()).expect("scan");
+        let tar = planted_tar(&[
+            Planted::File("./suid", b"#!/bin/sh\n", 0o4777),
+            Planted::Dir("./sgid", 0o2777),
+            Planted::File("./sgid/f", b"x", 0o2666),
+        ]);
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
+        assert!(report.skipped.is_empty(), "{report:?}");
+        let mode = |p: &str| {
+            fs::symlink_metadata(host.path().join(p))
+                .expect("exists")
+                .mode()
+                & 0o7777
+        };
+        let umask = 0o777 & !transfer::host_mode(0o777);
+        assert_eq!(mode("suid"), 0o777 & !umask);
+        assert_eq!(mode("sgid"), 0o777 & !umask);
+        assert_eq!(mode("sgid/f"), 0o666 & !umask);
+        assert_eq!(
+            transfer::host_mode(0o6755) & 0o7000,
+            0,
+            "never setuid/setgid"
+        );
+    }
+
+    #[test]
+    fn a_mode_change_is_never_applied_through_a_symlink() {
+        let host = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "v").expect("w");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod");
+        fs::write(host.path().join("x"), "same").expect("w");
+        fs::set_permissions(host.path().join("x"), fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let pushed = scan(host.path()).expect("scan");
+        // x shows up first as a link out, then as the pushed file with another mode (Chmod)
+        let tar = planted_tar(&[
+            Planted::Symlink("./x", &victim),
+            Planted::File("./x", b"same", 0o666),
+        ]);
+        let report = apply_tree(host.path(), &pushed, &mut tar.as_slice()).expect("sync");
+        assert_eq!(
+            fs::metadata(&victim).expect("victim").mode() & 0o777,
+            0o600,
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_small_tar_gz_with_a_huge_pax_header_fails_fast() {
+        // 8 MiB of PAX "records" (zeros) compress to a few KiB
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(8 << 20);
+        h.set_path("PaxHeaders/x").expect("name");
+        h.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(h.as_bytes()).expect("gz");
+        gz.write_all(&vec![0u8; 8 << 20]).expect("gz");
+        let small = gz.finish().expect("gz");
+        assert!(small.len() < 256 * 1024, "{} bytes", small.len());
+        let host = tempfile::tempdir().expect("tmp");
+        let pushed = scan(host.path()).expect("scan");
+        let mut stream = flate2::read::GzDecoder::new(small.as_slice());
+        let err = apply_tree(host.path(), &pushed, &mut stream).expect_err("refused");
+        assert!(format!("{err:#}").contains("exceeds the limit"), "{err:#}");
+        assert_eq!(fs::read_dir(host.path()).expect("dir").count(), 0);
     }
 
     #[test]

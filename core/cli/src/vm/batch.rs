@@ -47,8 +47,11 @@ impl BatchVm {
     /// One new connection to the agent.
     pub fn connect(&self) -> Result<AgentStream> {
         let vm = self.vm();
-        vm.endpoint
-            .connect(vcontainer_proto::AGENT_VSOCK_PORT, Duration::from_secs(10))
+        vm.endpoint.connect(
+            vcontainer_proto::AGENT_VSOCK_PORT,
+            Duration::from_secs(10),
+            &vm.secret,
+        )
     }
 
     /// When a connection broke: the error naming the console log if QEMU is gone.

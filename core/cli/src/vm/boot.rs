@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use vcontainer_proto::auth::Secret;
 use vcontainer_proto::{HelloOk, AGENT_VSOCK_PORT};
 
 use super::accel::{self, AccelChoice};
@@ -23,6 +24,7 @@ use super::error::{Result, VmError};
 use super::process::{self, Proc};
 use super::qemu::{Disk, DiskRole, HostShare, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
+use super::secret;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
 use super::vhost_gate::VhostStartGate;
@@ -50,6 +52,10 @@ pub struct VmPaths {
     pub virtiofs_socket: PathBuf,
     #[serde(default)]
     pub virtiofsd_log: PathBuf,
+    /// The agent secret of the running VM (see vm/secret.rs); empty in vm.json of tools that
+    /// predate agent authentication, whose VMs must then be restarted.
+    #[serde(default)]
+    pub agent_secret: PathBuf,
 }
 
 impl VmPaths {
@@ -65,12 +71,15 @@ impl VmPaths {
             qmp_socket: socket_dir.join("qmp.sock"),
             virtiofs_socket: socket_dir.join("virtiofs.sock"),
             virtiofsd_log: state_dir.join("virtiofsd.log"),
+            agent_secret: state_dir.join(secret::FILE_NAME),
             socket_dir,
         })
     }
 
-    /// Remove the sockets of a VM that is gone (callers make sure it is).
+    /// Remove the sockets (and the agent secret) of a VM that is gone (callers make sure it
+    /// is).
     pub fn remove_sockets(&self) {
+        secret::remove(&self.agent_secret);
         for p in [
             &self.vsock_socket,
             &self.vhost_user_socket,
@@ -120,6 +129,8 @@ pub struct RunningVm {
     pub hello: HelloOk,
     /// Wall time from spawning the first process to the agent's Hello.
     pub boot_time: Duration,
+    /// The secret every connection to this VM's agent proves (also in `paths.agent_secret`).
+    pub secret: Secret,
 }
 
 /// What happened when a VM was stopped.
@@ -171,6 +182,8 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     paths.remove_sockets();
     std::fs::create_dir_all(&paths.socket_dir)
         .map_err(|e| VmError::io(format!("creating {}", paths.socket_dir.display()), e))?;
+    // a new secret for each boot: a connection made for an earlier boot proves nothing now
+    let secret = secret::create(&paths.agent_secret)?;
     // keep the previous boot's console for post-mortems (e.g. after a crash)
     let _ = std::fs::rename(&paths.console_log, paths.state_dir.join("console.log.old"));
 
@@ -261,6 +274,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
             socket: paths.virtiofs_socket.clone(),
             tag: virtiofs::TAG.to_string(),
         }),
+        agent_secret: paths.agent_secret.clone(),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
             state_device: cfg.state_disk.then(|| "/dev/vdb".to_string()),
@@ -303,7 +317,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     match wait_for_hello(
         &mut qemu,
         vhost.as_mut(),
-        &endpoint,
+        (&endpoint, &secret),
         gate,
         deadline,
         &paths,
@@ -311,7 +325,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     ) {
         Ok(hello) => {
             let host_share = match virtiofsd {
-                Some(_) => match check_host_share(&endpoint, &paths.state_dir) {
+                Some(_) => match check_host_share(&endpoint, &secret, &paths.state_dir) {
                     Ok(dir) => Some(dir),
                     Err(why) => {
                         log(&paths, &format!("host share unusable: {why}"));
@@ -335,6 +349,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
                 blobs,
                 hello,
                 boot_time: started.elapsed(),
+                secret,
             })
         }
         Err(e) => {
@@ -352,14 +367,18 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
 /// Proves the share from inside the guest: the state dir (which exists on the host) must be
 /// visible under the mount. A guest that could not load virtiofs or mount it would
 /// otherwise make the runtime bind an empty directory it creates itself, silently.
-fn check_host_share(endpoint: &Endpoint, state_dir: &Path) -> std::result::Result<String, String> {
+fn check_host_share(
+    endpoint: &Endpoint,
+    secret: &Secret,
+    state_dir: &Path,
+) -> std::result::Result<String, String> {
     // canonical: a symlink on the way would be resolved against the guest's own root
     let abs =
         std::fs::canonicalize(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     let probe = virtiofs::guest_path_of(&abs)
         .ok_or_else(|| format!("state dir {} is not valid UTF-8", abs.display()))?;
     let conn = endpoint
-        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10))
+        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), secret)
         .map_err(|e| e.to_string())?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -440,7 +459,7 @@ fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
 fn wait_for_hello(
     qemu: &mut Proc,
     mut vhost: Option<&mut Proc>,
-    endpoint: &Endpoint,
+    (endpoint, secret): (&Endpoint, &Secret),
     mut gate: Option<VhostStartGate>,
     deadline: Instant,
     paths: &VmPaths,
@@ -497,7 +516,7 @@ fn wait_for_hello(
             }
         }
         let budget = (deadline - now).min(Duration::from_secs(5));
-        match endpoint.connect(AGENT_VSOCK_PORT, budget) {
+        match endpoint.connect(AGENT_VSOCK_PORT, budget, secret) {
             Ok(s) => {
                 let _ = s.set_read_timeout(Some(budget));
                 let _ = s.set_write_timeout(Some(budget));
@@ -510,6 +529,12 @@ fn wait_for_hello(
                     // a version mismatch or garbage will not fix itself
                     Err(e) => return Err(VmError::Hello(e.to_string())),
                 }
+            }
+            // the agent holds the secret we just made, or never will (blobs without
+            // authentication, no fw_cfg): only a version mismatch is final at once, the rest
+            // shows in the boot timeout's last attempt and the console log
+            Err(VmError::Auth(e @ ClientError::VersionMismatch { .. })) => {
+                return Err(VmError::Hello(e.to_string()))
             }
             Err(e) => last_attempt = e.to_string(),
         }
@@ -558,8 +583,10 @@ pub fn stop(
         let asked = if timeout.is_zero() {
             Err("no time for a clean shutdown".to_string())
         } else {
-            endpoint
-                .connect(AGENT_VSOCK_PORT, Duration::from_secs(5))
+            secret::read(&paths.agent_secret)
+                .and_then(|secret| {
+                    endpoint.connect(AGENT_VSOCK_PORT, Duration::from_secs(5), &secret)
+                })
                 .map_err(|e| e.to_string())
                 .and_then(|s| {
                     s.set_read_timeout(Some(timeout))

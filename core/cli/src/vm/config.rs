@@ -2,6 +2,7 @@
 //!
 //! Serializable because the memres supervisor (a separate process) receives it as JSON.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -57,25 +58,67 @@ pub enum Protocol {
     Udp,
 }
 
-/// A host port forwarded to a guest port through QEMU user networking (`-p H:G[/udp]`).
+/// A host port forwarded to a guest port through QEMU user networking
+/// (`-p [ADDR:]H:G[/udp]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortForward {
     pub host: u16,
     pub guest: u16,
     pub protocol: Protocol,
+    /// The host address QEMU listens on: loopback unless the user named one (a forward must
+    /// not open a port to the network by surprise). Absent in records of older tools, whose
+    /// forwards listened on every address, hence that default.
+    #[serde(default = "any_address")]
+    pub host_addr: Ipv4Addr,
+}
+
+/// Where a forward listens when the user names no address.
+pub const DEFAULT_FORWARD_ADDR: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn any_address() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
+
+impl PortForward {
+    /// A forward on the default (loopback) address.
+    pub fn local(host: u16, guest: u16, protocol: Protocol) -> Self {
+        Self {
+            host,
+            guest,
+            protocol,
+            host_addr: DEFAULT_FORWARD_ADDR,
+        }
+    }
+
+    /// The address as `-p`, docker and podman write it: "" for "all addresses" stays "".
+    pub fn parse_addr(addr: &str) -> Result<Ipv4Addr, String> {
+        match addr {
+            "" => Ok(DEFAULT_FORWARD_ADDR),
+            a => a.parse().map_err(|_| {
+                format!("bad host address {a:?} for a port forward: expected an IPv4 address such as 127.0.0.1 or 0.0.0.0")
+            }),
+        }
+    }
 }
 
 impl FromStr for PortForward {
     type Err = String;
-    /// `H:G`, `H:G/tcp`, `H:G/udp`, or `H` (same port on both sides).
+    /// `H:G`, `H:G/tcp`, `H:G/udp`, `H` (same port on both sides), each optionally after
+    /// `ADDR:` (`0.0.0.0:8080:80` listens on every address; the default is 127.0.0.1).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("bad port forward {s:?}: expected HOST:GUEST[/tcp|/udp]");
+        let bad = || format!("bad port forward {s:?}: expected [ADDR:]HOST:GUEST[/tcp|/udp]");
         let (ports, protocol) = match s.rsplit_once('/') {
             Some((p, "tcp")) => (p, Protocol::Tcp),
             Some((p, "udp")) => (p, Protocol::Udp),
             Some(_) => return Err(bad()),
             None => (s, Protocol::Tcp),
         };
+        let (addr, ports) = match ports.matches(':').count() {
+            2 => ports.split_once(':').ok_or_else(bad)?,
+            0 | 1 => ("", ports),
+            _ => return Err(bad()),
+        };
+        let host_addr = Self::parse_addr(addr)?;
         let (h, g) = ports.split_once(':').unwrap_or((ports, ports));
         let host: u16 = h.parse().map_err(|_| bad())?;
         let guest: u16 = g.parse().map_err(|_| bad())?;
@@ -86,6 +129,7 @@ impl FromStr for PortForward {
             host,
             guest,
             protocol,
+            host_addr,
         })
     }
 }
@@ -96,6 +140,9 @@ impl std::fmt::Display for PortForward {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         };
+        if self.host_addr != DEFAULT_FORWARD_ADDR {
+            write!(f, "{}:", self.host_addr)?;
+        }
         write!(f, "{}:{}/{}", self.host, self.guest, proto)
     }
 }
@@ -208,6 +255,20 @@ mod tests {
         assert_eq!((p.host, p.guest, p.protocol), (8080, 80, Protocol::Tcp));
         let p: PortForward = "5353:53/udp".parse().expect("valid");
         assert_eq!((p.host, p.guest, p.protocol), (5353, 53, Protocol::Udp));
+        assert_eq!(p.host_addr, Ipv4Addr::LOCALHOST, "loopback unless named");
+        let p: PortForward = "0.0.0.0:8080:80".parse().expect("valid");
+        assert_eq!((p.host, p.guest), (8080, 80));
+        assert_eq!(p.host_addr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(p.to_string(), "0.0.0.0:8080:80/tcp");
+        let p: PortForward = "192.168.1.2:53:53/udp".parse().expect("valid");
+        assert_eq!(p.host_addr, Ipv4Addr::new(192, 168, 1, 2));
+        for bad in ["localhost:80:80", "1.2.3:80:80", "::1:80:80"] {
+            assert!(bad.parse::<PortForward>().is_err(), "{bad} accepted");
+        }
+        // a record from an older tool (no address) listened everywhere and says so
+        let old: PortForward =
+            serde_json::from_str(r#"{"host":1,"guest":2,"protocol":"tcp"}"#).expect("old record");
+        assert_eq!(old.host_addr, Ipv4Addr::UNSPECIFIED);
         let p: PortForward = "9000".parse().expect("valid");
         assert_eq!((p.host, p.guest), (9000, 9000));
         for bad in ["", "a:b", "80:80/sctp", "0:80", "70000:80", "80:"] {

@@ -55,6 +55,11 @@ pub enum VmError {
         console_log: PathBuf,
     },
 
+    /// The connection was made but the agent authentication failed (wrong or missing
+    /// secret, another protocol version).
+    #[error("{0}")]
+    Auth(crate::agent_client::ClientError),
+
     #[error("cannot connect to the guest agent on port {port}: {detail}")]
     Connect { port: u32, detail: String },
 

@@ -173,9 +173,11 @@ impl Instance {
 
     pub fn connect_port(&self, port: u32) -> Result<AgentStream> {
         touch_activity(&self.state_dir);
+        let secret = super::secret::read(&self.record.paths.agent_secret)
+            .map_err(|e| self.explain_disconnect().unwrap_or(e))?;
         self.record
             .endpoint
-            .connect(port, Duration::from_secs(10))
+            .connect(port, Duration::from_secs(10), &secret)
             .map_err(|e| self.explain_disconnect().unwrap_or(e))
     }
 

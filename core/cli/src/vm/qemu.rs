@@ -84,6 +84,9 @@ pub struct VmSpec {
     pub vsock: VsockDevice,
     /// The host share, when virtiofsd runs for this VM.
     pub host_share: Option<HostShare>,
+    /// The 0600 file holding the agent secret, handed to the guest as fw_cfg (QEMU reads it
+    /// itself: the secret is on no command line). See docs/security.md.
+    pub agent_secret: PathBuf,
     pub kernel_args: KernelArgs,
 }
 
@@ -190,6 +193,15 @@ impl VmSpec {
         );
         a.opt("-mon", "chardev=qmp,mode=control");
 
+        // the agent secret, by file (q35 and arm virt both have fw_cfg)
+        a.opt_os(
+            "-fw_cfg",
+            cat(&[
+                format!("name={},file=", vcontainer_proto::auth::FW_CFG_NAME).as_ref(),
+                &escape(&self.agent_secret),
+            ]),
+        );
+
         // disks, in guest order
         for d in &self.disks {
             let id = d.role.id();
@@ -216,7 +228,10 @@ impl VmSpec {
                 Protocol::Tcp => "tcp",
                 Protocol::Udp => "udp",
             };
-            net.push_str(&format!(",hostfwd={proto}::{}-:{}", f.host, f.guest));
+            net.push_str(&format!(
+                ",hostfwd={proto}:{}:{}-:{}",
+                f.host_addr, f.host, f.guest
+            ));
         }
         a.opt("-netdev", net);
         // romfile= : no PXE option ROM to load, we boot with -kernel
@@ -328,6 +343,7 @@ mod tests {
             qmp_socket: "/s/qmp.sock".into(),
             vsock,
             host_share: None,
+            agent_secret: "/s/my,dir/agent.secret".into(),
             kernel_args: KernelArgs {
                 runtime: "podman".into(),
                 state_device: Some("/dev/vdb".into()),
@@ -393,7 +409,7 @@ mod tests {
         assert_eq!(devices[1], "virtio-blk-pci,drive=state,serial=state");
         assert_eq!(
             values(&argv, "-netdev"),
-            ["user,id=net0,hostfwd=tcp::8080-:80"]
+            ["user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80"]
         );
         assert!(devices.contains(&"vhost-user-vsock-pci,chardev=vsock".to_string()));
         let chardevs = values(&argv, "-chardev");
@@ -402,6 +418,21 @@ mod tests {
         assert!(chardevs.contains(&"socket,id=vsock,path=/s/vhost-vsock.sock".to_string()));
         assert_eq!(values(&argv, "-serial"), ["chardev:console"]);
         assert_eq!(values(&argv, "-mon"), ["chardev=qmp,mode=control"]);
+    }
+
+    #[test]
+    fn the_agent_secret_goes_by_file_on_both_arches_never_inline() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let s = spec(arch, hybrid());
+            let argv = strings(&s.render());
+            assert_eq!(
+                values(&argv, "-fw_cfg"),
+                ["name=opt/vcontainer/secret,file=/s/my,,dir/agent.secret"]
+            );
+            // only the path: no `string=` item, nothing about it on the kernel command line
+            assert!(!argv.iter().any(|a| a.contains("string=")), "{argv:?}");
+            assert!(!s.kernel_cmdline().contains("secret"));
+        }
     }
 
     #[test]
@@ -417,7 +448,7 @@ mod tests {
         s.kernel = "/b/Image".into();
         s.kernel_args.state_device = None;
         s.kernel_args.debug = true;
-        s.port_forwards = vec!["53:5353/udp".parse().expect("valid")];
+        s.port_forwards = vec!["0.0.0.0:53:5353/udp".parse().expect("valid")];
         s.memory_mib = 1024;
         s.cpus = 4;
         assert_eq!(s.program(), "qemu-system-aarch64");
@@ -440,7 +471,8 @@ mod tests {
             .contains(&"vhost-vsock-pci,guest-cid=1234,vhostfd=5".to_string()));
         assert_eq!(
             values(&argv, "-netdev"),
-            ["user,id=net0,hostfwd=udp::53-:5353"]
+            ["user,id=net0,hostfwd=udp:0.0.0.0:53-:5353"],
+            "an address the user named is kept"
         );
     }
 

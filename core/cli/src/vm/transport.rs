@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use vcontainer_proto::auth::Secret;
 
 use super::error::{Result, VmError};
 
@@ -230,12 +231,18 @@ impl Endpoint {
         }
     }
 
-    /// Open one connection to guest `port`. `handshake_timeout` bounds the hybrid
-    /// `CONNECT`/`OK` exchange (vhost-device-vsock may hold a connection open while the guest
-    /// is not listening yet); the returned stream has no timeouts set.
-    pub fn connect(&self, port: u32, handshake_timeout: Duration) -> Result<AgentStream> {
+    /// Open one authenticated connection to guest `port`: the transport's own handshake,
+    /// then the agent authentication with `secret` (see docs/security.md), both bounded by
+    /// `handshake_timeout` (vhost-device-vsock may hold a connection open while the guest is
+    /// not listening yet). The returned stream has no timeouts set.
+    pub fn connect(
+        &self,
+        port: u32,
+        handshake_timeout: Duration,
+        secret: &Secret,
+    ) -> Result<AgentStream> {
         let fail = |detail: String| VmError::Connect { port, detail };
-        match self {
+        let mut stream = match self {
             Endpoint::Hybrid { uds_path } => {
                 let mut s = UnixStream::connect(uds_path)
                     .map_err(|e| fail(format!("{}: {e}", uds_path.display())))?;
@@ -244,16 +251,26 @@ impl Endpoint {
                 s.set_write_timeout(Some(handshake_timeout))
                     .map_err(|e| fail(e.to_string()))?;
                 hybrid_handshake(&mut s, port).map_err(fail)?;
-                s.set_read_timeout(None).map_err(|e| fail(e.to_string()))?;
-                s.set_write_timeout(None).map_err(|e| fail(e.to_string()))?;
-                Ok(AgentStream::Unix(s))
+                AgentStream::Unix(s)
             }
             Endpoint::Vsock { cid } => {
                 let s = vsock::VsockStream::connect_with_cid_port(*cid, port)
                     .map_err(|e| fail(format!("vsock cid {cid}: {e}")))?;
-                Ok(AgentStream::Vsock(s))
+                s.set_read_timeout(Some(handshake_timeout))
+                    .map_err(|e| fail(e.to_string()))?;
+                s.set_write_timeout(Some(handshake_timeout))
+                    .map_err(|e| fail(e.to_string()))?;
+                AgentStream::Vsock(s)
             }
-        }
+        };
+        crate::agent_client::authenticate(&mut stream, secret).map_err(VmError::Auth)?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| fail(e.to_string()))?;
+        stream
+            .set_write_timeout(None)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(stream)
     }
 }
 
@@ -383,6 +400,11 @@ impl AsRawFd for AgentStream {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use vcontainer_proto::auth;
+
+    fn secret() -> Secret {
+        Secret::from_bytes(&[1; auth::SECRET_LEN]).expect("32 bytes")
+    }
 
     #[test]
     fn choice_order() {
@@ -453,25 +475,41 @@ mod tests {
             assert_eq!(&req, b"CONNECT 1024");
             let mut nl = [0u8; 1];
             c.read_exact(&mut nl).expect("newline");
-            c.write_all(b"OK 1073741824\npayload").expect("reply");
+            c.write_all(b"OK 1073741824\n").expect("reply");
+            // then the agent's side of the authentication, then raw bytes
+            let hello = vcontainer_proto::read_auth_frame(&mut c, auth::HOST_HELLO_LEN)
+                .expect("hello")
+                .expect("some");
+            let (version, hn) = auth::check_host_hello(&secret(), &hello).expect("valid");
+            let an = [3u8; auth::NONCE_LEN];
+            let reply = auth::agent_reply(&secret(), version, &hn, &an);
+            vcontainer_proto::write_frame(&mut c, vcontainer_proto::FrameType::Auth, &reply)
+                .expect("reply");
+            let proof = vcontainer_proto::read_auth_frame(&mut c, auth::HOST_PROOF_LEN)
+                .expect("proof")
+                .expect("some");
+            auth::check_host_proof(&secret(), &hn, &an, &proof).expect("valid proof");
+            c.write_all(b"payload").expect("payload");
             let (c2, _) = listener.accept().expect("accept 2");
             drop(c2);
         });
         let ep = Endpoint::Hybrid {
             uds_path: path.clone(),
         };
-        let mut s = ep.connect(1024, Duration::from_secs(5)).expect("connect");
+        let mut s = ep
+            .connect(1024, Duration::from_secs(5), &secret())
+            .expect("connect");
         let mut payload = [0u8; 7];
         s.read_exact(&mut payload).expect("payload");
         assert_eq!(&payload, b"payload", "no byte of the stream was eaten");
         let err = ep
-            .connect(1024, Duration::from_secs(5))
+            .connect(1024, Duration::from_secs(5), &secret())
             .expect_err("closed");
         assert!(err.to_string().contains("not listening"), "{err}");
         server.join().expect("server");
         drop(tmp);
         let gone = ep
-            .connect(1024, Duration::from_secs(1))
+            .connect(1024, Duration::from_secs(1), &secret())
             .expect_err("no socket");
         assert!(matches!(gone, VmError::Connect { port: 1024, .. }));
     }

@@ -57,27 +57,6 @@ pub fn enabled_by_env() -> bool {
     )
 }
 
-/// How virtiofsd isolates itself from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sandbox {
-    /// Its own mount, pid and net namespaces (a user namespace too when not root): what
-    /// virtiofsd recommends, and what works as root on CI.
-    Namespace,
-    /// No isolation beyond its seccomp filter: for unprivileged users on hosts where user
-    /// namespaces are disabled (Debian's `kernel.unprivileged_userns_clone=0`, Ubuntu's
-    /// AppArmor restriction). Unprivileged, it can reach only what the user can anyway.
-    None,
-}
-
-impl Sandbox {
-    fn as_str(self) -> &'static str {
-        match self {
-            Sandbox::Namespace => "namespace",
-            Sandbox::None => "none",
-        }
-    }
-}
-
 /// virtiofsd's arguments for sharing the host's `/` on `socket`.
 ///
 /// `--cache auto`: the guest caches attributes and directory entries for one second and
@@ -89,8 +68,10 @@ impl Sandbox {
 /// within 0.20-0.35 s with either `auto` or `never`, while `run --rm` reading 2000 small
 /// files twice took 12 s with `auto` against 30 s with `never`.
 /// No `--writeback`: the container's writes reach the host file as they are made, not when
-/// the guest's page cache is flushed. `--sandbox` as chosen by [`spawn`].
-pub fn argv(socket: &Path, sandbox: Sandbox) -> Vec<OsString> {
+/// the guest's page cache is flushed. `--sandbox namespace` always: virtiofsd in its own
+/// mount, pid and net namespaces (a user namespace too when not root), as it recommends;
+/// without them there is no share (see [`spawn`]).
+pub fn argv(socket: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--socket-path".into(),
         socket.as_os_str().to_owned(),
@@ -99,7 +80,7 @@ pub fn argv(socket: &Path, sandbox: Sandbox) -> Vec<OsString> {
     ];
     for (k, v) in [
         ("--cache", "auto"),
-        ("--sandbox", sandbox.as_str()),
+        ("--sandbox", "namespace"),
         ("--log-level", "warn"),
     ] {
         a.push(k.into());
@@ -108,14 +89,18 @@ pub fn argv(socket: &Path, sandbox: Sandbox) -> Vec<OsString> {
     a
 }
 
-/// The sandbox to try first: namespaces as root; unprivileged users only when the kernel
-/// lets them create user namespaces, else none (see [`Sandbox::None`]).
-fn first_sandbox() -> Sandbox {
-    if nix::unistd::geteuid().is_root() || userns_allowed() {
-        Sandbox::Namespace
-    } else {
-        Sandbox::None
-    }
+/// Why virtiofsd cannot sandbox itself here, if it cannot: an unprivileged user needs user
+/// namespaces, which some hosts disable (Debian's `kernel.unprivileged_userns_clone=0`,
+/// Ubuntu's AppArmor restriction). There is then no share rather than an unsandboxed one
+/// (`--sandbox none` would serve the host's files with no isolation at all): volumes are
+/// copied, and the reason is shown to the user.
+fn sandbox_refusal(root: bool, userns: bool) -> Option<String> {
+    (!root && !userns).then(|| {
+        format!(
+            "{PROGRAM} cannot sandbox itself (unprivileged user namespaces are disabled on \
+             this host) and is not run without a sandbox: volumes are copied instead of live"
+        )
+    })
 }
 
 fn userns_allowed() -> bool {
@@ -142,24 +127,19 @@ pub fn spawn(files: &Files<'_>) -> Result<Child, String> {
     let bin = process::which(PROGRAM).ok_or_else(|| {
         format!("{PROGRAM} not found (scripts/setup-host.sh installs it; or put it on PATH)")
     })?;
-    let first = first_sandbox();
-    match spawn_with(&bin, files, first) {
-        Ok(c) => Ok(c),
-        Err(e) if first == Sandbox::Namespace => {
-            tracing::debug!("virtiofsd with namespaces failed ({e}); retrying without");
-            spawn_with(&bin, files, Sandbox::None)
-                .map_err(|e2| format!("{e}; with --sandbox none: {e2}"))
-        }
-        Err(e) => Err(e),
+    if let Some(why) = sandbox_refusal(nix::unistd::geteuid().is_root(), userns_allowed()) {
+        return Err(why);
     }
+    // no retry with `--sandbox none`: a share without a sandbox is worse than none
+    spawn_with(&bin, files)
 }
 
-fn spawn_with(bin: &Path, files: &Files<'_>, sandbox: Sandbox) -> Result<Child, String> {
+fn spawn_with(bin: &Path, files: &Files<'_>) -> Result<Child, String> {
     remove_files(files.socket);
     let log = File::create(files.log).map_err(|e| format!("{}: {e}", files.log.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
-    cmd.args(argv(files.socket, sandbox))
+    cmd.args(argv(files.socket))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log2)
@@ -170,7 +150,7 @@ fn spawn_with(bin: &Path, files: &Files<'_>, sandbox: Sandbox) -> Result<Child, 
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    match wait_listening(&mut child, files, sandbox) {
+    match wait_listening(&mut child, files) {
         Ok(()) => Ok(child),
         Err(e) => {
             process::kill_child(&mut child);
@@ -183,18 +163,16 @@ fn spawn_with(bin: &Path, files: &Files<'_>, sandbox: Sandbox) -> Result<Child, 
 /// QEMU connects to the socket at start-up, so it must exist first. With namespaces the
 /// socket appears before the sandbox is entered (and an unshare refused ends the process),
 /// so wait for the sandboxed child as well.
-fn wait_listening(child: &mut Child, files: &Files<'_>, sandbox: Sandbox) -> Result<(), String> {
+fn wait_listening(child: &mut Child, files: &Files<'_>) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(format!(
-                "{PROGRAM} (--sandbox {}) exited ({st}):\n{}",
-                sandbox.as_str(),
+                "{PROGRAM} (--sandbox namespace) exited ({st}):\n{}",
                 process::tail_lines(files.log, 5)
             ));
         }
-        let ready = files.socket.exists()
-            && (sandbox == Sandbox::None || has_children(child.id() as i32).unwrap_or(true));
+        let ready = files.socket.exists() && has_children(child.id() as i32).unwrap_or(true);
         if ready {
             return Ok(());
         }
@@ -237,7 +215,7 @@ mod tests {
 
     #[test]
     fn argv_shares_the_root_with_coherent_caching() {
-        let a = strings(&argv(Path::new("/s/virtiofs.sock"), Sandbox::Namespace));
+        let a = strings(&argv(Path::new("/s/virtiofs.sock")));
         assert_eq!(
             a,
             [
@@ -253,9 +231,15 @@ mod tests {
                 "warn"
             ]
         );
-        let a = strings(&argv(Path::new("/s/v.sock"), Sandbox::None));
-        assert!(a.windows(2).any(|w| w == ["--sandbox", "none"]), "{a:?}");
         assert!(!a.iter().any(|x| x == "--writeback"));
+    }
+
+    #[test]
+    fn no_share_rather_than_an_unsandboxed_one() {
+        assert_eq!(sandbox_refusal(true, false), None, "root has namespaces");
+        assert_eq!(sandbox_refusal(false, true), None);
+        let why = sandbox_refusal(false, false).expect("refused");
+        assert!(why.contains("copied"), "{why}");
     }
 
     #[test]
@@ -303,7 +287,7 @@ mod tests {
             socket: &sock,
             log: &log,
         };
-        let e = spawn_with(&bin, &files, Sandbox::None).expect_err("exits at once");
+        let e = spawn_with(&bin, &files).expect_err("exits at once");
         assert!(e.contains("exited") && e.contains("nope"), "{e}");
         assert!(!sock.exists());
     }

@@ -9,6 +9,7 @@ mod mounts;
 mod net;
 pub mod power_button;
 mod prefetch;
+mod secret;
 mod storage;
 mod tools;
 
@@ -52,6 +53,16 @@ pub fn boot() -> Result<Booted, String> {
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| format!("uname: {}", e.desc()))?;
     let mut warnings = modules::load_listed(Path::new(MODULE_LIST), &release);
+    // Without it the agent serves nobody (it cannot tell its host from anyone else).
+    let secret = match secret::read() {
+        Ok(secret) => Some(secret),
+        Err(e) => {
+            let e = format!("no agent secret, every connection will be refused: {e}");
+            log!("{e}");
+            warnings.push(e);
+            None
+        }
+    };
     let cmdline = fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
     let config = BootConfig::parse(&cmdline);
     if config.debug {
@@ -94,6 +105,7 @@ pub fn boot() -> Result<Booted, String> {
         runtime: config.runtime.clone(),
         warnings,
         service_log_dir: PathBuf::from(SERVICE_LOG_DIR),
+        secret,
     };
     let agent = Agent::new(info, reaper, Box::new(Pid1Shutdown { state_mount }));
     Ok(Booted {

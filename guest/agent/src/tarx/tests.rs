@@ -244,3 +244,64 @@ fn node_behind_a_symlink_leading_outside_is_refused() {
     assert_eq!(kind, ErrorKind::PathEscape, "{message}");
     assert!(!outside.path().join("planted").exists());
 }
+
+/// A tar stream whose first entry is an extension header (PAX or GNU long name) claiming
+/// `size` bytes, followed by zeros for ever; counts what was read from it.
+struct HugeExtension {
+    header: Vec<u8>,
+    read: usize,
+}
+
+impl HugeExtension {
+    fn new(kind: tar::EntryType, size: u64) -> Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_path("././@LongLink").expect("name");
+        h.set_mode(0o644);
+        h.set_cksum();
+        Self {
+            header: h.as_bytes().to_vec(),
+            read: 0,
+        }
+    }
+}
+
+impl std::io::Read for HugeExtension {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(64 * 1024);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = self.header.get(self.read + i).copied().unwrap_or(0);
+        }
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn huge_pax_and_gnu_long_name_headers_fail_fast_with_bounded_reads() {
+    for kind in [
+        tar::EntryType::XHeader,
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+    ] {
+        let dest = tempfile::tempdir().expect("tmp");
+        let mut stream = HugeExtension::new(kind, 1 << 40);
+        let started = std::time::Instant::now();
+        let err = unpack(dest.path().to_str().expect("utf-8"), &mut stream)
+            .expect_err("a 1 TiB header must be refused");
+        assert!(err.1.contains("exceeds the limit"), "{kind:?}: {err:?}");
+        assert!(
+            stream.read < 4 << 20,
+            "{kind:?}: read {} bytes of the header",
+            stream.read
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // 1 MiB is still fine (a long name that big is absurd but legal)
+        let mut stream = HugeExtension::new(kind, 1 << 20);
+        let err = unpack(dest.path().to_str().expect("utf-8"), &mut stream);
+        if let Err(e) = err {
+            assert!(!e.1.contains("exceeds the limit"), "{kind:?}: {e:?}");
+        }
+    }
+}

@@ -21,6 +21,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{scan, sync_back, Manifest, Volume};
+use crate::runner::records;
 use crate::runner::target::Target;
 use crate::runner::transfer::{self, PushSource};
 use crate::vm::instance::{write_atomic, LIVE_VOLUMES_JSON};
@@ -102,6 +103,7 @@ pub fn record(
     if volumes.is_empty() {
         return Ok(());
     }
+    let _lock = records::lock(state, LIVE_VOLUMES_JSON)?;
     let mut all = load(state);
     all.push(LiveRecord {
         container,
@@ -174,6 +176,13 @@ pub fn release(target: &mut Target, operands: &[String], removed: bool) -> Vec<S
         }
     }
     // other commands may have added records meanwhile: merge with the file as it is now
+    let _lock = match records::lock(&state, LIVE_VOLUMES_JSON) {
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            return problems;
+        }
+    };
     let mut now = load(&state);
     now.retain(|r| !operands.iter().any(|o| r.matches(o)));
     if !removed {
@@ -218,7 +227,17 @@ pub fn refresh(target: &mut Target, runtime: &str, operands: &[String]) -> Vec<S
         changed = true;
     }
     if changed {
-        if let Err(e) = save(&state, &all) {
+        // merge into the file as it is now: other commands may have changed other records
+        let saved = records::lock(&state, LIVE_VOLUMES_JSON).and_then(|_lock| {
+            let mut now = load(&state);
+            now.retain(|r| !operands.iter().any(|o| r.matches(o)));
+            now.extend(
+                all.into_iter()
+                    .filter(|r| operands.iter().any(|o| r.matches(o))),
+            );
+            save(&state, &now)
+        });
+        if let Err(e) = saved {
             problems.push(format!("{e:#}"));
         }
     }
@@ -262,7 +281,8 @@ pub fn release_all(target: &mut Target) -> Vec<String> {
     for rec in all.iter_mut() {
         problems.extend(sync_record(target, rec, false));
     }
-    if let Err(e) = save(&state, &[]) {
+    let saved = records::lock(&state, LIVE_VOLUMES_JSON).and_then(|_lock| save(&state, &[]));
+    if let Err(e) = saved {
         problems.push(format!("{e:#}"));
     }
     problems
@@ -271,6 +291,37 @@ pub fn release_all(target: &mut Target) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_records_are_all_kept() {
+        // 6 `run -d -v` at once: each process loads, appends and saves under the lock
+        let t = tempfile::tempdir().expect("tmp");
+        let host = t.path().join("src");
+        std::fs::create_dir(&host).expect("mkdir");
+        let manifest = scan(&host).expect("scan");
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (state, host, manifest) =
+                    (t.path().to_path_buf(), host.clone(), manifest.clone());
+                std::thread::spawn(move || {
+                    for round in 0..5 {
+                        let vol = Volume {
+                            host: host.clone(),
+                            guest: format!("/g/{i}/{round}"),
+                            read_only: false,
+                            manifest: manifest.clone(),
+                        };
+                        record(&state, Some(format!("c{i}-{round}")), None, "/r", &[vol])
+                            .expect("record");
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().expect("thread");
+        }
+        assert_eq!(load(t.path()).len(), 30);
+    }
 
     #[test]
     fn records_round_trip_match_by_name_or_id_prefix_and_vanish_when_empty() {
