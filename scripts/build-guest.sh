@@ -22,6 +22,7 @@
 #   GUEST_COMPRESSION squashfs compressor: lz4 (default), lz4hc, zstd
 #   GUEST_AGENT       use this agent binary instead of building vcontainer-agent (one arch only)
 #   GUEST_REBUILD=1   rebuild the rootfs even when cached (pick up Debian updates)
+#   GUEST_PARALLEL=0  build the runtimes' sets one after the other (default: side by side)
 #   BLOB_DIR / CACHE_DIR  output and cache (default: build/blobs, build/cache)
 #   GUEST_CACHE_DAYS  cache entries unused for this many days are pruned (default: 14)
 set -euo pipefail
@@ -116,12 +117,20 @@ for arch in $arches; do
     "$builder" clean-temps --cache "$cache_dir"
     extra=()
     [ "${GUEST_REBUILD:-0}" = 1 ] && extra+=(--rebuild-rootfs)
+    # the runtimes' sets side by side: each rootfs is mostly one single-threaded dpkg (under
+    # qemu-user for a foreign arch, where one set takes minutes), their cache keys and blob
+    # dirs differ, and the cache lock taken above is shared by the children
+    pids=()
     for runtime in $runtimes; do
       log "guest for $arch/$runtime"
       "$builder" build --arch "$arch" --plugin "$repo/target/debug/libvcontainer_runtime_$runtime.so" \
         --runtime "$runtime" --agent "$agent" --suite "$suite" --mirror "$mirror" \
-        --compression "$compression" --out "$blob_dir" --cache "$cache_dir" "${extra[@]}"
+        --compression "$compression" --out "$blob_dir" --cache "$cache_dir" "${extra[@]}" &
+      if [ "${GUEST_PARALLEL:-1}" = 1 ]; then pids+=($!); else wait "$!" || exit 1; fi
     done
+    failed=0
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || { echo "build-guest.sh: a $arch guest failed to build (above)" >&2; exit 1; }
   )
   log "done: $(du -sh "$blob_dir/$arch" | cut -f1) in $blob_dir/$arch"
 done
