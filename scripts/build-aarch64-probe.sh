@@ -43,18 +43,9 @@ done
 [ -r "$keyring" ] || die "$keyring missing (package debian-archive-keyring)"
 
 # --- private apt state: arm64 only, nothing shared with the host's apt ---------------------
-apt_dir=$cache/apt
-mkdir -p "$apt_dir/sources.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$cache/debs"
-echo "deb [arch=arm64 signed-by=$keyring] $mirror $suite main" >"$apt_dir/sources.list"
-: >"$apt_dir/status"
-apt_opts=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64
-          -o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts="$apt_dir/sources.d"
-          -o Dir::State::Lists="$apt_dir/lists" -o Dir::State::status="$apt_dir/status"
-          -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::archives="$apt_dir/cache/archives"
-          -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-          -o Acquire::Languages=none -o APT::Sandbox::User=root
-          # the CI mirror may be a dated snapshot whose Release files are past Valid-Until
-          -o Acquire::Check-Valid-Until=false)
+. "$repo/scripts/lib/private-apt.sh"
+private_apt "$cache/apt" "$mirror" "$suite" "$keyring" arm64
+mkdir -p "$cache/debs"
 log "resolving $suite arm64 packages from $mirror"
 apt-get -q "${apt_opts[@]}" update >"$cache/apt-update.log" 2>&1 \
   || { cat "$cache/apt-update.log" >&2; die "apt-get update (arm64, private state) failed"; }

@@ -4,9 +4,8 @@
 # images on the x86_64 guest). The host's own busybox (amd64) comes from busybox-static on the
 # host. tests/src/lib.rs (busybox_for) reads them from here.
 #
-# The .debs come from a private apt state under the cache (its own sources list, lists dir and
-# architecture list): the host's dpkg architecture list is never touched, and apt still checks
-# the Debian archive signatures. Idempotent: exits at once when every binary is there.
+# The .debs come from a private apt state under the cache (scripts/lib/private-apt.sh).
+# Idempotent: exits at once when every binary is there.
 #
 #   output: ${CACHE_DIR:-build/cache}/test-busybox/<debian arch>/busybox
 set -euo pipefail
@@ -30,18 +29,8 @@ for tool in apt-get dpkg-deb; do
 done
 [ -r "$keyring" ] || die "$keyring missing (package debian-archive-keyring)"
 
-apt_dir=$cache/apt
-mkdir -p "$apt_dir/sources.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
-echo "deb [arch=${arches// /,} signed-by=$keyring] $mirror $suite main" >"$apt_dir/sources.list"
-: >"$apt_dir/status"
-first=${arches%% *}
-apt_opts=(-o APT::Architecture="$first" -o APT::Architectures::="${arches// /,}"
-          -o Dir::Etc::sourcelist="$apt_dir/sources.list" -o Dir::Etc::sourceparts="$apt_dir/sources.d"
-          -o Dir::State::Lists="$apt_dir/lists" -o Dir::State::status="$apt_dir/status"
-          -o Dir::Cache="$apt_dir/cache" -o Dir::Cache::archives="$apt_dir/cache/archives"
-          -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-          -o Acquire::Languages=none -o APT::Sandbox::User=root
-          -o Acquire::Check-Valid-Until=false)
+. "$repo/scripts/lib/private-apt.sh"
+private_apt "$cache/apt" "$mirror" "$suite" "$keyring" "$arches"
 apt-get -q "${apt_opts[@]}" update >"$cache/apt-update.log" 2>&1 \
   || { cat "$cache/apt-update.log" >&2; die "apt-get update (private state) failed"; }
 
