@@ -646,14 +646,14 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
         }
         for g in &groups {
             if g.opts.len() == 1 && g.opts[0].is(&["--no-network"]) {
-                // vrun's own option (spec/cli.md 1.3): the container gets no network
+                // vrun's own option (docs/old-tool-cli.md, vrun): the container gets no network
                 b.push_all(&["--network", "none"]);
                 continue;
             }
             b.argv.extend(g.tokens.iter().cloned());
         }
         // vrun runs the given command itself, not through the image's entrypoint
-        // (spec/cli.md 1.3); without a command the image's default runs.
+        // (docs/old-tool-cli.md, vrun); without a command the image's default runs.
         if !command.is_empty() && !seen.has_entrypoint {
             b.push_all(&["--entrypoint"]);
             b.argv.push(String::new());

@@ -1,6 +1,6 @@
 //! Target architecture names and the precedence chain that picks one.
 //!
-//! The chain is the old tool's (spec/cli.md §2.2): `--arch` > executable-name suffix >
+//! The chain is the old tool's (docs/old-tool-cli.md): `--arch` > executable-name suffix >
 //! `<PREFIX>_ARCH` > config `arch=` > legacy `<config dir>/arch` file > host. Unlike the old
 //! tool, every step is validated, so `-a riscv64` fails here with a clear message instead of
 //! deep in the VM runner.

@@ -4,7 +4,7 @@
 //! exactly that). Everything after a runtime command's name is an "external subcommand":
 //! clap hands it over untouched, so `vdkr run alpine ls --help` gives `--help` to `ls`, and
 //! `-it`, `--storage`, `--` or `;` inside the container command are never eaten (the old
-//! tool's bug, spec/cli.md §8.4).
+//! tool's bug, docs/old-tool-cli.md).
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! runtime. One table, so that help, completion and dispatch agree.
 
 /// Commands handed verbatim to the runtime (docker/podman pass-through names and the
-/// tool's own "v" commands of spec/cli.md §1.2–1.3), with a one-line description.
+/// tool's own "v" commands of docs/old-tool-cli.md), with a one-line description.
 pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
     ("run", "Run a command in a new container"),
     (

@@ -1,6 +1,6 @@
 //! The per-tool config file, `~/.config/<tool>/config`, in the old tool's `key=value` format.
 //!
-//! Compatible with the shell tool's files, minus its bugs (spec/cli.md §8.26): keys match
+//! Compatible with the shell tool's files, minus its bugs (docs/old-tool-cli.md): keys match
 //! exactly (no sub-word matches), values are validated by type, only leading/trailing
 //! whitespace is trimmed, a repeated key means "the last one wins", and every write goes
 //! through a temp file + rename so a crash never leaves a half-written file. Comment and
