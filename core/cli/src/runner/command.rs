@@ -174,13 +174,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         }
         None => None,
     };
-    let storage_in = super::storage::input_path(ctx)?;
-    let driver_env = super::driver::env(
-        spec,
-        ctx.options.storage_driver.as_deref(),
-        false,
-        storage_in.as_deref(),
-    )?;
+    let (storage_in, driver_env) = super::storage::input_and_driver_env(ctx, spec)?;
 
     if ctx.options.no_network {
         rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;

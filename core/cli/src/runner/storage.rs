@@ -66,6 +66,26 @@ pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyho
     Ok(())
 }
 
+/// Environment variables for the guest commands, as (name, value).
+pub type GuestEnv = Vec<(String, String)>;
+
+/// The `--input-storage` tar of an interactive or runtime command and the storage-driver
+/// environment its guest commands get (the driver that tar was written with, or the one
+/// asked for): one reading for `command` and `vshell`.
+pub fn input_and_driver_env(
+    ctx: &RuntimeContext,
+    spec: &vcontainer_abi::runtime::RuntimeSpec,
+) -> anyhow::Result<(Option<PathBuf>, GuestEnv)> {
+    let storage_in = input_path(ctx)?;
+    let driver_env = super::driver::env(
+        spec,
+        ctx.options.storage_driver.as_deref(),
+        false,
+        storage_in.as_deref(),
+    )?;
+    Ok((storage_in, driver_env))
+}
+
 /// The `--input-storage` tar as an absolute path, checked before any VM work.
 pub fn input_path(ctx: &RuntimeContext) -> anyhow::Result<Option<PathBuf>> {
     let Some(p) = &ctx.options.input_storage else {

@@ -12,13 +12,7 @@ use crate::dispatch::RuntimeContext;
 use crate::ui;
 
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
-    let storage_in = super::storage::input_path(ctx)?;
-    let driver_env = super::driver::env(
-        spec,
-        ctx.options.storage_driver.as_deref(),
-        false,
-        storage_in.as_deref(),
-    )?;
+    let (storage_in, driver_env) = super::storage::input_and_driver_env(ctx, spec)?;
     let mut target = Target::acquire(ctx, spec)?;
     if let Some(tar) = &storage_in {
         super::storage::seed(&mut target, &spec.storage_export, tar)?;
