@@ -132,7 +132,7 @@ fn probe_spec(t: &Tools, dir: &Path, disk: &Path) -> VmSpec {
         vsock: VsockDevice::Hybrid {
             vhost_user_socket: dir.join("vhost-vsock.sock"),
         },
-        host_share: None,
+        share_slots: 0,
         // QEMU reads the file at start: it must exist (the probe does not check the secret)
         agent_secret: {
             let path = dir.join(vcontainer::vm::secret::FILE_NAME);

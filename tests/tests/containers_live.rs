@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vcontainer_tests::net::{forwards_section, http_get, httpd, tcp_listen_addrs, wait_http};
-use vcontainer_tests::{assert_no_vm_processes, busybox_rootfs_tar, stderr, vm_or_skip, World};
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
+};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
@@ -266,7 +268,9 @@ fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
 /// the host while it runs (no stop needed), `:ro` cannot be written, dotfiles are never
 /// touched, nothing is recorded for a sync, a symlinked host path works (canonicalized),
 /// foreground `run --rm` writes are there when it returns, and `memres stop` leaves no
-/// virtiofsd behind.
+/// virtiofsd behind. And the guest holds nothing of the host but the volumes: a privileged
+/// container that mounts every share it can name finds no file outside them, and cannot
+/// write through a `:ro` volume's share even as root (virtiofsd --readonly).
 #[test]
 fn detached_volumes_are_live_over_virtiofs() {
     for (tool, runtime) in tools() {
@@ -274,7 +278,7 @@ fn detached_volumes_are_live_over_virtiofs() {
         let live = Live::start(tool, &[]);
         let status = live.ok(&["memres", "status"]);
         assert!(
-            status.contains("live volumes (virtiofs)"),
+            status.contains("live volumes (virtiofs"),
             "{tool}: no host share: {status}\n{}",
             read(&live.state_dir().join("vm.log"))
         );
@@ -347,6 +351,7 @@ fn detached_volumes_are_live_over_virtiofs() {
             "echo fg > /data/fg.txt",
         ]);
         assert_eq!(read(&dir.join("fg.txt")), "fg\n", "{tool}");
+        nothing_but_the_volumes_is_shared(&live, tool);
         live.ok(&["rm", "-f", "lv"]);
         live.stop_memres();
         assert_eq!(
@@ -366,6 +371,79 @@ fn detached_volumes_are_live_over_virtiofs() {
             "{tool}: virtiofsd left behind"
         );
     }
+}
+
+/// The trust boundary of the shares (security review: memres VMs used to get the host's `/`
+/// read-write): root in a privileged container mounts every virtio-fs tag there is (the old
+/// `/` share's `vchost` and every volume slot) and looks for a 0600 file that no volume
+/// names, and writes into each; the agent's own view is checked too.
+fn nothing_but_the_volumes_is_shared(live: &Live, tool: &str) {
+    let home = live.w.home.path();
+    let secret = home.join(".secret");
+    std::fs::write(&secret, "TOPSECRET\n").expect("w");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let ro_only = home.join("ro-only");
+    std::fs::create_dir_all(&ro_only).expect("mkdir");
+    std::fs::write(ro_only.join("keep.txt"), "keep\n").expect("w");
+    let tags: Vec<String> = std::iter::once("vchost".to_string())
+        .chain((0..8).map(|n| format!("vcvol{n}")))
+        .collect();
+    let script = format!(
+        "for t in {}; do mkdir -p /m/$t; \
+           if busybox mount -t virtiofs $t /m/$t 2>/dev/null; then echo mounted $t; \
+             busybox find /m/$t -name .secret -exec cat {{}} \\; 2>/dev/null; \
+             (echo pwn > /m/$t/pwn-$t) 2>/dev/null && echo wrote $t; \
+           fi; done; true",
+        tags.join(" ")
+    );
+    let ro = format!("{}:/r:ro", ro_only.display());
+    let out = live.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "-v",
+        &ro,
+        "bb:1",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        !out.contains("TOPSECRET"),
+        "{tool}: the secret was reached: {out}"
+    );
+    assert!(
+        !out.contains("mounted vchost"),
+        "{tool}: the host's / is shared: {out}"
+    );
+    assert!(
+        out.contains("mounted vcvol"),
+        "{tool}: no share was mountable: {out}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&ro_only)
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        names,
+        ["keep.txt"],
+        "{tool}: written through a :ro share: {out}"
+    );
+    assert!(!home.join("pwn-vchost").exists(), "{tool}");
+    // the agent's side (the reproducer of the review): no host tree under /run/vcontainer
+    let o = live.run(&[
+        "vshell",
+        "-c",
+        &format!("cat /run/vcontainer/host{}", secret.display()),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{tool}: {}", stdout(&o));
+    assert!(!stdout(&o).contains("TOPSECRET"), "{tool}");
+    let listing = live.ok(&["vshell", "-c", "ls /run/vcontainer"]);
+    assert!(
+        !listing.lines().any(|l| l.trim() == "host"),
+        "{tool}: a host dir in the guest: {listing}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

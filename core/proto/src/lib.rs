@@ -43,7 +43,37 @@ pub use message::{
 /// Version of this protocol. Bump it on any incompatible change of frames or messages; host
 /// and agent refuse to talk across versions (see [`check_version`]).
 /// Version 2: connections open with the authentication exchange of [`auth`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: `MountShare` (volume shares hot-plugged into a running VM); the host's `/` is
+/// no longer shared at boot.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Where the agent mounts a volume share tagged `<tag>`: `<SHARES_DIR>/<tag>` (see
+/// [`Request::MountShare`]). Under /run, which containers never see unless a volume binds a
+/// directory of it.
+pub const SHARES_DIR: &str = "/run/vcontainer/shares";
+
+/// Whether `tag` may name a volume share: 1-36 bytes of `[a-z0-9-]` (virtio-fs tags are at
+/// most 36 bytes), so it is also a safe single path component under [`SHARES_DIR`].
+pub fn valid_share_tag(tag: &str) -> bool {
+    (1..=36).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// The vsock port the agent listens on unless `vcontainer.port=` says otherwise.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+
+#[cfg(test)]
+mod share_tag_tests {
+    use super::valid_share_tag;
+
+    #[test]
+    fn share_tags_are_short_plain_path_components() {
+        assert!(valid_share_tag("vcvol0"));
+        assert!(valid_share_tag("a-1"));
+        for bad in ["", "..", "a/b", "A", "x y", &"a".repeat(37)] {
+            assert!(!valid_share_tag(bad), "{bad:?}");
+        }
+    }
+}

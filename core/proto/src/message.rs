@@ -113,6 +113,14 @@ pub enum Request {
     },
     /// Stop services, sync and unmount the state disk, answer `Done`, then power off.
     Shutdown,
+    /// Mount the virtio-fs device tagged `tag` (just hot-plugged by the host) on
+    /// `SHARES_DIR/<tag>`, read-only when asked, waiting a while for the device to appear;
+    /// `Done` once mounted (or when it already is).
+    MountShare {
+        tag: String,
+        #[serde(default)]
+        read_only: bool,
+    },
 }
 
 /// How a program ended: a value, never parsed from text.

@@ -175,6 +175,13 @@ fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError>
         }
         Request::ServiceStatus { name } => sink.finish(&agent.services.status(&name)),
         Request::Shutdown => shutdown(agent, &sink),
+        Request::MountShare { tag, read_only } => match pid1::shares::mount(&tag, read_only) {
+            Ok(_) => sink.finish(&Response::Done),
+            Err(e) => {
+                log!("share {tag}: {e}");
+                sink.finish(&Response::error(ErrorKind::Io, e))
+            }
+        },
         Request::Signal { .. } | Request::Resize(_) => sink.finish(&Response::error(
             ErrorKind::BadRequest,
             "Signal and Resize are only valid on an Exec connection",

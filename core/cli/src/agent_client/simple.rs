@@ -1,4 +1,4 @@
-//! Request/answer operations: hello, services, shutdown.
+//! Request/answer operations: hello, services, volume shares, shutdown.
 
 use std::io::{Read, Write};
 
@@ -107,6 +107,25 @@ pub fn service_status<C: AgentConn>(mut conn: C, name: &str) -> Result<ServiceSt
 pub fn shutdown<C: AgentConn>(mut conn: C) -> Result<(), ClientError> {
     const DURING: &str = "during shutdown";
     send_request(&mut conn, &Request::Shutdown, DURING)?;
+    match read_response(&mut conn, DURING)? {
+        Response::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Ask the guest to mount the just hot-plugged virtio-fs device `tag` on
+/// `SHARES_DIR/<tag>` (read-only if asked). The agent waits for the device to appear.
+pub fn mount_share<C: AgentConn>(
+    mut conn: C,
+    tag: &str,
+    read_only: bool,
+) -> Result<(), ClientError> {
+    const DURING: &str = "while mounting a volume share";
+    let request = Request::MountShare {
+        tag: tag.to_owned(),
+        read_only,
+    };
+    send_request(&mut conn, &request, DURING)?;
     match read_response(&mut conn, DURING)? {
         Response::Done => Ok(()),
         other => Err(unexpected(other)),

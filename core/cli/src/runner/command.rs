@@ -204,10 +204,15 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     registry_env.extend(driver_env);
     tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
 
-    // a memres VM with a host share binds live host dirs instead of copying them
-    if let Some(mount) = target.instance().and_then(|i| i.host_share()) {
-        let mount = mount.to_string();
-        hosts = volumes::shared::bind_live(&mut plan, hosts, &mount);
+    // a memres VM that shares volumes binds live host dirs instead of copying them
+    if let Some(instance) = target.instance().filter(|i| i.shares_volumes()) {
+        let (kept, problems) = volumes::shared::bind_live(&mut plan, hosts, |dir, ro| {
+            crate::vm::shares::share(instance, dir, ro).map_err(|e| e.to_string())
+        });
+        hosts = kept;
+        for p in problems {
+            ui::warn(&ctx.tool.name, &p);
+        }
     }
 
     let run_dir = rebase::run_dir(&rebase::new_run_id());

@@ -20,7 +20,7 @@ mod memres;
 mod mode;
 mod ports;
 mod rebase;
-mod records;
+
 mod storage;
 mod target;
 mod transfer;

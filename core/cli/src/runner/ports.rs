@@ -19,8 +19,8 @@ use crate::vm::instance::{write_atomic, PORT_FORWARDS_JSON};
 use crate::vm::qmp::Qmp;
 use crate::vm::{Instance, PortForward, Protocol};
 
-use super::records;
 use super::target::Target;
+use crate::vm::records;
 
 /// One forward: static (`memres start -p`, no container) or for a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

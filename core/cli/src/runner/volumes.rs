@@ -8,9 +8,10 @@
 //! are applied: changed and new entries are written (atomically), entries the container
 //! deleted are deleted, and everything else on the host is never touched.
 //!
-//! This copy path serves batch VMs and memres VMs without a host share. A memres VM with
-//! one (virtiofsd running, see `vm::virtiofs`) binds the live host directory instead:
-//! `shared` rewrites those volumes before anything here sees them.
+//! This copy path serves batch VMs, memres VMs without share slots and volumes that cannot
+//! be shared (single files, a failed share). A memres VM with slots binds the live host
+//! directory instead (one share per directory, see `vm::shares`): `shared` rewrites those
+//! volumes before anything here sees them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;

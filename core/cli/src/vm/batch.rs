@@ -88,7 +88,6 @@ impl BatchVm {
         boot::stop(
             &mut vm.qemu,
             vm.vhost.as_mut(),
-            vm.virtiofsd.as_mut(),
             &vm.endpoint,
             &vm.paths,
             timeout,

@@ -22,13 +22,13 @@ use super::blobs::{self, BlobSet};
 use super::config::VmConfig;
 use super::error::{Result, VmError};
 use super::process::{self, Proc};
-use super::qemu::{Disk, DiskRole, HostShare, KernelArgs, VmSpec, VsockDevice};
+use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::secret;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
 use super::vhost_gate::VhostStartGate;
-use super::virtiofs;
+use super::{shares, virtiofs};
 use crate::agent_client::{self, ClientError};
 
 /// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
@@ -47,11 +47,6 @@ pub struct VmPaths {
     pub vsock_socket: PathBuf,
     pub vhost_user_socket: PathBuf,
     pub qmp_socket: PathBuf,
-    /// virtiofsd's vhost-user socket (the host share); absent from vm.json of older tools.
-    #[serde(default)]
-    pub virtiofs_socket: PathBuf,
-    #[serde(default)]
-    pub virtiofsd_log: PathBuf,
     /// The agent secret of the running VM (see vm/secret.rs); empty in vm.json of tools that
     /// predate agent authentication, whose VMs must then be restarted.
     #[serde(default)]
@@ -69,8 +64,6 @@ impl VmPaths {
             vsock_socket: socket_dir.join("vsock.sock"),
             vhost_user_socket: socket_dir.join("vhost-vsock.sock"),
             qmp_socket: socket_dir.join("qmp.sock"),
-            virtiofs_socket: socket_dir.join("virtiofs.sock"),
-            virtiofsd_log: state_dir.join("virtiofsd.log"),
             agent_secret: state_dir.join(secret::FILE_NAME),
             socket_dir,
         })
@@ -87,9 +80,8 @@ impl VmPaths {
         ] {
             let _ = std::fs::remove_file(p);
         }
-        if !self.virtiofs_socket.as_os_str().is_empty() {
-            virtiofs::remove_files(&self.virtiofs_socket);
-        }
+        // the volume shares' virtiofsd and their sockets
+        shares::stop_all(&self.state_dir, &self.socket_dir);
         if self.socket_dir != self.state_dir {
             let _ = std::fs::remove_dir(&self.socket_dir);
         }
@@ -115,12 +107,9 @@ pub struct RunningVm {
     pub paths: VmPaths,
     pub qemu: Proc,
     pub vhost: Option<Proc>,
-    /// virtiofsd, when it runs for this VM.
-    pub virtiofsd: Option<Proc>,
-    /// The guest dir where the host's `/` is mounted, once checked from inside the guest;
-    /// None when the VM has no (working) host share.
-    pub host_share: Option<String>,
-    /// Why a share that was asked for is missing (for the user, once per VM).
+    /// Empty PCIe root ports for volume shares (`vm::shares`); 0 when volumes are copied.
+    pub share_slots: u32,
+    /// Why volume shares that were asked for are not possible (for the user, once per VM).
     pub host_share_note: Option<String>,
     pub endpoint: Endpoint,
     pub accel: AccelChoice,
@@ -165,7 +154,7 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     }
 }
 
-/// One boot attempt: QEMU, the vsock backend and virtiofsd started, up to the agent's Hello.
+/// One boot attempt: QEMU and the vsock backend started, up to the agent's Hello.
 /// On failure every process it started is stopped again.
 fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
@@ -188,32 +177,19 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     let _ = std::fs::rename(&paths.console_log, paths.state_dir.join("console.log.old"));
 
     let started = Instant::now();
-    let mut host_share_note = None;
-    let mut virtiofsd = None;
-    if cfg.host_share {
-        let files = virtiofs::Files {
-            socket: &paths.virtiofs_socket,
-            log: &paths.virtiofsd_log,
-        };
-        match virtiofs::spawn(&files) {
-            Ok(child) => virtiofsd = Some(Proc::Child(child)),
-            Err(why) => {
-                log(&paths, &format!("no host share: {why}"));
-                host_share_note = Some(why);
-            }
+    // volumes are shared one dir at a time once the VM runs (vm::shares); here only the
+    // question whether this host can serve them at all
+    let (share_slots, host_share_note) = match cfg.host_share.then(virtiofs::program) {
+        Some(Ok(_)) => (shares::SLOTS, None),
+        Some(Err(why)) => {
+            log(&paths, &format!("no volume shares: {why}"));
+            (0, Some(why))
         }
-    }
+        None => (0, None),
+    };
     let (vsock, endpoint, mut vhost, claim) = match transport.kind {
         TransportKind::Hybrid => {
-            let child = match spawn_vhost_device_vsock(&paths) {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Some(v) = virtiofsd.as_mut() {
-                        v.terminate(Duration::from_secs(2));
-                    }
-                    return Err(e);
-                }
-            };
+            let child = spawn_vhost_device_vsock(&paths)?;
             (
                 VsockDevice::Hybrid {
                     vhost_user_socket: paths.vhost_user_socket.clone(),
@@ -226,15 +202,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
             )
         }
         TransportKind::Vsock => {
-            let claim = match transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes()) {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Some(v) = virtiofsd.as_mut() {
-                        v.terminate(Duration::from_secs(2));
-                    }
-                    return Err(e);
-                }
-            };
+            let claim = transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes())?;
             (
                 VsockDevice::Kernel {
                     cid: claim.cid,
@@ -270,10 +238,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
         console_log: paths.console_log.clone(),
         qmp_socket: paths.qmp_socket.clone(),
         vsock,
-        host_share: virtiofsd.as_ref().map(|_| HostShare {
-            socket: paths.virtiofs_socket.clone(),
-            tag: virtiofs::TAG.to_string(),
-        }),
+        share_slots,
         agent_secret: paths.agent_secret.clone(),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
@@ -303,7 +268,7 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     let mut qemu = match spawned {
         Ok(c) => Proc::Child(c),
         Err(e) => {
-            for v in vhost.iter_mut().chain(virtiofsd.iter_mut()) {
+            for v in vhost.iter_mut() {
                 v.terminate(Duration::from_secs(2));
             }
             paths.remove_sockets();
@@ -323,79 +288,30 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
         &paths,
         cfg,
     ) {
-        Ok(hello) => {
-            let host_share = match virtiofsd {
-                Some(_) => match check_host_share(&endpoint, &secret, &paths.state_dir) {
-                    Ok(dir) => Some(dir),
-                    Err(why) => {
-                        log(&paths, &format!("host share unusable: {why}"));
-                        host_share_note = Some(why);
-                        None
-                    }
-                },
-                None => None,
-            };
-            Ok(RunningVm {
-                cfg: cfg.clone(),
-                paths,
-                qemu,
-                vhost,
-                virtiofsd,
-                host_share,
-                host_share_note,
-                endpoint,
-                accel,
-                transport,
-                blobs,
-                hello,
-                boot_time: started.elapsed(),
-                secret,
-            })
-        }
+        Ok(hello) => Ok(RunningVm {
+            cfg: cfg.clone(),
+            paths,
+            qemu,
+            vhost,
+            share_slots,
+            host_share_note,
+            endpoint,
+            accel,
+            transport,
+            blobs,
+            hello,
+            boot_time: started.elapsed(),
+            secret,
+        }),
         Err(e) => {
             qemu.signal(Signal::SIGKILL);
             qemu.wait(Duration::from_secs(5));
-            for v in vhost.iter_mut().chain(virtiofsd.iter_mut()) {
+            for v in vhost.iter_mut() {
                 v.terminate(Duration::from_secs(2));
             }
             paths.remove_sockets();
             Err(e)
         }
-    }
-}
-
-/// Proves the share from inside the guest: the state dir (which exists on the host) must be
-/// visible under the mount. A guest that could not load virtiofs or mount it would
-/// otherwise make the runtime bind an empty directory it creates itself, silently.
-fn check_host_share(
-    endpoint: &Endpoint,
-    secret: &Secret,
-    state_dir: &Path,
-) -> std::result::Result<String, String> {
-    // canonical: a symlink on the way would be resolved against the guest's own root
-    let abs =
-        std::fs::canonicalize(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    let probe = virtiofs::guest_path_of(&abs)
-        .ok_or_else(|| format!("state dir {} is not valid UTF-8", abs.display()))?;
-    let conn = endpoint
-        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), secret)
-        .map_err(|e| e.to_string())?;
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let status = agent_client::exec(
-        conn,
-        vcontainer_proto::ExecRequest::new(["test", "-d", probe.as_str()]),
-        None,
-        &mut out,
-        &mut err,
-    )
-    .map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(virtiofs::GUEST_MOUNT.to_string())
-    } else {
-        Err(format!(
-            "{probe} is not visible in the guest (see the agent's hostfs lines in the console log)"
-        ))
     }
 }
 
@@ -572,7 +488,6 @@ impl WorkerWatch {
 pub fn stop(
     qemu: &mut Proc,
     vhost: Option<&mut Proc>,
-    virtiofsd: Option<&mut Proc>,
     endpoint: &Endpoint,
     paths: &VmPaths,
     timeout: Duration,
@@ -620,7 +535,7 @@ pub fn stop(
             StopOutcome::Forced
         }
     };
-    for v in vhost.into_iter().chain(virtiofsd) {
+    if let Some(v) = vhost {
         v.terminate(Duration::from_secs(2));
     }
     paths.remove_sockets();
@@ -672,7 +587,6 @@ mod tests {
         let outcome = stop(
             &mut qemu,
             Some(&mut vhost),
-            None,
             &endpoint,
             &paths,
             Duration::from_secs(1),
@@ -685,14 +599,7 @@ mod tests {
         assert!(log.contains("QMP quit"), "{log}");
         // and a VM that is already gone is just that
         assert_eq!(
-            stop(
-                &mut qemu,
-                None,
-                None,
-                &endpoint,
-                &paths,
-                Duration::from_secs(1)
-            ),
+            stop(&mut qemu, None, &endpoint, &paths, Duration::from_secs(1)),
             StopOutcome::AlreadyGone
         );
     }

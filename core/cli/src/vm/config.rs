@@ -176,8 +176,9 @@ pub struct VmConfig {
     pub transport: Option<TransportKind>,
     /// `vcontainer.debug=1` on the kernel command line and no `quiet`.
     pub debug: bool,
-    /// Serve the host's `/` to the guest with virtiofsd (memres only: live `-v` volumes, see
-    /// `vm::virtiofs`). A VM boots without it, with a note, when virtiofsd is missing.
+    /// Boot with slots for volume shares hot-plugged later (memres only: live `-v` volumes,
+    /// see `vm::shares`). A VM boots without them, with a note, when virtiofsd is missing or
+    /// cannot sandbox itself.
     #[serde(default)]
     pub host_share: bool,
     /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.

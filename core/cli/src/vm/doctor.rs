@@ -122,7 +122,7 @@ impl std::fmt::Display for DoctorReport {
         match &self.virtiofsd {
             Some(p) if virtiofs::enabled_by_env() => writeln!(
                 f,
-                "[ok  ] live volumes: memres VMs share the host with {}",
+                "[ok  ] live volumes: memres VMs share each volume dir (and nothing else) with {}",
                 p.display()
             )?,
             Some(_) => writeln!(

@@ -35,15 +35,10 @@ pub struct VmRecord {
     pub qemu_start_time: u64,
     pub vhost_vsock_pid: Option<i32>,
     pub vhost_vsock_start_time: Option<u64>,
+    /// Empty PCIe root ports for volume shares (see `vm::shares`); 0: volumes are copied.
     #[serde(default)]
-    pub virtiofsd_pid: Option<i32>,
-    #[serde(default)]
-    pub virtiofsd_start_time: Option<u64>,
-    /// Guest dir where the host's `/` is mounted (checked at boot); None: no host share,
-    /// volumes are copied.
-    #[serde(default)]
-    pub host_share: Option<String>,
-    /// Why the VM has no host share although one was asked for (virtiofsd missing, ...).
+    pub share_slots: u32,
+    /// Why the VM has no volume shares although they were asked for (virtiofsd missing, ...).
     #[serde(default)]
     pub host_share_note: Option<String>,
     pub transport: TransportKind,
@@ -84,13 +79,6 @@ impl VmRecord {
         Some(ProcId {
             pid: self.vhost_vsock_pid?,
             start_time: self.vhost_vsock_start_time?,
-        })
-    }
-
-    pub fn virtiofsd(&self) -> Option<ProcId> {
-        Some(ProcId {
-            pid: self.virtiofsd_pid?,
-            start_time: self.virtiofsd_start_time?,
         })
     }
 
@@ -197,14 +185,9 @@ impl Instance {
         self.record.transport
     }
 
-    /// The guest dir holding the host's `/`, while the VM has a working share (virtiofsd
-    /// still the recorded process). None: volumes must be copied.
-    pub fn host_share(&self) -> Option<&str> {
-        let dir = self.record.host_share.as_deref()?;
-        self.record
-            .virtiofsd()
-            .is_some_and(|p| p.is_alive())
-            .then_some(dir)
+    /// Whether volumes can be shared live into this VM (it booted with share slots).
+    pub fn shares_volumes(&self) -> bool {
+        self.record.share_slots > 0
     }
 
     /// Add a host->guest port forward to the running VM (QMP hostfwd_add on net0) and record
@@ -259,9 +242,7 @@ mod tests {
             qemu_start_time: qemu.start_time,
             vhost_vsock_pid: None,
             vhost_vsock_start_time: None,
-            virtiofsd_pid: None,
-            virtiofsd_start_time: None,
-            host_share: None,
+            share_slots: 0,
             host_share_note: None,
             transport: TransportKind::Hybrid,
             endpoint: Endpoint::Hybrid {
@@ -309,42 +290,29 @@ mod tests {
     }
 
     #[test]
-    fn the_host_share_counts_only_while_its_virtiofsd_lives() {
+    fn volumes_are_shared_only_with_slots_and_old_records_still_read() {
         let t = tempfile::tempdir().expect("tmp");
         let me = ProcId::of(std::process::id() as i32).expect("self");
         let mut r = record(me, me, t.path());
-        r.host_share = Some("/run/vcontainer/host".into());
         let i = |r: &VmRecord| Instance {
             state_dir: t.path().to_path_buf(),
             record: r.clone(),
         };
-        assert_eq!(i(&r).host_share(), None, "no virtiofsd recorded");
-        r.virtiofsd_pid = Some(me.pid);
-        r.virtiofsd_start_time = Some(me.start_time);
-        assert_eq!(i(&r).host_share(), Some("/run/vcontainer/host"));
-        r.virtiofsd_start_time = Some(me.start_time + 1);
-        assert_eq!(i(&r).host_share(), None, "virtiofsd gone (pid recycled)");
-        // a vm.json written before the share existed still reads, without one
+        assert!(!i(&r).shares_volumes(), "no slots");
+        r.share_slots = 8;
+        assert!(i(&r).shares_volumes());
+        // a vm.json written before slots existed (a `/` share then) reads, without any
         r.write(t.path()).expect("write");
         let mut v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(t.path().join(VM_JSON)).expect("read"))
                 .expect("json");
         let obj = v.as_object_mut().expect("object");
-        for k in [
-            "virtiofsd_pid",
-            "virtiofsd_start_time",
-            "host_share",
-            "host_share_note",
-        ] {
-            obj.remove(k);
-        }
-        if let Some(paths) = obj.get_mut("paths").and_then(|p| p.as_object_mut()) {
-            paths.remove("virtiofs_socket");
-            paths.remove("virtiofsd_log");
-        }
+        obj.remove("share_slots");
+        obj.remove("host_share_note");
+        obj.insert("host_share".into(), "/run/vcontainer/host".into());
         std::fs::write(t.path().join(VM_JSON), v.to_string()).expect("w");
         let old = VmRecord::read(t.path()).expect("old record still readable");
-        assert_eq!(old.host_share, None);
+        assert_eq!(old.share_slots, 0);
     }
 
     #[test]

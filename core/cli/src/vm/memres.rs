@@ -47,7 +47,7 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
     let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
     let mut sup_cfg = cfg.clone();
     sup_cfg.blob_dir = Some(blobs.dir);
-    // memres VMs serve live volumes from the host share (batch VMs copy them)
+    // memres VMs serve live volumes through volume shares (batch VMs copy them)
     sup_cfg.host_share = virtiofs::enabled_by_env();
     sup_cfg.state_dir = std::path::absolute(&cfg.state_dir)
         .map_err(|e| VmError::io("resolving the state dir", e))?;
@@ -170,8 +170,9 @@ fn reap_stale(state_dir: &Path, timeout: Duration) {
     if record.qemu().is_alive() {
         supervisor::stop_orphan(&record, timeout);
     }
-    // (stop_orphan stops them too; after a dead QEMU they may still run)
-    for v in record.vhost_vsock().into_iter().chain(record.virtiofsd()) {
+    // (stop_orphan stops it too; after a dead QEMU it may still run; the volume shares'
+    // virtiofsd go with remove_sockets)
+    if let Some(v) = record.vhost_vsock() {
         if v.signal(Signal::SIGKILL) {
             v.wait_gone(Duration::from_secs(5));
         }
@@ -220,7 +221,7 @@ pub fn stop(state_dir: &Path, shutdown_timeout: Duration) -> Result<Stopped> {
     if qemu.is_alive() {
         result = Stopped::Directly(supervisor::stop_orphan(&record, shutdown_timeout));
     }
-    for v in record.vhost_vsock().into_iter().chain(record.virtiofsd()) {
+    if let Some(v) = record.vhost_vsock() {
         if v.is_alive() {
             v.signal(Signal::SIGKILL);
             v.wait_gone(Duration::from_secs(5));
@@ -281,8 +282,8 @@ pub fn describe(i: &Instance) -> String {
         let f: Vec<String> = forwards.iter().map(|f| f.to_string()).collect();
         s.push_str(&format!(", ports {}", f.join(" ")));
     }
-    if i.host_share().is_some() {
-        s.push_str(", live volumes (virtiofs)");
+    if i.shares_volumes() {
+        s.push_str(", live volumes (virtiofs per volume)");
     }
     s.push(')');
     s

@@ -6,8 +6,9 @@
 //! `qmp` (QEMU's control socket), `boot` (start the processes and wait for the agent's hello),
 //! `instance` (vm.json and finding a running VM), `supervisor` (the detached owner of a memres
 //! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`, `vhost_gate`
-//! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (the host share of
-//! a memres VM: live `-v` volumes), `secret` (the per-VM agent secret file).
+//! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (one volume
+//! dir's virtiofsd), `shares` (volume shares hot-plugged into a memres VM: live `-v` volumes),
+//! `records` (the lock of the record files), `secret` (the per-VM agent secret file).
 
 pub mod accel;
 pub mod batch;
@@ -22,7 +23,9 @@ pub mod memres;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod records;
 pub mod secret;
+pub mod shares;
 pub mod statedisk;
 pub mod supervisor;
 pub mod transport;

@@ -48,15 +48,6 @@ pub enum VsockDevice {
     Kernel { cid: u32, vhostfd: Option<i32> },
 }
 
-/// A vhost-user-fs device served by virtiofsd (the host share of a memres VM).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostShare {
-    /// virtiofsd's vhost-user socket.
-    pub socket: PathBuf,
-    /// The virtio-fs tag the guest mounts; also passed as `vcontainer.hostfs=<tag>`.
-    pub tag: String,
-}
-
 /// The kernel command line keys of the boot contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelArgs {
@@ -82,8 +73,8 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub vsock: VsockDevice,
-    /// The host share, when virtiofsd runs for this VM.
-    pub host_share: Option<HostShare>,
+    /// Empty PCIe root ports for volume shares hot-plugged later (`vm::shares`); 0 = none.
+    pub share_slots: u32,
     /// The 0600 file holding the agent secret, handed to the guest as fw_cfg (QEMU reads it
     /// itself: the secret is on no command line). See docs/security.md.
     pub agent_secret: PathBuf,
@@ -119,9 +110,6 @@ impl VmSpec {
         ));
         parts.push(format!("vcontainer.storage={}", k.storage_path));
         parts.push(format!("vcontainer.port={}", k.agent_port));
-        if let Some(share) = &self.host_share {
-            parts.push(format!("vcontainer.hostfs={}", share.tag));
-        }
         if k.debug {
             parts.push("vcontainer.debug=1".into());
         }
@@ -132,9 +120,9 @@ impl VmSpec {
     pub fn render(&self) -> Vec<OsString> {
         let mut a = Argv::default();
         let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
-        // vhost-user backends (vhost-device-vsock, virtiofsd) map the guest RAM: it must be
-        // a shared memfd
-        let shared_ram = hybrid || self.host_share.is_some();
+        // vhost-user backends (vhost-device-vsock, the virtiofsd of each hot-plugged share)
+        // map the guest RAM: it must be a shared memfd, decided at boot
+        let shared_ram = hybrid || self.share_slots > 0;
 
         // machine, accelerator, CPU
         let machine = match self.arch {
@@ -255,19 +243,23 @@ impl VmSpec {
             }
         }
 
-        // the host share: a PCI device on both q35 and arm virt
-        if let Some(share) = &self.host_share {
-            a.opt_os(
-                "-chardev",
-                cat(&["socket,id=vfs0,path=".as_ref(), &escape(&share.socket)]),
-            );
-            a.opt(
-                "-device",
-                format!("vhost-user-fs-pci,chardev=vfs0,tag={}", share.tag),
-            );
+        // empty slots for volume shares: a running q35 or arm virt machine takes a new PCIe
+        // device only on a root port that existed at boot (see vm::shares)
+        for slot in 0..self.share_slots {
+            a.opt("-device", share_slot_device(slot));
         }
         a.0
     }
+}
+
+/// The `-device` value of share slot `slot`: a PCIe root port with its own chassis number
+/// (QEMU requires chassis/slot pairs to be unique).
+fn share_slot_device(slot: u32) -> String {
+    format!(
+        "pcie-root-port,id={},chassis={}",
+        super::shares::slot_bus(slot),
+        slot + 1
+    )
 }
 
 pub fn qemu_program(arch: Arch) -> &'static str {
@@ -342,7 +334,7 @@ mod tests {
             console_log: "/s/console.log".into(),
             qmp_socket: "/s/qmp.sock".into(),
             vsock,
-            host_share: None,
+            share_slots: 0,
             agent_secret: "/s/my,dir/agent.secret".into(),
             kernel_args: KernelArgs {
                 runtime: "podman".into(),
@@ -496,18 +488,11 @@ mod tests {
         assert!(!argv.iter().any(|a| a.contains("vhost-user")));
     }
 
-    fn share() -> HostShare {
-        HostShare {
-            socket: "/s/vir,tiofs.sock".into(),
-            tag: "vchost".into(),
-        }
-    }
-
     #[test]
-    fn host_share_on_x86_64_and_aarch64() {
+    fn share_slots_on_x86_64_and_aarch64() {
         for (arch, machine) in [(Arch::X86_64, "q35"), (Arch::Aarch64, "virt")] {
             let mut s = spec(arch, hybrid());
-            s.host_share = Some(share());
+            s.share_slots = 2;
             let argv = strings(&s.render());
             assert_eq!(
                 values(&argv, "-machine"),
@@ -516,19 +501,17 @@ mod tests {
             assert_eq!(
                 values(&argv, "-object"),
                 ["memory-backend-memfd,id=mem,size=2048M,share=on"],
-                "one shared memfd serves both vhost-user devices"
-            );
-            let chardevs = values(&argv, "-chardev");
-            assert!(
-                chardevs.contains(&"socket,id=vfs0,path=/s/vir,,tiofs.sock".to_string()),
-                "{chardevs:?}"
+                "one shared memfd serves every vhost-user device"
             );
             let devices = values(&argv, "-device");
-            assert!(devices.contains(&"vhost-user-fs-pci,chardev=vfs0,tag=vchost".to_string()));
+            assert!(devices.contains(&"pcie-root-port,id=vcshare0,chassis=1".to_string()));
+            assert!(devices.contains(&"pcie-root-port,id=vcshare1,chassis=2".to_string()));
             assert!(devices.contains(&"vhost-user-vsock-pci,chardev=vsock".to_string()));
-            assert!(values(&argv, "-append")[0].ends_with(" vcontainer.hostfs=vchost"));
+            // nothing of the host is shared at boot
+            assert!(!argv.iter().any(|a| a.contains("vhost-user-fs")));
+            assert!(!values(&argv, "-append")[0].contains("hostfs"));
         }
-        // in-kernel vsock has no memfd of its own: the share alone needs one
+        // in-kernel vsock has no memfd of its own: the slots alone need one
         let mut s = spec(
             Arch::Aarch64,
             VsockDevice::Kernel {
@@ -536,16 +519,14 @@ mod tests {
                 vhostfd: None,
             },
         );
-        s.host_share = Some(share());
+        s.share_slots = 1;
         let argv = strings(&s.render());
         assert_eq!(values(&argv, "-machine"), ["virt,memory-backend=mem"]);
         assert_eq!(values(&argv, "-cpu"), ["max,pauth-impdef=on"]);
         assert_eq!(values(&argv, "-object").len(), 1);
-        // and without a share nothing of it appears
+        // and without slots nothing of it appears
         let argv = strings(&spec(Arch::X86_64, hybrid()).render());
-        assert!(!argv
-            .iter()
-            .any(|a| a.contains("vhost-user-fs") || a.contains("hostfs")));
+        assert!(!argv.iter().any(|a| a.contains("pcie-root-port")));
     }
 
     #[test]

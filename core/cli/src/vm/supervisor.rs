@@ -86,10 +86,8 @@ pub fn main() -> i32 {
             vm.accel.reason
         ),
     );
-    match (&vm.host_share, &vm.host_share_note) {
-        (Some(dir), _) => boot::log(&vm.paths, &format!("host share mounted at {dir}")),
-        (None, Some(why)) => boot::log(&vm.paths, &format!("no host share: {why}")),
-        (None, None) => {}
+    if let Some(why) = &vm.host_share_note {
+        boot::log(&vm.paths, &format!("no volume shares: {why}"));
     }
     report("ready");
     detach_stdout();
@@ -100,7 +98,7 @@ pub fn main() -> i32 {
             &vm.paths,
             "QEMU exited by itself (killed, or the guest crashed/powered off)",
         );
-        for v in vm.vhost.iter_mut().chain(vm.virtiofsd.iter_mut()) {
+        for v in vm.vhost.iter_mut() {
             v.terminate(Duration::from_secs(2));
         }
         vm.paths.remove_sockets();
@@ -274,7 +272,6 @@ fn write_record(vm: &RunningVm) -> super::Result<()> {
     let qemu = ProcId::of(vm.qemu.pid())
         .ok_or_else(|| super::VmError::Other("QEMU vanished right after boot".into()))?;
     let vhost = vm.vhost.as_ref().and_then(|v| ProcId::of(v.pid()));
-    let virtiofsd = vm.virtiofsd.as_ref().and_then(|v| ProcId::of(v.pid()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -287,9 +284,7 @@ fn write_record(vm: &RunningVm) -> super::Result<()> {
         qemu_start_time: qemu.start_time,
         vhost_vsock_pid: vhost.map(|v| v.pid),
         vhost_vsock_start_time: vhost.map(|v| v.start_time),
-        virtiofsd_pid: virtiofsd.map(|v| v.pid),
-        virtiofsd_start_time: virtiofsd.map(|v| v.start_time),
-        host_share: vm.host_share.clone(),
+        share_slots: vm.share_slots,
         host_share_note: vm.host_share_note.clone(),
         transport: vm.transport.kind,
         endpoint: vm.endpoint.clone(),
@@ -317,7 +312,6 @@ fn stop_vm(vm: &mut RunningVm, why: &str, timeout: Duration) {
     let outcome = boot::stop(
         &mut vm.qemu,
         vm.vhost.as_mut(),
-        vm.virtiofsd.as_mut(),
         &vm.endpoint,
         &vm.paths,
         timeout,
@@ -359,11 +353,9 @@ fn json_str(s: &str) -> String {
 pub fn stop_orphan(record: &VmRecord, timeout: Duration) -> boot::StopOutcome {
     let mut qemu = Proc::Foreign(record.qemu());
     let mut vhost = record.vhost_vsock().map(Proc::Foreign);
-    let mut virtiofsd = record.virtiofsd().map(Proc::Foreign);
     boot::stop(
         &mut qemu,
         vhost.as_mut(),
-        virtiofsd.as_mut(),
         &record.endpoint,
         &record.paths,
         timeout,

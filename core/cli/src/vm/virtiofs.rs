@@ -1,20 +1,13 @@
-//! The host share of a memres VM: one virtiofsd serving the host's `/` to the guest, so `-v`
-//! volumes are bind mounts of the live host directory instead of copies.
+//! virtiofsd, the host side of one volume share (see `vm::shares`): it serves one host
+//! directory, and nothing else, to a memres VM.
 //!
 //! Copies cannot give `run -d -v ./dir:/data` what docker users expect (a host edit seen by
 //! the running container, its writes seen on the host while it runs); a shared filesystem
-//! can. The guest mounts the share at [`GUEST_MOUNT`] (`vcontainer.hostfs=<tag>` on the kernel
-//! command line asks the agent to), which containers never see unless a volume binds a
-//! directory of it. The whole root is shared once per VM rather than one device per volume,
-//! because a running QEMU cannot get new vhost-user-fs devices without hotplug and volumes
-//! come with each command.
-//!
-//! The price: root in the guest can read and write the host as virtiofsd's user (root on
-//! CI), where before the VM boundary kept it out. Containers get only the directories their
-//! volumes bind; `VCONTAINER_HOST_SHARE=off` restores the copy-only VM.
-//!
-//! virtiofsd is supervised like vhost-device-vsock: a child of the VM's owner with
-//! PR_SET_PDEATHSIG, recorded in vm.json with its start time, stopped after QEMU.
+//! can. Each volume directory gets its own virtiofsd (`--shared-dir <that dir>`,
+//! `--readonly` for `:ro`), sandboxed in its own namespaces and run as the CLI's user, so
+//! root in the guest (a `--privileged` container) reaches the volumes it was given and no
+//! other host file: see docs/security.md. `VCONTAINER_HOST_SHARE=off` keeps memres VMs
+//! copy-only.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -23,31 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use super::process;
 
-/// The virtio-fs tag the guest mounts (`mount -t virtiofs vchost ...`).
-pub const TAG: &str = "vchost";
-/// Where the agent mounts the share in the guest (contract with guest/agent's pid1::hostfs).
-pub const GUEST_MOUNT: &str = "/run/vcontainer/host";
 /// `VCONTAINER_HOST_SHARE=off` (or `0`, `no`) keeps memres VMs without the share: volumes
 /// are then copied in and synced back as in batch mode.
 pub const DISABLE_ENV: &str = "VCONTAINER_HOST_SHARE";
 /// The program, found like vhost-device-vsock (`<exe>/../libexec`, then PATH).
 pub const PROGRAM: &str = "virtiofsd";
-
-/// The guest path of a host path on the share: `/run/vcontainer/host` + the absolute path.
-pub fn guest_path_of(host: &Path) -> Option<String> {
-    let s = host.to_str()?;
-    s.starts_with('/').then(|| {
-        if s == "/" {
-            GUEST_MOUNT.to_string()
-        } else {
-            format!("{GUEST_MOUNT}{s}")
-        }
-    })
-}
 
 /// True unless the user switched the share off with [`DISABLE_ENV`].
 pub fn enabled_by_env() -> bool {
@@ -57,7 +32,7 @@ pub fn enabled_by_env() -> bool {
     )
 }
 
-/// virtiofsd's arguments for sharing the host's `/` on `socket`.
+/// virtiofsd's arguments for sharing `dir` (read-only with `read_only`) on `socket`.
 ///
 /// `--cache auto`: the guest caches attributes and directory entries for one second and
 /// revalidates file data on every open (close-to-open consistency), so a host edit is seen
@@ -70,14 +45,18 @@ pub fn enabled_by_env() -> bool {
 /// No `--writeback`: the container's writes reach the host file as they are made, not when
 /// the guest's page cache is flushed. `--sandbox namespace` always: virtiofsd in its own
 /// mount, pid and net namespaces (a user namespace too when not root), as it recommends;
-/// without them there is no share (see [`spawn`]).
-pub fn argv(socket: &Path) -> Vec<OsString> {
+/// without them there is no share (see [`spawn`]). `--readonly`: a `:ro` volume is refused
+/// writes by the host side, whatever root in the guest remounts.
+pub fn argv(socket: &Path, dir: &Path, read_only: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
         "--socket-path".into(),
         socket.as_os_str().to_owned(),
         "--shared-dir".into(),
-        "/".into(),
+        dir.as_os_str().to_owned(),
     ];
+    if read_only {
+        a.push("--readonly".into());
+    }
     for (k, v) in [
         ("--cache", "auto"),
         ("--sandbox", "namespace"),
@@ -114,24 +93,33 @@ fn userns_allowed() -> bool {
         && read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() != Some("1")
 }
 
-/// Files of one virtiofsd.
+/// Files of one virtiofsd, and what it serves.
 #[derive(Debug, Clone)]
 pub struct Files<'a> {
     pub socket: &'a Path,
     pub log: &'a Path,
+    pub dir: &'a Path,
+    pub read_only: bool,
 }
 
-/// Starts virtiofsd; `Err` says why there is no share (not installed, failed to start),
-/// for the VM to go on without it.
-pub fn spawn(files: &Files<'_>) -> Result<Child, String> {
+/// The virtiofsd to run, or why volumes of this host cannot be shared (not installed, no
+/// sandbox possible): checked when a memres VM boots, to decide whether it gets share slots.
+pub fn program() -> Result<PathBuf, String> {
     let bin = process::which(PROGRAM).ok_or_else(|| {
         format!("{PROGRAM} not found (scripts/setup-host.sh installs it; or put it on PATH)")
     })?;
     if let Some(why) = sandbox_refusal(nix::unistd::geteuid().is_root(), userns_allowed()) {
         return Err(why);
     }
+    Ok(bin)
+}
+
+/// Starts virtiofsd for one share, outliving this process: it ends by itself when QEMU, its
+/// only client, goes (the supervisor also stops it with the VM). `Err` says why there is no
+/// share, for the volume to be copied instead.
+pub fn spawn(files: &Files<'_>) -> Result<Child, String> {
     // no retry with `--sandbox none`: a share without a sandbox is worse than none
-    spawn_with(&bin, files)
+    spawn_with(&program()?, files)
 }
 
 fn spawn_with(bin: &Path, files: &Files<'_>) -> Result<Child, String> {
@@ -139,12 +127,11 @@ fn spawn_with(bin: &Path, files: &Files<'_>) -> Result<Child, String> {
     let log = File::create(files.log).map_err(|e| format!("{}: {e}", files.log.display()))?;
     let log2 = log.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
-    cmd.args(argv(files.socket))
+    cmd.args(argv(files.socket, files.dir, files.read_only))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log2)
         .stderr(log);
-    process::die_with_parent(&mut cmd, Signal::SIGKILL);
     process::close_other_fds(&mut cmd);
     cmd.process_group(0);
     let mut child = cmd
@@ -214,15 +201,19 @@ mod tests {
     }
 
     #[test]
-    fn argv_shares_the_root_with_coherent_caching() {
-        let a = strings(&argv(Path::new("/s/virtiofs.sock")));
+    fn argv_shares_one_dir_with_coherent_caching() {
+        let a = strings(&argv(
+            Path::new("/s/vfs0.sock"),
+            Path::new("/home/u/src"),
+            false,
+        ));
         assert_eq!(
             a,
             [
                 "--socket-path",
-                "/s/virtiofs.sock",
+                "/s/vfs0.sock",
                 "--shared-dir",
-                "/",
+                "/home/u/src",
                 "--cache",
                 "auto",
                 "--sandbox",
@@ -232,6 +223,8 @@ mod tests {
             ]
         );
         assert!(!a.iter().any(|x| x == "--writeback"));
+        let ro = strings(&argv(Path::new("/s/vfs1.sock"), Path::new("/d"), true));
+        assert_eq!(ro[4], "--readonly", "{ro:?}");
     }
 
     #[test]
@@ -240,19 +233,6 @@ mod tests {
         assert_eq!(sandbox_refusal(false, true), None);
         let why = sandbox_refusal(false, false).expect("refused");
         assert!(why.contains("copied"), "{why}");
-    }
-
-    #[test]
-    fn guest_paths_sit_under_the_mount() {
-        assert_eq!(
-            guest_path_of(Path::new("/home/u/src")).as_deref(),
-            Some("/run/vcontainer/host/home/u/src")
-        );
-        assert_eq!(
-            guest_path_of(Path::new("/")).as_deref(),
-            Some("/run/vcontainer/host")
-        );
-        assert_eq!(guest_path_of(Path::new("rel")), None);
     }
 
     #[test]
@@ -286,6 +266,8 @@ mod tests {
         let files = Files {
             socket: &sock,
             log: &log,
+            dir: t.path(),
+            read_only: false,
         };
         let e = spawn_with(&bin, &files).expect_err("exits at once");
         assert!(e.contains("exited") && e.contains("nope"), "{e}");

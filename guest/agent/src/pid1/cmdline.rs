@@ -15,8 +15,6 @@ pub struct BootConfig {
     pub port: u32,
     /// `vcontainer.debug=1`: more console output.
     pub debug: bool,
-    /// `vcontainer.hostfs=<tag>`: mount the host share with this virtio-fs tag.
-    pub hostfs: Option<String>,
 }
 
 impl BootConfig {
@@ -27,7 +25,6 @@ impl BootConfig {
             storage: None,
             port: vcontainer_proto::AGENT_VSOCK_PORT,
             debug: false,
-            hostfs: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -50,7 +47,6 @@ impl BootConfig {
                     }
                 }
                 "vcontainer.debug" => config.debug = value == "1",
-                "vcontainer.hostfs" if !value.is_empty() => config.hostfs = Some(value.to_owned()),
                 _ => {}
             }
         }
@@ -66,10 +62,8 @@ mod tests {
     fn parses_the_contract_keys() {
         let c = BootConfig::parse(
             "console=ttyS0 quiet panic=-1 vcontainer.runtime=docker vcontainer.state=/dev/vdb \
-             vcontainer.storage=/var/lib/docker vcontainer.port=2000 vcontainer.debug=1 \
-             vcontainer.hostfs=vchost\n",
+             vcontainer.storage=/var/lib/docker vcontainer.port=2000 vcontainer.debug=1\n",
         );
-        assert_eq!(c.hostfs.as_deref(), Some("vchost"));
         assert_eq!(c.runtime, "docker");
         assert_eq!(c.state_device, Some(PathBuf::from("/dev/vdb")));
         assert_eq!(c.storage, Some(PathBuf::from("/var/lib/docker")));
@@ -86,7 +80,5 @@ mod tests {
         assert_eq!(c.port, vcontainer_proto::AGENT_VSOCK_PORT);
         assert!(!c.debug);
         assert_eq!(c.runtime, "");
-        assert_eq!(c.hostfs, None);
-        assert_eq!(BootConfig::parse("vcontainer.hostfs=").hostfs, None);
     }
 }

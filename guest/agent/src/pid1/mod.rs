@@ -3,13 +3,13 @@
 //! state disk, networking, and the shutdown that leaves the state disk clean.
 
 pub mod cmdline;
-mod hostfs;
 mod modules;
 mod mounts;
 mod net;
 pub mod power_button;
 mod prefetch;
 mod secret;
+pub mod shares;
 mod storage;
 mod tools;
 
@@ -74,13 +74,6 @@ pub fn boot() -> Result<Booted, String> {
     // The rootfs may list more modules (netfilter for the runtime's networking, ...).
     warnings.extend(modules::load_listed(Path::new(MODULE_LIST), &release));
     warnings.extend(mounts::runtime_mounts());
-    if let Some(tag) = &config.hostfs {
-        if let Err(e) = hostfs::mount(tag, &release) {
-            let e = format!("host share: {e}");
-            log!("{e}");
-            warnings.push(e);
-        }
-    }
     let reaper = Reaper::global();
 
     let state_mount = match (&config.state_device, &config.storage) {

@@ -9,7 +9,7 @@
 //! changes made on the host while the container runs are not seen inside; a `start` of the
 //! stopped container refreshes its copy from the host first.
 //!
-//! Only for memres VMs without the host share: with it, volumes are live binds of the host
+//! Only for volumes a memres VM does not share: shared ones are live binds of the host
 //! directory (see `shared`) and nothing is recorded here.
 //!
 //! While such a record exists, the supervisor's idle stop waits (see
@@ -21,10 +21,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{scan, sync_back, Manifest, Volume};
-use crate::runner::records;
 use crate::runner::target::Target;
 use crate::runner::transfer::{self, PushSource};
 use crate::vm::instance::{write_atomic, LIVE_VOLUMES_JSON};
+use crate::vm::records;
 
 /// One rw volume of a detached container.
 #[derive(Debug, Clone, Serialize, Deserialize)]

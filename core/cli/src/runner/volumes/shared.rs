@@ -1,12 +1,13 @@
-//! Live volumes on a memres VM with a host share (see `vm::virtiofs`): `-v host:ctr[:ro]`
-//! binds the host directory itself, seen by the guest under the share's mount
-//! (`/run/vcontainer/host<abs host path>`), instead of a copy.
+//! Live volumes on a memres VM that shares volumes (see `vm::shares`): `-v host:ctr[:ro]`
+//! binds the host directory itself, served to the guest by its own virtiofsd and mounted
+//! under `SHARES_DIR`, instead of a copy.
 //!
 //! So a detached container sees host edits while it runs and its writes are on the host as
 //! they happen: nothing is copied in, synced back or recorded in live-volumes.json, and
-//! dotfiles are never at risk. `:ro` is enforced by the runtime's read-only bind mount.
-//! Volumes this cannot express keep the copy path: a canonical host path that is not UTF-8,
-//! or holds `:` or `,` (the separators of `-v` and `--mount`).
+//! dotfiles are never at risk. `:ro` is enforced by the host side (virtiofsd `--readonly`)
+//! as well as by the runtime's read-only bind. Volumes this cannot express keep the copy
+//! path: a single file (a share serves a whole directory, and its siblings are not the
+//! container's business), or a share that could not be made (the reason is shown).
 
 use std::path::{Path, PathBuf};
 
@@ -15,33 +16,40 @@ use vcontainer_abi::runtime::{CommandPlan, FileInput, InputKind};
 use crate::vm::instance::LIVE_VOLUMES_JSON;
 use crate::vm::Instance;
 
-/// The guest path binding `host` through the share mounted at `mount`, or None when the
-/// volume must be copied. Symlinks are resolved on the host first: inside the guest an
-/// absolute link target would point into the guest's own tree, not the host's.
-pub fn guest_path(host: &Path, mount: &str) -> Option<String> {
-    let canonical = std::fs::canonicalize(host).ok()?;
-    let s = canonical.to_str()?;
-    if s.contains([':', ',']) || !s.starts_with('/') {
-        return None;
-    }
-    Some(if s == "/" {
-        mount.to_string()
-    } else {
-        format!("{mount}{s}")
-    })
+/// The host directory a volume input can be shared as: canonical (symlinks resolved on the
+/// host: inside the guest an absolute link target would point into the guest's own tree),
+/// and a directory. None: the volume is copied.
+pub fn shareable_dir(host: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(host).ok().filter(|p| p.is_dir())
 }
 
-/// Rewrites every volume input of `plan` that the share can carry into a bind of the live
-/// host path, and drops it from the inputs (nothing to push). `hosts` are the inputs'
-/// resolved host paths, in the same order; the hosts of the inputs still to push come back.
-pub fn bind_live(plan: &mut CommandPlan, hosts: Vec<PathBuf>, mount: &str) -> Vec<PathBuf> {
+/// Rewrites every volume input of `plan` that can be shared into a bind of its share's guest
+/// dir (`share(canonical host dir, read_only)` makes or finds the share), and drops it from
+/// the inputs (nothing to push). `hosts` are the inputs' resolved host paths, in the same
+/// order; the hosts of the inputs still to push come back, with the reasons shares failed.
+pub fn bind_live(
+    plan: &mut CommandPlan,
+    hosts: Vec<PathBuf>,
+    mut share: impl FnMut(&Path, bool) -> Result<String, String>,
+) -> (Vec<PathBuf>, Vec<String>) {
     let inputs: Vec<FileInput> = plan.inputs.iter().cloned().collect();
     let mut kept_inputs = Vec::new();
     let mut kept_hosts = Vec::new();
+    let mut problems = Vec::new();
     for (input, host) in inputs.into_iter().zip(hosts) {
-        let live = (input.kind == InputKind::Volume)
-            .then(|| guest_path(&host, mount))
+        let dir = (input.kind == InputKind::Volume)
+            .then(|| shareable_dir(&host))
             .flatten();
+        let live = dir.and_then(|dir| match share(&dir, input.read_only) {
+            Ok(guest) => Some(guest),
+            Err(why) => {
+                problems.push(format!(
+                    "{}: copied, not shared live: {why}",
+                    host.display()
+                ));
+                None
+            }
+        });
         match live {
             Some(live) => {
                 tracing::debug!(host = %host.display(), guest = %live, "live volume");
@@ -58,7 +66,7 @@ pub fn bind_live(plan: &mut CommandPlan, hosts: Vec<PathBuf>, mount: &str) -> Ve
         }
     }
     plan.inputs = kept_inputs.into_iter().collect();
-    kept_hosts
+    (kept_hosts, problems)
 }
 
 /// `arg` with `from` replaced by `to` where it occurs as a whole path: followed by the end,
@@ -127,18 +135,19 @@ mod tests {
     }
 
     #[test]
-    fn volumes_become_binds_of_the_canonical_host_path() {
+    fn directory_volumes_become_binds_of_their_share() {
         let t = tempfile::tempdir().expect("tmp");
         let root = std::fs::canonicalize(t.path()).expect("canonical");
         let real = root.join("real dir");
         std::fs::create_dir(&real).expect("mkdir");
-        std::fs::write(real.join(".env"), "x").expect("w");
         let link = root.join("link");
         std::os::unix::fs::symlink(&real, &link).expect("symlink");
         let file = root.join("f.txt");
         std::fs::write(&file, "x").expect("w");
         let odd = root.join("a:b");
         std::fs::create_dir(&odd).expect("mkdir");
+        let broken = root.join("broken");
+        std::fs::create_dir(&broken).expect("mkdir");
         let ro = format!("{}:/data:ro", link.display());
         let mount = format!("type=bind,source={},target=/f", file.display());
         let args: Vec<String> = [
@@ -151,6 +160,8 @@ mod tests {
             "-v",
             "./rel:/rel",
             "-v",
+            "./b:/b",
+            "-v",
             "named:/n",
             "bb:1",
             "sh",
@@ -159,38 +170,51 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let mut p = planned(&args);
-        assert_eq!(p.inputs.len(), 3);
-        let hosts = vec![link.clone(), file.clone(), odd.clone()];
-        let kept = bind_live(&mut p, hosts, "/run/vcontainer/host");
-        let argv = p.argv_strings();
-        let want_ro = format!("/run/vcontainer/host{}:/data:ro", real.display());
-        assert!(argv.contains(&want_ro), "{argv:?}");
-        let want_mount = format!(
-            "type=bind,source=/run/vcontainer/host{},target=/f",
-            file.display()
+        assert_eq!(p.inputs.len(), 4);
+        let hosts = vec![link.clone(), file.clone(), odd.clone(), broken.clone()];
+        let mut asked = Vec::new();
+        let (kept, problems) = bind_live(&mut p, hosts, |dir, ro| {
+            asked.push((dir.to_path_buf(), ro));
+            if dir == broken {
+                return Err("no slot".into());
+            }
+            Ok(format!("/run/vcontainer/shares/vcvol{}", asked.len() - 1))
+        });
+        // the link resolved to its dir, ro passed on; the file never asked; the odd name fine
+        assert_eq!(
+            asked,
+            [
+                (real.clone(), true),
+                (odd.clone(), false),
+                (broken.clone(), false)
+            ]
         );
-        assert!(argv.contains(&want_mount), "{argv:?}");
+        let argv = p.argv_strings();
+        assert!(
+            argv.contains(&"/run/vcontainer/shares/vcvol0:/data:ro".to_string()),
+            "{argv:?}"
+        );
+        assert!(
+            argv.contains(&"/run/vcontainer/shares/vcvol1:/rel".to_string()),
+            "{argv:?}"
+        );
         assert!(argv.contains(&"named:/n".to_string()));
-        // (the third input, ./rel, resolved by the caller to a path with a colon)
-        // a path with ":" cannot be said in -v: it stays a copied input
-        assert_eq!(kept, [odd]);
-        assert_eq!(p.inputs.len(), 1);
-        assert_eq!(p.inputs[0].kind, InputKind::Volume);
-        assert!(argv
-            .iter()
-            .any(|a| a.starts_with(p.inputs[0].guest_path.as_str())));
+        // the file and the failed share stay copied inputs, the failure is said
+        assert_eq!(kept, [file, broken.clone()]);
+        assert_eq!(p.inputs.len(), 2);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("no slot") && problems[0].contains("broken"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn other_inputs_and_missing_paths_are_left_to_the_copy_path() {
         let t = tempfile::tempdir().expect("tmp");
-        assert_eq!(guest_path(&t.path().join("missing"), "/m"), None);
+        assert_eq!(shareable_dir(&t.path().join("missing")), None);
         let root = std::fs::canonicalize(t.path()).expect("canonical");
-        assert_eq!(
-            guest_path(&root, "/m"),
-            Some(format!("/m{}", root.display()))
-        );
-        assert_eq!(guest_path(Path::new("/"), "/m").as_deref(), Some("/m"));
+        assert_eq!(shareable_dir(&root), Some(root.clone()));
         let tar = root.join("img.tar");
         std::fs::write(&tar, "x").expect("w");
         let args: Vec<String> = ["load", "-i", tar.to_str().expect("utf8")]
@@ -199,8 +223,11 @@ mod tests {
             .collect();
         let mut p = planned(&args);
         let before = p.argv_strings();
-        let kept = bind_live(&mut p, vec![tar.clone()], "/m");
+        let (kept, problems) = bind_live(&mut p, vec![tar.clone()], |_, _| {
+            panic!("a load input is not a volume")
+        });
         assert_eq!(kept, [tar]);
+        assert!(problems.is_empty());
         assert_eq!(p.argv_strings(), before);
     }
 }

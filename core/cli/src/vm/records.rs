@@ -1,5 +1,5 @@
 //! The lock that serialises read-modify-write of a state dir's record files
-//! (`live-volumes.json`, `port-forwards.json`).
+//! (`live-volumes.json`, `port-forwards.json`, `shares.json`).
 //!
 //! Why: each command of a memres VM is its own process, and each of them loads a record file,
 //! changes it and writes it back (atomically, by rename). Two `run -d -v` at once both read
