@@ -99,9 +99,13 @@ pub fn share(instance: &Instance, host: &Path, read_only: bool) -> Result<String
         return Ok(guest_dir(s.slot));
     }
     let slot = free_slot(&all, instance.record.share_slots)?;
+    let started = std::time::Instant::now();
     let server = Server::start(instance, slot, host, read_only)?;
+    tracing::debug!(slot, elapsed = ?started.elapsed(), "share: virtiofsd listening");
     hotplug(instance, slot)?;
+    tracing::debug!(slot, elapsed = ?started.elapsed(), "share: device added");
     let mounted = mount(instance, slot, read_only);
+    tracing::debug!(slot, elapsed = ?started.elapsed(), ok = mounted.is_ok(), "share: mounted");
     // plugged in: the slot is spent whatever the mount said
     let virtiofsd = server.keep(mounted.is_ok());
     all.push(Share {
