@@ -26,7 +26,8 @@ fi
 pkgs_main=(mmdebstrap arch-test squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
            skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
            gcc libc6-dev openssl
-           libseccomp-dev libcap-ng-dev pkg-config)  # the last three: to build virtiofsd
+           libseccomp-dev libcap-ng-dev pkg-config   # these three: to build virtiofsd
+           podman)  # the host client of `vpdmn memres start --expose` tests (podman --remote)
 missing=()
 for p in "${pkgs_main[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1 \
@@ -37,6 +38,13 @@ if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-a
     apt-get install -y -q --no-install-recommends -t "${codename}-backports" \
       qemu-system-x86 qemu-system-arm qemu-system-data ipxe-qemu
   fi
+fi
+# the docker client for the `vdkr memres start --expose` tests: any docker CLI will do (CI
+# machines ship one); else Debian's docker.io, whose engine is kept from starting here
+if ! command -v docker >/dev/null 2>&1; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  apt-get install -y -q --no-install-recommends docker.io
+  rm -f /usr/sbin/policy-rc.d
 fi
 # foreign-arch guests (aarch64 on x86_64): mmdebstrap runs the arm64 packages' maintainer
 # scripts through qemu-user-static's binfmt handler (from backports, to match qemu-system)

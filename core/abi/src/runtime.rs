@@ -53,6 +53,8 @@ pub struct RuntimeSpec {
     pub import_transport: RString,
     /// How `--storage`/state export produces a tar of the runtime's storage.
     pub storage_export: StorageExport,
+    /// The engine's API socket, relayed to the host by `memres start --expose`.
+    pub engine_api: EngineApi,
 }
 
 /// One file baked into the guest rootfs.
@@ -88,6 +90,27 @@ pub struct ServiceSpec {
     pub readiness_http_path: RString,
     /// How long to wait for readiness. Generous, because guests may run under TCG emulation.
     pub timeout_secs: u32,
+}
+
+/// The runtime engine's API (Docker API, libpod API) as the host's own clients reach it
+/// through `memres start --expose`: the core relays the host socket to the guest one and
+/// knows nothing else of the runtime.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct EngineApi {
+    /// The API's Unix socket in the guest ("" = the runtime has none to expose).
+    pub guest_socket: RString,
+    /// File name of the relayed socket in the state dir: "docker.sock" / "podman.sock".
+    pub host_socket_name: RString,
+    /// The environment variable the runtime's own client reads for the API address:
+    /// "DOCKER_HOST" / "CONTAINER_HOST".
+    pub client_env: RString,
+    /// The client command that talks to it, with `{socket}` for the host socket path
+    /// (printed for the user): "docker -H unix://{socket}" / "podman --url unix://{socket}".
+    pub client_hint: RString,
+    /// Services started (after `services`) only when the API is exposed: a daemonless
+    /// runtime's API server (podman's `system service`).
+    pub services: RVec<ServiceSpec>,
 }
 
 /// How the runtime's storage is exported as a tar (for `--storage`, Yocto deploy).

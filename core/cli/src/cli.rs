@@ -214,7 +214,7 @@ pub fn parser(tool_name: &str, color: ColorChoice) -> Command {
 }
 
 /// Options of `memres start`/`restart` themselves (with a value: `-p`, `--publish`).
-const MEMRES_OWN: &[&str] = &["-p", "--publish", "--clean"];
+const MEMRES_OWN: &[&str] = &["-p", "--publish", "--clean", "--expose"];
 
 /// The old tool took its global options after `memres start`/`vmemres start` (and
 /// `restart`), e.g. `vdkr memres start --no-registry -p 8080:80`, and scripts rely on it.

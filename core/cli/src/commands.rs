@@ -67,6 +67,10 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
         "Manage the memory-resident VM (start, stop, restart, status, list)",
     ),
     ("vmemres", "Same as memres"),
+    (
+        "vexpose",
+        "Start the memres VM with its engine API on a host socket (= memres start --expose)",
+    ),
 ];
 
 /// Commands of the core that need no runtime; their arguments are also passed verbatim to

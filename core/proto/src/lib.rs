@@ -44,7 +44,7 @@ pub use message::{
 /// and agent refuse to talk across versions (see [`check_version`]).
 /// Version 2: connections open with the authentication exchange of [`auth`].
 /// Version 3: `MountShare` (volume shares hot-plugged into a running VM); the host's `/` is
-/// no longer shared at boot.
+/// no longer shared at boot; `Connect` (the engine API relayed to the host).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Where the agent mounts a volume share tagged `<tag>`: `<SHARES_DIR>/<tag>` (see

@@ -121,6 +121,12 @@ pub enum Request {
         #[serde(default)]
         read_only: bool,
     },
+    /// Connect to the guest's Unix socket `path` (the engine's API); after `Done` the
+    /// host sends the bytes for it as `Stdin` frames (`StdinEnd`: half-close) and gets its
+    /// answers as `Stdout` frames (`StdoutEnd`: it closed), until both ends are done.
+    Connect {
+        path: String,
+    },
 }
 
 /// How a program ended: a value, never parsed from text.

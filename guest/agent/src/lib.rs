@@ -11,6 +11,7 @@ pub mod listener;
 pub mod pid1;
 mod readiness;
 pub mod reaper;
+mod relay;
 mod resolve;
 mod service;
 mod sink;
@@ -175,6 +176,7 @@ fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError>
         }
         Request::ServiceStatus { name } => sink.finish(&agent.services.status(&name)),
         Request::Shutdown => shutdown(agent, &sink),
+        Request::Connect { path } => relay::connect(&path, reader, &sink),
         Request::MountShare { tag, read_only } => match pid1::shares::mount(&tag, read_only) {
             Ok(_) => sink.finish(&Response::Done),
             Err(e) => {

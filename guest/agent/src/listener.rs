@@ -14,6 +14,7 @@ pub trait AgentStream: Read + Write + Send + Sized + 'static {
     fn try_clone_stream(&self) -> io::Result<Self>;
     /// Close both directions, waking up any thread blocked in a read.
     fn shutdown_both(&self);
+
     /// Bound reads (the authentication step must not hold a connection thread forever).
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
@@ -31,6 +32,7 @@ impl AgentStream for UnixStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         UnixStream::set_read_timeout(self, timeout)
     }
@@ -50,6 +52,7 @@ impl AgentStream for vsock::VsockStream {
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         vsock::VsockStream::set_read_timeout(self, timeout)
     }

@@ -6,7 +6,9 @@
 //! [`vcontainer_abi::plan_kit`]).
 
 use vcontainer_abi::plan_kit::{self, Dialect};
-use vcontainer_abi::runtime::{CommandPlan, GuestFile, RuntimeSpec, ServiceSpec, StorageExport};
+use vcontainer_abi::runtime::{
+    CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
+};
 use vcontainer_abi::PluginError;
 
 /// The docker CLI in the guest.
@@ -112,6 +114,14 @@ pub fn spec() -> RuntimeSpec {
             stop_services_first: true,
             description: "docker's data root as docker/...; deploy with `tar -xf F -C /var/lib/`"
                 .into(),
+        },
+        // dockerd serves the Docker API on its socket anyway
+        engine_api: EngineApi {
+            guest_socket: DOCKER_SOCKET.into(),
+            host_socket_name: "docker.sock".into(),
+            client_env: "DOCKER_HOST".into(),
+            client_hint: "docker -H unix://{socket}".into(),
+            services: Default::default(),
         },
     }
 }

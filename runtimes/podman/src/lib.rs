@@ -5,7 +5,9 @@
 //! shared with docker ([`vcontainer_abi::plan_kit`]).
 
 use vcontainer_abi::plan_kit::{self, Dialect};
-use vcontainer_abi::runtime::{CommandPlan, GuestFile, RuntimeSpec, StorageExport};
+use vcontainer_abi::runtime::{
+    CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
+};
 use vcontainer_abi::PluginError;
 
 /// The podman CLI in the guest.
@@ -16,6 +18,9 @@ pub const STORAGE_PATH: &str = "/var/lib/containers";
 
 /// podman's graph root inside the state disk.
 pub const GRAPH_ROOT: &str = "/var/lib/containers/storage";
+/// Where `podman system service` serves the libpod (and Docker-compatible) API: directly
+/// in /run, which exists (podman does not create the parent of the socket it binds).
+const API_SOCKET: &str = "/run/podman.sock";
 
 /// overlay on the ext4 state disk (the old guest used the much slower vfs driver).
 const STORAGE_CONF: &str = r#"[storage]
@@ -94,6 +99,30 @@ pub fn spec() -> RuntimeSpec {
             stop_services_first: false,
             description: "podman's graph root as ./...; deploy with `tar -xf F -C /var/lib/containers/storage`"
                 .into(),
+        },
+        // podman is daemonless: its API server runs only when the API is exposed, for the
+        // VM's life (`--time=0`: no idle exit)
+        engine_api: EngineApi {
+            guest_socket: API_SOCKET.into(),
+            host_socket_name: "podman.sock".into(),
+            client_env: "CONTAINER_HOST".into(),
+            client_hint: "podman --url unix://{socket}".into(),
+            services: vec![ServiceSpec {
+                name: "podman-api".into(),
+                argv: strings(&[
+                    "podman",
+                    "system",
+                    "service",
+                    "--time=0",
+                    &format!("unix://{API_SOCKET}"),
+                ]),
+                env: Default::default(),
+                readiness_probe: strings(&["test", "-S", API_SOCKET]),
+                readiness_socket: API_SOCKET.into(),
+                readiness_http_path: "/_ping".into(),
+                timeout_secs: 120,
+            }]
+            .into(),
         },
     }
 }

@@ -131,3 +131,18 @@ pub fn mount_share<C: AgentConn>(
         other => Err(unexpected(other)),
     }
 }
+
+/// Turn `conn` into a byte pipe to the guest's Unix socket `path` (the engine API relay):
+/// once this returns, what is written to `conn` reaches that socket and its answers come
+/// back, unframed.
+pub fn connect_socket<C: AgentConn>(mut conn: C, path: &str) -> Result<C, ClientError> {
+    const DURING: &str = "while connecting to a guest socket";
+    let request = Request::Connect {
+        path: path.to_owned(),
+    };
+    send_request(&mut conn, &request, DURING)?;
+    match read_response(&mut conn, DURING)? {
+        Response::Done => Ok(conn),
+        other => Err(unexpected(other)),
+    }
+}

@@ -161,6 +161,13 @@ mod tests {
                 stop_services_first: false,
                 description: "".into(),
             },
+            engine_api: vcontainer_abi::runtime::EngineApi {
+                guest_socket: "".into(),
+                host_socket_name: "".into(),
+                client_env: "".into(),
+                client_hint: "".into(),
+                services: Default::default(),
+            },
         }
     }
 

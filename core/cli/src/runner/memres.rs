@@ -17,13 +17,15 @@ use crate::state_dir::StateKind;
 use crate::ui;
 use crate::vm::{self, memres, PortForward};
 
-const USAGE: &str = "start [-p HOST:GUEST[/udp]]... | stop [-f] | restart [--clean] [-p ...] | status | list | clean-ports";
+const USAGE: &str = "start [-p HOST:GUEST[/udp]]... [--expose] | stop [-f] | restart [--clean] [-p ...] [--expose] | status | list | clean-ports";
 
 /// Options of `start`/`restart`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct StartArgs {
     forwards: Vec<PortForward>,
     clean: bool,
+    /// Relay the engine's API socket to the host (`vm::engine_api`).
+    expose: bool,
 }
 
 fn parse_start(args: &[String], allow_clean: bool) -> anyhow::Result<StartArgs> {
@@ -49,6 +51,9 @@ fn parse_start(args: &[String], allow_clean: bool) -> anyhow::Result<StartArgs> 
             }
         } else if a == "--clean" && allow_clean {
             out.clean = true;
+            None
+        } else if a == "--expose" {
+            out.expose = true;
             None
         } else {
             bail!("unknown option '{a}'; usage: memres {USAGE}");
@@ -87,9 +92,14 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                 if !opts.forwards.is_empty() {
                     ui::warn(tool, &format!("port forwards are set at start; use `{tool} memres restart -p ...` to change them"));
                 }
+                if opts.expose && i.record.expose.is_none() {
+                    ui::warn(tool, &format!("the engine API is exposed at start; use `{tool} memres restart --expose`"));
+                }
+                print_expose(spec, &i);
                 return Ok(0);
             }
-            let cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
+            let mut cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
+            cfg.expose = expose_config(spec, state, opts.expose)?;
             let started = memres::start(&cfg)?;
             warn_no_share(tool, &started.instance);
             warm_up(ctx, spec, started.instance.clone())?;
@@ -101,6 +111,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                     memres::describe(&started.instance)
                 ),
             );
+            print_expose(spec, &started.instance);
             Ok(0)
         }
         "stop" => {
@@ -130,14 +141,18 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         }
         "restart" => {
             let opts = parse_start(rest, true)?;
-            // keep the forwards the running VM had unless new ones are given
+            // keep the forwards (and the exposed API) the running VM had unless new ones are
+            // given
+            let running = vm::Instance::find(state);
             let forwards = if opts.forwards.is_empty() {
-                vm::Instance::find(state)
+                running
+                    .as_ref()
                     .map(|i| i.record.port_forwards.clone())
                     .unwrap_or_default()
             } else {
                 opts.forwards
             };
+            let expose = opts.expose || running.is_some_and(|i| i.record.expose.is_some());
             if opts.clean {
                 ui::info(
                     tool,
@@ -145,7 +160,8 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                 );
             }
             sync_live_volumes(ctx, spec);
-            let cfg = vmconfig::build(ctx, spec, state, true, forwards);
+            let mut cfg = vmconfig::build(ctx, spec, state, true, forwards);
+            cfg.expose = expose_config(spec, state, expose)?;
             let started = memres::restart(&cfg, opts.clean)?;
             warn_no_share(tool, &started.instance);
             warm_up(ctx, spec, started.instance.clone())?;
@@ -156,6 +172,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                     memres::describe(&started.instance)
                 ),
             );
+            print_expose(spec, &started.instance);
             Ok(0)
         }
         "status" => {
@@ -163,6 +180,10 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             match memres::status(state) {
                 Some(line) => {
                     writeln!(out, "{line}")?;
+                    drop(out);
+                    if let Some(i) = vm::Instance::find(state) {
+                        print_expose(spec, &i);
+                    }
                     Ok(0)
                 }
                 None => {
@@ -256,9 +277,46 @@ fn warn_no_share(tool: &str, instance: &vm::Instance) {
     }
 }
 
-/// Starts the runtime's services right after boot, so the first command is warm.
+/// What `--expose` relays, from the plugin's `engine_api` (None without `--expose`).
+fn expose_config(
+    spec: &RuntimeSpec,
+    state: &std::path::Path,
+    wanted: bool,
+) -> anyhow::Result<Option<vm::engine_api::Expose>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let api = &spec.engine_api;
+    if api.guest_socket.is_empty() || api.host_socket_name.is_empty() {
+        bail!(
+            "--expose: the {} runtime plugin names no engine API socket",
+            spec.runtime_binary
+        );
+    }
+    Ok(Some(vm::engine_api::Expose {
+        guest_socket: api.guest_socket.to_string(),
+        host_socket: state.join(api.host_socket_name.as_str()),
+    }))
+}
+
+/// The line that points the runtime's own client at the exposed API (stdout: it is data).
+fn print_expose(spec: &RuntimeSpec, instance: &vm::Instance) {
+    if let Some(e) = &instance.record.expose {
+        let api = &spec.engine_api;
+        println!(
+            "{}",
+            vm::engine_api::client_lines(&api.client_env, &api.client_hint, &e.host_socket)
+        );
+    }
+}
+
+/// Starts the runtime's services right after boot, so the first command is warm; with the
+/// engine API exposed, also the services that serve it.
 fn warm_up(ctx: &RuntimeContext, spec: &RuntimeSpec, instance: vm::Instance) -> anyhow::Result<()> {
-    let services: Vec<_> = spec.services.iter().cloned().collect();
+    let mut services: Vec<_> = spec.services.iter().cloned().collect();
+    if instance.record.expose.is_some() {
+        services.extend(spec.engine_api.services.iter().cloned());
+    }
     if services.is_empty() {
         return Ok(());
     }
@@ -289,6 +347,12 @@ mod tests {
                 .expect("restart")
                 .clean
         );
+        assert!(
+            parse_start(&words(&["--expose", "-p", "80:80"]), false)
+                .expect("expose")
+                .expose
+        );
+        assert!(!parse_start(&[], false).expect("plain").expose);
         assert!(parse_start(&words(&["-p"]), false).is_err());
         assert!(parse_start(&words(&["-p", "x:y"]), false).is_err());
     }

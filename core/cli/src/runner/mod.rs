@@ -46,6 +46,12 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
     let argv = utf8_args(&ctx)?;
     match ctx.command() {
         "memres" | "vmemres" => return memres::run(&ctx, &spec, &argv[1..]),
+        // the old tool's word for it (over ssh there): the engine API on the host
+        "vexpose" => {
+            let mut args = vec!["start".to_string(), "--expose".to_string()];
+            args.extend(argv[1..].iter().cloned());
+            return memres::run(&ctx, &spec, &args);
+        }
         "vshell" => return vshell::run(&ctx, &spec, &argv[1..]),
         "vimport" | "vimport-batch" => return import::run(&ctx, &spec, &argv[1..]),
         _ => {}

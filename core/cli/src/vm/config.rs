@@ -181,6 +181,9 @@ pub struct VmConfig {
     /// cannot sandbox itself.
     #[serde(default)]
     pub host_share: bool,
+    /// Relay the engine's API socket to the host (memres only, `vm::engine_api`).
+    #[serde(default)]
+    pub expose: Option<super::engine_api::Expose>,
     /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.
     #[serde(skip)]
     pub supervisor_command: Option<Vec<std::ffi::OsString>>,
@@ -224,6 +227,7 @@ impl VmConfig {
             transport: None,
             debug: false,
             host_share: false,
+            expose: None,
             supervisor_command: None,
         }
     }

@@ -38,6 +38,9 @@ pub struct VmRecord {
     /// Empty PCIe root ports for volume shares (see `vm::shares`); 0: volumes are copied.
     #[serde(default)]
     pub share_slots: u32,
+    /// The engine API relayed to the host, when the VM was started with `--expose`.
+    #[serde(default)]
+    pub expose: Option<super::engine_api::Expose>,
     /// Why the VM has no volume shares although they were asked for (virtiofsd missing, ...).
     #[serde(default)]
     pub host_share_note: Option<String>,
@@ -243,6 +246,7 @@ mod tests {
             vhost_vsock_pid: None,
             vhost_vsock_start_time: None,
             share_slots: 0,
+            expose: None,
             host_share_note: None,
             transport: TransportKind::Hybrid,
             endpoint: Endpoint::Hybrid {

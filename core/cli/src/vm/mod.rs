@@ -8,7 +8,8 @@
 //! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`, `vhost_gate`
 //! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (one volume
 //! dir's virtiofsd), `shares` (volume shares hot-plugged into a memres VM: live `-v` volumes),
-//! `records` (the lock of the record files), `secret` (the per-VM agent secret file).
+//! `records` (the lock of the record files), `secret` (the per-VM agent secret file),
+//! `engine_api` (the engine's API socket relayed to the host).
 
 pub mod accel;
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod blobs;
 pub mod boot;
 pub mod config;
 pub mod doctor;
+pub mod engine_api;
 pub mod error;
 pub mod instance;
 pub mod lock;

@@ -19,6 +19,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use super::boot::{self, RunningVm};
 use super::config::VmConfig;
+use super::engine_api;
 use super::instance::{self, VmRecord};
 use super::lock;
 use super::process::{Proc, ProcId};
@@ -72,6 +73,12 @@ pub fn main() -> i32 {
         report(&format!("error {}", json_str(&e.to_string())));
         let t = vm.cfg.shutdown_timeout();
         stop_vm(&mut vm, "cannot write vm.json", t);
+        return 1;
+    }
+    if let Err(e) = expose_api(&vm) {
+        report(&format!("error {}", json_str(&e)));
+        let t = vm.cfg.shutdown_timeout();
+        stop_vm(&mut vm, "cannot expose the engine API", t);
         return 1;
     }
     instance::touch_activity(&cfg.state_dir);
@@ -266,6 +273,30 @@ fn signal_pipe() -> Result<OwnedFd, String> {
     Ok(r)
 }
 
+/// With `--expose`: the engine API's host socket, relayed for the VM's life.
+fn expose_api(vm: &RunningVm) -> Result<(), String> {
+    let Some(expose) = &vm.cfg.expose else {
+        return Ok(());
+    };
+    let listener = engine_api::bind(&expose.host_socket).map_err(|e| e.to_string())?;
+    let relay = engine_api::Relay {
+        endpoint: vm.endpoint.clone(),
+        secret: vm.secret.clone(),
+        guest_socket: expose.guest_socket.clone(),
+        state_dir: vm.cfg.state_dir.clone(),
+    };
+    engine_api::serve(listener, relay).map_err(|e| format!("relay thread: {e}"))?;
+    boot::log(
+        &vm.paths,
+        &format!(
+            "engine API {} relayed on {}",
+            expose.guest_socket,
+            expose.host_socket.display()
+        ),
+    );
+    Ok(())
+}
+
 fn write_record(vm: &RunningVm) -> super::Result<()> {
     let me = ProcId::of(std::process::id() as i32)
         .ok_or_else(|| super::VmError::Other("cannot read own /proc/self/stat".into()))?;
@@ -285,6 +316,7 @@ fn write_record(vm: &RunningVm) -> super::Result<()> {
         vhost_vsock_pid: vhost.map(|v| v.pid),
         vhost_vsock_start_time: vhost.map(|v| v.start_time),
         share_slots: vm.share_slots,
+        expose: vm.cfg.expose.clone(),
         host_share_note: vm.host_share_note.clone(),
         transport: vm.transport.kind,
         endpoint: vm.endpoint.clone(),
@@ -322,7 +354,11 @@ fn stop_vm(vm: &mut RunningVm, why: &str, timeout: Duration) {
 /// Remove what describes a running VM, but only if vm.json still names this supervisor.
 fn cleanup_files(state_dir: &Path) {
     let me = std::process::id() as i32;
-    if VmRecord::read(state_dir).is_none_or(|r| r.supervisor_pid == me) {
+    let record = VmRecord::read(state_dir);
+    if record.as_ref().is_none_or(|r| r.supervisor_pid == me) {
+        if let Some(e) = record.and_then(|r| r.expose) {
+            engine_api::remove_socket(&e.host_socket);
+        }
         for f in [instance::VM_JSON, instance::PORT_FORWARDS_JSON] {
             let _ = std::fs::remove_file(state_dir.join(f));
         }

@@ -1,0 +1,228 @@
+//! End-to-end test of the engine API on the host (`memres start --expose`, `vexpose`): the
+//! host's own docker client (any docker CLI on PATH) and podman (`podman --remote`, Debian's
+//! package) drive the engine in the real guest through the relayed socket, and see the same
+//! images and containers as `vdkr`/`vpdmn`. One VM per runtime, every check on it.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
+};
+
+/// (tool, runtime, host client program, the client's arguments before the command)
+const CLIENTS: [(&str, &str, &str, &[&str]); 2] = [
+    ("vdkr", "docker", "docker", &[]),
+    ("vpdmn", "podman", "podman", &["--remote"]),
+];
+
+struct Client<'a> {
+    program: &'a str,
+    pre: &'a [&'a str],
+    env: (&'static str, String),
+    config: PathBuf,
+}
+
+impl Client<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.program);
+        c.args(self.pre)
+            .args(args)
+            .env(self.env.0, &self.env.1)
+            // the client's own config and state stay in the test's world
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env("XDG_DATA_HOME", &self.config)
+            .env("XDG_RUNTIME_DIR", &self.config);
+        if self.program == "docker" {
+            // (podman reads DOCKER_CONFIG as its auth file)
+            c.env("DOCKER_CONFIG", &self.config);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn the host client")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{} {args:?}: {}{}",
+            self.program,
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+}
+
+fn client_present(program: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var("VCONTAINER_E2E").as_deref() == Ok("1") {
+        panic!("VCONTAINER_E2E=1 but no `{program}` client on PATH (scripts/setup-host.sh installs it)");
+    }
+    found
+}
+
+/// `vexpose` / `memres start --expose`: the runtime's own client runs a container (output,
+/// stdin and exit code through the relay), lists what the tool lists, streams `logs -f`,
+/// survives 8 parallel clients and one killed mid-stream; the socket is the owner's only
+/// and goes with the VM.
+#[test]
+fn the_hosts_own_client_drives_the_guest_engine() {
+    for (tool, runtime, program, pre) in CLIENTS {
+        vm_or_skip!(runtime);
+        if !client_present(program) {
+            eprintln!("SKIPPED: no {program} client");
+            continue;
+        }
+        let w = World::new();
+        let started = w.run_ok(tool, ["vexpose"]);
+        let state = w.home.path().join(format!(".{tool}")).join("x86_64");
+        let socket = state.join(format!("{runtime}.sock"));
+        let env = if runtime == "docker" {
+            "DOCKER_HOST"
+        } else {
+            "CONTAINER_HOST"
+        };
+        let url = format!("unix://{}", socket.display());
+        assert!(
+            started.contains(&format!("export {env}={url}")),
+            "{tool}: {started}"
+        );
+        let meta = std::fs::symlink_metadata(&socket).expect("the socket exists");
+        assert!(meta.file_type().is_socket(), "{tool}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{tool}");
+        assert!(
+            w.run_ok(tool, ["memres", "status"]).contains(&url),
+            "{tool}: status names the socket"
+        );
+        let tar = w.home.path().join("bb.tar");
+        busybox_rootfs_tar(&tar).expect("busybox tar");
+        let o = w.run(
+            tool,
+            [OsStr::new("import"), tar.as_os_str(), OsStr::new("bb:1")],
+        );
+        assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+
+        let config = w.home.path().join("client");
+        std::fs::create_dir_all(&config).expect("mkdir");
+        let c = Client {
+            program,
+            pre,
+            env: (env, url.clone()),
+            config,
+        };
+        checks(&w, tool, &c);
+
+        w.run_ok(tool, ["memres", "stop"]);
+        assert!(!socket.exists(), "{tool}: the socket outlived the VM");
+        assert_no_vm_processes(w.home.path());
+    }
+}
+
+fn checks(w: &World, tool: &str, c: &Client<'_>) {
+    // a container's output and exit code come back through the relay
+    assert_eq!(
+        c.ok(&["run", "--rm", "bb:1", "uname", "-m"]),
+        "x86_64\n",
+        "{tool}"
+    );
+    let o = c.run(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{tool}: {}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n", "{tool}");
+    assert!(stderr(&o).contains("err"), "{tool}: {}", stderr(&o));
+    // stdin, and its end (a half-close the relay carries), reach the container
+    let mut child = c
+        .cmd(&["run", "-i", "--rm", "bb:1", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"through stdin\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(stdout(&o), "through stdin\ndone\n", "{tool}");
+
+    // the client and the tool see the same engine
+    assert!(c.ok(&["images"]).contains("bb"), "{tool}");
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "streamer",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two; sleep 3600",
+    ]);
+    let ps = w.run_ok(tool, ["ps"]);
+    assert!(ps.contains("streamer"), "{tool}: {ps}");
+
+    // logs -f streams; a client killed mid-stream ends only its own relay
+    let mut follower = c
+        .cmd(&["logs", "-f", "streamer"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut follower_out = follower.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !seen.contains("two") && Instant::now() < deadline {
+            match std::io::Read::read(&mut follower_out, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    let seen = reader.join().expect("reader");
+    assert!(
+        seen.contains("one") && seen.contains("two"),
+        "{tool}: logs -f: {seen:?}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // 8 clients at once all get their answer
+    let parallel: Vec<_> = (0..8)
+        .map(|_| {
+            c.cmd(&["ps", "--format", "{{.Names}}"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for (n, child) in parallel.into_iter().enumerate() {
+        let o = child.wait_with_output().expect("wait");
+        assert!(
+            o.status.success() && stdout(&o).contains("streamer"),
+            "{tool}: parallel client {n}: {}",
+            stdout(&o)
+        );
+    }
+    c.ok(&["rm", "-f", "streamer"]);
+    assert!(!w.run_ok(tool, ["ps", "-a"]).contains("streamer"), "{tool}");
+}
