@@ -36,7 +36,7 @@ pub use frame::{
     ProtoError, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
-    check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response,
+    check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response, ResumeRequest,
     ServiceStartRequest, SocketProbe, WindowSize,
 };
 

@@ -17,6 +17,9 @@ pub struct BootConfig {
     pub debug: bool,
     /// `vcontainer.hostfs=<tag>`: mount the host share with this virtio-fs tag.
     pub hostfs: Option<String>,
+    /// `vcontainer.snapshot=1`: this boot is saved as a snapshot (docs/snapshot.md): no
+    /// storage at boot, the secret re-read per connection, `Resume` after each restore.
+    pub snapshot: bool,
 }
 
 impl BootConfig {
@@ -28,6 +31,7 @@ impl BootConfig {
             port: vcontainer_proto::AGENT_VSOCK_PORT,
             debug: false,
             hostfs: None,
+            snapshot: false,
         };
         for word in cmdline.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -50,6 +54,7 @@ impl BootConfig {
                     }
                 }
                 "vcontainer.debug" => config.debug = value == "1",
+                "vcontainer.snapshot" => config.snapshot = value == "1",
                 "vcontainer.hostfs" if !value.is_empty() => config.hostfs = Some(value.to_owned()),
                 _ => {}
             }
@@ -75,6 +80,8 @@ mod tests {
         assert_eq!(c.storage, Some(PathBuf::from("/var/lib/docker")));
         assert_eq!(c.port, 2000);
         assert!(c.debug);
+        assert!(!c.snapshot);
+        assert!(BootConfig::parse("vcontainer.snapshot=1").snapshot);
     }
 
     #[test]
