@@ -23,7 +23,7 @@ pub use conn::AgentConn;
 pub use error::ClientError;
 pub use exec::exec;
 pub use interactive::{exec_interactive, exec_relaying_signals, terminal_size};
-pub use simple::{hello, service_start, service_status, shutdown, ServiceState};
+pub use simple::{hello, resume, service_start, service_status, shutdown, ServiceState};
 pub use tar::{pull_tar, pull_tar_contents, push_tar};
 pub use vcontainer_proto::{
     ExecRequest, ExitStatus, HelloOk, ServiceStartRequest, SocketProbe, WindowSize,

@@ -112,3 +112,17 @@ pub fn shutdown<C: AgentConn>(mut conn: C) -> Result<(), ClientError> {
         other => Err(unexpected(other)),
     }
 }
+
+/// Tell a guest restored from a snapshot its clock, fresh entropy and storage (see
+/// vm/snapshot.rs); returns once it is the host's run.
+pub fn resume<C: AgentConn>(
+    mut conn: C,
+    request: vcontainer_proto::ResumeRequest,
+) -> Result<(), ClientError> {
+    const DURING: &str = "while resuming a restored guest";
+    send_request(&mut conn, &Request::Resume(request), DURING)?;
+    match read_response(&mut conn, DURING)? {
+        Response::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}

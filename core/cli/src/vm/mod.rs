@@ -7,7 +7,8 @@
 //! `instance` (vm.json and finding a running VM), `supervisor` (the detached owner of a memres
 //! VM), `memres` (start/stop/status/list), `batch` (boot, run, shut down), `doctor`, `vhost_gate`
 //! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (the host share of
-//! a memres VM: live `-v` volumes), `secret` (the per-VM agent secret file).
+//! a memres VM: live `-v` volumes), `secret` (the per-VM agent secret file), `snapshot`
+//! (cold start from a saved guest).
 
 pub mod accel;
 pub mod batch;
@@ -23,6 +24,7 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod secret;
+pub mod snapshot;
 pub mod statedisk;
 pub mod supervisor;
 pub mod transport;
