@@ -245,13 +245,14 @@ pub fn cache_dir(
     Ok(base.join("vcontainer").join("snapshots"))
 }
 
-/// Remove every snapshot (and unfinished save) in the cache dir; returns how many files.
-pub fn remove_all() -> std::result::Result<usize, SnapshotError> {
+/// Remove the snapshots (and unfinished saves) of `runtime` from the cache dir (`clean`);
+/// returns how many files went, and the dir.
+pub fn remove_all(runtime: &str) -> std::result::Result<(usize, PathBuf), SnapshotError> {
     let dir = cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))?;
-    remove_all_in(&dir)
+    Ok((remove_all_in(&dir, runtime)?, dir))
 }
 
-fn remove_all_in(dir: &Path) -> std::result::Result<usize, SnapshotError> {
+fn remove_all_in(dir: &Path, runtime: &str) -> std::result::Result<usize, SnapshotError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -262,7 +263,8 @@ fn remove_all_in(dir: &Path) -> std::result::Result<usize, SnapshotError> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // only what we write there: `<runtime>-<arch>-<hash>.snap[.tmp-<pid>]`
-        if name.ends_with(".snap") || name.contains(".snap.tmp-") {
+        let ours = name.ends_with(".snap") || name.contains(".snap.tmp-");
+        if ours && name.starts_with(&format!("{runtime}-")) {
             let path = entry.path();
             std::fs::remove_file(&path)
                 .map_err(|e| io(format!("removing {}", path.display()), e))?;
@@ -589,17 +591,25 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         for name in [
             "podman-x86_64-ab.snap",
-            "docker-x86_64-cd.snap.tmp-99",
-            "notes.txt",
+            "podman-x86_64-cd.snap.tmp-99",
+            "docker-x86_64-ef.snap",
+            "podman-notes.txt",
         ] {
             std::fs::write(t.path().join(name), b"x").expect("write");
         }
-        assert_eq!(remove_all_in(t.path()).expect("rm"), 2);
+        assert_eq!(remove_all_in(t.path(), "podman").expect("rm"), 2);
         assert!(
-            t.path().join("notes.txt").exists(),
+            t.path().join("podman-notes.txt").exists(),
             "a file we did not write stays"
         );
-        assert_eq!(remove_all_in(&t.path().join("missing")).expect("none"), 0);
+        assert!(
+            t.path().join("docker-x86_64-ef.snap").exists(),
+            "another runtime's stays"
+        );
+        assert_eq!(
+            remove_all_in(&t.path().join("missing"), "podman").expect("none"),
+            0
+        );
     }
 
     #[test]
