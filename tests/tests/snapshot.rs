@@ -2,7 +2,8 @@
 //! `VCONTAINER_SNAPSHOT=1` a one-shot command saves the booted guest once, and later ones
 //! restore it. Each test proves from the `-v` lines that the path was taken, and from real
 //! output that the restored guest is the host's run: its state disk is the user's (hot-plugged
-//! after the restore), its clock is now, and two restores at once are two different guests.
+//! after the restore), its clock is now, two restores at once are two different guests, and a
+//! snapshot that does not load gives a cold boot.
 //! One test per runtime; the podman one carries the checks that are the same for both.
 
 use std::process::Output;

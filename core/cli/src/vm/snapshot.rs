@@ -102,7 +102,21 @@ impl Mode {
             return Ok(());
         };
         let mut qmp = connect_qmp(&paths.qmp_socket, qemu, deadline)?;
-        incoming(&mut qmp, file, qemu, deadline)?;
+        if let Err(e) = incoming(&mut qmp, file, qemu, deadline) {
+            // QEMU says why on its stderr (e.g. "load of migration failed: ...")
+            let said = process::tail_lines(&paths.qemu_log, 3)
+                .lines()
+                .map(|l| l.trim().trim_start_matches('|').trim())
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(match e {
+                VmError::Snapshot(SnapshotError::Migration(m)) if !said.is_empty() => {
+                    SnapshotError::Migration(format!("{m}; QEMU said: {said}")).into()
+                }
+                other => other,
+            });
+        }
         plug_run_devices(&mut qmp, cfg, paths)?;
         qmp.execute("cont", None).map_err(SnapshotError::Qmp)?;
         Ok(())
