@@ -3,6 +3,8 @@
 #   baseline  the same bzImage + a tiny busybox initramfs whose /init powers off at once,
 #             under the same QEMU flags as vcontainer (minus the vsock device): boot-to-init
 #   cold      `<tool> --no-daemon images` from an empty state dir, and its ratio to baseline
+#   restored  the same with VCONTAINER_SNAPSHOT=1 (docs/snapshot.md): the first run saves the
+#             snapshot, then the median of 3 restored runs and its ratio to baseline (x86_64)
 #   warm      with `memres start`: /bin/true through the agent vs the same in a guest loop
 #             (scripts/../core/cli/examples/vm_bench.rs), and `<tool> images` wall time
 #   stream    push/pull of a VCONTAINER_BENCH_STREAM_MIB (default 256) MiB file, guest /tmp
@@ -41,7 +43,7 @@ mkdir -p "$WORK/bin" "$WORK/home"
 for tool in vdkr vpdmn vdkr-x86_64 vpdmn-x86_64 vdkr-aarch64 vpdmn-aarch64; do
     ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"
 done
-export HOME="$WORK/home" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
+export HOME="$WORK/home" XDG_CACHE_HOME="$WORK/home/.cache" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
 
 now() { date +%s.%N; }
 elapsed() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
@@ -99,6 +101,22 @@ for base_tool in $TOOLS; do
     cold=$(elapsed "$t0" "$(now)")
     echo "cold '$tool --no-daemon images' (empty state dir): ${cold}s = $(ratio "$cold" "$base")x baseline  [load $(load)]"
     if pgrep -f "qemu-system.*$state" >/dev/null; then echo "WARNING: QEMU left running after --no-daemon" >&2; fi
+
+    if [ "$ARCH" = x86_64 ]; then
+        t0=$(now)
+        VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" --no-daemon images >/dev/null
+        echo "first snapshot run (boot, save, restore, command): $(elapsed "$t0" "$(now)")s"
+        runs=""
+        for _ in 1 2 3; do
+            t0=$(now)
+            VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" --no-daemon images >/dev/null
+            runs="$runs $(elapsed "$t0" "$(now)")"
+        done
+        restored=$(echo "$runs" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
+        echo "restored '$tool --no-daemon images' (median of 3): ${restored}s = $(ratio "$restored" "$base")x baseline (goal <= 0.5x), $(ratio "$restored" "$cold")x cold  [load $(load)]"
+    else
+        echo "restored: not measured (snapshots are x86_64 only so far, docs/snapshot.md)"
+    fi
 
     t0=$(now)
     started="$started $tool"

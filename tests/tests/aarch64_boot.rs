@@ -146,6 +146,7 @@ fn probe_spec(t: &Tools, dir: &Path, disk: &Path) -> VmSpec {
             agent_port: 1024,
             debug: false,
         },
+        snapshot: None,
     }
 }
 

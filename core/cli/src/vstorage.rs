@@ -187,7 +187,21 @@ pub fn clean_current(session: &Session) -> anyhow::Result<i32> {
             &format!("No storage directory found for {arch} ({})", dir.display()),
         );
     }
+    remove_snapshots(session)?;
     Ok(0)
+}
+
+/// The runtime's saved guests (vm/snapshot.rs) go with its storage: a cache, remade on need.
+fn remove_snapshots(session: &Session) -> anyhow::Result<()> {
+    let (n, dir) = crate::vm::snapshot::remove_all(&session.tool.runtime)
+        .context("removing the saved VM snapshots")?;
+    if n > 0 {
+        ui::info(
+            &session.tool.name,
+            &format!("Removed {n} VM snapshot file(s) from {}", dir.display()),
+        );
+    }
+    Ok(())
 }
 
 /// What was cleaned is the command's result: one `Cleaned: <dir>` line per state dir on
@@ -216,6 +230,7 @@ fn clean(session: &Session, arch: Option<&str>, all: bool) -> anyhow::Result<i32
                 report_cleaned(dir)?;
             }
         }
+        remove_snapshots(session)?;
         ui::info(tool, &format!("All storage cleaned ({} dirs).", dirs.len()));
         return Ok(0);
     }

@@ -36,7 +36,7 @@ pub use frame::{
     ProtoError, HEADER_LEN, MAX_PAYLOAD,
 };
 pub use message::{
-    check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response,
+    check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response, ResumeRequest,
     ServiceStartRequest, SocketProbe, WindowSize,
 };
 
@@ -44,7 +44,8 @@ pub use message::{
 /// and agent refuse to talk across versions (see [`check_version`]).
 /// Version 2: connections open with the authentication exchange of [`auth`].
 /// Version 3: `MountShare` (volume shares hot-plugged into a running VM); the host's `/` is
-/// no longer shared at boot; `Connect` (the engine API relayed to the host).
+/// no longer shared at boot; `Connect` (the engine API relayed to the host); `Resume` (a guest
+/// restored from a snapshot).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Where the agent mounts a volume share tagged `<tag>`: `<SHARES_DIR>/<tag>` (see

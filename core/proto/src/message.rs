@@ -80,6 +80,22 @@ pub struct SocketProbe {
     pub http_path: Option<String>,
 }
 
+/// What a guest restored from a snapshot learns from the host before it serves commands
+/// (see docs/snapshot.md): the saved guest woke up with the clock, entropy and storage of the
+/// moment it was saved, and this makes it the host's fresh run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The host's wall clock, nanoseconds since the Unix epoch, when the request was sent.
+    pub unix_time_ns: u64,
+    /// Fresh random bytes for the guest's entropy pool (the saved pool is shared by every
+    /// restore of one snapshot).
+    pub entropy: Vec<u8>,
+    /// The state disk hot-plugged for this run (mounted on the boot's `vcontainer.storage`),
+    /// None for a run without one (the storage is then a tmpfs, as with `vcontainer.state=none`).
+    #[serde(default)]
+    pub state_device: Option<String>,
+}
+
 /// Host -> guest control messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -127,6 +143,9 @@ pub enum Request {
     Connect {
         path: String,
     },
+    /// Only to an agent booted with `vcontainer.snapshot=1`, once after each restore: set the
+    /// clock, reseed entropy, mount the run's storage; answered `Done`.
+    Resume(ResumeRequest),
 }
 
 /// How a program ended: a value, never parsed from text.

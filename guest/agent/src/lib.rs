@@ -56,6 +56,17 @@ pub trait ShutdownHook: Send + Sync {
     fn power_off(&self);
 }
 
+/// What a guest booted to be saved as a snapshot does differently (docs/snapshot.md): every
+/// restore of the snapshot is a new run with its own secret (QEMU's fw_cfg of that run), and
+/// is told its clock, entropy and storage by `Resume`.
+pub trait SnapshotHook: Send + Sync {
+    /// The secret of the current run, read again for each connection (the one read at boot
+    /// belongs to the run that made the snapshot). None serves nobody.
+    fn current_secret(&self) -> Option<Secret>;
+    /// Make this restore the host's run: clock, entropy, storage. Errors go to the host.
+    fn resume(&self, request: &vcontainer_proto::ResumeRequest) -> Result<(), String>;
+}
+
 /// A hook that does nothing (not PID 1, unit tests).
 pub struct NoShutdown;
 
@@ -72,6 +83,8 @@ pub struct Agent {
     reaper: Reaper,
     services: Services,
     shutdown: Box<dyn ShutdownHook>,
+    /// Set when booted with `vcontainer.snapshot=1`.
+    snapshot: Option<Box<dyn SnapshotHook>>,
     /// Result of [`Agent::make_state_safe`] once it ran.
     state_safe: std::sync::Mutex<Option<Result<(), String>>>,
 }
@@ -83,8 +96,16 @@ impl Agent {
             reaper,
             services: Services::default(),
             shutdown,
+            snapshot: None,
             state_safe: std::sync::Mutex::new(None),
         }
+    }
+
+    /// This agent serves a guest that is saved as a snapshot and restored (see
+    /// [`SnapshotHook`]).
+    pub fn with_snapshot(mut self, hook: Box<dyn SnapshotHook>) -> Self {
+        self.snapshot = Some(hook);
+        self
     }
 
     /// An agent for tests: per-child reaping, no shutdown duties, logs in `log_dir`, serving
@@ -136,7 +157,11 @@ pub fn handle_connection<S: AgentStream>(agent: &Agent, stream: S) {
 fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError> {
     let mut writer = stream.try_clone_stream()?;
     let mut reader = stream.try_clone_stream()?;
-    if let Err(why) = auth::accept(agent.info.secret.as_ref(), stream, &mut reader, &mut writer) {
+    let secret = match &agent.snapshot {
+        Some(hook) => hook.current_secret(),
+        None => agent.info.secret.clone(),
+    };
+    if let Err(why) = auth::accept(secret.as_ref(), stream, &mut reader, &mut writer) {
         log!("connection refused: {why}");
         return Ok(());
     }
@@ -184,6 +209,19 @@ fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError>
                 sink.finish(&Response::error(ErrorKind::Io, e))
             }
         },
+        Request::Resume(request) => {
+            let response = match &agent.snapshot {
+                Some(hook) => match hook.resume(&request) {
+                    Ok(()) => Response::Done,
+                    Err(message) => Response::error(ErrorKind::Io, message),
+                },
+                None => Response::error(
+                    ErrorKind::BadRequest,
+                    "Resume is only valid on a guest booted with vcontainer.snapshot=1",
+                ),
+            };
+            sink.finish(&response)
+        }
         Request::Signal { .. } | Request::Resize(_) => sink.finish(&Response::error(
             ErrorKind::BadRequest,
             "Signal and Resize are only valid on an Exec connection",

@@ -24,7 +24,8 @@ pub use error::ClientError;
 pub use exec::exec;
 pub use interactive::{exec_interactive, exec_relaying_signals, terminal_size};
 pub use simple::{
-    connect_socket, hello, mount_share, service_start, service_status, shutdown, ServiceState,
+    connect_socket, hello, mount_share, resume, service_start, service_status, shutdown,
+    ServiceState,
 };
 pub use tar::{pull_tar, pull_tar_contents, push_tar};
 pub use vcontainer_proto::{

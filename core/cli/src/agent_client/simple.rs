@@ -132,9 +132,23 @@ pub fn mount_share<C: AgentConn>(
     }
 }
 
+/// Tell a guest restored from a snapshot its clock, fresh entropy and storage (see
+/// vm/snapshot.rs); returns once it is the host's run.
+pub fn resume<C: AgentConn>(
+    mut conn: C,
+    request: vcontainer_proto::ResumeRequest,
+) -> Result<(), ClientError> {
+    const DURING: &str = "while resuming a restored guest";
+    send_request(&mut conn, &Request::Resume(request), DURING)?;
+    match read_response(&mut conn, DURING)? {
+        Response::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Turn `conn` into a byte pipe to the guest's Unix socket `path` (the engine API relay):
-/// once this returns, what is written to `conn` reaches that socket and its answers come
-/// back, unframed.
+/// once this returns, the socket's bytes travel as `Stdin`/`Stdout` frames (see
+/// `vm::engine_api`).
 pub fn connect_socket<C: AgentConn>(mut conn: C, path: &str) -> Result<C, ClientError> {
     const DURING: &str = "while connecting to a guest socket";
     let request = Request::Connect {

@@ -1072,3 +1072,62 @@ fn a_service_that_timed_out_is_probed_again_not_started_twice() {
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
+
+/// The snapshot hook of a test agent: the "fw_cfg" secret can change (a new restore), and
+/// each Resume is recorded.
+struct TestSnapshot {
+    secret: Arc<std::sync::Mutex<Secret>>,
+    resumed: Arc<std::sync::Mutex<Vec<vcontainer_proto::ResumeRequest>>>,
+}
+
+impl vcontainer_agent::SnapshotHook for TestSnapshot {
+    fn current_secret(&self) -> Option<Secret> {
+        Some(self.secret.lock().expect("lock").clone())
+    }
+    fn resume(&self, request: &vcontainer_proto::ResumeRequest) -> Result<(), String> {
+        self.resumed.lock().expect("lock").push(request.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_agent_serves_the_current_secret_and_takes_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let secret = Arc::new(std::sync::Mutex::new(test_secret()));
+    let resumed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let agent = Agent::for_tests(dir.path().join("logs"), test_secret()).with_snapshot(Box::new(
+        TestSnapshot {
+            secret: Arc::clone(&secret),
+            resumed: Arc::clone(&resumed),
+        },
+    ));
+    let agent = Arc::new(agent);
+    thread::spawn(move || vcontainer_agent::serve(listener, agent));
+
+    // a restore: the saved boot's secret no longer opens the agent, this run's does
+    let fresh = Secret::from_bytes(&[0x77; SECRET_LEN]).expect("32 bytes");
+    *secret.lock().expect("lock") = fresh.clone();
+    let mut old = UnixStream::connect(&socket).expect("connect");
+    assert!(authenticate(&mut old, &test_secret()).is_err());
+    let mut conn = UnixStream::connect(&socket).expect("connect");
+    authenticate(&mut conn, &fresh).expect("this run's secret");
+    let request = vcontainer_proto::ResumeRequest {
+        unix_time_ns: 1_700_000_000_000_000_000,
+        entropy: vec![9; 64],
+        state_device: Some("/dev/vdb".into()),
+    };
+    resume(conn, request.clone()).expect("resume");
+    assert_eq!(
+        resumed.lock().expect("lock").as_slice(),
+        std::slice::from_ref(&request)
+    );
+
+    // an agent not booted for snapshots refuses it
+    let plain = TestAgent::start();
+    match resume(plain.connect(), request) {
+        Err(ClientError::Agent { kind, .. }) => assert_eq!(kind, ErrorKind::BadRequest),
+        other => panic!("expected BadRequest, got {other:?}"),
+    }
+}

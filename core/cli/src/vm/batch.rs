@@ -29,7 +29,7 @@ pub fn boot_batch(cfg: &VmConfig) -> Result<BatchVm> {
             cfg.state_dir.display()
         )));
     }
-    let vm = boot::boot(cfg)?;
+    let vm = super::snapshot::boot(cfg)?;
     Ok(BatchVm {
         vm: Some(vm),
         _lock: lock,

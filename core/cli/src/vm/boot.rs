@@ -25,6 +25,7 @@ use super::process::{self, Proc};
 use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::secret;
+use super::snapshot;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
 use super::vhost_gate::VhostStartGate;
@@ -138,7 +139,7 @@ pub enum StopOutcome {
 /// Children die with the calling thread (PR_SET_PDEATHSIG): call from a thread that lives as
 /// long as the VM should (the main thread of the CLI or of the supervisor).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
-    match boot_once(cfg) {
+    match boot_once(cfg, None) {
         // Nothing ran in the guest before its agent answered, and the failed attempt's
         // processes are gone: one more boot costs seconds where failing costs the command.
         Err(VmError::VsockBackendLost { pid, .. }) => {
@@ -148,15 +149,21 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
                 &format!("vhost-device-vsock (pid {pid}) lost its vring worker during boot; booting again"),
             );
             tracing::warn!("vhost-device-vsock lost its vring worker during boot; booting again");
-            boot_once(cfg)
+            boot_once(cfg, None)
         }
         other => other,
     }
 }
 
+/// A VM to be saved as a snapshot, or restored from one, up to the agent's Hello (see
+/// vm/snapshot.rs, which does the rest).
+pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &snapshot::Mode) -> Result<RunningVm> {
+    boot_once(cfg, Some(mode))
+}
+
 /// One boot attempt: QEMU and the vsock backend started, up to the agent's Hello.
 /// On failure every process it started is stopped again.
-fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
+fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
     let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
     let program = super::qemu::qemu_program(cfg.arch);
@@ -219,7 +226,8 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
         path: blobs.rootfs.clone(),
         read_only: true,
     }];
-    if cfg.state_disk {
+    // a snapshot's state disk is hot-plugged after the restore
+    if cfg.state_disk && snapshot.is_none() {
         disks.push(Disk {
             role: DiskRole::State,
             path: cfg.state_disk_path(),
@@ -242,11 +250,12 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
         agent_secret: paths.agent_secret.clone(),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
-            state_device: cfg.state_disk.then(|| "/dev/vdb".to_string()),
+            state_device: (cfg.state_disk && snapshot.is_none()).then(|| "/dev/vdb".to_string()),
             storage_path: cfg.storage_path.clone(),
             agent_port: AGENT_VSOCK_PORT,
             debug: cfg.debug,
         },
+        snapshot: snapshot.map(snapshot::Mode::layout),
     };
     let qemu_log = log_file(&paths.qemu_log)?;
     let mut cmd = Command::new(&qemu_bin);
@@ -279,15 +288,21 @@ fn boot_once(cfg: &VmConfig) -> Result<RunningVm> {
     // hybrid: no connection to vhost-device-vsock before the guest has started the device
     let gate =
         (transport.kind == TransportKind::Hybrid).then(|| VhostStartGate::new(&paths.qmp_socket));
-    match wait_for_hello(
-        &mut qemu,
-        vhost.as_mut(),
-        (&endpoint, &secret),
-        gate,
-        deadline,
-        &paths,
-        cfg,
-    ) {
+    let restored = match snapshot {
+        Some(mode) => mode.after_spawn(cfg, &paths, &mut qemu, deadline),
+        None => Ok(()),
+    };
+    match restored.and_then(|()| {
+        wait_for_hello(
+            &mut qemu,
+            vhost.as_mut(),
+            (&endpoint, &secret),
+            gate,
+            deadline,
+            &paths,
+            cfg,
+        )
+    }) {
         Ok(hello) => Ok(RunningVm {
             cfg: cfg.clone(),
             paths,

@@ -43,6 +43,9 @@ pub enum VmError {
     #[error("vhost-device-vsock (pid {pid}) lost its vring_worker thread: it is alive but will never answer a CONNECT again (a vhost-device-vsock bug hit by a host connection while the guest set up the device; see vm/vhost_gate.rs)\n{diagnostics}")]
     VsockBackendLost { pid: i32, diagnostics: String },
 
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] super::snapshot::SnapshotError),
+
     #[error("the guest agent refused the connection: {0}")]
     Hello(String),
 

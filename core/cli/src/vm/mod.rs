@@ -9,7 +9,8 @@
 //! (when a hybrid boot may first connect to vhost-device-vsock), `virtiofs` (one volume
 //! dir's virtiofsd), `shares` (volume shares hot-plugged into a memres VM: live `-v` volumes),
 //! `records` (the lock of the record files), `secret` (the per-VM agent secret file),
-//! `engine_api` (the engine's API socket relayed to the host).
+//! `engine_api` (the engine's API socket relayed to the host), `snapshot` (cold start from a
+//! saved guest).
 
 pub mod accel;
 pub mod batch;
@@ -28,6 +29,7 @@ pub mod qmp;
 pub mod records;
 pub mod secret;
 pub mod shares;
+pub mod snapshot;
 pub mod statedisk;
 pub mod supervisor;
 pub mod transport;

@@ -48,6 +48,28 @@ pub enum VsockDevice {
     Kernel { cid: u32, vhostfd: Option<i32> },
 }
 
+/// How the command line of a VM saved as a snapshot, or restored from one, differs from a cold
+/// boot's (docs/snapshot.md). Both render the same machine except for what QEMU cannot save
+/// (the vhost-user vsock device) and what belongs to one run (the state disk): those hang on
+/// hot-pluggable root ports, plugged after the restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotLayout {
+    /// Booted to be saved: the vsock device on its root port (unplugged before the save), no
+    /// state disk, `vcontainer.snapshot=1` for the agent.
+    Save,
+    /// Restored: `-incoming defer`, no vsock device yet.
+    Restore,
+}
+
+/// QOM ids of the snapshot layout's root ports and hot-plugged devices. The chassis numbers
+/// stay clear of other root ports' (which count up from 1).
+pub const SNAPSHOT_VSOCK_PORT: &str = "vc-snap-rp-vsock";
+pub const SNAPSHOT_STATE_PORT: &str = "vc-snap-rp-state";
+pub const SNAPSHOT_VSOCK_ID: &str = "vc-snap-vsock";
+pub const SNAPSHOT_VSOCK_CHARDEV: &str = "vsock";
+pub const SNAPSHOT_STATE_ID: &str = "vc-snap-state";
+const SNAPSHOT_CHASSIS: [u8; 2] = [0xf0, 0xf1];
+
 /// The kernel command line keys of the boot contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelArgs {
@@ -79,6 +101,8 @@ pub struct VmSpec {
     /// itself: the secret is on no command line). See docs/security.md.
     pub agent_secret: PathBuf,
     pub kernel_args: KernelArgs,
+    /// Set when the VM is saved as a snapshot or restored from one.
+    pub snapshot: Option<SnapshotLayout>,
 }
 
 impl VmSpec {
@@ -112,6 +136,9 @@ impl VmSpec {
         parts.push(format!("vcontainer.port={}", k.agent_port));
         if k.debug {
             parts.push("vcontainer.debug=1".into());
+        }
+        if self.snapshot.is_some() {
+            parts.push("vcontainer.snapshot=1".into());
         }
         parts.join(" ")
     }
@@ -225,8 +252,37 @@ impl VmSpec {
         // romfile= : no PXE option ROM to load, we boot with -kernel
         a.opt("-device", "virtio-net-pci,netdev=net0,romfile=");
 
+        if self.snapshot.is_some() {
+            for (id, chassis) in [SNAPSHOT_VSOCK_PORT, SNAPSHOT_STATE_PORT]
+                .iter()
+                .zip(SNAPSHOT_CHASSIS)
+            {
+                a.opt(
+                    "-device",
+                    format!("pcie-root-port,id={id},chassis={chassis},slot=0"),
+                );
+            }
+        }
+
         // vsock
         match &self.vsock {
+            // restored: hot-plugged once the saved state is loaded
+            _ if self.snapshot == Some(SnapshotLayout::Restore) => {}
+            VsockDevice::Hybrid { vhost_user_socket } if self.snapshot.is_some() => {
+                a.opt_os(
+                    "-chardev",
+                    cat(&[
+                        format!("socket,id={SNAPSHOT_VSOCK_CHARDEV},path=").as_ref(),
+                        &escape(vhost_user_socket),
+                    ]),
+                );
+                a.opt(
+                    "-device",
+                    format!(
+                        "vhost-user-vsock-pci,chardev={SNAPSHOT_VSOCK_CHARDEV},id={SNAPSHOT_VSOCK_ID},bus={SNAPSHOT_VSOCK_PORT}"
+                    ),
+                );
+            }
             VsockDevice::Hybrid { vhost_user_socket } => {
                 a.opt_os(
                     "-chardev",
@@ -247,6 +303,9 @@ impl VmSpec {
         // device only on a root port that existed at boot (see vm::shares)
         for slot in 0..self.share_slots {
             a.opt("-device", share_slot_device(slot));
+        }
+        if self.snapshot == Some(SnapshotLayout::Restore) {
+            a.opt("-incoming", "defer");
         }
         a.0
     }
@@ -343,6 +402,7 @@ mod tests {
                 agent_port: 1024,
                 debug: false,
             },
+            snapshot: None,
         }
     }
 
@@ -527,6 +587,55 @@ mod tests {
         // and without slots nothing of it appears
         let argv = strings(&spec(Arch::X86_64, hybrid()).render());
         assert!(!argv.iter().any(|a| a.contains("pcie-root-port")));
+    }
+
+    #[test]
+    fn snapshot_layouts_differ_only_in_what_is_plugged_later() {
+        let mut save = spec(Arch::X86_64, hybrid());
+        save.disks.truncate(1);
+        save.kernel_args.state_device = None;
+        save.snapshot = Some(SnapshotLayout::Save);
+        let mut restore = save.clone();
+        restore.snapshot = Some(SnapshotLayout::Restore);
+        let (s, r) = (strings(&save.render()), strings(&restore.render()));
+        for argv in [&s, &r] {
+            assert!(values(argv, "-append")[0].ends_with(" vcontainer.snapshot=1"));
+            let ports: Vec<_> = values(argv, "-device")
+                .into_iter()
+                .filter(|d| d.starts_with("pcie-root-port"))
+                .collect();
+            assert_eq!(
+                ports,
+                [
+                    "pcie-root-port,id=vc-snap-rp-vsock,chassis=240,slot=0",
+                    "pcie-root-port,id=vc-snap-rp-state,chassis=241,slot=0"
+                ]
+            );
+        }
+        assert!(values(&s, "-device").contains(
+            &"vhost-user-vsock-pci,chardev=vsock,id=vc-snap-vsock,bus=vc-snap-rp-vsock".to_string()
+        ));
+        assert!(values(&s, "-incoming").is_empty());
+        // restored: no vsock yet, loads the saved state
+        assert!(!r.iter().any(|a| a.contains("vhost-user-vsock")), "{r:?}");
+        assert_eq!(values(&r, "-incoming"), ["defer"]);
+        // everything else, in the same order: the saved devices are where the guest left them
+        let strip = |argv: &[String]| -> Vec<String> {
+            argv.iter()
+                .filter(|a| !a.contains("vsock") && *a != "-incoming" && *a != "defer")
+                .cloned()
+                .collect()
+        };
+        let (mut s2, mut r2) = (strip(&s), strip(&r));
+        // the options whose values were dropped above
+        s2.retain(|a| a != "-chardev" && a != "-device");
+        r2.retain(|a| a != "-chardev" && a != "-device");
+        assert_eq!(s2, r2);
+        // a cold boot has none of it
+        let cold = strings(&spec(Arch::X86_64, hybrid()).render());
+        assert!(!cold
+            .iter()
+            .any(|a| a.contains("snapshot") || a.contains("vc-snap")));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct BootConfig {
     pub port: u32,
     /// `vcontainer.debug=1`: more console output.
     pub debug: bool,
+    /// `vcontainer.snapshot=1`: this boot is saved as a snapshot (docs/snapshot.md): no
+    /// storage at boot, the secret re-read per connection, `Resume` after each restore.
+    pub snapshot: bool,
 }
 
 impl BootConfig {
@@ -25,6 +28,7 @@ impl BootConfig {
             storage: None,
             port: vcontainer_proto::AGENT_VSOCK_PORT,
             debug: false,
+            snapshot: false,
         };
         for word in cmdline.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -47,6 +51,7 @@ impl BootConfig {
                     }
                 }
                 "vcontainer.debug" => config.debug = value == "1",
+                "vcontainer.snapshot" => config.snapshot = value == "1",
                 _ => {}
             }
         }
@@ -69,6 +74,8 @@ mod tests {
         assert_eq!(c.storage, Some(PathBuf::from("/var/lib/docker")));
         assert_eq!(c.port, 2000);
         assert!(c.debug);
+        assert!(!c.snapshot);
+        assert!(BootConfig::parse("vcontainer.snapshot=1").snapshot);
     }
 
     #[test]

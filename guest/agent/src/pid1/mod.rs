@@ -10,12 +10,14 @@ pub mod power_button;
 mod prefetch;
 mod secret;
 pub mod shares;
+mod snapshot;
 mod storage;
 mod tools;
 
 use std::fs::{self, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -77,6 +79,8 @@ pub fn boot() -> Result<Booted, String> {
     let reaper = Reaper::global();
 
     let state_mount = match (&config.state_device, &config.storage) {
+        // storage comes with Resume, after each restore of the snapshot
+        _ if config.snapshot => None,
         (Some(device), Some(storage)) => {
             let (mounted, more) = storage::mount_state_disk(&reaper, device, storage);
             warnings.extend(more);
@@ -100,7 +104,20 @@ pub fn boot() -> Result<Booted, String> {
         service_log_dir: PathBuf::from(SERVICE_LOG_DIR),
         secret,
     };
-    let agent = Agent::new(info, reaper, Box::new(Pid1Shutdown { state_mount }));
+    let state_mount = Arc::new(Mutex::new(state_mount));
+    let shutdown = Box::new(Pid1Shutdown {
+        state_mount: Arc::clone(&state_mount),
+    });
+    let mut agent = Agent::new(info, reaper.clone(), shutdown);
+    if config.snapshot {
+        log!("booted to be saved as a snapshot: storage comes with Resume");
+        agent = agent.with_snapshot(Box::new(snapshot::Pid1Snapshot {
+            reaper,
+            storage: config.storage.clone(),
+            state_mount,
+            resumed: Mutex::new(false),
+        }));
+    }
     Ok(Booted {
         agent,
         port: config.port,
@@ -142,14 +159,20 @@ pub fn power_off() -> ! {
 }
 
 struct Pid1Shutdown {
-    state_mount: Option<PathBuf>,
+    /// Set at boot, or by `Resume` on a restored snapshot.
+    state_mount: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl ShutdownHook for Pid1Shutdown {
     fn prepare(&self) -> Result<(), String> {
         nix::unistd::sync();
-        match &self.state_mount {
-            Some(mount_point) => storage::release(mount_point),
+        let mount = self
+            .state_mount
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match mount {
+            Some(mount_point) => storage::release(&mount_point),
             None => Ok(()),
         }
     }

@@ -16,6 +16,15 @@ fn sysfs_path() -> String {
     format!("/sys/firmware/qemu_fw_cfg/by_name/{FW_CFG_NAME}/raw")
 }
 
+/// The secret as fw_cfg shows it now, without waiting: a guest restored from a snapshot reads
+/// it per connection, and each restore's QEMU serves its own run's file under the same name
+/// (fw_cfg contents come from the restoring QEMU's command line, not from the snapshot).
+pub fn read_now() -> Result<Secret, String> {
+    let path = sysfs_path();
+    let bytes = std::fs::read(Path::new(&path)).map_err(|e| format!("{path}: {e}"))?;
+    Secret::from_bytes(&bytes).map_err(|e| format!("{path}: {e}"))
+}
+
 /// The secret, waiting briefly for the fw_cfg device to be probed.
 pub fn read() -> Result<Secret, String> {
     let path = sysfs_path();

@@ -1,0 +1,652 @@
+//! Cold start from a snapshot (docs/snapshot.md): a one-shot VM restored from a saved guest
+//! whose agent is up, instead of booting a kernel and the agent each time.
+//!
+//! Why: every `--no-daemon` command pays a full boot (seconds under TCG). QEMU saves a
+//! running guest to a file and starts from it in well under a second. The snapshot is made
+//! once per [`Key`] (blobs, QEMU binary, arch, runtime, memory, cpus, ...) in the user's cache
+//! dir, on first need, written atomically. What QEMU cannot save (the vhost-user vsock
+//! device) and what belongs to one run (the state disk, the agent secret, clock, entropy) is
+//! added after the restore: devices are hot-plugged on root ports, the secret is the
+//! restoring QEMU's own fw_cfg file, and `Resume` sets the rest.
+//!
+//! Opt-in with `VCONTAINER_SNAPSHOT=1` while it matures; any reason not to use a snapshot
+//! (or a failed restore) falls back to a cold boot with one `-v` line saying why.
+
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vcontainer_proto::{ResumeRequest, AGENT_VSOCK_PORT};
+
+use super::accel;
+use super::blobs;
+use super::boot::{self, RunningVm, VmPaths};
+use super::config::{Arch, VmConfig};
+use super::error::{Result, VmError};
+use super::process::{self, Proc};
+use super::qemu::{
+    SnapshotLayout, SNAPSHOT_STATE_ID, SNAPSHOT_STATE_PORT, SNAPSHOT_VSOCK_CHARDEV,
+    SNAPSHOT_VSOCK_ID, SNAPSHOT_VSOCK_PORT,
+};
+use super::qmp::Qmp;
+use super::transport::{self, TransportKind};
+use crate::agent_client;
+
+/// The environment variable that turns snapshots on (`1`).
+pub const ENV: &str = "VCONTAINER_SNAPSHOT";
+
+/// Bumped whenever what a snapshot holds or how it is restored changes: old files then no
+/// longer match any key.
+const FORMAT: u32 = 1;
+
+/// Where the guest sees the hot-plugged state disk: the rootfs is /dev/vda.
+const GUEST_STATE_DEVICE: &str = "/dev/vdb";
+
+/// How long saving may take (the guest's RAM in use, written once).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a snapshot could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("QMP: {0}")]
+    Qmp(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the migration {0}")]
+    Migration(String),
+    #[error("the restored guest: {0}")]
+    Resume(String),
+    #[error("no cache dir: neither XDG_CACHE_HOME nor HOME is an absolute path")]
+    NoCacheDir,
+}
+
+fn io(what: impl Into<String>, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
+/// What `boot_snapshot` does beyond a cold boot.
+pub enum Mode {
+    /// Boot to be saved.
+    Save,
+    /// Load this snapshot file, then hot-plug the run's devices.
+    Restore { file: PathBuf },
+}
+
+impl Mode {
+    pub fn layout(&self) -> SnapshotLayout {
+        match self {
+            Mode::Save => SnapshotLayout::Save,
+            Mode::Restore { .. } => SnapshotLayout::Restore,
+        }
+    }
+
+    /// Called once QEMU runs, before waiting for the agent: a restore loads the saved state,
+    /// plugs the vsock device and the state disk, and lets the guest run.
+    pub(super) fn after_spawn(
+        &self,
+        cfg: &VmConfig,
+        paths: &VmPaths,
+        qemu: &mut Proc,
+        deadline: Instant,
+    ) -> Result<()> {
+        let Mode::Restore { file } = self else {
+            return Ok(());
+        };
+        let mut qmp = connect_qmp(&paths.qmp_socket, qemu, deadline)?;
+        if let Err(e) = incoming(&mut qmp, file, qemu, deadline) {
+            // QEMU says why on its stderr (e.g. "load of migration failed: ...")
+            let said = process::tail_lines(&paths.qemu_log, 3)
+                .lines()
+                .map(|l| l.trim().trim_start_matches('|').trim())
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(match e {
+                VmError::Snapshot(SnapshotError::Migration(m)) if !said.is_empty() => {
+                    SnapshotError::Migration(format!("{m}; QEMU said: {said}")).into()
+                }
+                other => other,
+            });
+        }
+        plug_run_devices(&mut qmp, cfg, paths)?;
+        qmp.execute("cont", None).map_err(SnapshotError::Qmp)?;
+        Ok(())
+    }
+}
+
+/// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
+/// cold. Never fails because of the snapshot: every problem with it means a cold boot.
+pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
+    if std::env::var_os(ENV).is_none_or(|v| v != "1") {
+        return boot::boot(cfg);
+    }
+    let file = match unusable(cfg).map_or_else(|| snapshot_file(cfg), Err) {
+        Ok(file) => file,
+        Err(why) => {
+            tracing::info!("no snapshot, cold boot: {why}");
+            return boot::boot(cfg);
+        }
+    };
+    if !file.exists() {
+        if let Err(e) = save(cfg, &file) {
+            tracing::info!("no snapshot, cold boot: saving one failed: {e}");
+            return boot::boot(cfg);
+        }
+    }
+    let started = Instant::now();
+    match restore(cfg, &file) {
+        Ok(mut vm) => {
+            vm.boot_time = started.elapsed();
+            tracing::info!(
+                "restored from the snapshot {} in {:?}",
+                file.display(),
+                vm.boot_time
+            );
+            Ok(vm)
+        }
+        Err(e) => {
+            // a snapshot that does not restore would fail the same way next time
+            let _ = std::fs::remove_file(&file);
+            tracing::info!(
+                "cold boot: restoring {} failed (removed it): {e}",
+                file.display()
+            );
+            boot::boot(cfg)
+        }
+    }
+}
+
+/// Why this VM cannot come from a snapshot (None: it can).
+fn unusable(cfg: &VmConfig) -> Option<String> {
+    if cfg.arch != Arch::X86_64 {
+        return Some(format!(
+            "snapshots are only made for x86_64 guests so far, not {}",
+            cfg.arch
+        ));
+    }
+    if cfg.host_share {
+        return Some("volume share slots (memres live volumes) are not restored yet".into());
+    }
+    if !cfg.port_forwards.is_empty() {
+        return Some("port forwards are not restored yet".into());
+    }
+    match transport::choose(cfg.transport) {
+        Ok(t) if t.kind == TransportKind::Hybrid => None,
+        Ok(_) => Some(
+            "the kernel vsock device needs its /dev/vhost-vsock fd passed over QMP to be \
+             hot-plugged, which is not done yet"
+                .into(),
+        ),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// What a snapshot depends on: any change makes another snapshot.
+#[derive(serde::Serialize)]
+struct Key {
+    format: u32,
+    arch: Arch,
+    runtime: String,
+    memory_mib: u32,
+    cpus: u32,
+    storage_path: String,
+    debug: bool,
+    accel: String,
+    /// (path, size, mtime ns, inode) of the kernel, initramfs and rootfs: their contents
+    /// are in the saved RAM and the rootfs is read through the saved page cache.
+    blobs: Vec<(PathBuf, u64, i128, u64)>,
+    /// The same for the QEMU binary: its device models must load what it saved.
+    qemu: (PathBuf, u64, i128, u64),
+}
+
+fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), String> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let m = std::fs::metadata(&canonical).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Ok((canonical, m.len(), mtime, m.ino()))
+}
+
+/// The snapshot file of `cfg` in the cache dir (it may not exist yet).
+fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
+    let set = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)
+        .map_err(|e| e.to_string())?;
+    let program = super::qemu::qemu_program(cfg.arch);
+    let qemu = process::which(program).ok_or_else(|| format!("{program} not found"))?;
+    let key = Key {
+        format: FORMAT,
+        arch: cfg.arch,
+        runtime: cfg.runtime.clone(),
+        memory_mib: cfg.memory_mib,
+        cpus: cfg.cpus,
+        storage_path: cfg.storage_path.clone(),
+        debug: cfg.debug,
+        accel: accel::choose(cfg.arch, cfg.no_kvm).accel.to_string(),
+        blobs: [&set.kernel, &set.initramfs, &set.rootfs]
+            .into_iter()
+            .map(|p| identity(p))
+            .collect::<std::result::Result<_, _>>()?,
+        qemu: identity(&qemu)?,
+    };
+    let json = serde_json::to_vec(&key).map_err(|e| e.to_string())?;
+    let hash = hex::encode(Sha256::digest(&json));
+    let dir = cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+        .map_err(|e| e.to_string())?;
+    Ok(dir.join(format!("{}-{}-{}.snap", cfg.runtime, cfg.arch, &hash[..24])))
+}
+
+/// `$XDG_CACHE_HOME/vcontainer/snapshots`, or `~/.cache/...` (the XDG rule: a relative
+/// XDG_CACHE_HOME is ignored).
+pub fn cache_dir(
+    xdg_cache_home: Option<OsString>,
+    home: Option<OsString>,
+) -> std::result::Result<PathBuf, SnapshotError> {
+    let base = match xdg_cache_home.map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        _ => match home.map(PathBuf::from) {
+            Some(h) if h.is_absolute() => h.join(".cache"),
+            _ => return Err(SnapshotError::NoCacheDir),
+        },
+    };
+    Ok(base.join("vcontainer").join("snapshots"))
+}
+
+/// Remove the snapshots (and unfinished saves) of `runtime` from the cache dir (`clean`);
+/// returns how many files went, and the dir.
+pub fn remove_all(runtime: &str) -> std::result::Result<(usize, PathBuf), SnapshotError> {
+    let dir = cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))?;
+    Ok((remove_all_in(&dir, runtime)?, dir))
+}
+
+fn remove_all_in(dir: &Path, runtime: &str) -> std::result::Result<usize, SnapshotError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(format!("reading {}", dir.display()), e)),
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // only what we write there: `<runtime>-<arch>-<hash>.snap[.tmp-<pid>]`
+        let ours = name.ends_with(".snap") || name.contains(".snap.tmp-");
+        if ours && name.starts_with(&format!("{runtime}-")) {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(|e| io(format!("removing {}", path.display()), e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Boot a VM to be saved, save it to `file` (through a temporary file renamed at the end, so
+/// a killed save leaves no half snapshot), and stop it.
+fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
+    let dir = file
+        .parent()
+        .ok_or_else(|| VmError::Other(format!("{} has no parent dir", file.display())))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io(format!("creating {}", dir.display()), e))?;
+    remove_stale_temporaries(dir);
+    let tmp = PathBuf::from(format!("{}.tmp-{}", file.display(), std::process::id()));
+    let started = Instant::now();
+    // the saved guest has no state disk: that is the run's, plugged after each restore
+    let mut save_cfg = cfg.clone();
+    save_cfg.state_disk = false;
+    let mut vm = boot::boot_snapshot(&save_cfg, &Mode::Save)?;
+    let saved = save_running(&vm, &tmp);
+    // the saved VM is never used again: no clean shutdown needed
+    if let Ok(mut q) = Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(2)) {
+        let _ = q.quit();
+    }
+    if !vm.qemu.wait(Duration::from_secs(5)) {
+        vm.qemu.signal(nix::sys::signal::Signal::SIGKILL);
+        vm.qemu.wait(Duration::from_secs(5));
+    }
+    for v in vm.vhost.iter_mut() {
+        v.terminate(Duration::from_secs(2));
+    }
+    vm.paths.remove_sockets();
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let done = std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .and_then(|()| std::fs::File::open(dir))
+        .and_then(|d| d.sync_all());
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(format!("finishing {}", file.display()), e).into());
+    }
+    tracing::info!(
+        "saved the snapshot {} in {:?}",
+        file.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Temporary files of saves whose process is gone (killed mid-save).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((_, pid)) = name
+            .to_string_lossy()
+            .rsplit_once(".snap.tmp-")
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<i32>()
+            .ok()
+            .and_then(process::ProcId::of)
+            .is_some_and(|p| p.is_alive());
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Unplug what cannot be saved, stop the guest and write its state to `tmp`.
+fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
+    let mut q =
+        Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(10)).map_err(SnapshotError::Qmp)?;
+    // vhost-user-vsock is not migratable (QEMU: "State blocked by non-migratable device")
+    q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
+        .map_err(SnapshotError::Qmp)?;
+    let path = format!("/machine/peripheral/{SNAPSHOT_VSOCK_ID}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.execute("qom-list", Some(json!({ "path": path }))).is_ok() {
+        if Instant::now() > deadline {
+            return Err(SnapshotError::Migration(
+                "could not start: the guest did not release the vsock device within 30 s".into(),
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = q.execute(
+        "chardev-remove",
+        Some(json!({ "id": SNAPSHOT_VSOCK_CHARDEV })),
+    );
+    q.execute("stop", None).map_err(SnapshotError::Qmp)?;
+    set_capabilities(&mut q)?;
+    // the default bandwidth cap (128 MiB/s) is for live migration over a network
+    q.execute(
+        "migrate-set-parameters",
+        Some(json!({ "max-bandwidth": 1u64 << 40 })),
+    )
+    .map_err(SnapshotError::Qmp)?;
+    q.execute("migrate", Some(json!({ "channels": [file_channel(tmp)] })))
+        .map_err(SnapshotError::Qmp)?;
+    let deadline = Instant::now() + SAVE_TIMEOUT;
+    loop {
+        let r = q
+            .execute("query-migrate", None)
+            .map_err(SnapshotError::Qmp)?;
+        match r.get("status").and_then(Value::as_str) {
+            Some("completed") => return Ok(()),
+            Some(s @ ("failed" | "cancelled")) => {
+                let why = r
+                    .get("error-desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                return Err(SnapshotError::Migration(format!("{s}: {why}")).into());
+            }
+            _ if Instant::now() > deadline => {
+                return Err(SnapshotError::Migration(format!(
+                    "did not complete within {} s",
+                    SAVE_TIMEOUT.as_secs()
+                ))
+                .into())
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// mapped-ram: RAM pages at fixed offsets in the file (zero pages skipped, sparse), the format
+/// QEMU has for saving to and restoring from a file. Both sides must set it.
+fn set_capabilities(q: &mut Qmp) -> Result<()> {
+    q.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] })),
+    )
+    .map_err(SnapshotError::Qmp)?;
+    Ok(())
+}
+
+/// A `file` migration channel (structured: no URI parsing of commas or colons in the path).
+fn file_channel(path: &Path) -> Value {
+    json!({
+        "channel-type": "main",
+        "addr": { "transport": "file", "filename": path.to_string_lossy(), "offset": 0 }
+    })
+}
+
+/// Restore `file` for `cfg` and make it the host's run.
+fn restore(cfg: &VmConfig, file: &Path) -> Result<RunningVm> {
+    let mode = Mode::Restore {
+        file: file.to_path_buf(),
+    };
+    let mut vm = boot::boot_snapshot(cfg, &mode)?;
+    let resumed = resume(&vm, cfg.state_disk);
+    if let Err(e) = resumed {
+        boot::stop(
+            &mut vm.qemu,
+            vm.vhost.as_mut(),
+            &vm.endpoint,
+            &vm.paths,
+            Duration::ZERO,
+        );
+        return Err(e);
+    }
+    Ok(vm)
+}
+
+fn resume(vm: &RunningVm, state_disk: bool) -> Result<()> {
+    let mut entropy = vec![0u8; 64];
+    getrandom::fill(&mut entropy)
+        .map_err(|e| VmError::Other(format!("no randomness for the restored guest: {e}")))?;
+    let unix_time_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let conn = vm
+        .endpoint
+        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), &vm.secret)?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    agent_client::resume(
+        conn,
+        ResumeRequest {
+            unix_time_ns,
+            entropy,
+            state_device: state_disk.then(|| GUEST_STATE_DEVICE.to_string()),
+        },
+    )
+    .map_err(|e| SnapshotError::Resume(e.to_string()))?;
+    Ok(())
+}
+
+/// QEMU creates its QMP socket shortly after it starts.
+fn connect_qmp(socket: &Path, qemu: &mut Proc, deadline: Instant) -> Result<Qmp> {
+    loop {
+        match Qmp::connect(socket, Duration::from_secs(30)) {
+            Ok(q) => return Ok(q),
+            Err(e) => {
+                if !qemu.is_running() || Instant::now() > deadline {
+                    return Err(SnapshotError::Qmp(e).into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// Load the saved state; the guest stays paused (it was saved paused).
+fn incoming(q: &mut Qmp, file: &Path, qemu: &mut Proc, deadline: Instant) -> Result<()> {
+    set_capabilities(q)?;
+    q.execute(
+        "migrate-incoming",
+        Some(json!({ "channels": [file_channel(file)] })),
+    )
+    .map_err(SnapshotError::Qmp)?;
+    loop {
+        let status = q
+            .execute("query-status", None)
+            .map_err(|e| SnapshotError::Migration(format!("could not be loaded (QEMU: {e})")))?;
+        match status.get("status").and_then(Value::as_str) {
+            Some("inmigrate") => {}
+            Some("paused") => return Ok(()),
+            other => {
+                return Err(SnapshotError::Migration(format!(
+                    "left the guest {}",
+                    other.unwrap_or("in an unknown state")
+                ))
+                .into())
+            }
+        }
+        if !qemu.is_running() || Instant::now() > deadline {
+            return Err(SnapshotError::Migration("could not be loaded".into()).into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The run's own devices, on the root ports the saved guest knows: vsock, then the state
+/// disk (so the guest names it /dev/vdb, as after a cold boot).
+fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, paths: &VmPaths) -> Result<()> {
+    q.execute(
+        "chardev-add",
+        Some(json!({
+            "id": SNAPSHOT_VSOCK_CHARDEV,
+            "backend": { "type": "socket", "data": {
+                "addr": { "type": "unix", "data": { "path": paths.vhost_user_socket.to_string_lossy() } },
+                "server": false
+            }}
+        })),
+    )
+    .map_err(SnapshotError::Qmp)?;
+    q.execute(
+        "device_add",
+        Some(json!({
+            "driver": "vhost-user-vsock-pci",
+            "chardev": SNAPSHOT_VSOCK_CHARDEV,
+            "id": SNAPSHOT_VSOCK_ID,
+            "bus": SNAPSHOT_VSOCK_PORT
+        })),
+    )
+    .map_err(SnapshotError::Qmp)?;
+    if cfg.state_disk {
+        // as the cold boot's -drive: raw, writeback cache, discard=unmap, detect-zeroes=unmap
+        q.execute(
+            "blockdev-add",
+            Some(json!({
+                "node-name": SNAPSHOT_STATE_ID,
+                "driver": "raw",
+                "discard": "unmap",
+                "detect-zeroes": "unmap",
+                "file": { "driver": "file", "filename": cfg.state_disk_path().to_string_lossy() }
+            })),
+        )
+        .map_err(SnapshotError::Qmp)?;
+        q.execute(
+            "device_add",
+            Some(json!({
+                "driver": "virtio-blk-pci",
+                "drive": SNAPSHOT_STATE_ID,
+                "serial": "state",
+                "id": format!("{SNAPSHOT_STATE_ID}-dev"),
+                "bus": SNAPSHOT_STATE_PORT
+            })),
+        )
+        .map_err(SnapshotError::Qmp)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_dir_follows_xdg() {
+        let d = cache_dir(Some("/x/cache".into()), Some("/home/u".into())).expect("dir");
+        assert_eq!(d, Path::new("/x/cache/vcontainer/snapshots"));
+        // a relative XDG_CACHE_HOME is ignored, as the spec says
+        let d = cache_dir(Some("rel".into()), Some("/home/u".into())).expect("dir");
+        assert_eq!(d, Path::new("/home/u/.cache/vcontainer/snapshots"));
+        let d = cache_dir(None, Some("/home/u".into())).expect("dir");
+        assert_eq!(d, Path::new("/home/u/.cache/vcontainer/snapshots"));
+        assert!(cache_dir(None, None).is_err());
+    }
+
+    #[test]
+    fn remove_all_takes_only_snapshots() {
+        let t = tempfile::tempdir().expect("tmp");
+        for name in [
+            "podman-x86_64-ab.snap",
+            "podman-x86_64-cd.snap.tmp-99",
+            "docker-x86_64-ef.snap",
+            "podman-notes.txt",
+        ] {
+            std::fs::write(t.path().join(name), b"x").expect("write");
+        }
+        assert_eq!(remove_all_in(t.path(), "podman").expect("rm"), 2);
+        assert!(
+            t.path().join("podman-notes.txt").exists(),
+            "a file we did not write stays"
+        );
+        assert!(
+            t.path().join("docker-x86_64-ef.snap").exists(),
+            "another runtime's stays"
+        );
+        assert_eq!(
+            remove_all_in(&t.path().join("missing"), "podman").expect("none"),
+            0
+        );
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_saves_go() {
+        let t = tempfile::tempdir().expect("tmp");
+        let mine = t.path().join(format!("p.snap.tmp-{}", std::process::id()));
+        let dead = t.path().join("p.snap.tmp-2147483000");
+        std::fs::write(&mine, b"x").expect("write");
+        std::fs::write(&dead, b"x").expect("write");
+        remove_stale_temporaries(t.path());
+        assert!(mine.exists(), "a save in progress is kept");
+        assert!(!dead.exists());
+    }
+
+    #[test]
+    fn only_what_can_be_restored_is_restored() {
+        let t = tempfile::tempdir().expect("tmp");
+        let mut cfg = VmConfig::new(Arch::Aarch64, "podman", t.path());
+        assert!(unusable(&cfg).expect("arm").contains("x86_64"));
+        cfg.arch = Arch::X86_64;
+        cfg.host_share = true;
+        assert!(unusable(&cfg).expect("share").contains("volume share slots"));
+        cfg.host_share = false;
+        cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
+        assert!(unusable(&cfg).expect("fwd").contains("port forwards"));
+    }
+}
