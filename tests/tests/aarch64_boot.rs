@@ -46,7 +46,7 @@ struct Tools {
 
 /// Everything the boot needs, or why it cannot run here.
 fn tools() -> Result<Tools, String> {
-    let program = vcontainer::vm::qemu::qemu_program(Arch::Aarch64);
+    let program = Arch::Aarch64.qemu_program();
     let qemu = which(program).ok_or(format!("{program} is not installed"))?;
     let vhost_device_vsock =
         which("vhost-device-vsock").ok_or("vhost-device-vsock is not installed")?;

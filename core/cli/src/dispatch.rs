@@ -151,7 +151,7 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
     let mut all_ok = true;
     for runtime in runtimes {
         let report = crate::vm::doctor(
-            arch.into(),
+            arch,
             &runtime,
             ctx.options.blob_dir.as_deref(),
             ctx.options.no_kvm,

@@ -12,14 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::config::Arch;
 use super::error::{Result, VmError};
 
-/// Kernel image name per arch.
-pub fn kernel_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "bzImage",
-        Arch::Aarch64 => "Image",
-    }
-}
-
 pub const INITRAMFS: &str = "initramfs.cpio.gz";
 pub const ROOTFS: &str = "rootfs.img";
 pub const META: &str = "blobs.json";
@@ -153,7 +145,7 @@ fn find_in_root(
         root.join(arch.as_str()),
         root.to_path_buf(),
     ];
-    let kernel = kernel_name(arch);
+    let kernel = arch.kernel_file_name();
     let files = [kernel, INITRAMFS, ROOTFS];
     let Some(dir) = candidates
         .iter()

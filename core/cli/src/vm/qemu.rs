@@ -93,15 +93,12 @@ pub struct VmSpec {
 impl VmSpec {
     /// The QEMU binary for the guest arch.
     pub fn program(&self) -> &'static str {
-        qemu_program(self.arch)
+        self.arch.qemu_program()
     }
 
     /// The console device the kernel writes to.
     pub fn console_device(&self) -> &'static str {
-        match self.arch {
-            Arch::X86_64 => "ttyS0",
-            Arch::Aarch64 => "ttyAMA0",
-        }
+        self.arch.console_device()
     }
 
     /// The kernel command line (boot contract in TEAM.md).
@@ -137,24 +134,15 @@ impl VmSpec {
         let shared_ram = hybrid || self.host_share.is_some();
 
         // machine, accelerator, CPU
-        let machine = match self.arch {
-            Arch::X86_64 => "q35",
-            Arch::Aarch64 => "virt",
-        };
-        let mut m = machine.to_string();
+        let mut m = self.arch.qemu_machine().to_string();
         if shared_ram {
             m.push_str(",memory-backend=mem");
         }
         a.opt("-machine", m);
         a.opt("-accel", self.accel.to_string());
-        let cpu = match (self.arch, self.accel) {
-            (_, Accel::Kvm) => "host",
-            // `max` enables every feature TCG emulates; a57 is what the old tool used but
-            // it lacks features newer arm64 kernels and binaries like to see. The
-            // implementation-defined pointer authentication algorithm is much cheaper to
-            // emulate than QARMA (QEMU's own advice for TCG speed).
-            (Arch::Aarch64, Accel::Tcg) => "max,pauth-impdef=on",
-            (Arch::X86_64, Accel::Tcg) => "max",
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => self.arch.qemu_tcg_cpu(),
         };
         a.opt("-cpu", cpu);
         a.opt("-m", format!("{}M", self.memory_mib));
@@ -267,13 +255,6 @@ impl VmSpec {
             );
         }
         a.0
-    }
-}
-
-pub fn qemu_program(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "qemu-system-x86_64",
-        Arch::Aarch64 => "qemu-system-aarch64",
     }
 }
 
