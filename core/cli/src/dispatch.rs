@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::io::Write;
 
 use anyhow::{bail, Context};
+use vcontainer_proto::exit;
 
 use crate::arch::{Arch, ArchSource};
 use crate::cli::GlobalOptions;
@@ -73,8 +74,8 @@ pub struct CoreContext {
     pub plugins: PluginSet,
 }
 
-/// Runs one runtime command and returns its exit status (the container's, or 125/126/127
-/// per docker's conventions). Errors are reported by main as `<tool>: error: ...`, exit 125.
+/// Runs one runtime command and returns its exit status (the container's, or one of
+/// [`exit`]'s). Errors are reported by main as `<tool>: error: ...`, exit [`exit::TOOL_ERROR`].
 pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
     tracing::debug!(
         tool = %ctx.tool.name,
@@ -116,7 +117,11 @@ fn run_plugins(ctx: &CoreContext) -> anyhow::Result<i32> {
     let matches = match grammar.try_get_matches_from(ctx.argv.iter().skip(1)) {
         Ok(m) => m,
         Err(e) => {
-            let code = if e.use_stderr() { 125 } else { 0 };
+            let code = if e.use_stderr() {
+                exit::TOOL_ERROR
+            } else {
+                exit::OK
+            };
             e.print()?;
             return Ok(code);
         }

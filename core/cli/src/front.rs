@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, FromArgMatches, Subcommand};
+use vcontainer_proto::exit;
 
 use crate::cli::{self, FrontCommand, GlobalOptions};
 use crate::commands;
@@ -17,9 +18,6 @@ use crate::state_dir;
 use crate::tool::{Catalog, Tool};
 use crate::ui;
 use crate::{vconfig, vstorage};
-
-/// Exit status for failures of the tool itself (docker's convention).
-pub const EXIT_TOOL_ERROR: i32 = 125;
 
 /// The name to put in front of messages, from argv[0] and the built-in runtimes alone (main
 /// uses it for errors that happen before anything else is known).
@@ -88,8 +86,8 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         let code = match error.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-            _ => EXIT_TOOL_ERROR,
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
+            _ => exit::TOOL_ERROR,
         };
         Invocation::Usage { error, code }
     };
@@ -166,10 +164,6 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     })
 }
 
-/// Exit status of a command whose reader went away (`vdkr vstorage list | head -1`), as if
-/// killed by SIGPIPE, which Rust ignores so that socket errors stay errors.
-pub const EXIT_STDOUT_CLOSED: i32 = 128 + 13;
-
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -178,14 +172,15 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure (125).
+/// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure
+/// ([`exit::TOOL_ERROR`]).
 pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
     let invocation = parse(&argv)?;
     let runs_in_vm = matches!(invocation, Invocation::Runtime { .. });
     match execute(invocation) {
         // the front's own commands write only to stdout, so a broken pipe there means the
         // reader closed it: stop quietly like other Unix tools
-        Err(e) if !runs_in_vm && is_broken_pipe(&e) => Ok(EXIT_STDOUT_CLOSED),
+        Err(e) if !runs_in_vm && is_broken_pipe(&e) => Ok(exit::STDOUT_CLOSED),
         other => other,
     }
 }

@@ -15,10 +15,10 @@ use super::storage;
 use super::target::{Deadline, Target};
 use super::transfer::{self, PushSource};
 use super::volumes::{self, Volume};
-use super::EXIT_TOOL_ERROR;
 use crate::agent_client::{self, ExecRequest, ExitStatus, WindowSize};
 use crate::dispatch::RuntimeContext;
 use crate::ui;
+use vcontainer_proto::exit;
 
 /// A host path as the user meant it: `~/x` under $HOME, relative against the cwd.
 pub fn host_path(raw: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
@@ -278,7 +278,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     if let Err(e) = target.finish() {
         ui::warn(&ctx.tool.name, &format!("{e:#}"));
         if code == 0 {
-            code = EXIT_TOOL_ERROR;
+            code = exit::TOOL_ERROR;
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), code, "command done");
@@ -406,7 +406,7 @@ fn run_planned(
         let r = match &deadline {
             Some(d) if d.fired() => {
                 d.report(ctx);
-                Ok(ExitStatus::Code(super::target::EXIT_TIMEOUT))
+                Ok(ExitStatus::Code(exit::TIMEOUT))
             }
             _ => r,
         };
@@ -453,7 +453,7 @@ fn run_planned(
                         &format!("syncing volume {} back failed: {e:#}", vol.host.display()),
                     );
                     if code == 0 {
-                        code = super::EXIT_TOOL_ERROR;
+                        code = exit::TOOL_ERROR;
                     }
                 }
             }

@@ -12,7 +12,7 @@ use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec};
 use super::driver;
 use super::rebase;
 use super::storage;
-use super::target::{Target, VmDeadline, EXIT_TIMEOUT};
+use super::target::{Target, VmDeadline};
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
 use crate::dispatch::RuntimeContext;
@@ -20,6 +20,7 @@ use crate::registry;
 use crate::ui;
 use crate::vimport::execute::{self, Guest, Prepared};
 use crate::vimport::ImportTarget;
+use vcontainer_proto::exit;
 
 /// [`Guest`] on a [`Target`]: one agent connection per operation.
 pub struct TargetGuest<'a> {
@@ -156,7 +157,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         if timed_out {
             drop(target);
             deadline.report(ctx);
-            return Ok(EXIT_TIMEOUT);
+            return Ok(exit::TIMEOUT);
         }
     }
     let code = result?;

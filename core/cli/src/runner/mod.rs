@@ -33,9 +33,6 @@ use vcontainer_abi::runtime::CommandClass;
 
 use crate::dispatch::RuntimeContext;
 
-/// Exit status when the tool itself failed (docker's convention).
-pub const EXIT_TOOL_ERROR: i32 = 125;
-
 /// Runs one runtime command (the front's hand-over point) and returns its exit status.
 pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
     let plugin = ctx
