@@ -90,6 +90,47 @@ pub fn is_runtime_command(name: &str) -> bool {
     RUNTIME_COMMANDS.iter().any(|(n, _)| *n == name)
 }
 
-pub fn is_core_command(name: &str) -> bool {
-    CORE_COMMANDS.iter().any(|(n, _)| *n == name)
+/// A core command, as the front hands it to `dispatch`: a closed set, so the dispatcher has
+/// no "unknown command" branch that could never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreCommand {
+    Plugins,
+    Doctor,
+    /// `image build|unpack|index` with no runtime selected ([`CORE_IMAGE_COMMAND`]).
+    Image,
+}
+
+impl CoreCommand {
+    /// The core command `name` is, given whether a runtime was selected (with one, `image`
+    /// is the runtime's).
+    pub fn from_name(name: &str, runtime_selected: bool) -> Option<CoreCommand> {
+        match name {
+            "plugins" => Some(CoreCommand::Plugins),
+            "doctor" => Some(CoreCommand::Doctor),
+            CORE_IMAGE_COMMAND if !runtime_selected => Some(CoreCommand::Image),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_core_command_enum_covers_exactly_the_table() {
+        for (name, _) in CORE_COMMANDS {
+            assert!(CoreCommand::from_name(name, false).is_some(), "{name}");
+            assert!(CoreCommand::from_name(name, true).is_some(), "{name}");
+        }
+        assert_eq!(
+            CoreCommand::from_name(CORE_IMAGE_COMMAND, false),
+            Some(CoreCommand::Image)
+        );
+        assert_eq!(CoreCommand::from_name(CORE_IMAGE_COMMAND, true), None);
+        for (name, _) in RUNTIME_COMMANDS {
+            assert_eq!(CoreCommand::from_name(name, true), None, "{name}");
+        }
+        assert_eq!(CoreCommand::from_name("vconfig", false), None);
+    }
 }

@@ -134,13 +134,13 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         });
     }
     let argv_rest = verbatim_args(name, sub);
-    let core_image = name == commands::CORE_IMAGE_COMMAND && tool.is_none();
-    if commands::is_core_command(name) || core_image {
+    if let Some(command) = commands::CoreCommand::from_name(name, tool.is_some()) {
         let arch = match &options.arch {
             Some(a) => Some(a.parse::<crate::arch::Arch>().context("--arch")?),
             None => program.arch,
         };
         return Ok(Invocation::Core(CoreContext {
+            command,
             program: program.tool,
             tool,
             arch,
