@@ -145,7 +145,7 @@ fn push_from_host(reg: &LocalRegistry, repo: &str) -> Result<(), String> {
 fn registry_ready() -> bool {
     let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
     if !LocalRegistry::available() || !have("skopeo") || !have("umoci") {
-        eprintln!("SKIPPED: docker-registry, skopeo or umoci is not installed");
+        vcontainer_tests::skip("docker-registry, skopeo or umoci is not installed");
         return false;
     }
     true

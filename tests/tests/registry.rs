@@ -22,7 +22,7 @@ fn registry_or_skip() -> bool {
     if LocalRegistry::available() {
         return true;
     }
-    eprintln!("SKIPPED: /usr/bin/docker-registry is not installed");
+    vcontainer_tests::skip("/usr/bin/docker-registry is not installed");
     false
 }
 
@@ -494,7 +494,7 @@ fn ca_cert_trusts_a_tls_registry_with_a_private_ca() {
 #[test]
 fn interactive_login_prompts_on_a_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: util-linux `script` is not installed");
+        vcontainer_tests::skip("util-linux `script` is not installed");
         return;
     }
     let start = || LocalRegistry::with_htpasswd("tester", "s3cret pass");
