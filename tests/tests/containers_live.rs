@@ -133,7 +133,7 @@ fn read(p: &Path) -> String {
 // volumes of detached containers
 
 /// A `run -d -v` container keeps its volume while it runs (the old tool deleted it right
-/// after start, spec/cli.md §8.13); what it wrote comes back to the host when it is stopped
+/// after start, docs/old-bugs.md §13); what it wrote comes back to the host when it is stopped
 /// (by name), removed (`rm -f` by id) or when the memres VM stops, with the foreground
 /// volume rules: dotfiles kept, nothing the container did not change touched. A `start`
 /// after `stop` shows the container the host's edits made meanwhile. This is the copy path

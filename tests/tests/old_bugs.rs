@@ -1,4 +1,4 @@
-//! The old shell tool's known bugs (spec/cli.md §8, items 1-19) that only a real VM can
+//! The old shell tool's known bugs (docs/old-bugs.md, items 1-19) that only a real VM can
 //! show are gone: real QEMU, real guest, real podman/docker, through the installed
 //! multi-call names with a private HOME. docs/old-bugs.md maps every item to its tests; the
 //! ones that need no VM are in core/cli/tests/old_bugs.rs.

@@ -1,4 +1,4 @@
-//! The old shell tool's known bugs (spec/cli.md §8, items 1-19) that can be proved without a
+//! The old shell tool's known bugs (docs/old-bugs.md, items 1-19) that can be proved without a
 //! guest VM: the real `vcontainer` binary under its multi-call names with a temp HOME, and
 //! the host's agent client against a real in-process guest agent over a Unix socket (the
 //! protocol that replaced the old `===OUTPUT_END===` text framing). docs/old-bugs.md maps

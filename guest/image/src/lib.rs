@@ -1,6 +1,7 @@
 //! Builds the vcontainer guest blobs (kernel, initramfs with the agent, runtime rootfs
 //! squashfs, blobs.json) from Debian packages, cached by a hash of their inputs.
-//! See TEAM.md "Guest blobs" and "Guest boot contract" for what the blobs must hold.
+//! See docs/guest-contract.md ("Guest blobs", "Guest boot contract") for what the blobs must
+//! hold.
 
 pub mod blobs_json;
 pub mod build;

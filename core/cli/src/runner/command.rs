@@ -183,7 +183,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     let started = Instant::now();
     // A foreground `run -p H:C` is forwarded for the command's life: on a one-shot VM from
     // boot, on a memres VM through QMP until the command ends (the old tool forwarded H to
-    // the VM's H only, or nothing: spec/cli.md §8.12).
+    // the VM's H only, or nothing: docs/old-bugs.md §12).
     let foreground_ports = if plan.detach || !matches!(ctx.command(), "run" | "vrun") {
         Vec::new()
     } else {

@@ -1,7 +1,8 @@
 //! Finding the guest blobs (kernel, initramfs, runtime rootfs) for an (arch, runtime).
 //!
-//! Resolution order (TEAM.md): --blob-dir > $VCONTAINER_BLOB_DIR > $VDKR_BLOB_DIR /
-//! $VPDMN_BLOB_DIR (own tool only) > <exe dir>/../share/vcontainer/blobs > <repo>/build/blobs.
+//! Resolution order (docs/guest-contract.md "Guest blobs"): --blob-dir >
+//! $VCONTAINER_BLOB_DIR > $VDKR_BLOB_DIR / $VPDMN_BLOB_DIR (own tool only) >
+//! <exe dir>/../share/vcontainer/blobs > <repo>/build/blobs.
 //! A directory the user named is decisive: when it lacks a file we say so instead of silently
 //! booting some other blob set.
 

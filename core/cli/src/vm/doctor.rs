@@ -23,7 +23,7 @@ pub struct DoctorReport {
     /// Serves live `-v` volumes to memres VMs; optional (without it volumes are copied).
     pub virtiofsd: Option<PathBuf>,
     pub blobs: Result<BlobSet, String>,
-    /// The plugin search path, in order (TEAM.md), with whether each dir exists.
+    /// The plugin search path, in order (docs/guest-contract.md), with whether each dir exists.
     pub plugin_dirs: Vec<(PathBuf, bool)>,
 }
 

@@ -101,7 +101,7 @@ impl VmSpec {
         self.arch.console_device()
     }
 
-    /// The kernel command line (boot contract in TEAM.md).
+    /// The kernel command line (docs/guest-contract.md "Guest boot contract").
     pub fn kernel_cmdline(&self) -> String {
         let k = &self.kernel_args;
         let mut parts = vec![format!("console={}", self.console_device())];
