@@ -1,7 +1,8 @@
 //! The old shell tool's known bugs (docs/old-bugs.md, items 1-19) that only a real VM can
 //! show are gone: real QEMU, real guest, real podman/docker, through the installed
 //! multi-call names with a private HOME. docs/old-bugs.md maps every item to its tests; the
-//! ones that need no VM are in core/cli/tests/old_bugs.rs.
+//! ones that need no VM are with their feature (core/cli/tests/cli_front.rs,
+//! core/cli/tests/exec_protocol.rs).
 //!
 //! Few boots on purpose (TCG): one memres session walks through many items.
 
