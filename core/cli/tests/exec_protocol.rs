@@ -3,7 +3,8 @@
 //! its own value, so none of the old tool's text-framing bugs (docs/old-bugs.md §5:
 //! `===OUTPUT_END===` leaks, eaten lines, truncation, lost errors, merged or buffered
 //! streams, stale replies) can happen. On a real VM the same items are checked by
-//! tests/tests/vm_lifecycle.rs and tests/tests/old_bugs.rs (docs/old-bugs.md maps them).
+//! tests/tests/vm_lifecycle.rs and tests/tests/containers_live.rs (docs/old-bugs.md maps
+//! them).
 
 // test helpers outside #[test] fns: a failed setup step should just panic
 #![allow(clippy::unwrap_used)]
