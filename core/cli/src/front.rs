@@ -98,10 +98,9 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         Err(error) => return Ok(usage(error)),
     };
     // `memres start --no-registry`: the old tool's global options after memres start
-    if let Some((name, sub)) = matches
-        .subcommand()
-        .filter(|(name, _)| matches!(*name, "memres" | "vmemres"))
-    {
+    if let Some((name, sub)) = matches.subcommand().filter(|(name, _)| {
+        commands::RunnerCommand::from_name(name) == Some(commands::RunnerCommand::Memres)
+    }) {
         match cli::lift_memres_globals(argv, &verbatim_args(name, sub)) {
             Ok(None) => {}
             Ok(Some(moved)) => match parse_argv(&moved) {

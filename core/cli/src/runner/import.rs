@@ -15,6 +15,7 @@ use super::storage;
 use super::target::{Target, VmDeadline};
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
+use crate::commands::RunnerCommand;
 use crate::dispatch::RuntimeContext;
 use crate::registry;
 use crate::ui;
@@ -70,7 +71,7 @@ const CONSOLE_TAIL_LINES: usize = 30;
 /// whole: when it passes, the VM is stopped, nothing is written, and the exit status is 124.
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let batch = ctx.command() == "vimport-batch";
+    let batch = RunnerCommand::from_name(ctx.command()) == Some(RunnerCommand::VimportBatch);
     let cwd = std::env::current_dir()?;
     let import_target = ImportTarget {
         arch: ctx.arch,

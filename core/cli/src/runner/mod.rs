@@ -31,6 +31,7 @@ mod vshell;
 use anyhow::Context;
 use vcontainer_abi::runtime::CommandClass;
 
+use crate::commands::RunnerCommand;
 use crate::dispatch::RuntimeContext;
 
 /// Runs one runtime command (the front's hand-over point) and returns its exit status.
@@ -41,11 +42,13 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
         .context("loading the runtime plugin")?;
     let spec = plugin.spec();
     let argv = utf8_args(&ctx)?;
-    match ctx.command() {
-        "memres" | "vmemres" => return memres::run(&ctx, &spec, &argv[1..]),
-        "vshell" => return vshell::run(&ctx, &spec, &argv[1..]),
-        "vimport" | "vimport-batch" => return import::run(&ctx, &spec, &argv[1..]),
-        _ => {}
+    match RunnerCommand::from_name(ctx.command()) {
+        Some(RunnerCommand::Memres) => return memres::run(&ctx, &spec, &argv[1..]),
+        Some(RunnerCommand::Vshell) => return vshell::run(&ctx, &spec, &argv[1..]),
+        Some(RunnerCommand::Vimport | RunnerCommand::VimportBatch) => {
+            return import::run(&ctx, &spec, &argv[1..])
+        }
+        None => {}
     }
     let plan = plugin
         .plan(&argv)
