@@ -1,5 +1,5 @@
-//! `vimport` and `vimport-batch` on the runner's VM. Written by helper "vimport": the
-//! detection and planning live in [`crate::vimport`]; this file only binds its [`Guest`]
+//! `vimport` and `vimport-batch` on the runner's VM. The detection and planning live in
+//! [`crate::vimport`]; this file only binds its [`Guest`]
 //! interface to [`Target`] and adds the storage export of a batch.
 
 use std::io::{self, Read};
