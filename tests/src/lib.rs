@@ -74,10 +74,29 @@ pub fn require_vm_for(arch: &str, runtime: &str) -> Result<(), String> {
         "{arch} guest blobs for {runtime} missing under {} (run `make guest`)",
         blob_root().display()
     );
-    if std::env::var("VCONTAINER_E2E").as_deref() == Ok("1") {
+    fail_under_e2e(&reason);
+    Err(reason)
+}
+
+/// Whether this run must not skip: `VCONTAINER_E2E=1` (set by `make test` in CI).
+pub fn e2e_required() -> bool {
+    std::env::var("VCONTAINER_E2E").as_deref() == Ok("1")
+}
+
+/// Panics (fails the test) with `reason` when [`e2e_required`]; otherwise returns.
+pub fn fail_under_e2e(reason: &str) {
+    if e2e_required() {
         panic!("VCONTAINER_E2E=1 but {reason}");
     }
-    Err(reason)
+}
+
+/// The one way an e2e test skips for a missing prerequisite (a tool, a fixture): prints
+/// `SKIPPED: reason`, or fails the test under `VCONTAINER_E2E=1`, so CI cannot pass by
+/// skipping. The caller returns after it.
+pub fn skip(reason: impl std::fmt::Display) {
+    let reason = reason.to_string();
+    fail_under_e2e(&reason);
+    eprintln!("SKIPPED: {reason}");
 }
 
 /// Skip the current test with a printed reason when the VM cannot run here

@@ -593,14 +593,14 @@ fn command_surface(tool: &'static str) {
             assert_ne!(o.status.code(), Some(0), "{tool}: {said}");
         }
     } else {
-        eprintln!("SKIPPED logout: /usr/bin/docker-registry is not installed");
+        vcontainer_tests::skip("logout: /usr/bin/docker-registry is not installed");
     }
 
     s.ok(&["memres", "stop"]);
     assert_no_vm_processes(s.w.home.path());
 
     // with no VM running, the command starts one (auto-daemon): whatever that says stays off
-    // stdout, which is the runtime's JSON alone, so `inspect | jq` works (spec/cli.md §8.16)
+    // stdout, which is the runtime's JSON alone, so `inspect | jq` works (docs/old-bugs.md §16)
     let cold = s.json(&["inspect", "bb:1"]);
     assert_eq!(
         cold[0]["Id"],

@@ -1,10 +1,12 @@
 //! End-to-end tests of long-lived containers on a memres VM (issue 4 items 3, 4 and 5): `run -d`
 //! volumes, static and per-container port forwards and their removal, `memres restart
 //! --clean` and `memres clean-ports`, `-it` on a real PTY (window size and Ctrl-C), `logs -f`
-//! and `exec -it`. Real QEMU, real guest, real docker/podman, offline busybox image.
+//! and `exec -it`; and one memres session that walks through the old tool's bugs in these
+//! areas (docs/old-bugs.md). Real QEMU, real guest, real docker/podman, offline busybox image.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,9 +14,12 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vcontainer_tests::fixtures::MemresGuard;
 use vcontainer_tests::net::{forwards_section, http_get, httpd, tcp_listen_addrs, wait_http};
+use vcontainer_tests::terminal::on_terminal;
 use vcontainer_tests::{
-    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
+    assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip,
+    World,
 };
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
@@ -135,7 +140,7 @@ fn read(p: &Path) -> String {
 // volumes of detached containers
 
 /// A `run -d -v` container keeps its volume while it runs (the old tool deleted it right
-/// after start, spec/cli.md §8.13); what it wrote comes back to the host when it is stopped
+/// after start, docs/old-bugs.md §13); what it wrote comes back to the host when it is stopped
 /// (by name), removed (`rm -f` by id) or when the memres VM stops, with the foreground
 /// volume rules: dotfiles kept, nothing the container did not change touched. A `start`
 /// after `stop` shows the container the host's edits made meanwhile. This is the copy path
@@ -1073,4 +1078,362 @@ fn parallel_detached_runs_keep_every_volume_record() {
         );
     }
     live.stop_memres();
+}
+
+// ---------------------------------------------------------------------------------------
+// one memres session through the old tool's bugs (docs/old-bugs.md)
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> String {
+    w.run_ok(tool, args)
+}
+
+fn state_dir(w: &World, tool: &str) -> PathBuf {
+    w.home.path().join(format!(".{tool}")).join("x86_64")
+}
+
+/// Imports the busybox test image as `name`.
+fn import_busybox(w: &World, tool: &str, name: &str) {
+    let tar = w.home.path().join("bb-rootfs.tar");
+    if !tar.exists() {
+        busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    }
+    let o = w.run(
+        tool,
+        [OsStr::new("import"), tar.as_os_str(), OsStr::new(name)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+}
+
+/// The QEMU pid `memres status` reports (`running (pid N, ...`).
+fn memres_pid(w: &World, tool: &str) -> String {
+    let status = ok(w, tool, &["memres", "status"]);
+    status
+        .strip_prefix("running (pid ")
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{tool}: memres status: {status}"))
+        .to_string()
+}
+
+/// A port free on every address (TCP), for forwards that listen on 0.0.0.0.
+fn free_port_any_address(base: u16) -> u16 {
+    (base..base + 500)
+        .find(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("free port")
+}
+
+/// Polls `exec <ctr> <argv>` until it succeeds.
+fn wait_exec(w: &World, tool: &str, ctr: &str, argv: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut args = vec!["exec", ctr];
+    args.extend_from_slice(argv);
+    while Instant::now() < deadline {
+        if w.run(tool, &args).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{tool}: `exec {ctr} {argv:?}` never succeeded");
+}
+
+/// One vpdmn memres session through the items about ports, detached volumes, interactive
+/// runs, argument quoting, `--stateless` and the memres messages.
+#[test]
+fn memres_session_has_none_of_the_old_bugs() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    let (static_host, static_guest) = (free_port_any_address(23100), 18081);
+
+    // §8.12 (memres start -p H:C forwarded H to the VM's port H). Without the host share:
+    // volumes take the copy path (copy in, sync back), where the old volume bugs lived; the
+    // virtiofs path is containers_live.rs::detached_volumes_are_live_over_virtiofs
+    let o = w
+        .cmd(tool)
+        .args(["memres", "start", "-p"])
+        .arg(format!("{static_host}:{static_guest}"))
+        .env("VCONTAINER_HOST_SHARE", "off")
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
+    let _guard = MemresGuard::new(&w, tool);
+    // §8.16 (`memres status` printed an empty `VM:`)
+    let status = ok(&w, tool, &["memres", "status"]);
+    let state = state_dir(&w, tool);
+    assert!(
+        status.starts_with("running (pid ")
+            && status.contains("podman x86_64")
+            && status.contains(&*state.to_string_lossy())
+            && !status.contains("virtiofs"),
+        "{status}"
+    );
+    // §8.12 (`memres list` never showed the ports)
+    let list = ok(&w, tool, &["memres", "list"]);
+    let forward = format!("{static_host}:{static_guest}/tcp");
+    assert!(list.contains(&forward), "memres list: {list}");
+    let qemu_pid = memres_pid(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+
+    // §8.12: the static forward ends at the VM's port C, where a host-network container serves
+    ok(
+        &w,
+        tool,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "static",
+            "--network",
+            "host",
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(static_guest, "static-reply"),
+        ],
+    );
+    assert!(
+        wait_http(static_host, "static-reply", 90),
+        "host {static_host} does not reach the VM's {static_guest}"
+    );
+
+    // §8.12 (QMP failures recorded as successes): a host port that is taken is an error,
+    // nothing is recorded and the container is not started
+    let busy_port = free_port_any_address(23700);
+    let holder = TcpListener::bind(("0.0.0.0", busy_port)).expect("hold the port");
+    let o = w.run(
+        tool,
+        [
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-p",
+            &format!("{busy_port}:80"),
+            "bb:1",
+            "sleep",
+            "600",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125), "taken port: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("cannot forward host port {busy_port}")),
+        "{}",
+        stderr(&o)
+    );
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    assert!(
+        !forwards_section(&ps).contains(&format!(":{busy_port} ")),
+        "a refused forward was recorded: {ps}"
+    );
+    let names = ok(&w, tool, &["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!names.lines().any(|n| n == "busy"), "{names}");
+    drop(holder);
+
+    // §8.12 (`stop` looked only at its first argument): both forwards go
+    let (p1, p2) = (free_port_any_address(24100), free_port_any_address(24600));
+    for (name, port) in [("w1", p1), ("w2", p2)] {
+        ok(
+            &w,
+            tool,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-p",
+                &format!("{port}:80"),
+                "bb:1",
+                "sh",
+                "-c",
+                &httpd(80, &format!("reply-{name}")),
+            ],
+        );
+    }
+    assert!(wait_http(p1, "reply-w1", 90) && wait_http(p2, "reply-w2", 90));
+    ok(&w, tool, &["stop", "-t", "1", "w1", "w2"]);
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    let table = forwards_section(&ps);
+    assert!(
+        !table.contains(&format!("127.0.0.1:{p1} "))
+            && !table.contains(&format!("127.0.0.1:{p2} ")),
+        "forwards left after `stop w1 w2`: {ps}"
+    );
+    assert!(
+        table.contains(&format!("127.0.0.1:{static_host} ")),
+        "the static forward went too: {ps}"
+    );
+    assert!(http_get(p2).is_none_or(|b| !b.contains("reply-w2")));
+
+    // §8.13 (a `run -d` volume was deleted right after start, and any load/import/save/cp
+    // emptied the share dir): the volume stays complete while the container runs, through
+    // those commands, and its writes come back at stop. §8.3 (paths and labels with spaces)
+    let dir = w.home.path().join("my volume");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+    std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+    let vol = format!("{}:/data", dir.display());
+    ok(
+        &w,
+        tool,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "live",
+            "--label",
+            "note=two words; $HOME",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "touch /data/.ready; sleep 600",
+        ],
+    );
+    wait_exec(&w, tool, "live", &["test", "-e", "/data/.ready"]);
+    let saved = w.home.path().join("saved image.tar");
+    let saved_s = saved.to_str().expect("utf-8");
+    import_busybox(&w, tool, "bb:2");
+    ok(&w, tool, &["save", "-o", saved_s, "bb:2"]);
+    ok(&w, tool, &["load", "-i", saved_s]);
+    let cp_in = w.home.path().join("cp in.txt");
+    std::fs::write(&cp_in, "copied\n").expect("w");
+    ok(
+        &w,
+        tool,
+        &["cp", cp_in.to_str().expect("utf-8"), "live:/tmp/cp.txt"],
+    );
+    assert_eq!(
+        ok(
+            &w,
+            tool,
+            &["exec", "live", "cat", "/data/keep.txt", "/data/.env"]
+        ),
+        "keep\nSECRET=1\n",
+        "the live volume lost files"
+    );
+    assert_eq!(
+        ok(
+            &w,
+            tool,
+            &[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"note\"}}",
+                "live"
+            ]
+        )
+        .trim(),
+        "two words; $HOME"
+    );
+    ok(
+        &w,
+        tool,
+        &["exec", "live", "sh", "-c", "echo late > /data/late.txt"],
+    );
+    ok(&w, tool, &["stop", "-t", "1", "live"]);
+    assert_eq!(read(&dir.join("late.txt")), "late\n");
+    assert_eq!(read(&dir.join(".env")), "SECRET=1\n");
+    ok(&w, tool, &["rm", "live"]);
+
+    // §8.13 (interactive + volume ran an ephemeral VM without the share), §8.14 (exit code
+    // of an interactive run lost; Ctrl-A taken by QEMU's -nographic), §8.4 (`run -ti` was
+    // not treated as interactive): on a terminal, in the memres VM
+    let script = "cat /data/keep.txt; echo tty > /data/from-tty.txt; \
+                  echo waiting-for-keys; read -r x; echo \"len=${#x}\"; exit 6";
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["run", "-ti", "--rm", "-v", &vol, "bb:1", "sh", "-c", script],
+        &[("waiting-for-keys", Duration::from_millis(500), "\u{1}x\r")],
+    );
+    assert_eq!(code, 6, "exit status of run -ti: {shown}");
+    assert!(shown.contains("keep"), "{shown}");
+    assert!(
+        shown.contains("len=2"),
+        "Ctrl-A did not reach the container: {shown}"
+    );
+    assert_eq!(read(&dir.join("from-tty.txt")), "tty\n");
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "another VM served run -ti");
+
+    // §8.5 (a stale reply went to the next command): a client killed mid-command leaves
+    // nothing for the next one
+    let mut abandoned = w
+        .cmd(tool)
+        .args([
+            "vrun",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo old-1; sleep 30; echo old-2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 6];
+    abandoned
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("first line");
+    assert_eq!(&first, b"old-1\n");
+    abandoned.kill().expect("kill the client");
+    let _ = abandoned.wait();
+    for i in 0..3 {
+        let o = w.run(
+            tool,
+            [
+                "vrun",
+                "bb:1",
+                "sh",
+                "-c",
+                &format!("echo fresh-{i}; exit {i}"),
+            ],
+        );
+        assert_eq!(stdout(&o), format!("fresh-{i}\n"), "{}", stderr(&o));
+        assert_eq!(o.status.code(), Some(i));
+    }
+
+    // §8.7 (`--storage` was ignored whenever the memres VM was used: the README's own
+    // `--storage X vimport ...` produced no file)
+    let storage = w.home.path().join("storage out.tar");
+    let rootfs = w.home.path().join("bb-rootfs.tar");
+    let o = w.run(
+        tool,
+        [
+            OsStr::new("--storage"),
+            storage.as_os_str(),
+            OsStr::new("vimport"),
+            rootfs.as_os_str(),
+            OsStr::new("bb:3"),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "--storage vimport: {}",
+        stderr(&o)
+    );
+    let size = std::fs::metadata(&storage).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 100_000, "--storage wrote {size} bytes");
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "--storage bypassed memres");
+
+    // §8.8 (`--stateless` used the running stateful VM): it sees none of its images and
+    // leaves it running
+    let o = w.run(tool, ["--stateless", "images"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("REPOSITORY") && !stdout(&o).contains("bb"),
+        "--stateless saw the memres VM's images: {}",
+        stdout(&o)
+    );
+    assert_eq!(memres_pid(&w, tool), qemu_pid, "--stateless touched memres");
+
+    // §8.16 (`memres stop` printed ===SHUTTING_DOWN=== on stdout)
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "memres stop wrote to stdout");
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state.join("podman-state.img"));
 }

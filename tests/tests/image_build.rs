@@ -28,7 +28,7 @@ fn rootfs() -> Option<(BusyboxLayouts, PathBuf)> {
     let layouts = match BusyboxLayouts::new() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("SKIPPED: {e}");
+            vcontainer_tests::skip(e);
             return None;
         }
     };

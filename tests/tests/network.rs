@@ -4,8 +4,8 @@
 //!   talk to a registry;
 //! - the `timeout` setting (`$VDKR_TIMEOUT` / config key `timeout`) stops a one-shot VM
 //!   command that runs longer, exit 124 with a message saying so, and the state disk is
-//!   fine for the next command (the old tool's silent exit 0 on long commands, spec/cli.md
-//!   §8, cannot happen).
+//!   fine for the next command (the old tool's silent exit 0 on long commands,
+//!   docs/old-bugs.md §5a, cannot happen).
 
 use std::time::{Duration, Instant};
 

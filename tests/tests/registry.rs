@@ -5,16 +5,22 @@
 //! htpasswd-protected registry; `--config auth.json` and `--registry-user`/
 //! `--registry-password` for one command; `--registry` as the default for unqualified names
 //! in pull, run and vrun; `--ca-cert` against a TLS registry with a self-signed certificate;
-//! `--config` validation.
+//! `--config` validation; a cold `pull` with credentials and a cold `login` on a terminal
+//! (no secret on any command line or state file), and a one-shot vdkr `pull`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vcontainer_tests::fixtures::{write_auth_file, LocalRegistry, MemresGuard};
+use vcontainer_tests::fixtures::{
+    base64, write_auth_file, BusyboxLayouts, LocalRegistry, MemresGuard,
+};
 use vcontainer_tests::terminal::on_terminal;
-use vcontainer_tests::{busybox_rootfs_tar, pids_matching, stderr, stdout, vm_or_skip, World};
+use vcontainer_tests::{
+    assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout,
+    vm_or_skip, World,
+};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
@@ -22,7 +28,7 @@ fn registry_or_skip() -> bool {
     if LocalRegistry::available() {
         return true;
     }
-    eprintln!("SKIPPED: /usr/bin/docker-registry is not installed");
+    vcontainer_tests::skip("/usr/bin/docker-registry is not installed");
     false
 }
 
@@ -494,7 +500,7 @@ fn ca_cert_trusts_a_tls_registry_with_a_private_ca() {
 #[test]
 fn interactive_login_prompts_on_a_terminal() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: util-linux `script` is not installed");
+        vcontainer_tests::skip("util-linux `script` is not installed");
         return;
     }
     let start = || LocalRegistry::with_htpasswd("tester", "s3cret pass");
@@ -518,4 +524,222 @@ fn interactive_login_prompts_on_a_terminal() {
         assert!(reg.has_repository("tty/bb"), "{tool}: {}", reg.log());
         s.ok(&["logout", addr]);
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// pulls and logins on a cold start, one-shot pulls (docs/old-bugs.md §6, §15, §18)
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> String {
+    w.run_ok(tool, args)
+}
+
+fn state_dir(w: &World, tool: &str) -> PathBuf {
+    w.home.path().join(format!(".{tool}")).join("x86_64")
+}
+
+/// Command lines (and for VM processes the environment) of every process that mentions
+/// `needle`, plus every process's command line: where a secret must never show.
+fn process_texts(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let ours: Vec<u32> = pids_matching(needle);
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mut text = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ours.contains(&pid) {
+            text.extend(std::fs::read(e.path().join("environ")).unwrap_or_default());
+        }
+        out.push((pid, String::from_utf8_lossy(&text).replace('\0', " ")));
+    }
+    out
+}
+
+/// Every regular file under `dir` up to 4 MiB (the state disk image excluded) as text.
+fn small_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            out.extend(small_files(&p));
+        } else if meta.is_file() && meta.len() <= 4 << 20 {
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned();
+            out.push((p, text));
+        }
+    }
+    out
+}
+
+/// Pushes the busybox test image from the host to `reg` as `repo` (skopeo, no VM).
+fn push_from_host(reg: &LocalRegistry, repo: &str) -> Result<(), String> {
+    let layouts = BusyboxLayouts::new()?;
+    let layout = layouts.single("bb", "amd64")?;
+    let mut cmd = Command::new("skopeo");
+    cmd.args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+    ]);
+    if let Some((user, password)) = &reg.credentials {
+        cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
+    }
+    let o = cmd
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://127.0.0.1:{}/{repo}", reg.port))
+        .output()
+        .map_err(|e| format!("skopeo: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("skopeo copy: {}", stderr(&o)));
+    }
+    Ok(())
+}
+
+fn registry_ready() -> bool {
+    let have = |p: &str| Command::new(p).arg("--version").output().is_ok();
+    if !LocalRegistry::available() || !have("skopeo") || !have("umoci") {
+        vcontainer_tests::skip("docker-registry, skopeo or umoci is not installed");
+        return false;
+    }
+    true
+}
+
+/// §8.6 (`pull` never auto-started the daemon), §8.3 (`--registry-password 'p w'` broke the
+/// runner argv), §8.18 (the password went base64 onto QEMU's command line; user/password
+/// were ignored without a default registry) and §8.15 (`login` on a cold start could not
+/// prompt), against a local htpasswd registry.
+#[test]
+fn cold_pull_with_credentials_and_cold_login_on_a_terminal() {
+    let tool = "vpdmn";
+    if !registry_ready() {
+        return;
+    }
+    vm_or_skip!("podman");
+    // unique, so no other process can show it by chance
+    let password = format!("old bug {}", std::process::id());
+    let password = password.as_str();
+    let reg = LocalRegistry::with_htpasswd("tester", password).expect("registry");
+    push_from_host(&reg, "cold/bb:1").expect("push the test image");
+    let addr = reg.guest_address();
+    let remote = format!("{addr}/cold/bb:1");
+    let w = World::new();
+    let _guard = MemresGuard::new(&w, tool);
+
+    // cold: the pull starts the memres VM and authenticates with a password with a space
+    let o = w.run(
+        tool,
+        [
+            "--registry-user",
+            "tester",
+            "--registry-password",
+            password,
+            "--insecure-registry",
+            &addr,
+            "pull",
+            &remote,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "cold pull: {}", stderr(&o));
+    assert!(
+        ok(&w, tool, &["memres", "status"]).starts_with("running"),
+        "pull did not start the memres VM"
+    );
+    let out = ok(&w, tool, &["vrun", &remote, "echo", "pulled-ok"]);
+    assert_eq!(out, "pulled-ok\n");
+    // the secret is on no process's command line (nor a VM process's environment), in no
+    // file of the state dir
+    let secrets = [
+        password.to_string(),
+        base64(password.as_bytes()),
+        base64(format!("tester:{password}").as_bytes()),
+    ];
+    let home = w.home.path().to_string_lossy().into_owned();
+    for (pid, text) in process_texts(&home) {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "pid {pid} shows the password: {text}"
+            );
+        }
+    }
+    for (path, text) in small_files(&state_dir(&w, tool)) {
+        for s in &secrets {
+            assert!(
+                !text.contains(s.as_str()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+    let o = w.run(tool, ["memres", "stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_no_vm_processes(w.home.path());
+
+    // cold again: `login` starts the VM and still prompts on the terminal
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["--insecure-registry", &addr, "login", &addr],
+        &[
+            ("Username", Duration::ZERO, "tester\r"),
+            ("Password", Duration::ZERO, &format!("{password}\r")),
+        ],
+    );
+    assert_eq!(code, 0, "cold login: {shown}");
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(
+        !shown.contains(password),
+        "the password was echoed: {shown}"
+    );
+    // the login is what authenticates the next pull
+    ok(&w, tool, &["rmi", &remote]);
+    ok(&w, tool, &["--insecure-registry", &addr, "pull", &remote]);
+    ok(&w, tool, &["logout", &addr]);
+    ok(&w, tool, &["memres", "stop"]);
+    assert_no_vm_processes(w.home.path());
+}
+
+/// §8.6 (a one-shot vdkr `pull` always reported failure, exit 1): with no memres VM, `pull`
+/// in a one-shot VM succeeds and the image is on the state disk for the next command.
+#[test]
+fn vdkr_one_shot_pull_succeeds_and_keeps_the_image() {
+    let tool = "vdkr";
+    if !registry_ready() {
+        return;
+    }
+    vm_or_skip!("docker");
+    let reg = LocalRegistry::plain().expect("registry");
+    push_from_host(&reg, "oneshot/bb:1").expect("push the test image");
+    let addr = reg.guest_address();
+    let remote = format!("{addr}/oneshot/bb:1");
+    let w = World::new();
+    let o = w.run(
+        tool,
+        ["--no-daemon", "--insecure-registry", &addr, "pull", &remote],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "one-shot pull: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains(&remote), "{}", stdout(&o));
+    assert_no_vm_processes(w.home.path());
+    let images = ok(&w, tool, &["--no-daemon", "images"]);
+    assert!(
+        images.contains(&format!("{addr}/oneshot/bb")),
+        "the pulled image is not on the state disk: {images}"
+    );
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state_dir(&w, tool).join("docker-state.img"));
 }

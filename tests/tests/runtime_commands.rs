@@ -1,12 +1,19 @@
 //! End-to-end tests of the runner (issue 4 items 1, 4, 5, 6 and the exit-code rules): real
 //! QEMU, real guest, real podman/docker, through the installed multi-call names with a
-//! private HOME. Offline: the only image is a busybox rootfs imported from the host.
+//! private HOME; foreground `vrun -p` (forwarded while it runs, freed after, also on Ctrl-C)
+//! and one-shot volumes. Offline: the only image is a busybox rootfs imported from the host.
 
 use std::ffi::OsStr;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use vcontainer_tests::net::{forwards_section, http_get, wait_http};
-use vcontainer_tests::{busybox_rootfs_tar, stderr, stdout, vm_or_skip, World};
+use vcontainer_tests::fixtures::MemresGuard;
+use vcontainer_tests::net::{forwards_section, http_get, httpd, wait_http};
+use vcontainer_tests::{
+    assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip, World,
+};
 
 const TOOLS: [(&str, &str); 2] = [("vpdmn", "podman"), ("vdkr", "docker")];
 
@@ -482,4 +489,216 @@ fn one_shot_sync_back_follows_no_planted_link_and_drops_setuid() {
         b"top secret\n",
         "the secret itself is untouched"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// foreground -p and one-shot volumes (docs/old-bugs.md §1, §10, §12)
+
+/// Imports the busybox test image as `name`.
+fn import_busybox(w: &World, tool: &str, name: &str) {
+    let tar = w.home.path().join("bb-rootfs.tar");
+    if !tar.exists() {
+        busybox_rootfs_tar(&tar).expect("busybox rootfs tar");
+    }
+    let o = w.run(
+        tool,
+        [OsStr::new("import"), tar.as_os_str(), OsStr::new(name)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{tool} import: {}", stderr(&o));
+}
+
+fn free_port(base: u16) -> u16 {
+    (base..base + 500)
+        .find(|p| TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("free port")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Runs `vrun -p PORT:80` of a container that serves for 30 s then exits: the host port must
+/// reach it while it runs, and be free again once `vrun` returned.
+fn foreground_publish_reaches_the_container(w: &World, tool: &str, global: &[&str], port: u16) {
+    let mut args: Vec<String> = global.iter().map(|a| a.to_string()).collect();
+    let serve = "mkdir -p /www && echo foreground-reply > /www/index.html && \
+                 httpd -p 80 -h /www && sleep 30";
+    args.extend(
+        [
+            "vrun",
+            "-p",
+            &format!("{port}:80"),
+            "bb:1",
+            "sh",
+            "-c",
+            serve,
+        ]
+        .map(String::from),
+    );
+    let child = w
+        .cmd(tool)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let answered = wait_http(port, "foreground-reply", 90);
+    let o = child.wait_with_output().expect("wait");
+    assert!(
+        answered,
+        "{tool} {args:?}: the host port never reached the container; stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{tool} {args:?}: {}", stderr(&o));
+    assert!(
+        TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        "{tool} {args:?}: host port {port} still taken after the command"
+    );
+}
+
+/// §8.1 (the copy-in skipped dot-files and `rsync --delete` removed `.git/` and `.env` from
+/// the host) and §8.10 (a non-zero exit skipped the sync-back), on the path that still copies:
+/// a one-shot VM (memres VMs bind the host dir over virtiofs instead).
+fn one_shot_volume_keeps_dotfiles_and_syncs_after_a_failure(w: &World, tool: &str) {
+    let dir = w.home.path().join("one-shot volume");
+    std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").expect("w");
+    std::fs::write(dir.join(".env"), "SECRET=1\n").expect("w");
+    std::fs::write(dir.join("keep.txt"), "keep\n").expect("w");
+    std::fs::write(dir.join("delete.txt"), "bye\n").expect("w");
+    let keep = mtime_and_inode(&dir.join("keep.txt"));
+    let env = mtime_and_inode(&dir.join(".env"));
+    let o = w.run(
+        tool,
+        [
+            "--no-daemon",
+            "vrun",
+            "-v",
+            &format!("{}:/data", dir.display()),
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /data/.env /data/.git/HEAD && echo made > /data/created.txt && \
+             rm /data/delete.txt && exit 3",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "SECRET=1\nref: refs/heads/main\n",
+        "dot-files not copied in"
+    );
+    assert_eq!(
+        read(&dir.join("created.txt")),
+        "made\n",
+        "no sync-back after exit 3"
+    );
+    assert!(
+        !dir.join("delete.txt").exists(),
+        "the deletion did not come back"
+    );
+    assert_eq!(read(&dir.join(".git/HEAD")), "ref: refs/heads/main\n");
+    assert_eq!(mtime_and_inode(&dir.join(".env")), env, ".env rewritten");
+    assert_eq!(
+        mtime_and_inode(&dir.join("keep.txt")),
+        keep,
+        "keep.txt rewritten"
+    );
+    assert_no_vm_processes(w.home.path());
+}
+
+/// §8.12 (`vrun -p H:C` forwarded host H to the VM's H, so the README's `-p 8080:80`
+/// examples were unreachable): a foreground `vrun -p H:C` reaches the container's C from the
+/// host while it runs, on a memres VM and in a one-shot VM, and the forward goes with it.
+/// Then a one-shot VM's copied volume (§8.1, §8.10) on the state disk this left.
+#[test]
+fn foreground_publish_and_one_shot_volumes() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["memres", "start"]);
+    let guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+    foreground_publish_reaches_the_container(&w, tool, &[], free_port(25100));
+    let ps = ok(&w, tool, &["ps", "-a"]);
+    assert!(forwards_section(&ps).is_empty(), "forward recorded: {ps}");
+    ok(&w, tool, &["memres", "stop"]);
+    drop(guard);
+    assert_no_vm_processes(w.home.path());
+    foreground_publish_reaches_the_container(&w, tool, &["--no-daemon"], free_port(25600));
+    assert_no_vm_processes(w.home.path());
+    one_shot_volume_keeps_dotfiles_and_syncs_after_a_failure(&w, tool);
+}
+
+/// §8.12 (port-forward bookkeeping leaked forwards): a foreground `vrun -p` stopped with
+/// Ctrl-C (SIGINT, as the terminal sends it) must not leave its host port forwarded. As with
+/// `docker run`, the first Ctrl-C goes to the container, which decides: round 0 traps it and
+/// exits 130. A container's PID 1 ignores SIGINT by default (round 1): the second Ctrl-C
+/// stops waiting. Either way the same `vrun -p` works again right after, and the port is
+/// free once it ends.
+#[test]
+fn interrupted_foreground_publish_frees_its_port() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["memres", "start"]);
+    let _guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool, "bb:1");
+    let port = free_port(26100);
+    for (round, (trap, signals)) in [("trap 'exit 130' INT; ", 1), ("", 2)].iter().enumerate() {
+        let reply = format!("round-{round}");
+        let mut child = w
+            .cmd(tool)
+            .args([
+                "vrun",
+                "-p",
+                &format!("{port}:80"),
+                "bb:1",
+                "sh",
+                "-c",
+                &format!(
+                    "{trap}{}; while :; do sleep 0.2; done",
+                    httpd(80, &reply).replace("httpd -f", "httpd")
+                ),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let answered = wait_http(port, &reply, 90);
+        for _ in 0..*signals {
+            let interrupted = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill -INT");
+            assert!(interrupted.success());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // bounds a hang only
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let ended = child.try_wait().expect("try_wait").is_some();
+        if !ended {
+            let _ = child.kill();
+        }
+        let o = child.wait_with_output().expect("wait");
+        assert!(
+            answered,
+            "round {round}: host port {port} never reached the container; stderr: {}",
+            stderr(&o)
+        );
+        assert!(
+            ended,
+            "round {round}: vrun still ran 60 s after {signals} Ctrl-C; stderr: {}",
+            stderr(&o)
+        );
+        assert_eq!(o.status.code(), Some(130), "round {round}: {}", stderr(&o));
+        assert!(
+            TcpListener::bind(("0.0.0.0", port)).is_ok(),
+            "round {round}: host port {port} still forwarded after Ctrl-C; stderr: {}",
+            stderr(&o)
+        );
+    }
 }

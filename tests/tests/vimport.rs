@@ -13,7 +13,7 @@ fn layouts() -> Option<BusyboxLayouts> {
     match BusyboxLayouts::new() {
         Ok(l) => Some(l),
         Err(e) => {
-            eprintln!("SKIPPED: {e}");
+            vcontainer_tests::skip(e);
             None
         }
     }

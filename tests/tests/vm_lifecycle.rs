@@ -1,11 +1,14 @@
 //! End-to-end tests of issue 3 (the VM): they boot the real guest under QEMU and run the
 //! real podman/docker in it. Each test drives the installed multi-call names (vpdmn, vdkr)
-//! with a private HOME, so state dirs are fresh and nothing leaks between tests.
+//! with a private HOME, so state dirs are fresh and nothing leaks between tests. The idle
+//! timeout stops an idle VM cleanly but never a long silent command or an idle shell.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use vcontainer_tests::fixtures::MemresGuard;
+use vcontainer_tests::terminal::on_terminal;
 use vcontainer_tests::{
     assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, pids_matching, stderr, stdout,
     vm_or_skip, World,
@@ -268,4 +271,58 @@ fn a_client_without_the_agent_secret_gets_nothing_and_runs_nothing() {
     assert_eq!(o.status.code(), Some(0), "memres stop: {}", stderr(&o));
     assert!(!secret_file.exists(), "the secret outlived its VM");
     assert_no_vm_processes(&state);
+}
+
+// ---------------------------------------------------------------------------------------
+// idle timeout
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> String {
+    w.run_ok(tool, args)
+}
+
+/// §8.5 (a hard 60 s read timeout made long commands "succeed" with exit 0) and §8.14 (the
+/// idle watchdog ignored interactive activity): with a 5 s idle timeout, a command silent
+/// for 65 s returns its own output and status, and a VM shell left idle on a terminal for
+/// 15 s still answers; once nothing runs, the idle stop does happen, cleanly (§8.9).
+#[test]
+fn long_silent_commands_and_idle_shells_outlive_the_idle_timeout() {
+    let tool = "vpdmn";
+    vm_or_skip!("podman");
+    let w = World::new();
+    ok(&w, tool, &["vconfig", "idle-timeout", "5"]);
+    ok(&w, tool, &["memres", "start"]);
+    let _guard = MemresGuard::new(&w, tool);
+    import_busybox(&w, tool);
+
+    let long = w
+        .cmd(tool)
+        .args(["vrun", "bb:1", "sh", "-c", "sleep 65; echo done; exit 3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (code, shown) = on_terminal(
+        &w,
+        tool,
+        &["vshell"],
+        &[(
+            "Opening VM shell",
+            Duration::from_secs(15),
+            "echo got-$((6*7)); exit 0\r",
+        )],
+    );
+    assert_eq!(code, 0, "idle vshell: {shown}");
+    assert!(shown.contains("got-42"), "idle vshell: {shown}");
+    let o = long.wait_with_output().expect("wait");
+    assert_eq!(stdout(&o), "done\n", "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    // nothing runs now: the idle timeout stops the VM, with a clean state disk
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while w.run(tool, ["memres", "status"]).status.code() == Some(0) {
+        assert!(Instant::now() < deadline, "the idle timeout never fired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_no_vm_processes(w.home.path());
+    assert_fsck_clean(&state_dir(&w, tool).join("podman-state.img"));
 }

@@ -50,7 +50,7 @@ impl Images {
         let layouts = match BusyboxLayouts::new() {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("SKIPPED: {e}");
+                vcontainer_tests::skip(e);
                 return None;
             }
         };

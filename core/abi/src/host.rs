@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use abi_stable::std_types::{ROption, RString};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::backend::{
     self, BuildRequest, BuildResult, IndexRequest, IndexResult, UnpackRequest, UnpackResult,
@@ -167,28 +165,6 @@ impl BackendPlugin<'_> {
     pub fn index(&self, request: &IndexRequest) -> Result<IndexResult, PluginError> {
         backend::call(self.module.index(), request)
     }
-
-    /// Escape hatch for a request type this crate version does not know yet.
-    pub fn call_json<Req: Serialize, Res: DeserializeOwned>(
-        &self,
-        operation: BackendOperation,
-        request: &Req,
-    ) -> Result<Res, PluginError> {
-        let function = match operation {
-            BackendOperation::Build => self.module.build(),
-            BackendOperation::Unpack => self.module.unpack(),
-            BackendOperation::Index => self.module.index(),
-        };
-        backend::call(function, request)
-    }
-}
-
-/// The three backend operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendOperation {
-    Build,
-    Unpack,
-    Index,
 }
 
 /// Loads one plugin file. Never panics on a bad file; every problem is a [`LoadError`].

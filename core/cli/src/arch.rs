@@ -1,4 +1,5 @@
-//! Target architecture names and the precedence chain that picks one.
+//! The precedence chain that picks the target architecture (the `Arch` type and its facts are
+//! the `vcontainer-arch` crate's).
 //!
 //! The chain is the old tool's (docs/old-tool-cli.md): `--arch` > executable-name suffix >
 //! `<PREFIX>_ARCH` > config `arch=` > legacy `<config dir>/arch` file > host. Unlike the old
@@ -6,110 +7,10 @@
 //! deep in the VM runner.
 
 use std::fmt;
-use std::str::FromStr;
 
-/// An architecture we can run a guest for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
-}
-
-/// The Linux names users type; OCI names (amd64/arm64) are accepted as aliases because
-/// people copy them from image manifests and the old tool's own hint printed them.
-pub const VALID_ARCH_NAMES: &str = "x86_64, aarch64 (aliases: amd64, arm64)";
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown architecture '{given}'; valid values: {VALID_ARCH_NAMES}")]
-pub struct UnknownArch {
-    pub given: String,
-}
-
-impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    /// The Linux name, used for state dirs, blob dirs and QEMU binaries.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    /// The OCI/Go name, used only when matching image manifests.
-    pub fn oci_name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::Aarch64 => "arm64",
-        }
-    }
-
-    /// The OCI architectures a guest of this arch runs, best first: its own, then the 32-bit
-    /// one its CPU runs in compat mode (AArch32 at EL0 under QEMU's `max` CPU with the Debian
-    /// kernel's CONFIG_COMPAT; i386 under CONFIG_IA32_EMULATION), as the Yocto classes map
-    /// 32-bit arm and x86 targets onto these guests (docs/aarch64.md).
-    pub fn oci_names_run(self) -> &'static [&'static str] {
-        match self {
-            Arch::X86_64 => &["amd64", "386"],
-            Arch::Aarch64 => &["arm64", "arm"],
-        }
-    }
-
-    /// Whether a guest of this arch runs images of the OCI architecture `oci`; the rank
-    /// (0 = native) orders the candidates of a multi-arch index.
-    pub fn runs_oci_arch(self, oci: &str) -> Option<usize> {
-        self.oci_names_run().iter().position(|name| *name == oci)
-    }
-
-    /// The guest arch whose native OCI architecture is `oci` or which runs it in compat mode
-    /// (`arm` -> aarch64, `386` -> x86_64): the `--arch` to suggest for such an image.
-    pub fn for_oci_arch(oci: &str) -> Option<Arch> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.runs_oci_arch(oci) == Some(0))
-            .or_else(|| {
-                Arch::ALL
-                    .into_iter()
-                    .find(|a| a.runs_oci_arch(oci).is_some())
-            })
-    }
-
-    /// The architecture this binary runs on. A host we cannot emulate a guest for is an
-    /// error only when nothing else chose an arch.
-    pub fn host() -> Result<Arch, UnknownArch> {
-        std::env::consts::ARCH.parse()
-    }
-}
-
-impl FromStr for Arch {
-    type Err = UnknownArch;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
-            "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            _ => Err(UnknownArch {
-                given: s.to_string(),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The VM layer has its own copy of the type (with serde names for vm.json).
-impl From<Arch> for crate::vm::config::Arch {
-    fn from(arch: Arch) -> Self {
-        match arch {
-            Arch::X86_64 => crate::vm::config::Arch::X86_64,
-            Arch::Aarch64 => crate::vm::config::Arch::Aarch64,
-        }
-    }
-}
+/// The type and its per-arch facts live in the `vcontainer-arch` crate, shared with the guest
+/// image builder; this module adds only the host's choice of one.
+pub use vcontainer_arch::{Arch, UnknownArch, VALID_ARCH_NAMES};
 
 /// Which step of the chain decided; shown in `-v` output so users can see why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,26 +204,6 @@ mod tests {
     }
 
     #[test]
-    fn oci_aliases_map_to_linux_names() {
-        assert_eq!("amd64".parse::<Arch>().unwrap(), Arch::X86_64);
-        assert_eq!("arm64".parse::<Arch>().unwrap(), Arch::Aarch64);
-        assert_eq!(Arch::Aarch64.oci_name(), "arm64");
-    }
-
-    #[test]
-    fn guests_run_their_own_and_their_32_bit_oci_arch_only() {
-        assert_eq!(Arch::Aarch64.runs_oci_arch("arm64"), Some(0));
-        assert_eq!(Arch::Aarch64.runs_oci_arch("arm"), Some(1));
-        assert_eq!(Arch::Aarch64.runs_oci_arch("amd64"), None);
-        assert_eq!(Arch::X86_64.runs_oci_arch("386"), Some(1));
-        assert_eq!(Arch::X86_64.runs_oci_arch("arm"), None);
-        assert_eq!(Arch::for_oci_arch("arm"), Some(Arch::Aarch64));
-        assert_eq!(Arch::for_oci_arch("386"), Some(Arch::X86_64));
-        assert_eq!(Arch::for_oci_arch("amd64"), Some(Arch::X86_64));
-        assert_eq!(Arch::for_oci_arch("riscv64"), None);
-    }
-
-    #[test]
     fn bad_value_at_the_deciding_step_is_an_error_not_a_fallthrough() {
         let inputs = ArchInputs {
             flag: Some("riscv64".into()),
@@ -349,10 +230,5 @@ mod tests {
             resolve_arch(&inputs).unwrap_err(),
             ArchError::Config(_)
         ));
-    }
-
-    #[test]
-    fn arch_names_are_case_sensitive_like_the_kernel() {
-        assert!("X86_64".parse::<Arch>().is_err());
     }
 }

@@ -94,6 +94,122 @@ pub fn is_runtime_command(name: &str) -> bool {
     RUNTIME_COMMANDS.iter().any(|(n, _)| *n == name)
 }
 
-pub fn is_core_command(name: &str) -> bool {
-    CORE_COMMANDS.iter().any(|(n, _)| *n == name)
+/// A command of the runtime list that the core's runner carries out itself on the VM,
+/// without asking the runtime plugin for a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunnerCommand {
+    /// `memres`/`vmemres`: the memory-resident VM's lifecycle.
+    Memres,
+    /// `vshell`: a shell in the VM itself.
+    Vshell,
+    /// `vimport`: one image into the runtime's storage.
+    Vimport,
+    /// `vimport-batch`: many images in one VM boot into one storage tar.
+    VimportBatch,
+    /// `vexpose`: `memres start --expose` under the old tool's name.
+    Vexpose,
+}
+
+/// The names of the [`RunnerCommand`]s (each also in [`RUNTIME_COMMANDS`], for help).
+const RUNNER_COMMANDS: &[(&str, RunnerCommand)] = &[
+    ("memres", RunnerCommand::Memres),
+    ("vmemres", RunnerCommand::Memres),
+    ("vshell", RunnerCommand::Vshell),
+    ("vimport", RunnerCommand::Vimport),
+    ("vimport-batch", RunnerCommand::VimportBatch),
+    ("vexpose", RunnerCommand::Vexpose),
+];
+
+impl RunnerCommand {
+    pub fn from_name(name: &str) -> Option<RunnerCommand> {
+        RUNNER_COMMANDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| *c)
+    }
+}
+
+/// A core command, as the front hands it to `dispatch`: a closed set, so the dispatcher has
+/// no "unknown command" branch that could never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreCommand {
+    Plugins,
+    Doctor,
+    /// `image build|unpack|index` with no runtime selected ([`CORE_IMAGE_COMMAND`]).
+    Image,
+}
+
+impl CoreCommand {
+    /// The core command `name` is, given whether a runtime was selected (with one, `image`
+    /// is the runtime's).
+    pub fn from_name(name: &str, runtime_selected: bool) -> Option<CoreCommand> {
+        match name {
+            "plugins" => Some(CoreCommand::Plugins),
+            "doctor" => Some(CoreCommand::Doctor),
+            CORE_IMAGE_COMMAND if !runtime_selected => Some(CoreCommand::Image),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_core_command_enum_covers_exactly_the_table() {
+        for (name, _) in CORE_COMMANDS {
+            assert!(CoreCommand::from_name(name, false).is_some(), "{name}");
+            assert!(CoreCommand::from_name(name, true).is_some(), "{name}");
+        }
+        assert_eq!(
+            CoreCommand::from_name(CORE_IMAGE_COMMAND, false),
+            Some(CoreCommand::Image)
+        );
+        assert_eq!(CoreCommand::from_name(CORE_IMAGE_COMMAND, true), None);
+        for (name, _) in RUNTIME_COMMANDS {
+            assert_eq!(CoreCommand::from_name(name, true), None, "{name}");
+        }
+        assert_eq!(CoreCommand::from_name("vconfig", false), None);
+    }
+
+    /// The four places that know command names (this module's tables, the front's clap
+    /// subcommands, the runner's [`RunnerCommand`] and the runtime grammar's `OWN_COMMANDS`)
+    /// agree: a command the runtime plugin answers with "the core's own" always has a core
+    /// handler, and no name has two.
+    #[test]
+    fn the_command_tables_agree() {
+        use clap::Subcommand;
+        use vcontainer_abi::plan_kit::OWN_COMMANDS;
+        let front_cmd = crate::cli::FrontCommand::augment_subcommands(clap::Command::new("t"));
+        let front: Vec<&str> = front_cmd.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(!front.is_empty());
+        let runtime = |n: &str| RUNTIME_COMMANDS.iter().any(|(r, _)| *r == n);
+        let core = |n: &str| CORE_COMMANDS.iter().any(|(c, _)| *c == n);
+        for name in &front {
+            assert!(!runtime(name) && !core(name), "{name} has two handlers");
+            assert!(
+                OWN_COMMANDS.contains(name),
+                "{name}: a plugin would plan it"
+            );
+        }
+        for (name, _) in RUNNER_COMMANDS {
+            assert!(runtime(name), "{name} is missing from the help list");
+            assert!(
+                !core(name) && !front.contains(name),
+                "{name} has two handlers"
+            );
+        }
+        for (name, _) in CORE_COMMANDS {
+            assert!(!runtime(name), "{name} has two handlers");
+        }
+        for name in OWN_COMMANDS {
+            assert!(
+                front.contains(name)
+                    || RunnerCommand::from_name(name).is_some()
+                    || CoreCommand::from_name(name, true).is_some(),
+                "{name} is the core's own but nothing in the core handles it"
+            );
+        }
+    }
 }

@@ -2,8 +2,7 @@
 //!
 //! The front parses and resolves everything generic (runtime, arch, state dir, settings),
 //! then calls [`run_runtime_command`] for every command that runs in the VM and
-//! [`run_core_command`] for the runtime-less core commands. Until the VM layer and plugins
-//! are wired, both return a clear error (exit 125): nothing pretends to have run.
+//! [`run_core_command`] for the runtime-less core commands.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,9 +10,11 @@ use std::path::PathBuf;
 use std::io::Write;
 
 use anyhow::{bail, Context};
+use vcontainer_proto::exit;
 
 use crate::arch::{Arch, ArchSource};
 use crate::cli::GlobalOptions;
+use crate::commands::CoreCommand;
 use crate::plugins::{self, ListFormat, PluginSet};
 use crate::session::Settings;
 use crate::state_dir::StateDir;
@@ -60,6 +61,8 @@ impl RuntimeContext {
 /// A runtime-less core command (`plugins`, `doctor`, `image build`) with its verbatim args.
 #[derive(Debug)]
 pub struct CoreContext {
+    /// Which core command `argv` names.
+    pub command: CoreCommand,
     /// The program name the user typed (`vcontainer`, `vdkr`).
     pub program: String,
     /// The runtime, when the program name or `--runtime` chose one.
@@ -73,8 +76,8 @@ pub struct CoreContext {
     pub plugins: PluginSet,
 }
 
-/// Runs one runtime command and returns its exit status (the container's, or 125/126/127
-/// per docker's conventions). Errors are reported by main as `<tool>: error: ...`, exit 125.
+/// Runs one runtime command and returns its exit status (the container's, or one of
+/// [`exit`]'s). Errors are reported by main as `<tool>: error: ...`, exit [`exit::TOOL_ERROR`].
 pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
     tracing::debug!(
         tool = %ctx.tool.name,
@@ -89,13 +92,11 @@ pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
 
 /// Runs one core command.
 pub fn run_core_command(ctx: CoreContext) -> anyhow::Result<i32> {
-    let name = ctx.argv.first().and_then(|c| c.to_str()).unwrap_or("");
     tracing::debug!(program = %ctx.program, argv = ?ctx.argv, "core command");
-    match name {
-        "doctor" => run_doctor(&ctx),
-        "plugins" => run_plugins(&ctx),
-        crate::commands::CORE_IMAGE_COMMAND => crate::image_cmd::run(&ctx),
-        _ => bail!("'{name}' is not wired into the command front yet"),
+    match ctx.command {
+        CoreCommand::Doctor => run_doctor(&ctx),
+        CoreCommand::Plugins => run_plugins(&ctx),
+        CoreCommand::Image => crate::image_cmd::run(&ctx),
     }
 }
 
@@ -116,7 +117,11 @@ fn run_plugins(ctx: &CoreContext) -> anyhow::Result<i32> {
     let matches = match grammar.try_get_matches_from(ctx.argv.iter().skip(1)) {
         Ok(m) => m,
         Err(e) => {
-            let code = if e.use_stderr() { 125 } else { 0 };
+            let code = if e.use_stderr() {
+                exit::TOOL_ERROR
+            } else {
+                exit::OK
+            };
             e.print()?;
             return Ok(code);
         }
@@ -151,7 +156,7 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
     let mut all_ok = true;
     for runtime in runtimes {
         let report = crate::vm::doctor(
-            arch.into(),
+            arch,
             &runtime,
             ctx.options.blob_dir.as_deref(),
             ctx.options.no_kvm,

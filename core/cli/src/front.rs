@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::{ArgMatches, FromArgMatches, Subcommand};
+use vcontainer_proto::exit;
 
 use crate::cli::{self, FrontCommand, GlobalOptions};
 use crate::commands;
@@ -17,9 +18,6 @@ use crate::state_dir;
 use crate::tool::{Catalog, Tool};
 use crate::ui;
 use crate::{vconfig, vstorage};
-
-/// Exit status for failures of the tool itself (docker's convention).
-pub const EXIT_TOOL_ERROR: i32 = 125;
 
 /// The name to put in front of messages, from argv[0] and the built-in runtimes alone (main
 /// uses it for errors that happen before anything else is known).
@@ -88,8 +86,8 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         let code = match error.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-            _ => EXIT_TOOL_ERROR,
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
+            _ => exit::TOOL_ERROR,
         };
         Invocation::Usage { error, code }
     };
@@ -100,10 +98,9 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         Err(error) => return Ok(usage(error)),
     };
     // `memres start --no-registry`: the old tool's global options after memres start
-    if let Some((name, sub)) = matches
-        .subcommand()
-        .filter(|(name, _)| matches!(*name, "memres" | "vmemres"))
-    {
+    if let Some((name, sub)) = matches.subcommand().filter(|(name, _)| {
+        commands::RunnerCommand::from_name(name) == Some(commands::RunnerCommand::Memres)
+    }) {
         match cli::lift_memres_globals(argv, &verbatim_args(name, sub)) {
             Ok(None) => {}
             Ok(Some(moved)) => match parse_argv(&moved) {
@@ -136,13 +133,13 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         });
     }
     let argv_rest = verbatim_args(name, sub);
-    let core_image = name == commands::CORE_IMAGE_COMMAND && tool.is_none();
-    if commands::is_core_command(name) || core_image {
+    if let Some(command) = commands::CoreCommand::from_name(name, tool.is_some()) {
         let arch = match &options.arch {
             Some(a) => Some(a.parse::<crate::arch::Arch>().context("--arch")?),
             None => program.arch,
         };
         return Ok(Invocation::Core(CoreContext {
+            command,
             program: program.tool,
             tool,
             arch,
@@ -166,10 +163,6 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     })
 }
 
-/// Exit status of a command whose reader went away (`vdkr vstorage list | head -1`), as if
-/// killed by SIGPIPE, which Rust ignores so that socket errors stay errors.
-pub const EXIT_STDOUT_CLOSED: i32 = 128 + 13;
-
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -178,14 +171,15 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure (125).
+/// Runs one invocation. `Ok(code)` is the exit status; `Err` is a tool failure
+/// ([`exit::TOOL_ERROR`]).
 pub fn run(argv: Vec<OsString>) -> anyhow::Result<i32> {
     let invocation = parse(&argv)?;
     let runs_in_vm = matches!(invocation, Invocation::Runtime { .. });
     match execute(invocation) {
         // the front's own commands write only to stdout, so a broken pipe there means the
         // reader closed it: stop quietly like other Unix tools
-        Err(e) if !runs_in_vm && is_broken_pipe(&e) => Ok(EXIT_STDOUT_CLOSED),
+        Err(e) if !runs_in_vm && is_broken_pipe(&e) => Ok(exit::STDOUT_CLOSED),
         other => other,
     }
 }

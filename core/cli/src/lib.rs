@@ -9,11 +9,11 @@ pub mod plugins;
 pub mod runner;
 pub mod vm;
 
-// input detection and import plans; registry options and auth files (helper "vimport")
+// input detection and import plans; registry options and auth files
 pub mod registry;
 pub mod vimport;
 
-// the command front (helper "front")
+// the command front
 pub mod arch;
 pub mod cli;
 pub mod commands;

@@ -23,7 +23,7 @@ fn main() {
         Ok(code) => code,
         Err(error) => {
             eprintln!("{}", vcontainer::ui::error_line(&label, &error));
-            vcontainer::front::EXIT_TOOL_ERROR
+            vcontainer_proto::exit::TOOL_ERROR
         }
     };
     std::process::exit(code);

@@ -83,7 +83,8 @@ impl Session {
         })
     }
 
-    /// The arch by precedence (spec/cli.md §2.2), validated at the step that decides.
+    /// The arch by precedence (docs/old-tool-cli.md "Arch precedence"), validated at the
+    /// step that decides.
     pub fn arch(&self) -> anyhow::Result<(Arch, ArchSource)> {
         let env_name = self.tool.env_var_name("ARCH");
         let legacy_path = self.config_dir.join("arch");

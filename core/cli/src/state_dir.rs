@@ -3,7 +3,7 @@
 //! `~/.<tool>/<arch>/` by default, `~/.<tool>/<name>/` with `-I name` (not per arch, as in
 //! the old tool), the given dir with `--state-dir` (made absolute against the cwd and
 //! canonicalised), or a fresh temp dir with `--stateless` (never the persistent instance's
-//! dir: spec/cli.md §8.8). Every dir we create gets a `.vcontainer-state` marker file, and
+//! dir: docs/old-bugs.md §8). Every dir we create gets a `.vcontainer-state` marker file, and
 //! `clean`/`vstorage clean` delete only dirs holding it, so a mistyped `--state-dir ~/src`
 //! can never lead to `rm -rf ~/src`.
 
@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use crate::arch::Arch;
 use crate::tool::Tool;
 
-/// Marker file name (contract in TEAM.md).
+/// Marker file name (docs/guest-contract.md "State dir marker").
 pub const MARKER: &str = ".vcontainer-state";
 
 /// Files the old shell tool and this tool put in a state dir. An existing unmarked dir that

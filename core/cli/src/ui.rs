@@ -1,5 +1,5 @@
 //! Output conventions: data on stdout, messages on stderr, colour only when stderr is a
-//! terminal and NO_COLOR is unset (the old tool always coloured, spec/cli.md §8.28).
+//! terminal and NO_COLOR is unset (the old tool always coloured).
 
 use std::io::IsTerminal;
 

@@ -18,6 +18,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
+use vcontainer_proto::exit;
 
 use crate::cli::GlobalOptions;
 use crate::session::Session;
@@ -27,11 +28,6 @@ use crate::{dispatch, front, plugins, ui};
 
 /// The program names (argv[0]) that select this entry point.
 pub const NAMES: &[&str] = &["vrunner", "vrunner.sh"];
-
-/// Exit status of a usage error (as clap and upstream's getopt loop).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit status of any other failure (upstream's).
-pub const EXIT_FAILURE: i32 = 1;
 
 /// Upstream vrunner's modes and options the classes do not use, with what to run instead.
 const NOT_SUPPORTED: &[(&str, &str)] = &[
@@ -151,7 +147,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             "{}\nRun '{label} --help' for the options.",
             ui::error_line(&label, &anyhow::anyhow!("{msg}"))
         );
-        EXIT_USAGE
+        exit::USAGE
     };
     // upstream's other modes: named, with what to use instead (before clap, which would
     // only call them unknown)
@@ -185,11 +181,11 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         return usage("--batch-import needs entries after '--': PATH:IMAGE:TAG ...");
     }
     match run(args, output) {
-        Ok(code) if code == front::EXIT_TOOL_ERROR => EXIT_FAILURE,
+        Ok(code) if code == exit::TOOL_ERROR => exit::FAILURE,
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}", ui::error_line(&label, &e));
-            EXIT_FAILURE
+            exit::FAILURE
         }
     }
 }
@@ -310,7 +306,7 @@ mod tests {
             &["vrunner.sh", "--batch-import", "--", "d:a:1"],
             &["vrunner.sh", "--batch-import", "--output", "o.tar"],
         ] {
-            assert_eq!(main(argv(bad)), EXIT_USAGE, "{bad:?}");
+            assert_eq!(main(argv(bad)), 2, "{bad:?}");
         }
         assert_eq!(main(argv(&["vrunner.sh", "--help"])), 0);
     }

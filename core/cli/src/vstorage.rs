@@ -2,7 +2,7 @@
 //!
 //! Only dirs holding the `.vcontainer-state` marker are listed or deleted, and never while a
 //! memres VM runs in them (the old tool listed sibling dirs as storage and deleted
-//! `dirname(--state-dir)` on `clean --all`: spec/cli.md §8.2).
+//! `dirname(--state-dir)` on `clean --all`: docs/old-bugs.md §2).
 
 use std::fs;
 use std::io::Write;

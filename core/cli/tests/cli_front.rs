@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
@@ -68,6 +69,10 @@ impl Fixture {
             cmd.env(k, v);
         }
         cmd.args(args).output().unwrap()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
     }
 
     fn config_path(&self, tool: &str) -> PathBuf {
@@ -624,4 +629,191 @@ fn memres_help_prints_its_usage_and_an_unknown_subcommand_is_125() {
         .join(host_arch())
         .join("vm.json")
         .exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// The old tool's bugs in the command front (docs/old-bugs.md §2, §4, §17, §19)
+
+/// A runtime command that cannot boot (no blobs there): it fails at blob resolution, after
+/// the front has read every option, setting and environment variable.
+const NO_BLOBS: &[&str] = &["--blob-dir", "/nonexistent-blobs", "images"];
+
+// §8.2 vstorage with --state-dir
+
+/// §8.2: `vstorage list` with `--state-dir X` listed every sibling of X as "storage"; only
+/// dirs holding our marker are listed here, and `clean --all` deletes only them.
+#[test]
+fn vstorage_list_and_clean_with_state_dir_ignore_unmarked_siblings() {
+    let f = Fixture::new();
+    let project = f.path("work/project");
+    fs::create_dir_all(project.join("src")).unwrap();
+    fs::write(project.join("src/main.c"), "int main;").unwrap();
+    fs::create_dir_all(project.join("state")).unwrap();
+    fs::write(project.join("state/.vcontainer-state"), "vpdmn\n").unwrap();
+    let o = f.run(
+        "vpdmn",
+        &["--state-dir", "project/state", "vstorage", "list"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("state\n  Path:"), "{out}");
+    assert!(!out.contains("src"), "an unmarked sibling is listed: {out}");
+    let o = f.run(
+        "vpdmn",
+        &["--state-dir", "project/state", "vstorage", "clean", "--all"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!project.join("state").exists());
+    assert_eq!(
+        fs::read_to_string(project.join("src/main.c")).unwrap(),
+        "int main;"
+    );
+}
+
+// §8.4 global options stop at the command
+
+/// §8.4: `--version`, `--help`, `-it`, `--config` after the command belong to the
+/// container command: the tool neither answers them itself nor takes them as its own
+/// options (it goes on to the VM, which is not there, and says so).
+#[test]
+fn tool_options_after_the_command_reach_the_container_command() {
+    let f = Fixture::new();
+    for args in [
+        &["exec", "-it", "c1", "sh", "--version"][..],
+        &["run", "-ti", "alpine", "python", "--help"],
+        &["run", "alpine", "cat", "--config", "/nonexistent/auth.json"],
+    ] {
+        let mut all = vec!["--blob-dir", "/nonexistent-blobs"];
+        all.extend_from_slice(args);
+        let o = f.run("vdkr", &all);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stdout(&o).contains("vdkr version") && !stdout(&o).contains("Usage: vdkr"),
+            "{args:?}: the tool answered: {}",
+            stdout(&o)
+        );
+        assert!(
+            stderr(&o).contains("guest blobs") && !stderr(&o).contains("--config"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+// §8.17 environment variables of the other tool
+
+/// §8.17: `VDKR_TIMEOUT` / `VDKR_VERBOSE` applied to vpdmn too (and `VPDMN_*` to vdkr). An
+/// invalid value makes the tool that reads it fail, naming it: only the owner fails.
+#[test]
+fn timeout_and_verbose_variables_apply_to_their_own_tool_only() {
+    let f = Fixture::new();
+    for (var, value) in [("TIMEOUT", "abc"), ("VERBOSE", "maybe")] {
+        for (owner, other) in [("vdkr", "vpdmn"), ("vpdmn", "vdkr")] {
+            let name = format!("{}_{var}", owner.to_uppercase());
+            let env = [(name.as_str(), value)];
+            let o = f.run_env(owner, &env, NO_BLOBS);
+            assert_eq!(o.status.code(), Some(125), "{owner} {name}");
+            assert!(
+                stderr(&o).contains(&format!("${name}")),
+                "{owner} did not read {name}: {}",
+                stderr(&o)
+            );
+            let o = f.run_env(other, &env, NO_BLOBS);
+            assert_eq!(o.status.code(), Some(125), "{other} {name}");
+            assert!(
+                !stderr(&o).contains(&name) && stderr(&o).contains("guest blobs"),
+                "{other} read {name}: {}",
+                stderr(&o)
+            );
+        }
+    }
+}
+
+/// §8.17: `VDKR_BLOB_DIR` was used by vpdmn. Each tool's blob variable is its own (`doctor`
+/// names where the blobs came from); `VCONTAINER_BLOB_DIR` is the shared one.
+#[test]
+fn blob_dir_variables_apply_to_their_own_tool_only() {
+    let f = Fixture::new();
+    let fake = f.path("fake-blobs");
+    fs::create_dir(&fake).unwrap();
+    let fake_s = fake.to_str().unwrap();
+    for (owner, other) in [("vdkr", "vpdmn"), ("vpdmn", "vdkr")] {
+        let name = format!("{}_BLOB_DIR", owner.to_uppercase());
+        let env = [(name.as_str(), fake_s)];
+        let mine = stdout(&f.run_env(owner, &env, &["doctor"]));
+        let blobs_line = |report: &str| {
+            report
+                .lines()
+                .find(|l| l.contains("blobs:"))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            blobs_line(&mine).contains(fake_s) && blobs_line(&mine).contains(&name),
+            "{owner} ignored {name}: {mine}"
+        );
+        let theirs = stdout(&f.run_env(other, &env, &["doctor"]));
+        assert!(
+            !theirs.contains(fake_s) && !theirs.contains(&name),
+            "{other} used {name}: {theirs}"
+        );
+    }
+}
+
+/// §8.17: the state dir variable likewise.
+#[test]
+fn state_dir_variable_applies_to_its_own_tool_only() {
+    let f = Fixture::new();
+    let root = f.path("roots");
+    let env = [("VDKR_STATE_DIR", root.to_str().unwrap())];
+    let o = f.run_env("vdkr-x86_64", &env, &["vstorage", "path"]);
+    assert_eq!(stdout(&o).trim_end(), root.join("x86_64").to_str().unwrap());
+    let o = f.run_env("vpdmn-x86_64", &env, &["vstorage", "path"]);
+    assert!(
+        stdout(&o).trim_end().ends_with(".vpdmn/x86_64"),
+        "vpdmn used VDKR_STATE_DIR: {}",
+        stdout(&o)
+    );
+}
+
+// §8.19 no silent backend switch
+
+/// §8.19: the old tools switched to the Xen backend whenever `xl` was on PATH. There is no
+/// Xen backend here: an `xl` on PATH is never run and changes no output.
+#[test]
+fn an_xl_on_path_changes_nothing() {
+    let f = Fixture::new();
+    let xen_bin = f.path("xen-bin");
+    fs::create_dir(&xen_bin).unwrap();
+    let marker = f.path("xl-was-run");
+    let xl = xen_bin.join("xl");
+    fs::write(
+        &xl,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 0\n", marker.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&xl, fs::Permissions::from_mode(0o755)).unwrap();
+    let with_xl = format!(
+        "{}:{}",
+        xen_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (tool, args) in [
+        ("vdkr", &["doctor"][..]),
+        ("vpdmn", &["doctor"]),
+        ("vdkr", NO_BLOBS),
+        ("vpdmn", NO_BLOBS),
+    ] {
+        let plain = f.run(tool, args);
+        let xen = f.run_env(tool, &[("PATH", &with_xl)], args);
+        assert_eq!(xen.status.code(), plain.status.code(), "{tool} {args:?}");
+        assert_eq!(stdout(&xen), stdout(&plain), "{tool} {args:?}");
+        assert_eq!(stderr(&xen), stderr(&plain), "{tool} {args:?}");
+        assert!(
+            !stdout(&xen).to_lowercase().contains("xen"),
+            "{}",
+            stdout(&xen)
+        );
+    }
+    assert!(!marker.exists(), "xl was run");
 }

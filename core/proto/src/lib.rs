@@ -28,6 +28,7 @@
 //!   guest powers off.
 
 pub mod auth;
+pub mod exit;
 mod frame;
 mod message;
 

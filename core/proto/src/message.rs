@@ -162,12 +162,12 @@ impl ExitStatus {
     pub fn shell_code(self) -> i32 {
         match self {
             Self::Code(code) => code,
-            Self::Signal(sig) => 128 + sig,
+            Self::Signal(sig) => crate::exit::killed_by(sig),
         }
     }
 
     pub fn success(self) -> bool {
-        self == Self::Code(0)
+        self == Self::Code(crate::exit::OK)
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::pty::{openpty, Winsize};
 use vcontainer_proto::{
-    read_frame, ErrorKind, ExecRequest, ExitStatus, FrameType, ProtoError, Request, Response,
+    exit, read_frame, ErrorKind, ExecRequest, ExitStatus, FrameType, ProtoError, Request, Response,
     WindowSize,
 };
 
@@ -87,9 +87,9 @@ pub(crate) fn run(
         Ok(spawned) => spawned,
         Err(e) => {
             let code = if e.kind() == io::ErrorKind::NotFound {
-                127
+                exit::NOT_FOUND
             } else {
-                126
+                exit::CANNOT_EXECUTE
             };
             return cannot_run(sink, code, &format!("{}: {e}", request.argv[0]));
         }
@@ -148,7 +148,9 @@ pub(crate) fn run(
         .spawn(move || control.relay(reader, stdin_tx))
         .map_err(ProtoError::Io)?;
 
-    let status = exit_rx.recv().unwrap_or(ExitStatus::Code(255));
+    let status = exit_rx
+        .recv()
+        .unwrap_or(ExitStatus::Code(exit::STATUS_LOST));
     finished.store(true, Ordering::Release);
     drain.wait_quiet();
     crate::debug_log!("exec pid {pid}: exited {status:?}");
@@ -157,7 +159,8 @@ pub(crate) fn run(
     sink.finish(&Response::Exited { status })
 }
 
-/// The program could not be started: a shell-like message on stderr and status 126/127.
+/// The program could not be started: a shell-like message on stderr and status
+/// [`exit::CANNOT_EXECUTE`] / [`exit::NOT_FOUND`].
 fn cannot_run(sink: &FrameSink, code: i32, message: &str) -> Result<(), ProtoError> {
     sink.data(FrameType::Stderr, format!("{message}\n").as_bytes())?;
     sink.frame(FrameType::StdoutEnd, &[])?;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{access, AccessFlags};
+use vcontainer_proto::exit;
 
 /// Why a program cannot be run: the shell exit code and the message for stderr.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub fn resolve(program: &str, search_path: &str, cwd: &Path) -> Result<PathBuf, 
         return match runnable(&path) {
             Candidate::Runnable => Ok(path),
             Candidate::Missing => Err(NotRunnable {
-                code: 127,
+                code: exit::NOT_FOUND,
                 message: format!("{program}: no such file or directory"),
             }),
             Candidate::NotExecutable => Err(not_executable(program)),
@@ -53,14 +54,14 @@ pub fn resolve(program: &str, search_path: &str, cwd: &Path) -> Result<PathBuf, 
 
 fn not_found(program: &str) -> NotRunnable {
     NotRunnable {
-        code: 127,
+        code: exit::NOT_FOUND,
         message: format!("{program}: command not found"),
     }
 }
 
 fn not_executable(program: &str) -> NotRunnable {
     NotRunnable {
-        code: 126,
+        code: exit::CANNOT_EXECUTE,
         message: format!("{program}: permission denied (not an executable file)"),
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 pub const BLOBS_JSON: &str = "blobs.json";
 
-/// The contract fields (TEAM.md "Guest blobs") plus what helps when debugging a blob dir.
+/// The contract fields (docs/guest-contract.md "Guest blobs") plus what helps when debugging
+/// a blob dir.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobsJson {
     pub arch: String,

@@ -55,7 +55,7 @@ struct RootfsStage {
 pub fn rootfs_key(spec: &RootfsSpec) -> String {
     let mut h = InputHasher::new("vcontainer-guest-image rootfs");
     h.field("builder", BUILDER_VERSION.as_bytes())
-        .field("arch", spec.arch.name().as_bytes())
+        .field("arch", spec.arch.as_str().as_bytes())
         .field("suite", spec.suite.as_bytes())
         .field("mirror", spec.mirror.as_bytes())
         .field("compression", spec.compression.name().as_bytes());
@@ -124,7 +124,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         })?;
 
     let blobs = BlobsJson {
-        arch: arch.name().to_string(),
+        arch: arch.as_str().to_string(),
         runtime: req.runtime.clone(),
         kernel_version: stage.kernel_version.clone(),
         input_hash: ikey.clone(),
@@ -134,7 +134,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         suite: req.spec.suite.clone(),
         squashfs_compression: req.spec.compression.name().to_string(),
     };
-    let blob_dir = req.out_root.join(arch.name()).join(&req.runtime);
+    let blob_dir = req.out_root.join(arch.as_str()).join(&req.runtime);
     publish(
         &rootfs_dir,
         &initramfs_dir,
@@ -261,8 +261,8 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Arch;
     use crate::runtime_files::{common_files, RootfsFile};
+    use crate::Arch;
 
     /// Common files plus one file standing for what the runtime plugin declares.
     fn spec(packages: &[&str], runtime: &str) -> RootfsSpec {

@@ -25,8 +25,8 @@ pub enum Error {
         status: std::process::ExitStatus,
         stderr_tail: String,
     },
-    #[error("unknown architecture {0:?} (expected x86_64 or aarch64)")]
-    UnknownArch(String),
+    #[error(transparent)]
+    UnknownArch(#[from] vcontainer_arch::UnknownArch),
     #[error("kernel module {name:?} is neither a module nor built into kernel {kernel_version}")]
     ModuleNotFound {
         name: String,

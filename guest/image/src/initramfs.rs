@@ -8,7 +8,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Where the agent finds the list of modules to load (contract: TEAM.md "Guest boot contract").
+/// Where the agent finds the list of modules to load (docs/guest-contract.md "Guest boot
+/// contract").
 pub const MODULE_LIST_PATH: &str = "etc/vcontainer/modules";
 
 /// Directories the agent expects in the initramfs: the API filesystems, and the mount points

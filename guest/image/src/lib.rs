@@ -1,8 +1,8 @@
 //! Builds the vcontainer guest blobs (kernel, initramfs with the agent, runtime rootfs
 //! squashfs, blobs.json) from Debian packages, cached by a hash of their inputs.
-//! See TEAM.md "Guest blobs" and "Guest boot contract" for what the blobs must hold.
+//! See docs/guest-contract.md ("Guest blobs", "Guest boot contract") for what the blobs must
+//! hold.
 
-pub mod arch;
 pub mod blobs_json;
 pub mod build;
 pub mod cache;
@@ -13,6 +13,7 @@ pub mod publish;
 pub mod rootfs;
 pub mod runtime_files;
 
-pub use arch::Arch;
 pub use build::{build, BuildReport, BuildRequest};
 pub use error::{Error, Result};
+/// The guest arch and its Debian/kernel facts, shared with the host CLI.
+pub use vcontainer_arch::Arch;

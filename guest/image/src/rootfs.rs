@@ -1,9 +1,9 @@
 //! The slow stage: a Debian root filesystem with the runtime, turned into a VM guest and
 //! squashed. Also yields the kernel (from the rootfs's /boot) and its module tree.
 
-use crate::arch::Arch;
 use crate::error::{io_err, Error, Result};
 use crate::runtime_files::RootfsFile;
+use crate::Arch;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `image build`: rootfs (+ layer definitions, + base image) -> OCI image layout.
 //!
-//! Differences from image-oci's backends, on purpose (spec/backends.md §7):
+//! Differences from image-oci's backends, on purpose (docs/image-oci.md):
 //! * one history entry per layer, no orphan blobs, one index.json entry per tag asked (no
 //!   stale base tag), no `platform` in a single-arch index.json;
 //! * owners, modes, setuid bits, xattrs and file capabilities are kept (umoci's rootless

@@ -1,7 +1,7 @@
 //! OCI image layout writing shared by the `sloci` and `umoci` backend plugins.
 //!
 //! The two image-oci backends of meta-virtualization produced different, partly broken
-//! output (see spec/backends.md). Here both share one writer whose layers are byte-for-byte
+//! output (see docs/image-oci.md). Here both share one writer whose layers are byte-for-byte
 //! what umoci's `repack` writes for the same files (so diff_ids match), whose blobs are
 //! reproducible with SOURCE_DATE_EPOCH, and which reads foreign images defensively.
 //!

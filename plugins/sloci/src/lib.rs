@@ -3,7 +3,7 @@
 //!
 //! It shares the writer of the umoci backend (crate `vcontainer-ocibuild`), so its layer is
 //! the one umoci would write for the same rootfs, and it fixes what sloci-image got wrong
-//! (spec/backends.md §2.3, §7): the entrypoint/cmd are real word lists, StopSignal, OS and
+//! (docs/image-oci.md): the entrypoint/cmd are real word lists, StopSignal, OS and
 //! variant are written, the output is reproducible with SOURCE_DATE_EPOCH (no gzip name or
 //! time, no atime/ctime PAX records, sorted entries), and index.json has no `platform` (a
 //! single-arch image is not an index). Layer definitions and base images are refused: they

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use serde::Serialize;
 use vcontainer_abi::backend::{BuildResult, IndexResult, UnpackResult};
+use vcontainer_proto::exit;
 
 use super::args::{ImageArgs, ImageCommand, OutputFormat};
 use super::config_file::BuildFile;
@@ -37,8 +38,8 @@ pub fn run(ctx: &CoreContext) -> anyhow::Result<i32> {
             let code = match e.kind() {
                 ErrorKind::DisplayHelp
                 | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => 125,
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
+                _ => exit::TOOL_ERROR,
             };
             e.print()?;
             return Ok(code);

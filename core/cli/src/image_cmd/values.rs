@@ -41,9 +41,10 @@ pub fn parse_port(item: &str) -> Result<String, String> {
 /// passed on lowercased: the backend knows the full GOARCH list and refuses the rest.
 pub fn map_arch(arch: &str) -> (String, Option<String>) {
     let a = arch.trim().to_ascii_lowercase();
+    if let Ok(guest) = a.parse::<crate::arch::Arch>() {
+        return (guest.oci_name().to_string(), None);
+    }
     let (goarch, variant) = match a.as_str() {
-        "x86_64" | "x86-64" | "amd64" => ("amd64", None),
-        "aarch64" | "arm64" => ("arm64", None),
         "i386" | "i486" | "i586" | "i686" | "x86" | "386" => ("386", None),
         "arm/v7" => ("arm", Some("v7")),
         "arm/v6" => ("arm", Some("v6")),

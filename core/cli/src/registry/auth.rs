@@ -1,8 +1,8 @@
 //! `--config auth.json`: the registry credentials file, checked before it goes anywhere.
 //!
-//! The rules and messages are the old tool's (spec/cli.md §4.8), made race-free: the file
-//! is opened without following symlinks and every check is made on the open descriptor,
-//! so it cannot be swapped between the check and the read. The contents are then pushed
+//! The rules and messages are the old tool's (docs/old-tool-cli.md "Registry auth file"),
+//! made race-free: the file is opened without following symlinks and every check is made on
+//! the open descriptor, so it cannot be swapped between the check and the read. The contents are then pushed
 //! into the guest for one command only (never on a command line).
 
 use std::fs::File;

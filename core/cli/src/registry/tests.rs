@@ -1,3 +1,6 @@
+//! The registry glue without a VM: option checks, the podman drop-ins and docker daemon.json
+//! it writes, CA certs, and credentials that become auth entries, never arguments.
+
 use super::*;
 
 fn s(words: &[&str]) -> Vec<String> {

@@ -15,10 +15,10 @@ use super::storage;
 use super::target::{Deadline, Target};
 use super::transfer::{self, PushSource};
 use super::volumes::{self, Volume};
-use super::EXIT_TOOL_ERROR;
 use crate::agent_client::{self, ExecRequest, ExitStatus, WindowSize};
 use crate::dispatch::RuntimeContext;
 use crate::ui;
+use vcontainer_proto::exit;
 
 /// A host path as the user meant it: `~/x` under $HOME, relative against the cwd.
 pub fn host_path(raw: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
@@ -183,7 +183,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     let started = Instant::now();
     // A foreground `run -p H:C` is forwarded for the command's life: on a one-shot VM from
     // boot, on a memres VM through QMP until the command ends (the old tool forwarded H to
-    // the VM's H only, or nothing: spec/cli.md §8.12).
+    // the VM's H only, or nothing: docs/old-bugs.md §12).
     let foreground_ports = if plan.detach || !matches!(ctx.command(), "run" | "vrun") {
         Vec::new()
     } else {
@@ -283,7 +283,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     if let Err(e) = target.finish() {
         ui::warn(&ctx.tool.name, &format!("{e:#}"));
         if code == 0 {
-            code = EXIT_TOOL_ERROR;
+            code = exit::TOOL_ERROR;
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), code, "command done");
@@ -411,7 +411,7 @@ fn run_planned(
         let r = match &deadline {
             Some(d) if d.fired() => {
                 d.report(ctx);
-                Ok(ExitStatus::Code(super::target::EXIT_TIMEOUT))
+                Ok(ExitStatus::Code(exit::TIMEOUT))
             }
             _ => r,
         };
@@ -458,7 +458,7 @@ fn run_planned(
                         &format!("syncing volume {} back failed: {e:#}", vol.host.display()),
                     );
                     if code == 0 {
-                        code = super::EXIT_TOOL_ERROR;
+                        code = exit::TOOL_ERROR;
                     }
                 }
             }

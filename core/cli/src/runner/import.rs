@@ -1,5 +1,5 @@
-//! `vimport` and `vimport-batch` on the runner's VM. Written by helper "vimport": the
-//! detection and planning live in [`crate::vimport`]; this file only binds its [`Guest`]
+//! `vimport` and `vimport-batch` on the runner's VM. The detection and planning live in
+//! [`crate::vimport`]; this file only binds its [`Guest`]
 //! interface to [`Target`] and adds the storage export of a batch.
 
 use std::io::{self, Read};
@@ -12,14 +12,16 @@ use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec};
 use super::driver;
 use super::rebase;
 use super::storage;
-use super::target::{Target, VmDeadline, EXIT_TIMEOUT};
+use super::target::{Target, VmDeadline};
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
+use crate::commands::RunnerCommand;
 use crate::dispatch::RuntimeContext;
 use crate::registry;
 use crate::ui;
 use crate::vimport::execute::{self, Guest, Prepared};
 use crate::vimport::ImportTarget;
+use vcontainer_proto::exit;
 
 /// [`Guest`] on a [`Target`]: one agent connection per operation.
 pub struct TargetGuest<'a> {
@@ -69,7 +71,7 @@ const CONSOLE_TAIL_LINES: usize = 30;
 /// whole: when it passes, the VM is stopped, nothing is written, and the exit status is 124.
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let batch = ctx.command() == "vimport-batch";
+    let batch = RunnerCommand::from_name(ctx.command()) == Some(RunnerCommand::VimportBatch);
     let cwd = std::env::current_dir()?;
     let import_target = ImportTarget {
         arch: ctx.arch,
@@ -156,7 +158,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         if timed_out {
             drop(target);
             deadline.report(ctx);
-            return Ok(EXIT_TIMEOUT);
+            return Ok(exit::TIMEOUT);
         }
     }
     let code = result?;

@@ -31,10 +31,8 @@ mod vshell;
 use anyhow::Context;
 use vcontainer_abi::runtime::CommandClass;
 
+use crate::commands::RunnerCommand;
 use crate::dispatch::RuntimeContext;
-
-/// Exit status when the tool itself failed (docker's convention).
-pub const EXIT_TOOL_ERROR: i32 = 125;
 
 /// Runs one runtime command (the front's hand-over point) and returns its exit status.
 pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
@@ -44,17 +42,19 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
         .context("loading the runtime plugin")?;
     let spec = plugin.spec();
     let argv = utf8_args(&ctx)?;
-    match ctx.command() {
-        "memres" | "vmemres" => return memres::run(&ctx, &spec, &argv[1..]),
+    match RunnerCommand::from_name(ctx.command()) {
+        Some(RunnerCommand::Memres) => return memres::run(&ctx, &spec, &argv[1..]),
         // the old tool's word for it (over ssh there): the engine API on the host
-        "vexpose" => {
+        Some(RunnerCommand::Vexpose) => {
             let mut args = vec!["start".to_string(), "--expose".to_string()];
             args.extend(argv[1..].iter().cloned());
             return memres::run(&ctx, &spec, &args);
         }
-        "vshell" => return vshell::run(&ctx, &spec, &argv[1..]),
-        "vimport" | "vimport-batch" => return import::run(&ctx, &spec, &argv[1..]),
-        _ => {}
+        Some(RunnerCommand::Vshell) => return vshell::run(&ctx, &spec, &argv[1..]),
+        Some(RunnerCommand::Vimport | RunnerCommand::VimportBatch) => {
+            return import::run(&ctx, &spec, &argv[1..])
+        }
+        None => {}
     }
     let plan = plugin
         .plan(&argv)

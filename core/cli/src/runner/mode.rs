@@ -29,7 +29,7 @@ pub enum Mode {
 }
 
 /// The rules: `--stateless` and `--input-storage` never touch the persistent instance (its
-/// VM or its disk; spec/cli.md §8.8); `--no-daemon` boots a batch VM on the state disk; else
+/// VM or its disk; docs/old-bugs.md §8); `--no-daemon` boots a batch VM on the state disk; else
 /// a running memres VM is used, or started when `auto-daemon` is on.
 pub fn choose(i: ModeInputs) -> Mode {
     if i.stateless || i.input_storage {

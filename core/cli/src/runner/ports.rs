@@ -3,7 +3,7 @@
 //! QEMU forwards host H to guest H (hostfwd through QMP); docker/podman's own `-p H:C` in
 //! the guest then maps guest H to the container's C. Each forward is recorded in
 //! `port-forwards.json` with the container's name and id, so `stop`/`rm` by either removes
-//! it (the old tool keyed by name only and leaked forwards on `stop <id>`, spec/cli.md §8.12).
+//! it (the old tool keyed by name only and leaked forwards on `stop <id>`, docs/old-bugs.md §12).
 //! The file stays readable as the VM layer's plain forward list (extra fields are ignored).
 
 use std::collections::BTreeMap;
@@ -152,7 +152,7 @@ fn qmp(instance: &Instance) -> anyhow::Result<Qmp> {
 }
 
 /// Adds the forwards to the running VM; all or none (a failure removes those added). QEMU's
-/// refusal (port in use) is an error, never recorded as a success (spec/cli.md §8.12).
+/// refusal (port in use) is an error, never recorded as a success (docs/old-bugs.md §12).
 pub fn add(instance: &Instance, wanted: &[Wanted]) -> anyhow::Result<()> {
     let mut q = qmp(instance)?;
     for (k, w) in wanted.iter().enumerate() {

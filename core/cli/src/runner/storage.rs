@@ -1,6 +1,6 @@
 //! `--storage out.tar` (export the runtime storage after the command) and
 //! `--input-storage in.tar` (start the command from such a tar), in batch and memres mode
-//! (the old tool silently ignored `--storage` under memres, spec/cli.md §8.7).
+//! (the old tool silently ignored `--storage` under memres, docs/old-bugs.md §7).
 
 use std::path::{Path, PathBuf};
 

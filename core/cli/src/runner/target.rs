@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use nix::fcntl::{Flock, FlockArg};
 use vcontainer_abi::runtime::{CommandPlan, RuntimeSpec, ServiceSpec};
+use vcontainer_proto::exit;
 
 use super::mode::{self, Mode, ModeInputs};
 use super::vmconfig;
@@ -58,9 +59,6 @@ pub struct Target {
 /// writes takes host space, so a generous size costs nothing and lets a large image set
 /// (podman's vfs driver stores every layer as a full copy) fit.
 pub const ISOLATED_DISK_MIB: u64 = 64 * 1024;
-
-/// Exit status of a command stopped by the `timeout` setting (as GNU timeout(1)).
-pub const EXIT_TIMEOUT: i32 = 124;
 
 /// A running command's time limit: when it passes, the command's connection is shut down,
 /// and the guest agent hangs up on the program (SIGHUP to its process group); the batch VM
@@ -118,9 +116,10 @@ impl Deadline {
             ui::error_line(
                 tool,
                 &anyhow!(
-                    "the command ran longer than the timeout ({} s) and was stopped (exit {EXIT_TIMEOUT}); \
+                    "the command ran longer than the timeout ({} s) and was stopped (exit {}); \
                      allow more with `{tool} vconfig timeout <seconds>` or ${}",
                     self.limit.as_secs(),
+                    exit::TIMEOUT,
                     ctx.tool.env_var_name("TIMEOUT")
                 )
             )
@@ -176,10 +175,11 @@ impl VmDeadline {
             ui::error_line(
                 &ctx.tool.name,
                 &anyhow!(
-                    "the {} ran longer than the timeout ({} s) and was stopped (exit {EXIT_TIMEOUT}); \
+                    "the {} ran longer than the timeout ({} s) and was stopped (exit {}); \
                      nothing was written",
                     ctx.command(),
-                    self.limit.as_secs()
+                    self.limit.as_secs(),
+                    exit::TIMEOUT
                 )
             )
         );

@@ -15,7 +15,7 @@ pub fn build(
     state_disk: bool,
     port_forwards: Vec<PortForward>,
 ) -> VmConfig {
-    let mut cfg = VmConfig::new(ctx.arch.into(), &ctx.tool.runtime, state_dir);
+    let mut cfg = VmConfig::new(ctx.arch, &ctx.tool.runtime, state_dir);
     cfg.blob_dir = ctx.options.blob_dir.clone();
     cfg.storage_path = spec.guest_storage_path.to_string();
     cfg.state_disk = state_disk;

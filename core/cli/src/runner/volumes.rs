@@ -2,11 +2,12 @@
 //! runs, and what the container changed is copied back afterwards.
 //!
 //! The old tool copied with a glob that skipped dotfiles and synced back with
-//! `rsync --delete`, which deleted `.git/` and `.env` from the user's directory (spec/cli.md
-//! §8.1). Here a manifest of exactly what was pushed (type, size, mtime, mode, content hash)
-//! is kept, and after the run only differences between that manifest and the guest copy
-//! are applied: changed and new entries are written (atomically), entries the container
-//! deleted are deleted, and everything else on the host is never touched.
+//! `rsync --delete`, which deleted `.git/` and `.env` from the user's directory
+//! (docs/old-bugs.md §1). Here a manifest of exactly what was pushed (type, size, mtime,
+//! mode, content hash) is kept, and after the run only differences between that manifest
+//! and the guest copy are applied: changed and new entries are written (atomically),
+//! entries the container deleted are deleted, and everything else on the host is never
+//! touched.
 //!
 //! This copy path serves batch VMs, memres VMs without share slots and volumes that cannot
 //! be shared (single files, a failed share). A memres VM with slots binds the live host

@@ -7,7 +7,7 @@
 //! per step) and owns the guest directory's lifetime; `vimport-batch` ([`batch`]) makes one
 //! plan per image for a single VM boot and one storage export.
 //!
-//! Input types, decided by content (spec/cli.md §1.3):
+//! Input types, decided by content (docs/old-tool-cli.md "vimport input types"):
 //! - a directory with `index.json`/`oci-layout`: an OCI layout; multi-arch indexes (flat or
 //!   nested) are reduced to the target arch's manifest, so the guest sees one image;
 //! - a directory holding `*-oci` directories: refused with the list and an example;

@@ -1,7 +1,8 @@
 //! Finding the guest blobs (kernel, initramfs, runtime rootfs) for an (arch, runtime).
 //!
-//! Resolution order (TEAM.md): --blob-dir > $VCONTAINER_BLOB_DIR > $VDKR_BLOB_DIR /
-//! $VPDMN_BLOB_DIR (own tool only) > <exe dir>/../share/vcontainer/blobs > <repo>/build/blobs.
+//! Resolution order (docs/guest-contract.md "Guest blobs"): --blob-dir >
+//! $VCONTAINER_BLOB_DIR > $VDKR_BLOB_DIR / $VPDMN_BLOB_DIR (own tool only) >
+//! <exe dir>/../share/vcontainer/blobs > <repo>/build/blobs.
 //! A directory the user named is decisive: when it lacks a file we say so instead of silently
 //! booting some other blob set.
 
@@ -11,14 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Arch;
 use super::error::{Result, VmError};
-
-/// Kernel image name per arch.
-pub fn kernel_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "bzImage",
-        Arch::Aarch64 => "Image",
-    }
-}
 
 pub const INITRAMFS: &str = "initramfs.cpio.gz";
 pub const ROOTFS: &str = "rootfs.img";
@@ -153,7 +146,7 @@ fn find_in_root(
         root.join(arch.as_str()),
         root.to_path_buf(),
     ];
-    let kernel = kernel_name(arch);
+    let kernel = arch.kernel_file_name();
     let files = [kernel, INITRAMFS, ROOTFS];
     let Some(dir) = candidates
         .iter()

@@ -166,7 +166,7 @@ pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &snapshot::Mode) -> Result<Run
 fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
     let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
-    let program = super::qemu::qemu_program(cfg.arch);
+    let program = cfg.arch.qemu_program();
     let qemu_bin = process::which(program).ok_or_else(|| VmError::QemuNotFound {
         program: program.into(),
     })?;

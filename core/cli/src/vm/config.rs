@@ -11,45 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::transport::TransportKind;
 
-/// Guest architecture (names as in the blob layout and `uname -m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Arch {
-    #[serde(rename = "x86_64")]
-    X86_64,
-    #[serde(rename = "aarch64")]
-    Aarch64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
-    /// The arch of the machine we run on, when it is one we can emulate as a guest.
-    pub fn host() -> Option<Arch> {
-        std::env::consts::ARCH.parse().ok()
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Arch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
-            "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            other => Err(format!("unknown arch {other:?} (use x86_64 or aarch64)")),
-        }
-    }
-}
+/// Guest architecture: one type for the whole project, with every per-arch fact.
+pub use vcontainer_arch::Arch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -280,13 +243,6 @@ mod tests {
             assert!(bad.parse::<PortForward>().is_err(), "{bad} accepted");
         }
         assert_eq!(p.to_string(), "9000:9000/tcp");
-    }
-
-    #[test]
-    fn arch_names() {
-        assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
-        assert_eq!("x86_64".parse::<Arch>(), Ok(Arch::X86_64));
-        assert!("riscv64".parse::<Arch>().is_err());
     }
 
     #[test]

@@ -7,7 +7,6 @@ use super::accel::{self, AccelChoice};
 use super::blobs::{self, BlobSet};
 use super::config::Arch;
 use super::process;
-use super::qemu::qemu_program;
 use super::transport::{self, TransportChoice, TransportKind};
 use super::virtiofs;
 
@@ -24,7 +23,7 @@ pub struct DoctorReport {
     /// Serves live `-v` volumes to memres VMs; optional (without it volumes are copied).
     pub virtiofsd: Option<PathBuf>,
     pub blobs: Result<BlobSet, String>,
-    /// The plugin search path, in order (TEAM.md), with whether each dir exists.
+    /// The plugin search path, in order (docs/guest-contract.md), with whether each dir exists.
     pub plugin_dirs: Vec<(PathBuf, bool)>,
 }
 
@@ -42,7 +41,7 @@ impl DoctorReport {
 
 /// Gather the report for (arch, runtime).
 pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) -> DoctorReport {
-    let program = qemu_program(arch);
+    let program = arch.qemu_program();
     let qemu = match process::which(program) {
         None => Err(format!("{program} not found on PATH")),
         Some(p) => match Command::new(&p).arg("--version").output() {

@@ -13,10 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::accel::Accel;
 use super::boot::VmPaths;
-use super::config::{Arch, PortForward, VmConfig};
+use super::config::{Arch, PortForward};
 use super::error::{Result, VmError};
 use super::process::ProcId;
-use super::qmp::Qmp;
 use super::transport::{AgentStream, Endpoint, TransportKind};
 
 pub const VM_JSON: &str = "vm.json";
@@ -192,25 +191,6 @@ impl Instance {
     pub fn shares_volumes(&self) -> bool {
         self.record.share_slots > 0
     }
-
-    /// Add a host->guest port forward to the running VM (QMP hostfwd_add on net0) and record
-    /// it in port-forwards.json.
-    pub fn add_port_forward(&self, pf: &PortForward) -> Result<()> {
-        let mut q = Qmp::connect(&self.record.paths.qmp_socket, Duration::from_secs(5))
-            .map_err(VmError::Other)?;
-        let proto = match pf.protocol {
-            super::config::Protocol::Tcp => "tcp",
-            super::config::Protocol::Udp => "udp",
-        };
-        q.hmp(&format!(
-            "hostfwd_add net0 {proto}::{}-:{}",
-            pf.host, pf.guest
-        ))
-        .map_err(|e| VmError::Other(format!("port forward {pf}: {e}")))?;
-        let mut all = read_port_forwards(&self.state_dir);
-        all.push(pf.clone());
-        write_port_forwards(&self.state_dir, &all)
-    }
 }
 
 pub fn read_port_forwards(state_dir: &Path) -> Vec<PortForward> {
@@ -225,11 +205,6 @@ pub fn write_port_forwards(state_dir: &Path, all: &[PortForward]) -> Result<()> 
         &state_dir.join(PORT_FORWARDS_JSON),
         &serde_json::to_vec_pretty(all).map_err(|e| VmError::Other(e.to_string()))?,
     )
-}
-
-/// The running VM for `cfg.state_dir`, starting one (memres) when there is none.
-pub fn ensure_running(cfg: &VmConfig) -> Result<Instance> {
-    super::memres::start(cfg).map(|s| s.instance)
 }
 
 #[cfg(test)]

@@ -40,5 +40,5 @@ pub use batch::{boot_batch, BatchVm};
 pub use config::{Arch, PortForward, Protocol, VmConfig};
 pub use doctor::{doctor, DoctorReport};
 pub use error::{Result, VmError};
-pub use instance::{ensure_running, Instance};
+pub use instance::Instance;
 pub use transport::AgentStream;

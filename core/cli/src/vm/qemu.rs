@@ -108,18 +108,15 @@ pub struct VmSpec {
 impl VmSpec {
     /// The QEMU binary for the guest arch.
     pub fn program(&self) -> &'static str {
-        qemu_program(self.arch)
+        self.arch.qemu_program()
     }
 
     /// The console device the kernel writes to.
     pub fn console_device(&self) -> &'static str {
-        match self.arch {
-            Arch::X86_64 => "ttyS0",
-            Arch::Aarch64 => "ttyAMA0",
-        }
+        self.arch.console_device()
     }
 
-    /// The kernel command line (boot contract in TEAM.md).
+    /// The kernel command line (docs/guest-contract.md "Guest boot contract").
     pub fn kernel_cmdline(&self) -> String {
         let k = &self.kernel_args;
         let mut parts = vec![format!("console={}", self.console_device())];
@@ -152,24 +149,15 @@ impl VmSpec {
         let shared_ram = hybrid || self.share_slots > 0;
 
         // machine, accelerator, CPU
-        let machine = match self.arch {
-            Arch::X86_64 => "q35",
-            Arch::Aarch64 => "virt",
-        };
-        let mut m = machine.to_string();
+        let mut m = self.arch.qemu_machine().to_string();
         if shared_ram {
             m.push_str(",memory-backend=mem");
         }
         a.opt("-machine", m);
         a.opt("-accel", self.accel.to_string());
-        let cpu = match (self.arch, self.accel) {
-            (_, Accel::Kvm) => "host",
-            // `max` enables every feature TCG emulates; a57 is what the old tool used but
-            // it lacks features newer arm64 kernels and binaries like to see. The
-            // implementation-defined pointer authentication algorithm is much cheaper to
-            // emulate than QARMA (QEMU's own advice for TCG speed).
-            (Arch::Aarch64, Accel::Tcg) => "max,pauth-impdef=on",
-            (Arch::X86_64, Accel::Tcg) => "max",
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => self.arch.qemu_tcg_cpu(),
         };
         a.opt("-cpu", cpu);
         a.opt("-m", format!("{}M", self.memory_mib));
@@ -319,13 +307,6 @@ fn share_slot_device(slot: u32) -> String {
         super::shares::slot_bus(slot),
         slot + 1
     )
-}
-
-pub fn qemu_program(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "qemu-system-x86_64",
-        Arch::Aarch64 => "qemu-system-aarch64",
-    }
 }
 
 #[derive(Default)]

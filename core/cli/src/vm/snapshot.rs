@@ -219,7 +219,7 @@ fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), Strin
 fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
     let set = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)
         .map_err(|e| e.to_string())?;
-    let program = super::qemu::qemu_program(cfg.arch);
+    let program = cfg.arch.qemu_program();
     let qemu = process::which(program).ok_or_else(|| format!("{program} not found"))?;
     let key = Key {
         format: FORMAT,
@@ -644,7 +644,9 @@ mod tests {
         assert!(unusable(&cfg).expect("arm").contains("x86_64"));
         cfg.arch = Arch::X86_64;
         cfg.host_share = true;
-        assert!(unusable(&cfg).expect("share").contains("volume share slots"));
+        assert!(unusable(&cfg)
+            .expect("share")
+            .contains("volume share slots"));
         cfg.host_share = false;
         cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
         assert!(unusable(&cfg).expect("fwd").contains("port forwards"));

@@ -1,5 +1,5 @@
-//! PID-1 duties, done only when the agent really is PID 1 of the guest (see the "Guest boot
-//! contract" in the team notes): modules, mounts, the switch into the runtime rootfs, the
+//! PID-1 duties, done only when the agent really is PID 1 of the guest (see "Guest boot
+//! contract" in docs/guest-contract.md): modules, mounts, the switch into the runtime rootfs, the
 //! state disk, networking, and the shutdown that leaves the state disk clean.
 
 pub mod cmdline;

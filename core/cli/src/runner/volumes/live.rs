@@ -1,7 +1,7 @@
 //! Volumes of detached containers (`run -d -v host:ctr`).
 //!
 //! The container keeps using its guest copy after the CLI returns (the old tool deleted it
-//! right away, spec/cli.md §8.13). What was pushed is recorded in `live-volumes.json` in the
+//! right away, docs/old-bugs.md §13). What was pushed is recorded in `live-volumes.json` in the
 //! state dir, keyed by the container's name and id, and the container's changes come back
 //! with the same manifest rules as a foreground volume (dotfiles kept, nothing the container
 //! did not change touched) when the tool stops, kills or removes the container (by name or
