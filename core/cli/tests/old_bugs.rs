@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -22,6 +22,13 @@ use vcontainer::agent_client::{self, ExecRequest, ExitStatus};
 const NAMES: &[&str] = &["vcontainer", "vdkr", "vpdmn", "vdkr-x86_64", "vpdmn-x86_64"];
 
 /// A temp dir with the multi-call links, a HOME and a working dir.
+/// The cargo target dir holding the binary under test and the plugins built with it.
+fn build_dir() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vcontainer"))
+        .parent()
+        .expect("<target>/<profile>/vcontainer")
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
 }
@@ -52,6 +59,8 @@ impl Fixture {
         cmd.env_clear()
             .env("HOME", self.path("home"))
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // a build tree names its plugins: they are never taken from beside the binary
+            .env("VCONTAINER_PLUGIN_PATH", build_dir())
             .current_dir(self.path("work"));
         cmd
     }
