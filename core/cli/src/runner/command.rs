@@ -362,7 +362,7 @@ fn run_planned(
     }
 
     let argv = plan.argv_strings();
-    tracing::debug!(?argv, "exec in the guest");
+    tracing::debug!(argv = ?vcontainer_proto::redact::argv(&argv), "exec in the guest");
     let mut request = ExecRequest::new(argv.clone());
     request.env.extend_from_slice(registry_env);
     let status = if plan.tty || plan.stdin {
