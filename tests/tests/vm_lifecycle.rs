@@ -153,7 +153,8 @@ fn fresh_vm_serves(o: &std::process::Output, when: &str) {
 }
 
 /// Issue 13 item 5: QEMU SIGKILLed during a command fails that command clearly; the next
-/// command gets a fresh VM, and the state disk and its images survive. That includes the
+/// command gets a fresh VM, and the state disk and its images survive, also an image whose
+/// import returned just before the kill. That includes the
 /// next command that found QEMU still alive and then lost it before its first request (QEMU
 /// was still exiting: a SIGKILLed QEMU busy with disk I/O takes a while to go). That window
 /// is made wide here by stopping QEMU (SIGSTOP) before the command and killing it while the
@@ -167,6 +168,17 @@ fn qemu_killed_mid_command_fails_clearly_and_state_survives() {
     let o = w.run(tool, ["memres", "start"]);
     assert_eq!(o.status.code(), Some(0), "memres start: {}", stderr(&o));
     import_busybox(&w, tool);
+
+    // killed the moment the import returned: the image was written to the state disk, not
+    // only to the guest's page cache that dies with QEMU
+    signal_qemu(&state, "-KILL");
+    let o = w.run(tool, ["vrun", "bb:1", "echo", "the image survived"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "the image survived\n"),
+        "{}",
+        stderr(&o)
+    );
 
     let child = w
         .cmd(tool)

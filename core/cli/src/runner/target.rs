@@ -574,6 +574,18 @@ impl Target {
         Ok((status, out, err))
     }
 
+    /// Writes what a command just stored (an image) to the memres VM's state disk, so that a
+    /// QEMU killed right after the command cannot take it along: the guest's page cache dies
+    /// with QEMU, and ext4 commits only every few seconds. A one-shot VM syncs when it shuts
+    /// down. Best effort: the command already succeeded.
+    pub fn persist(&mut self) {
+        if self.instance().is_some() {
+            if let Err(e) = self.exec_quiet(&["sync"]) {
+                tracing::debug!("sync in the guest: {e:#}");
+            }
+        }
+    }
+
     /// Runs a helper command in the guest; a failure is an error naming its stderr.
     pub fn exec_quiet(&mut self, argv: &[&str]) -> anyhow::Result<Vec<u8>> {
         let (status, out, err) = self.exec_capture(argv)?;
