@@ -25,6 +25,8 @@ if [ ! -x "$bin" ]; then
     echo "no $bin (cargo build -p vcontainer)" >&2
     exit 2
 fi
+# a build tree's plugins are never taken from beside the binary (docs/security.md)
+export VCONTAINER_PLUGIN_PATH="${VCONTAINER_PLUGIN_PATH:-$(dirname "$bin")}"
 
 # Re-exec under the VM test lock unless we already hold it.
 if [ -z "${REPRO_LOCKED:-}" ]; then

@@ -464,8 +464,8 @@ fn free_port(base: u16) -> u16 {
 }
 
 /// `memres start -p H:H -p U:U/udp`: static forwards reach a container on the VM's network;
-/// `run -d -p H:80` twice (same inside port, different host ports): both answer, both show
-/// in `ps`; `stop <id>` and `rm -f <name>` remove their forwards, `start` restores them, a
+/// `run -d -p 127.0.0.1:H:80` and `run -d -p H:80` (same inside port, different host ports):
+/// both answer, both show in `ps`; `stop <id>` and `rm -f <name>` remove their forwards, `start` restores them, a
 /// `create -p` container gets its forward when it starts; `memres stop` leaves no forward
 /// behind for the next VM.
 #[test]
@@ -517,13 +517,14 @@ fn static_and_container_port_forwards_answer_and_go_away() {
             "{tool}: static port {hs} silent"
         );
 
+        // a named host address is the host side's: the container still answers through it
         let out = live.ok(&[
             "run",
             "-d",
             "--name",
             "webA",
             "-p",
-            &format!("{p1}:80"),
+            &format!("127.0.0.1:{p1}:80"),
             "bb:1",
             "sh",
             "-c",

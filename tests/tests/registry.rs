@@ -743,3 +743,168 @@ fn vdkr_one_shot_pull_succeeds_and_keeps_the_image() {
     assert_no_vm_processes(w.home.path());
     assert_fsck_clean(&state_dir(&w, tool).join("docker-state.img"));
 }
+
+/// The `needles` the file at `path` holds. Only its data extents are read (a state disk is
+/// a sparse file of gigabytes, mostly holes), in chunks that overlap by a needle's length.
+fn needles_in(path: &Path, needles: &[&str]) -> Vec<String> {
+    use nix::unistd::{lseek, Whence};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+    let overlap = needles.iter().map(|n| n.len()).max().unwrap_or(1).max(1) - 1;
+    let mut found: Vec<String> = Vec::new();
+    let mut file = std::fs::File::open(path).expect("open");
+    let len = file.metadata().expect("stat").len() as i64;
+    let fd = file.as_raw_fd();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut at = 0i64;
+    while at < len {
+        // ENXIO: no data after `at`
+        let Ok(data) = lseek(fd, at, Whence::SeekData) else {
+            break;
+        };
+        let hole = lseek(fd, data, Whence::SeekHole).unwrap_or(len);
+        let mut pos = data;
+        while pos < hole {
+            file.seek(SeekFrom::Start(pos as u64)).expect("seek");
+            let want = ((hole - pos) as usize).min(buf.len());
+            let n = file.read(&mut buf[..want]).expect("read");
+            if n == 0 {
+                break;
+            }
+            for needle in needles {
+                let hit = buf[..n]
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes());
+                if hit && !found.iter().any(|f| f == needle) {
+                    found.push(needle.to_string());
+                }
+            }
+            if pos + n as i64 >= hole || n <= overlap {
+                pos += n as i64;
+            } else {
+                pos += (n - overlap) as i64;
+            }
+        }
+        at = hole;
+    }
+    found
+}
+
+/// (file, needle) for every file under `dir` (recursively, state disks included) and every
+/// one of `needles` it holds.
+fn files_holding(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                todo.push(path);
+            } else if kind.is_file() {
+                for needle in needles_in(&path, needles) {
+                    found.push((path.clone(), needle));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn passwords_never_reach_stderr_or_a_file_in_the_state_dir_at_the_most_verbose_logging() {
+    // no registry needed: every password goes through the same planning, logging and exec as
+    // a good one, and the logins fail fast against a closed port in the guest
+    let (tool, runtime) = ("vdkr", "docker");
+    vm_or_skip!(runtime);
+    let w = World::new();
+    // -v, the most verbose host log, and the agent's exec argv on the VM console
+    let verbose = |args: &[&str]| {
+        let mut c = w.cmd(tool);
+        c.env("VCONTAINER_LOG", "trace")
+            .env("VCONTAINER_GUEST_DEBUG", "1")
+            .arg("-v")
+            .args(args);
+        c
+    };
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = verbose(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(input);
+        child.wait_with_output().expect("wait")
+    };
+    let o = run(&["memres", "start"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let _stop = MemresGuard::new(&w, tool);
+
+    let secrets = [
+        "pw-flag-Qx7vZ2",
+        "pw-short-Kd93mT",
+        "pw-glued-Lw4pR8",
+        "pw-long-Hc62nB",
+        "pw-stdin-Ye51sJ",
+    ];
+    let closed = "127.0.0.1:1";
+    let image = format!("{closed}/nobody/x:1");
+    let flag = [
+        "--registry-user",
+        "me",
+        "--registry-password",
+        secrets[0],
+        "pull",
+        &image,
+    ];
+    let short = ["login", "-u", "me", "-p", secrets[1], closed];
+    let glued = format!("-p{}", secrets[2]);
+    let glued = ["login", "-u", "me", &glued, closed];
+    let long = format!("--password={}", secrets[3]);
+    let long = ["login", "-u", "me", &long, closed];
+    let stdin = ["login", "-u", "me", "--password-stdin", closed];
+    let mut all_stderr = String::new();
+    for (args, input) in [
+        (&flag[..], None),
+        (&short[..], None),
+        (&glued[..], None),
+        (&long[..], None),
+        (&stdin[..], Some(format!("{}\n", secrets[4]))),
+    ] {
+        let o = run(args, input.as_deref());
+        assert_ne!(o.status.code(), Some(0), "{args:?}: nothing listens there");
+        let err = stderr(&o);
+        // the debug log was on and showed the command, with the value hidden
+        assert!(err.contains("exec in the guest"), "{args:?}: {err}");
+        all_stderr.push_str(&err);
+    }
+    assert!(all_stderr.contains("<redacted>"), "{all_stderr}");
+
+    let state = w.home.path().join(".vdkr/x86_64");
+    let console = std::fs::read_to_string(state.join("console.log")).expect("console.log");
+    assert!(
+        console.contains("exec pid") && console.contains("<redacted>"),
+        "the agent's debug log is on and hides the password: {console}"
+    );
+    let o = run(&["memres", "stop"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    all_stderr.push_str(&stderr(&o));
+    for secret in secrets {
+        assert!(
+            !all_stderr.contains(secret),
+            "{secret} on stderr: {all_stderr}"
+        );
+    }
+    // the scan itself finds what is there: the marker file's own words
+    let marker = files_holding(&state, &["vstorage clean"]);
+    assert_eq!(marker.len(), 1, "{marker:?}");
+    assert_eq!(
+        files_holding(&state, &secrets),
+        Vec::<(PathBuf, String)>::new(),
+        "passwords in files under the state dir"
+    );
+}

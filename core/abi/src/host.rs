@@ -249,7 +249,12 @@ fn shorten(text: &str) -> String {
 }
 
 /// The search directories in order: `$VCONTAINER_PLUGIN_PATH` entries, then
-/// `<exe dir>/../lib/vcontainer/plugins`, then `<exe dir>`.
+/// `<prefix>/lib/vcontainer/plugins` when the executable is in `<prefix>/bin` (an install,
+/// the SDK, a Yocto sysroot).
+///
+/// The executable's own directory is never searched: a binary run from a download or build
+/// dir would otherwise load any `libvcontainer_*.so` that lands beside it. A build tree names
+/// its plugins explicitly (`VCONTAINER_PLUGIN_PATH=target/debug`, as the tests do).
 pub fn search_dirs(plugin_path_env: Option<&OsStr>, exe: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = plugin_path_env
         .map(|v| {
@@ -258,9 +263,12 @@ pub fn search_dirs(plugin_path_env: Option<&OsStr>, exe: Option<&Path>) -> Vec<P
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(exe_dir) = exe.and_then(Path::parent) {
-        dirs.push(exe_dir.join("../lib/vcontainer/plugins"));
-        dirs.push(exe_dir.to_path_buf());
+    let exe_dir = exe.and_then(Path::parent);
+    if let Some(prefix) = exe_dir
+        .filter(|d| d.file_name() == Some(OsStr::new("bin")))
+        .and_then(Path::parent)
+    {
+        dirs.push(prefix.join("lib/vcontainer/plugins"));
     }
     dirs
 }
@@ -360,9 +368,24 @@ mod tests {
             [
                 PathBuf::from("/a"),
                 PathBuf::from("/b"),
-                PathBuf::from("/opt/x/bin/../lib/vcontainer/plugins"),
-                PathBuf::from("/opt/x/bin"),
+                PathBuf::from("/opt/x/lib/vcontainer/plugins"),
             ]
+        );
+        // outside a <prefix>/bin, nothing beside the binary is searched
+        for exe in [
+            "/home/u/Downloads/vcontainer",
+            "/src/vc/target/debug/vcontainer",
+            "/vcontainer",
+        ] {
+            assert_eq!(
+                search_dirs(None, Some(Path::new(exe))),
+                Vec::<PathBuf>::new(),
+                "{exe}"
+            );
+        }
+        assert_eq!(
+            search_dirs(None, Some(Path::new("/usr/bin/vdkr"))),
+            [PathBuf::from("/usr/lib/vcontainer/plugins")]
         );
         assert_eq!(search_dirs(None, None), Vec::<PathBuf>::new());
     }

@@ -575,6 +575,26 @@ pub fn parse_port(spec: &str) -> Result<PortMapping, PluginError> {
     })
 }
 
+/// The `-p` value the runtime in the guest gets for `spec` when it differs: without the host
+/// address of `127.0.0.1:8080:80`.
+///
+/// The host address is for the host side: the core forwards `127.0.0.1:8080` on the host to
+/// the guest's port 8080, which arrives at the guest's network address, not at its loopback.
+/// A runtime told `127.0.0.1:8080:80` in the guest would listen on the guest's loopback only
+/// and the forward would reach nothing. So the guest gets `8080:80` (every guest address;
+/// the guest is reachable only through the forwards). `0.0.0.0` is kept (it means the same
+/// in the guest, and `start` reads it back to restore the forward on every host address);
+/// mappings with no host port or an IPv6 address are not forwarded and are left alone.
+fn guest_publish(spec: &str, mapping: &PortMapping) -> Option<String> {
+    let ip = mapping.host_ip.as_str();
+    if ip.is_empty() || ip == "0.0.0.0" || ip.contains(':') || mapping.host_ports.is_none() {
+        return None;
+    }
+    spec.strip_prefix(ip)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::to_string)
+}
+
 /// What `run_like` learned from the option area.
 #[derive(Default)]
 struct RunOptions {
@@ -608,7 +628,11 @@ fn scan_run_options(
                 let guest = b.input(&value, InputKind::File, true);
                 g.set_value(k, &guest);
             } else if opt.is(&["-p", "--publish"]) {
-                b.ports.push(parse_port(&value)?);
+                let mapping = parse_port(&value)?;
+                if let Some(guest) = guest_publish(&value, &mapping) {
+                    g.set_value(k, &guest);
+                }
+                b.ports.push(mapping);
             } else if opt.is(&["--name"]) {
                 b.name = opt.value.clone();
             } else if opt.is(&["-i", "--interactive"]) {
@@ -1137,6 +1161,62 @@ mod tests {
                 end: 9001
             }
         );
+    }
+
+    #[test]
+    fn a_host_address_stays_on_the_host_side() {
+        let plan = p(&[
+            "run",
+            "-p",
+            "127.0.0.1:8080:80",
+            "--publish=10.1.2.3:53:53/udp",
+            "-p127.0.0.1:9000-9001:9000-9001",
+            "-p",
+            "0.0.0.0:8081:81",
+            "-p",
+            "127.0.0.1::82",
+            "-p",
+            "[::1]:8083:83",
+            "-p",
+            "8084:84",
+            "img",
+        ]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "docker",
+                "run",
+                "-p",
+                "8080:80",
+                "--publish=53:53/udp",
+                "-p9000-9001:9000-9001",
+                "-p",
+                "0.0.0.0:8081:81",
+                "-p",
+                "127.0.0.1::82",
+                "-p",
+                "[::1]:8083:83",
+                "-p",
+                "8084:84",
+                "img"
+            ]
+        );
+        // the host side still knows the address to listen on
+        let ips: Vec<&str> = plan.ports.iter().map(|m| m.host_ip.as_str()).collect();
+        assert_eq!(
+            ips,
+            [
+                "127.0.0.1",
+                "10.1.2.3",
+                "127.0.0.1",
+                "0.0.0.0",
+                "127.0.0.1",
+                "::1",
+                ""
+            ]
+        );
+        let created = p(&["create", "--publish", "127.0.0.1:8080:80", "img"]);
+        assert_eq!(argv(&created)[2..4], ["--publish", "8080:80"]);
     }
 
     #[test]

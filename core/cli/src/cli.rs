@@ -15,6 +15,29 @@ use crate::commands::{CORE_COMMANDS, RUNTIME_COMMANDS};
 
 // Options given before the command, with the old tool's names. (A plain comment: a doc
 // comment would become the about text of the top-level command.)
+/// A value that must never reach a log: `Debug` shows `<redacted>` (docs/security.md).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(vcontainer_proto::redact::REDACTED)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalOptions {
     /// Target architecture: x86_64 or aarch64 (overrides the program name, $<TOOL>_ARCH and the config)
@@ -100,7 +123,7 @@ pub struct GlobalOptions {
 
     /// Password for the default registry (prefer --config: arguments are visible in ps)
     #[arg(long, alias = "registry-pass", value_name = "PASSWORD")]
-    pub registry_password: Option<String>,
+    pub registry_password: Option<Secret>,
 
     /// Interactive (keep stdin open); `-it` before the command = -i -t
     #[arg(short = 'i', long)]
@@ -354,7 +377,15 @@ mod tests {
         assert_eq!(g.arch.as_deref(), Some("aarch64"));
         assert!(g.interactive && g.tty && g.verbose);
         assert_eq!(g.insecure_registries, ["r1:5000", "r2:5000"]);
-        assert_eq!(g.registry_password.as_deref(), Some("p w"));
+        assert_eq!(
+            g.registry_password.as_ref().map(Secret::expose),
+            Some("p w")
+        );
+        let shown = format!("{g:?}");
+        assert!(
+            !shown.contains("p w") && shown.contains("registry_password: Some(<redacted>)"),
+            "{shown}"
+        );
         assert_eq!(external(&m), ("vrun".into(), vec!["alpine".into()]));
     }
 

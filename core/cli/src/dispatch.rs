@@ -84,15 +84,24 @@ pub fn run_runtime_command(ctx: RuntimeContext) -> anyhow::Result<i32> {
         runtime = %ctx.tool.runtime,
         arch = %ctx.arch,
         state = %ctx.state.path.display(),
-        argv = ?ctx.argv,
+        argv = ?logged_argv(&ctx.argv),
         "runtime command"
     );
     crate::runner::run(ctx)
 }
 
+/// The user's argv as a debug log shows it: passwords hidden (docs/security.md).
+fn logged_argv(argv: &[OsString]) -> Vec<String> {
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    vcontainer_proto::redact::argv(&words)
+}
+
 /// Runs one core command.
 pub fn run_core_command(ctx: CoreContext) -> anyhow::Result<i32> {
-    tracing::debug!(program = %ctx.program, argv = ?ctx.argv, "core command");
+    tracing::debug!(program = %ctx.program, argv = ?logged_argv(&ctx.argv), "core command");
     match ctx.command {
         CoreCommand::Doctor => run_doctor(&ctx),
         CoreCommand::Plugins => run_plugins(&ctx),

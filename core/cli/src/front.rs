@@ -73,7 +73,7 @@ pub enum Invocation {
 /// means (with built-in entries for vdkr/vpdmn when a plugin is missing, so the front's own
 /// commands still work).
 pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
-    let plugins = plugins::discover();
+    let plugins = plugins::discover()?;
     let catalog = Catalog::from_plugins(&plugins);
     let argv0 = argv
         .first()

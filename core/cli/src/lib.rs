@@ -25,6 +25,7 @@ pub mod program_name;
 pub mod session;
 pub mod state_dir;
 pub mod tool;
+pub mod trust;
 pub mod ui;
 pub mod vconfig;
 pub mod vstorage;

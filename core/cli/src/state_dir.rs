@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 
 use crate::arch::Arch;
 use crate::tool::Tool;
+use crate::trust::{self, Subject};
 
 /// Marker file name (docs/guest-contract.md "State dir marker").
 pub const MARKER: &str = ".vcontainer-state";
@@ -193,6 +194,7 @@ pub fn prepare(
                 .prefix(&format!("{}-stateless-", tool.name))
                 .tempdir()
                 .context("creating the temporary state dir for --stateless")?;
+            trust::check(temp.path(), Subject::StateDir)?;
             write_marker(temp.path(), tool)?;
             let path = fs::canonicalize(temp.path())
                 .with_context(|| format!("resolving {}", temp.path().display()))?;
@@ -216,15 +218,23 @@ pub fn prepare(
 }
 
 /// Creates `dir` with the marker, or accepts it if it already holds the marker, is empty, or
-/// holds only state files of the old tool. Anything else is refused, untouched.
+/// holds only state files of the old tool. Anything else is refused, untouched, and so is a
+/// dir that other users can write or replace ([`trust`]).
 pub fn ensure_owned_dir(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            trust::check_new(dir, Subject::StateDir)?;
             if let Some(parent) = dir.parent() {
-                fs::create_dir_all(parent)
+                use std::os::unix::fs::DirBuilderExt;
+                // the tool's root (~/.vdkr) is as private as the dirs in it
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
             create_private_dir(dir)?;
+            trust::check(dir, Subject::StateDir)?;
             write_marker(dir, tool)
         }
         Err(e) => Err(e).with_context(|| format!("checking state dir {}", dir.display())),
@@ -237,6 +247,7 @@ pub fn ensure_owned_dir(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
             if !meta.is_dir() {
                 bail!("state dir {} exists and is not a directory", dir.display());
             }
+            trust::check(dir, Subject::StateDir)?;
             if has_marker(dir) {
                 return Ok(());
             }
@@ -437,6 +448,42 @@ mod tests {
             !tmp_path.exists(),
             "stateless dir must be removed at the end"
         );
+    }
+
+    #[test]
+    fn a_dir_others_can_write_is_refused_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let open = base.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure_owned_dir(&open, &tool()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("refusing state dir {}: ", open.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains("mode 0777") && err.contains("chmod go-w"),
+            "{err}"
+        );
+        assert!(!has_marker(&open));
+
+        // a marked dir opened up later is refused as well
+        ensure_owned_dir(&base.path().join("mine"), &tool()).unwrap();
+        let mine = base.path().join("mine");
+        assert_eq!(
+            fs::metadata(&mine).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::set_permissions(&mine, fs::Permissions::from_mode(0o757)).unwrap();
+        assert!(ensure_owned_dir(&mine, &tool()).is_err());
+
+        // a new dir under a dir anyone can write is not even created
+        let err = ensure_owned_dir(&open.join("sub/state"), &tool())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("above it is writable by all users"), "{err}");
+        assert!(!open.join("sub").exists());
     }
 
     #[test]

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn plugins_without_runtimes_fall_back_to_builtin() {
-        let set = crate::plugins::discover_in(&[]);
+        let set = crate::plugins::discover_in(&[]).expect("no dirs");
         let catalog = Catalog::from_plugins(&set);
         assert_eq!(catalog.runtimes(), ["docker", "podman"]);
     }

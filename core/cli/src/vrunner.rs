@@ -209,7 +209,7 @@ fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
             );
         }
     }
-    let plugins = plugins::discover();
+    let plugins = plugins::discover()?;
     let catalog = Catalog::from_plugins(&plugins);
     let tool = catalog.tool_for(args.runtime.name())?;
     let options = GlobalOptions {

@@ -21,6 +21,13 @@ const NAMES: &[&str] = &[
     "docker",
 ];
 
+/// The cargo target dir holding the binary under test and the plugins built with it.
+fn build_dir() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_vcontainer"))
+        .parent()
+        .expect("<target>/<profile>/vcontainer")
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
 }
@@ -55,6 +62,8 @@ impl Fixture {
         cmd.env_clear()
             .env("HOME", self.home())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // a build tree names its plugins: they are never taken from beside the binary
+            .env("VCONTAINER_PLUGIN_PATH", build_dir())
             .current_dir(self.work());
         cmd
     }
@@ -816,4 +825,142 @@ fn an_xl_on_path_changes_nothing() {
         );
     }
     assert!(!marker.exists(), "xl was run");
+}
+
+/// `vcontainer plugins --format json` run from `exe` (a hard link of the binary under test,
+/// so that its own path is `exe`) with no plugin path: the names of the plugins it found.
+fn plugins_found_from(exe: &Path) -> Vec<String> {
+    let o = Command::new(exe)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["plugins", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn plugins_come_from_the_install_prefix_never_from_beside_the_binary() {
+    // under the target dir: same filesystem as the binary, so it can be hard linked
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let plugin = "libvcontainer_runtime_docker.so";
+    let place = |exe_dir: &Path, plugin_dir: &Path| -> PathBuf {
+        fs::create_dir_all(exe_dir).unwrap();
+        fs::create_dir_all(plugin_dir).unwrap();
+        let exe = exe_dir.join("vcontainer");
+        fs::hard_link(env!("CARGO_BIN_EXE_vcontainer"), &exe)
+            .or_else(|_| fs::copy(env!("CARGO_BIN_EXE_vcontainer"), &exe).map(|_| ()))
+            .unwrap();
+        fs::copy(build_dir().join(plugin), plugin_dir.join(plugin)).unwrap();
+        exe
+    };
+    // a binary in a download or build dir with a plugin beside it: not loaded
+    let loose = tmp.path().join("downloads");
+    let exe = place(&loose, &loose);
+    assert_eq!(plugins_found_from(&exe), Vec::<String>::new());
+    // <prefix>/bin/vcontainer loads <prefix>/lib/vcontainer/plugins
+    let prefix = tmp.path().join("prefix");
+    let exe = place(&prefix.join("bin"), &prefix.join("lib/vcontainer/plugins"));
+    assert_eq!(plugins_found_from(&exe), ["docker"]);
+    // and still nothing from <prefix>/bin itself
+    fs::remove_file(prefix.join("lib/vcontainer/plugins").join(plugin)).unwrap();
+    fs::copy(build_dir().join(plugin), prefix.join("bin").join(plugin)).unwrap();
+    assert_eq!(plugins_found_from(&exe), Vec::<String>::new());
+}
+
+#[test]
+fn a_plugin_file_others_can_write_is_refused_with_exit_125_and_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let dir = f.dir.path().join("plugins");
+    fs::create_dir(&dir).unwrap();
+    let so = dir.join("libvcontainer_runtime_docker.so");
+    fs::copy(build_dir().join("libvcontainer_runtime_docker.so"), &so).unwrap();
+    fs::set_permissions(&so, fs::Permissions::from_mode(0o755)).unwrap();
+    let env = [("VCONTAINER_PLUGIN_PATH", dir.to_str().unwrap())];
+    let o = f.run_env("vcontainer", &env, &["plugins", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"docker\""), "{}", stdout(&o));
+
+    fs::set_permissions(&so, fs::Permissions::from_mode(0o757)).unwrap();
+    for (tool, args) in [
+        ("vcontainer", &["plugins"][..]),
+        ("vdkr", &["--blob-dir", "/nonexistent-blobs", "images"][..]),
+    ] {
+        let o = f.run_env(tool, &env, args);
+        assert_eq!(o.status.code(), Some(125), "{tool}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!(
+                "refusing plugin file {}: it is writable by all users",
+                so.display()
+            )) && err.contains("mode 0757")
+                && err.contains(&format!("fix: chmod go-w {}", so.display())),
+            "{tool}: {err}"
+        );
+        assert_eq!(stdout(&o), "", "{tool}");
+    }
+    // a dir anyone can write (no sticky bit): the file could be replaced
+    fs::set_permissions(&so, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = f.run_env("vcontainer", &env, &["plugins"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "the directory {} above it is writable by all users",
+            dir.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_state_dir_others_can_write_is_refused_with_exit_125_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let sd = f.work().join("sd");
+    fs::create_dir(&sd).unwrap();
+    fs::set_permissions(&sd, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = f.run(
+        "vdkr",
+        &[
+            "--state-dir",
+            sd.to_str().unwrap(),
+            "--blob-dir",
+            "/nonexistent-blobs",
+            "images",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "refusing state dir {}: it is writable by all users",
+            sd.display()
+        )) && err.contains("mode 0777")
+            && err.contains(&format!("fix: chmod go-w {}", sd.display())),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&sd).unwrap().count(), 0, "nothing written");
+
+    // the default state dir under a home others can write is not created at all
+    fs::set_permissions(f.home(), fs::Permissions::from_mode(0o777)).unwrap();
+    let o = f.run("vdkr", &["--blob-dir", "/nonexistent-blobs", "images"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "the directory {} above it is writable by all users",
+            f.home().display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!f.home().join(".vdkr").exists());
 }

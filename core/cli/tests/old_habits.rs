@@ -3,7 +3,7 @@
 //! `memres stop -f`, group commands without a subcommand. `vstorage clean`'s stdout is
 //! checked in cli_front.rs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 struct Fixture {
@@ -34,6 +34,13 @@ impl Fixture {
             .env_clear()
             .env("HOME", self.home())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // a build tree names its plugins: they are never taken from beside the binary
+            .env(
+                "VCONTAINER_PLUGIN_PATH",
+                Path::new(env!("CARGO_BIN_EXE_vcontainer"))
+                    .parent()
+                    .expect("<target>/<profile>/vcontainer"),
+            )
             .args(args)
             .output()
             .expect("spawn")

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod exit;
 mod frame;
 mod message;
+pub mod redact;
 
 pub use frame::{
     decode_frame, encode_frame, read_auth_frame, read_frame, write_frame, Frame, FrameType,

@@ -99,7 +99,11 @@ pub(crate) fn run(
     drop(command);
     let pid = child.id();
     let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
-    crate::debug_log!("exec pid {pid}: {:?}", request.argv);
+    // the console log is a plain file on the host: no passwords in it
+    crate::debug_log!(
+        "exec pid {pid}: {:?}",
+        vcontainer_proto::redact::argv(&request.argv)
+    );
     sink.respond(&Response::Started { pid })?;
 
     let drain = Arc::new(Drain::default());

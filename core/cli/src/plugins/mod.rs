@@ -7,7 +7,7 @@
 //!
 //! Typical use by the front:
 //! ```ignore
-//! let set = vcontainer::plugins::discover();
+//! let set = vcontainer::plugins::discover()?;         // refuses files others can write
 //! vcontainer::plugins::print_failures(&set);            // stderr, one line per bad file
 //! let docker = set.require_runtime("vdkr")?;           // by argv[0] alias
 //! let plan = docker.plan(&args)?;
@@ -17,6 +17,8 @@
 mod list;
 
 use std::path::PathBuf;
+
+use crate::trust::{self, Subject, TrustError};
 
 pub use list::{failure_lines, list, print_failures, rows, ListFormat, PluginRow};
 pub use vcontainer_abi::host::{
@@ -37,12 +39,20 @@ pub struct PluginSet {
     pub searched: Vec<PathBuf>,
 }
 
+/// Where plugins come from, for an error that found none at all.
+const SEARCH_HINT: &str = " (plugins are loaded from $VCONTAINER_PLUGIN_PATH and from \
+    <prefix>/lib/vcontainer/plugins when the binary is <prefix>/bin/vcontainer, never from \
+    beside the binary; for a build tree set VCONTAINER_PLUGIN_PATH=<target>/debug)";
+
 /// No plugin answers to a requested name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no {kind} plugin named '{name}' (available: {}); searched: {}",
+    "no {kind} plugin named '{name}' (available: {}); searched: {}{}",
     if available.is_empty() { "none".to_string() } else { available.join(", ") },
-    searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+    if searched.is_empty() { "nothing".to_string() } else {
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+    },
+    if available.is_empty() { SEARCH_HINT } else { "" }
 )]
 pub struct NotFound {
     pub kind: PluginKind,
@@ -53,24 +63,34 @@ pub struct NotFound {
 }
 
 /// Discovers plugins in the standard search path: `$VCONTAINER_PLUGIN_PATH` (colon
-/// separated), then `<exe dir>/../lib/vcontainer/plugins`, then `<exe dir>`.
-pub fn discover() -> PluginSet {
+/// separated), then `<prefix>/lib/vcontainer/plugins` when the binary is `<prefix>/bin/...`
+/// ([`vcontainer_abi::host::search_dirs`]). Fails, loading nothing, when a candidate file
+/// could be written or replaced by another user ([`trust`]).
+pub fn discover() -> Result<PluginSet, TrustError> {
     discover_in(&vcontainer_abi::host::default_search_dirs())
 }
 
-/// Discovers plugins in exactly these directories, in order.
-pub fn discover_in(dirs: &[PathBuf]) -> PluginSet {
-    let found = vcontainer_abi::host::discover(dirs);
+/// Discovers plugins in exactly these directories, in order. Every candidate file is checked
+/// before any is loaded: a library runs code as the user the moment it is opened.
+pub fn discover_in(dirs: &[PathBuf]) -> Result<PluginSet, TrustError> {
+    let files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| vcontainer_abi::host::candidates(d))
+        .collect();
+    for file in &files {
+        trust::check(file, Subject::PluginFile)?;
+    }
+    let found = vcontainer_abi::host::load_all(&files);
     let (runtimes, backends) = found
         .plugins
         .into_iter()
         .partition(|p| p.kind == PluginKind::Runtime);
-    PluginSet {
+    Ok(PluginSet {
         runtimes,
         backends,
         failures: found.failures,
         searched: dirs.to_vec(),
-    }
+    })
 }
 
 impl PluginSet {
@@ -183,7 +203,7 @@ mod tests {
             std::fs::copy(built.join(&file), dir.path().join(&file)).expect("copy plugin");
         }
         std::fs::write(dir.path().join("libvcontainer_zz_broken.so"), "x").expect("write");
-        let set = discover_in(&[dir.path().to_path_buf()]);
+        let set = discover_in(&[dir.path().to_path_buf()]).expect("safe dir");
 
         let names: Vec<&str> = set.runtimes.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["docker", "podman"]);
@@ -243,7 +263,7 @@ mod tests {
     fn empty_dirs_give_an_empty_set_and_a_useful_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("libvcontainer_bad.so"), "text").expect("write");
-        let set = discover_in(&[dir.path().to_path_buf()]);
+        let set = discover_in(&[dir.path().to_path_buf()]).expect("safe dir");
         assert!(set.runtimes.is_empty() && set.backends.is_empty());
         assert_eq!(set.failures.len(), 1);
         assert!(set.runtime("vdkr").is_none());

@@ -671,7 +671,10 @@ pub fn options_for(
     }
     opts.with_credentials(
         ctx.options.registry_user.as_deref(),
-        ctx.options.registry_password.as_deref(),
+        ctx.options
+            .registry_password
+            .as_ref()
+            .map(crate::cli::Secret::expose),
     )
 }
 

@@ -260,6 +260,9 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         }
     }
     let mut code = result?;
+    if code == 0 && WRITES_IMAGES.contains(&ctx.command()) {
+        target.persist();
+    }
 
     if let Some(dest) = &storage_out {
         if code == 0 {
@@ -289,6 +292,10 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
     tracing::debug!(elapsed = ?started.elapsed(), code, "command done");
     Ok(code)
 }
+
+/// Commands that store images: on a memres VM their result is synced to the state disk
+/// before they return ([`Target::persist`]).
+const WRITES_IMAGES: &[&str] = &["pull", "load", "import", "build", "commit", "tag", "image"];
 
 #[allow(clippy::too_many_arguments)]
 fn run_planned(
@@ -367,7 +374,7 @@ fn run_planned(
     }
 
     let argv = plan.argv_strings();
-    tracing::debug!(?argv, "exec in the guest");
+    tracing::debug!(argv = ?vcontainer_proto::redact::argv(&argv), "exec in the guest");
     let mut request = ExecRequest::new(argv.clone());
     request.env.extend_from_slice(registry_env);
     let status = if plan.tty || plan.stdin {

@@ -190,6 +190,9 @@ fn import_and_export(
     let result = execute::execute(plans, &mut guest);
     guest.remove(run_dir);
     let code = result?;
+    if code == 0 {
+        target.persist();
+    }
     if let Some(dest) = storage_output {
         if code == 0 {
             storage::export(target, &spec.storage_export, dest)?;

@@ -221,20 +221,30 @@ impl Target {
         let tool = ctx.tool.name.clone();
         let services: Vec<ServiceSpec> = spec.services.iter().cloned().collect();
         match (choice, running) {
-            (Mode::Memres, Some(instance)) => Ok(Target::for_instance(instance, tool, services)),
+            (Mode::Memres, Some(instance)) => {
+                let mut target = Target::for_instance(instance, tool.clone(), services.clone());
+                // the VM was alive when it was looked up; if QEMU died since (killed, crashed)
+                // this command gets a fresh VM instead of failing for the dead one
+                match target.first_contact() {
+                    Ok(()) => Ok(target),
+                    Err(e) if target.wait_for_death() => {
+                        tracing::debug!("the memres VM died before this command used it: {e:#}");
+                        drop(target);
+                        let note = format!(
+                            "the memres VM for {} stopped (QEMU is gone); starting a new one",
+                            ctx.arch
+                        );
+                        Self::start_memres(ctx, spec, tool, services, &note)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             (Mode::Memres | Mode::StartMemres, _) => {
-                ui::info(
-                    &tool,
-                    &format!(
-                        "starting the memres VM for {} (stop it with `{tool} memres stop`)",
-                        ctx.arch
-                    ),
+                let note = format!(
+                    "starting the memres VM for {} (stop it with `{tool} memres stop`)",
+                    ctx.arch
                 );
-                let cfg = vmconfig::build(ctx, spec, &ctx.state.path, true, Vec::new());
-                let started = vm::memres::start(&cfg)?;
-                let mut target = Target::for_instance(started.instance, tool, services);
-                target.ensure_services()?;
-                Ok(target)
+                Self::start_memres(ctx, spec, tool, services, &note)
             }
             (Mode::Batch { state_disk }, _) => {
                 let private_dir = if !state_disk && !ctx.state.is_temporary() {
@@ -270,6 +280,34 @@ impl Target {
                 Ok(target)
             }
         }
+    }
+
+    /// The first request to a memres VM found running: its services, or a Hello for a
+    /// runtime without any (podman), so a VM that died since it was found shows here.
+    fn first_contact(&mut self) -> anyhow::Result<()> {
+        if !self.services.is_empty() {
+            return self.ensure_services();
+        }
+        let conn = self.connect()?;
+        agent_client::hello(conn).map_err(|e| self.agent_error(e))?;
+        Ok(())
+    }
+
+    /// Starts the memres VM (clearing what a dead one left: `memres::start`) and its
+    /// services, saying `note` first.
+    fn start_memres(
+        ctx: &RuntimeContext,
+        spec: &RuntimeSpec,
+        tool: String,
+        services: Vec<ServiceSpec>,
+        note: &str,
+    ) -> anyhow::Result<Target> {
+        ui::info(&tool, note);
+        let cfg = vmconfig::build(ctx, spec, &ctx.state.path, true, Vec::new());
+        let started = vm::memres::start(&cfg)?;
+        let mut target = Target::for_instance(started.instance, tool, services);
+        target.ensure_services()?;
+        Ok(target)
     }
 
     /// A target on an already running memres VM.
@@ -534,6 +572,18 @@ impl Target {
         )
         .map_err(|e| self.agent_error(e))?;
         Ok((status, out, err))
+    }
+
+    /// Writes what a command just stored (an image) to the memres VM's state disk, so that a
+    /// QEMU killed right after the command cannot take it along: the guest's page cache dies
+    /// with QEMU, and ext4 commits only every few seconds. A one-shot VM syncs when it shuts
+    /// down. Best effort: the command already succeeded.
+    pub fn persist(&mut self) {
+        if self.instance().is_some() {
+            if let Err(e) = self.exec_quiet(&["sync"]) {
+                tracing::debug!("sync in the guest: {e:#}");
+            }
+        }
     }
 
     /// Runs a helper command in the guest; a failure is an error naming its stderr.

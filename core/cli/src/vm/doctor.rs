@@ -76,19 +76,9 @@ pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) 
     }
 }
 
-/// $VCONTAINER_PLUGIN_PATH, <exe dir>/../lib/vcontainer/plugins, <exe dir>.
+/// The dirs plugins are loaded from (the one rule: [`vcontainer_abi::host::search_dirs`]).
 fn plugin_search_path() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::env::var_os("VCONTAINER_PLUGIN_PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        v.push(dir.join("../lib/vcontainer/plugins"));
-        v.push(dir);
-    }
-    v
+    vcontainer_abi::host::default_search_dirs()
 }
 
 impl std::fmt::Display for DoctorReport {

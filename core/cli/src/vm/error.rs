@@ -76,6 +76,10 @@ pub enum VmError {
         source: std::io::Error,
     },
 
+    /// A state, socket or plugin path others could write or replace.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+
     #[error("{0}")]
     Other(String),
 }

@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,8 +144,10 @@ pub fn socket_dir(state_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Create `dir` with mode 0700, or accept an existing one only when we own it and nobody else
-/// can write to it (it is in a world-writable /tmp).
+/// can write to it or replace it (it is in a world-writable /tmp): [`crate::trust`].
 fn private_dir(dir: &Path, uid: u32) -> Result<()> {
+    let checker = crate::trust::Checker { me: uid };
+    checker.check_new(dir, crate::trust::Subject::SocketDir)?;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -153,12 +155,13 @@ fn private_dir(dir: &Path, uid: u32) -> Result<()> {
     }
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| VmError::io(format!("checking {}", dir.display()), e))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
+    if meta.file_type().is_symlink() {
         return Err(VmError::Other(format!(
-            "{} exists but is not a private directory of uid {uid}; remove it",
+            "socket dir {} is a symbolic link; remove it",
             dir.display()
         )));
     }
+    checker.check(dir, crate::trust::Subject::SocketDir)?;
     Ok(())
 }
 
@@ -399,6 +402,7 @@ impl AsRawFd for AgentStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixListener;
     use vcontainer_proto::auth;
 
@@ -460,6 +464,28 @@ mod tests {
         assert_eq!(socket_dir(&long).expect("again"), dir);
         let other = PathBuf::from(format!("/tmp/{}/aarch64", "d".repeat(100)));
         assert_ne!(socket_dir(&other).expect("other"), dir);
+    }
+
+    #[test]
+    fn a_socket_dir_others_can_write_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = tmp.path().join("sockets");
+        private_dir(&dir, uid).expect("new dir");
+        private_dir(&dir, uid).expect("our own again");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let msg = private_dir(&dir, uid).expect_err("0777").to_string();
+        assert!(
+            msg.starts_with(&format!("refusing socket dir {}: ", dir.display())),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("mode 0777") && msg.contains("fix: chmod go-w"),
+            "{msg}"
+        );
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        assert!(private_dir(&link, uid).is_err());
     }
 
     #[test]
