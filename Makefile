@@ -9,6 +9,7 @@
 #   make test                       everything, including the end-to-end tests against real guests
 #   make test-unit                  the tests that need no guest (end-to-end tests skip, saying why)
 #   make stress                     fault figures (killed QEMU/CLI, full disk, parallel); STRESS_* rounds
+#   make fuzz [FUZZ_SECONDS=60]     each cargo-fuzz target in fuzz/ for FUZZ_SECONDS: execs, findings
 #   make bench | make lint
 
 CARGO        ?= cargo
@@ -26,12 +27,12 @@ BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
 SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
 
-.PHONY: all help build build-debug agent guest aarch64-probe test-fixtures install sdk test test-unit bench stress lint
+.PHONY: all help build build-debug agent guest aarch64-probe test-fixtures install sdk test test-unit bench stress fuzz lint
 
 all: build
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^#//'
+	@sed -n '3,13p' Makefile | sed 's/^#//'
 
 build:
 	$(CARGO) build --release --workspace
@@ -105,6 +106,13 @@ bench:
 # STRESS_QEMU_KILLS=3 STRESS_CLI_KILLS=3 STRESS_PARALLEL_ROUNDS=3 for a short run); not in `test`
 stress: build-debug
 	scripts/stress.sh
+
+# issue 13 item 5's hostile-input figures: the cargo-fuzz targets in fuzz/ (agent tar unpack,
+# volume sync-back, OCI layout reader, argv planner), FUZZ_SECONDS each, with their executions
+# and findings (scripts/fuzz.sh says more; needs nightly + cargo-fuzz); not in `test`
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -7,6 +7,8 @@
 mod auth;
 pub mod console;
 mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod pid1;
 mod readiness;

@@ -48,7 +48,7 @@ pub(crate) fn push(dest: &str, conn: &mut dyn Read, sink: &FrameSink) -> Result<
     sink.finish(&response)
 }
 
-fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String)> {
+pub(crate) fn unpack(dest: &str, source: &mut dyn Read) -> Result<usize, (ErrorKind, String)> {
     let dest = Path::new(dest);
     if !dest.is_absolute() {
         return Err((

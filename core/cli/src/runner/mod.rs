@@ -15,6 +15,8 @@
 
 mod command;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod import;
 mod memres;
 mod mode;

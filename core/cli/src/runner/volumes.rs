@@ -422,7 +422,11 @@ fn apply_file(
 }
 
 /// Applies a pulled directory tree (entries `./...`) against what was pushed.
-fn apply_tree(root: &Path, pushed: &Manifest, stream: &mut dyn Read) -> anyhow::Result<SyncReport> {
+pub(super) fn apply_tree(
+    root: &Path,
+    pushed: &Manifest,
+    stream: &mut dyn Read,
+) -> anyhow::Result<SyncReport> {
     let mut report = SyncReport::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut file_hashes: HashMap<PathBuf, [u8; 32]> = HashMap::new();
