@@ -27,7 +27,7 @@ pkgs_main=(mmdebstrap arch-test squashfs-tools e2fsprogs cpio zstd xz-utils busy
            skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
            gcc libc6-dev openssl
            libseccomp-dev libcap-ng-dev pkg-config   # these three: to build virtiofsd
-           podman)  # the host client of `vpdmn memres start --expose` tests (podman --remote)
+           podman docker-compose)  # host clients of the `memres start --expose` tests
 missing=()
 for p in "${pkgs_main[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-system-aarch64 >/dev/null 2>&1 \

@@ -1,7 +1,8 @@
 //! End-to-end test of the engine API on the host (`memres start --expose`, `vexpose`): the
 //! host's own docker client (any docker CLI on PATH) and podman (`podman --remote`, Debian's
 //! package) drive the engine in the real guest through the relayed socket, and see the same
-//! images and containers as `vdkr`/`vpdmn`. One VM per runtime, every check on it.
+//! images and containers as `vdkr`/`vpdmn`, and Debian's `docker-compose` brings up two
+//! services that answer each other. One VM per runtime, every check on it.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -123,6 +124,7 @@ fn the_hosts_own_client_drives_the_guest_engine() {
             config,
         };
         checks(&w, tool, &c);
+        compose(&w, tool, &url);
 
         w.run_ok(tool, ["memres", "stop"]);
         assert!(!socket.exists(), "{tool}: the socket outlived the VM");
@@ -225,4 +227,55 @@ fn checks(w: &World, tool: &str, c: &Client<'_>) {
     }
     c.ok(&["rm", "-f", "streamer"]);
     assert!(!w.run_ok(tool, ["ps", "-a"]).contains("streamer"), "{tool}");
+}
+
+/// A two-service compose file (an httpd and a client that fetches its page by service name)
+/// comes up through the relayed socket; podman's socket serves the Docker API too.
+fn compose(w: &World, tool: &str, url: &str) {
+    if !client_present("docker-compose") {
+        eprintln!("SKIPPED: no docker-compose");
+        return;
+    }
+    let dir = w.home.path().join("compose");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        r#"version: "3"
+services:
+  web:
+    image: bb:1
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www"]
+  client:
+    image: bb:1
+    depends_on: [web]
+    command: ["sh", "-c", "for i in $$(busybox seq 30); do busybox wget -qO- http://web:8080/ && exit 0; sleep 1; done; exit 1"]
+"#,
+    )
+    .expect("write compose file");
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .args(["--no-ansi", "-p", "vct"])
+            .args(args)
+            .current_dir(&dir)
+            .env("DOCKER_HOST", url)
+            .env("DOCKER_CONFIG", w.home.path().join("client"))
+            .output()
+            .expect("spawn docker-compose")
+    };
+    let o = compose(&[
+        "up",
+        "--abort-on-container-exit",
+        "--exit-code-from",
+        "client",
+    ]);
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{tool}: compose up: {text}");
+    assert!(text.contains("hello-from-web"), "{tool}: {text}");
+    let o = compose(&["down"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool}: compose down: {}",
+        stderr(&o)
+    );
 }
