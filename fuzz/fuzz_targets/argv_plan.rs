@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vcontainer_abi::plan_kit::{plan, Dialect};
+use vcontainer_runtime_kit::{plan, Dialect};
 
 /// runtimes/docker's `DIALECT`.
 const DOCKER: Dialect = Dialect { binary: "docker" };

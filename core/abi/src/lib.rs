@@ -40,7 +40,8 @@
 //! ```
 //!
 //! Runtime plugins use [`export_runtime_plugin!`] the same way with `spec` and `plan`
-//! functions; [`plan_kit`] holds the docker/podman command-line classifier they share.
+//! functions; the docker/podman command grammar they share is the `vcontainer-runtime-kit`
+//! crate, on the runtime side of the boundary (this crate holds only the stable types).
 //!
 //! The plugin file must be named `libvcontainer_<something>.so` to be discovered
 //! (a crate named `vcontainer-backend-sloci` produces `libvcontainer_backend_sloci.so`).
@@ -54,7 +55,6 @@ pub mod backend;
 mod error;
 mod export;
 pub mod host;
-pub mod plan_kit;
 mod root;
 pub mod runtime;
 

@@ -8,6 +8,11 @@ use abi_stable::{
 
 use crate::PluginError;
 
+/// Guest directory where the core places command inputs and collects outputs (on the guest's
+/// /tmp tmpfs, so nothing lands on the state disk). A plan's [`FileInput::guest_path`] and
+/// [`FileOutput::guest_path`] lie under it; the core moves them to a per-run subdirectory.
+pub const GUEST_IO_DIR: &str = "/tmp/vcontainer-io";
+
 /// The functions of a runtime plugin (interface v1).
 ///
 /// A prefix type: functions may be appended in later interface versions without breaking

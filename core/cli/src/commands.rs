@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn the_command_tables_agree() {
         use clap::Subcommand;
-        use vcontainer_abi::plan_kit::OWN_COMMANDS;
+        use vcontainer_runtime_kit::OWN_COMMANDS;
         let front_cmd = crate::cli::FrontCommand::augment_subcommands(clap::Command::new("t"));
         let front: Vec<&str> = front_cmd.get_subcommands().map(|c| c.get_name()).collect();
         assert!(!front.is_empty());

@@ -3,13 +3,13 @@
 //! The plugin only describes; the core and the guest agent act. It says which Debian packages
 //! the guest needs, which daemons to start and how to tell they are up, where docker keeps its
 //! state, and how each user command is rewritten for the guest (shared docker/podman rules in
-//! [`vcontainer_abi::plan_kit`]).
+//! [`vcontainer_runtime_kit`]).
 
-use vcontainer_abi::plan_kit::{self, Dialect};
 use vcontainer_abi::runtime::{
     CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
 };
 use vcontainer_abi::PluginError;
+use vcontainer_runtime_kit::{self as plan_kit, Dialect};
 
 /// The docker CLI in the guest.
 pub const DIALECT: Dialect = Dialect { binary: "docker" };

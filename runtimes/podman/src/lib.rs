@@ -2,13 +2,13 @@
 //!
 //! Podman needs no services, but its distribution defaults assume systemd and journald, which
 //! the guest lacks; the configuration files below switch those off. Command classification is
-//! shared with docker ([`vcontainer_abi::plan_kit`]).
+//! shared with docker ([`vcontainer_runtime_kit`]).
 
-use vcontainer_abi::plan_kit::{self, Dialect};
 use vcontainer_abi::runtime::{
     CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
 };
 use vcontainer_abi::PluginError;
+use vcontainer_runtime_kit::{self as plan_kit, Dialect};
 
 /// The podman CLI in the guest.
 pub const DIALECT: Dialect = Dialect { binary: "podman" };

@@ -65,13 +65,13 @@ fn docker_daemon_json_keeps_the_baked_settings() {
 }
 
 fn plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
-    let dialect = vcontainer_abi::plan_kit::Dialect { binary: "docker" };
-    vcontainer_abi::plan_kit::plan(&dialect, &s(args)).expect("plan")
+    let dialect = vcontainer_runtime_kit::Dialect { binary: "docker" };
+    vcontainer_runtime_kit::plan(&dialect, &s(args)).expect("plan")
 }
 
 fn podman_plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
-    let dialect = vcontainer_abi::plan_kit::Dialect { binary: "podman" };
-    vcontainer_abi::plan_kit::plan(&dialect, &s(args)).expect("plan")
+    let dialect = vcontainer_runtime_kit::Dialect { binary: "podman" };
+    vcontainer_runtime_kit::plan(&dialect, &s(args)).expect("plan")
 }
 
 #[test]

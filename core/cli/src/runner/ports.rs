@@ -446,7 +446,7 @@ pub fn container_operands(args: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcontainer_abi::plan_kit::{plan, Dialect};
+    use vcontainer_runtime_kit::{plan, Dialect};
 
     fn planned(args: &[&str]) -> CommandPlan {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

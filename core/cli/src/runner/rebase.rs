@@ -1,9 +1,9 @@
 //! Per-run guest directories: the plugins place inputs and outputs under one fixed guest dir
-//! (`plan_kit::GUEST_IO_DIR`); concurrent commands on one memres VM would collide there, so
+//! (`vcontainer_abi::runtime::GUEST_IO_DIR`); concurrent commands on one memres VM would collide there, so
 //! each command gets `<GUEST_IO_DIR>/<run id>/` and its plan is rewritten to use it.
 
-use vcontainer_abi::plan_kit::GUEST_IO_DIR;
 use vcontainer_abi::runtime::CommandPlan;
+use vcontainer_abi::runtime::GUEST_IO_DIR;
 
 /// `--no-network`: the command gets no network. Containers (`run`, `create`, `vrun`,
 /// `build`) get `--network none` unless the command sets a network itself; a command that
@@ -134,7 +134,7 @@ fn rebase_arg(arg: &str, known: &[String], run_dir: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcontainer_abi::plan_kit::{plan, Dialect};
+    use vcontainer_runtime_kit::{plan, Dialect};
 
     fn planned(args: &[&str]) -> CommandPlan {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -110,7 +110,7 @@ pub fn copy_mode_notice(instance: &Instance) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcontainer_abi::plan_kit::{plan, Dialect};
+    use vcontainer_runtime_kit::{plan, Dialect};
 
     fn planned(args: &[String]) -> CommandPlan {
         plan(&Dialect { binary: "docker" }, args).expect("plan")

@@ -1,7 +1,10 @@
-//! The docker/podman command-line classifier shared by the runtime plugins.
+//! The docker/podman command grammar shared by the runtime plugins.
 //!
+//! It lives on the runtime side of the plugin boundary (as youki keeps the OCI CLI grammar
+//! in `liboci-cli`): the core never parses a runtime's command line, it acts on the
+//! [`CommandPlan`] a plugin returns; `vcontainer-abi` holds only the stable types.
 //! Docker and podman have nearly the same CLI, so both plugins call [`plan`] with their own
-//! [`Dialect`]. The classifier only looks at the runtime command's *own* option area (the
+//! [`Dialect`]; a runtime with another grammar writes its own planner. The classifier only looks at the runtime command's *own* option area (the
 //! options before the image/container operand): `vdkr run alpine ls -t` passes `-t` to `ls`
 //! and does not ask for a terminal.
 //!
@@ -14,15 +17,12 @@
 
 use abi_stable::std_types::{RString, RVec};
 
-use crate::runtime::{
+use vcontainer_abi::runtime::GUEST_IO_DIR;
+use vcontainer_abi::runtime::{
     CommandClass, CommandPlan, FileInput, FileOutput, ImageOperand, ImageUse, InputKind,
     PortMapping, PortProtocol, PortRange,
 };
-use crate::PluginError;
-
-/// Guest directory where the core places command inputs and collects outputs (on the guest's
-/// /tmp tmpfs, so nothing lands on the state disk).
-pub const GUEST_IO_DIR: &str = "/tmp/vcontainer-io";
+use vcontainer_abi::PluginError;
 
 /// The per-runtime facts the classifier needs.
 #[derive(Debug, Clone, Copy)]
@@ -994,7 +994,7 @@ mod tests {
     #[test]
     fn empty_command_is_usage_error() {
         let err = plan(&DOCKER, &[]).unwrap_err();
-        assert_eq!(err.kind, crate::PluginErrorKind::Usage);
+        assert_eq!(err.kind, vcontainer_abi::PluginErrorKind::Usage);
     }
 
     #[test]
@@ -1291,7 +1291,7 @@ mod tests {
             ]
         );
         let err = plan_err(&["vrun", "-it"]);
-        assert_eq!(err.kind, crate::PluginErrorKind::Usage);
+        assert_eq!(err.kind, vcontainer_abi::PluginErrorKind::Usage);
     }
 
     fn plan_err(args: &[&str]) -> PluginError {
