@@ -13,8 +13,8 @@ use crate::{BackendModuleRef, RuntimeModuleRef};
 /// The semantic version of this interface. abi_stable already rejects plugins whose types have
 /// a different layout; this number catches the changes a layout check cannot see (a field that
 /// keeps its type but changes its meaning). Bump it for every such change.
-/// 2: `RuntimeSpec::engine_api`.
-pub const INTERFACE_VERSION: u32 = 2;
+/// 2: `RuntimeSpec::engine_api`. 3: `RuntimeSpec::registry`.
+pub const INTERFACE_VERSION: u32 = 3;
 
 /// What a plugin provides. The core looks up runtime plugins by argv[0] alias and backend
 /// plugins by `--backend NAME`.

@@ -60,6 +60,44 @@ pub struct RuntimeSpec {
     pub storage_export: StorageExport,
     /// The engine's API socket, relayed to the host by `memres start --expose`.
     pub engine_api: EngineApi,
+    /// How the runtime is told about registries (`--registry`, `--insecure-registry`,
+    /// `--ca-cert`, per-command credentials).
+    pub registry: RegistrySetup,
+}
+
+/// Where and how the runtime reads its registry settings. The core writes the files named
+/// here (in the formats the field names say) and never switches on the runtime's name.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySetup {
+    /// The registry unqualified image names resolve to ("docker.io"): the fallback after
+    /// `--registry R`.
+    pub hub: RString,
+    /// Directory of per-registry CA certificates, read as `<dir>/<host:port>/ca.crt`
+    /// ("/etc/docker/certs.d", "/etc/containers/certs.d").
+    pub certs_dir: RString,
+    /// A JSON daemon configuration whose `insecure-registries` array the core sets, keeping
+    /// the rest of the baked file of the same path in [`RuntimeSpec::guest_files`]
+    /// ("/etc/docker/daemon.json"; "" = none).
+    pub daemon_json: RString,
+    /// With `daemon_json`: a POSIX sh script that installs the staged file `$1` over
+    /// `daemon_json` when it differs and makes the running daemon apply it, waiting until
+    /// every insecure host in `$2...` is in effect; exit 0 on success.
+    pub daemon_json_apply: RString,
+    /// A containers-registries.conf(5) drop-in the core writes with
+    /// `unqualified-search-registries` and `[[registry]] insecure` entries
+    /// ("/etc/containers/registries.conf.d/50-vcontainer.conf"; "" = none). A runtime with
+    /// one searches the default registry itself, so a plain `--registry HOST` needs no
+    /// pull-and-tag by the core.
+    pub registries_dropin: RString,
+    /// The per-command credentials file's name in its private dir ("config.json",
+    /// "auth.json").
+    pub auth_file_name: RString,
+    /// The environment variable that points the runtime at the credentials
+    /// ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE").
+    pub auth_env: RString,
+    /// `auth_env` names the directory holding the file (true) or the file itself (false).
+    pub auth_env_names_dir: bool,
 }
 
 /// One file baked into the guest rootfs.

@@ -213,7 +213,7 @@ fn base_command(tool_name: &str, color: ColorChoice) -> Command {
         command_list("Core commands:", CORE_COMMANDS),
     );
     Command::new(static_name(tool_name))
-        .about("Run docker or podman commands for a target architecture inside a QEMU VM")
+        .about("Run container runtime commands for a target architecture inside a QEMU VM")
         .color(color)
         .disable_version_flag(true)
         .arg(

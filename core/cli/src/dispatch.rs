@@ -157,17 +157,23 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
         Some(a) => a,
         None => Arch::host().context("choose an arch with --arch")?,
     };
-    let runtimes: Vec<String> = match &ctx.tool {
-        Some(t) => vec![t.runtime.clone()],
-        None => Catalog::from_plugins(&ctx.plugins).runtimes(),
+    let catalog = Catalog::from_plugins(&ctx.plugins);
+    let tools: Vec<Tool> = match &ctx.tool {
+        Some(t) => vec![t.clone()],
+        None => catalog
+            .runtimes()
+            .iter()
+            .filter_map(|r| catalog.tool(r).cloned())
+            .collect(),
     };
     let mut out = std::io::stdout().lock();
     let mut all_ok = true;
-    for runtime in runtimes {
+    for tool in tools {
         let report = crate::vm::doctor(
             arch,
-            &runtime,
+            &tool.runtime,
             ctx.options.blob_dir.as_deref(),
+            Some(&tool.env_var_name("BLOB_DIR")),
             ctx.options.no_kvm,
         );
         all_ok &= report.ok();

@@ -32,3 +32,6 @@ pub mod vstorage;
 
 // the Yocto classes' entry point (`vrunner.sh --batch-import`)
 pub mod vrunner;
+
+#[cfg(test)]
+mod test_specs;

@@ -20,13 +20,15 @@ use crate::trust::{self, Subject};
 /// Marker file name (docs/guest-contract.md "State dir marker").
 pub const MARKER: &str = ".vcontainer-state";
 
-/// Files the old shell tool and this tool put in a state dir. An existing unmarked dir that
-/// holds only these is adopted (so old `~/.vdkr/x86_64` keeps working); one holding anything
-/// else is refused, because it is somebody's data.
+/// The state disk of any runtime is `<something>-state.img` (the plugin's
+/// `state_image_name`; the old tools' `docker-state.img`, `podman-state.img`).
+const STATE_IMAGE_SUFFIX: &str = "-state.img";
+
+/// Files the old shell tool and this tool put in a state dir, besides state disks. An
+/// existing unmarked dir that holds only these is adopted (so old `~/.vdkr/x86_64` keeps
+/// working); one holding anything else is refused, because it is somebody's data.
 const KNOWN_STATE_FILES: &[&str] = &[
     MARKER,
-    "docker-state.img",
-    "podman-state.img",
     "daemon.pid",
     "daemon.sock",
     "daemon.domname",
@@ -44,11 +46,10 @@ const KNOWN_STATE_FILES: &[&str] = &[
     "vhost-vsock.sock",
 ];
 
-/// Files only a VM runner writes; at least one must be present before an unmarked, non-empty
-/// dir is adopted, so a user's dir that merely holds a `share/` folder is never taken over.
+/// Files only a VM runner writes (and state disks); at least one must be present before an
+/// unmarked, non-empty dir is adopted, so a user's dir that merely holds a `share/` folder is
+/// never taken over.
 const STRONG_STATE_FILES: &[&str] = &[
-    "docker-state.img",
-    "podman-state.img",
     "daemon.pid",
     "daemon.sock",
     "qmp.sock",
@@ -254,7 +255,7 @@ pub fn ensure_owned_dir(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
             let (known, foreign) = classify_entries(dir)?;
             let old_state = known
                 .iter()
-                .any(|k| STRONG_STATE_FILES.contains(&k.as_str()));
+                .any(|k| STRONG_STATE_FILES.contains(&k.as_str()) || is_state_image(k));
             let adoptable = foreign.is_empty() && (known.is_empty() || old_state);
             if !adoptable {
                 let example = foreign
@@ -271,6 +272,11 @@ pub fn ensure_owned_dir(dir: &Path, tool: &Tool) -> anyhow::Result<()> {
             write_marker(dir, tool)
         }
     }
+}
+
+/// A runtime's state disk (see [`STATE_IMAGE_SUFFIX`]).
+fn is_state_image(name: &str) -> bool {
+    name.len() > STATE_IMAGE_SUFFIX.len() && name.ends_with(STATE_IMAGE_SUFFIX)
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -293,7 +299,7 @@ fn classify_entries(dir: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if KNOWN_STATE_FILES.contains(&name.as_str()) {
+        if KNOWN_STATE_FILES.contains(&name.as_str()) || is_state_image(&name) {
             known.push(name);
         } else {
             foreign.push(name);

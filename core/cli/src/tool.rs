@@ -55,6 +55,10 @@ impl Tool {
     }
 }
 
+/// The runtimes shipped with vcontainer, as (tool, runtime plugin name): the loader's
+/// fallback aliases when their plugins are not found. The first is the default runtime.
+const BUILTIN: &[(&str, &str)] = &[("vdkr", "docker"), ("vpdmn", "podman")];
+
 /// The runtimes the front knows, with the argv[0] names each answers to.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -67,9 +71,16 @@ impl Catalog {
     /// commands (vconfig, vstorage, clean) work without plugins.
     pub fn builtin() -> Self {
         let mut catalog = Catalog::default();
-        catalog.add(Tool::new("vdkr", "docker"), &["docker"]);
-        catalog.add(Tool::new("vpdmn", "podman"), &["podman"]);
+        for (tool, runtime) in BUILTIN {
+            catalog.add(Tool::new(tool, runtime), &[runtime]);
+        }
         catalog
+    }
+
+    /// The runtime a caller that names none gets: the first built-in one, upstream
+    /// vrunner's `--runtime` default.
+    pub fn default_runtime() -> &'static str {
+        BUILTIN[0].1
     }
 
     /// The runtime plugins' own names and aliases first (their specs name the tool, state

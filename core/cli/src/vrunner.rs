@@ -17,12 +17,13 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use vcontainer_proto::exit;
 
 use crate::cli::GlobalOptions;
+use crate::plugins::PluginSet;
 use crate::session::Session;
-use crate::tool::Catalog;
+use crate::tool::{Catalog, Tool};
 use crate::vimport::{batch, layout};
 use crate::{dispatch, front, plugins, ui};
 
@@ -60,21 +61,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Runtime {
-    Docker,
-    Podman,
-}
-
-impl Runtime {
-    fn name(self) -> &'static str {
-        match self {
-            Runtime::Docker => "docker",
-            Runtime::Podman => "podman",
-        }
-    }
-}
-
 /// The class's call: `vrunner.sh [--no-daemon] --runtime docker|podman --arch A
 /// --blob-dir D --batch-import --timeout T --output F --verbose [--input-storage S]
 /// -- path:image:tag ...`
@@ -91,9 +77,10 @@ struct Args {
     /// Accepted for compatibility: the batch always runs in a VM of its own
     #[arg(long)]
     no_daemon: bool,
-    /// Runtime whose storage is built
-    #[arg(long, value_enum, default_value = "docker")]
-    runtime: Runtime,
+    /// Runtime whose storage is built: a runtime plugin's name or alias (default: the
+    /// first built-in runtime, docker, as upstream's)
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<String>,
     /// Target architecture (x86_64, aarch64)
     #[arg(long, value_name = "ARCH")]
     arch: Option<String>,
@@ -180,7 +167,22 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if args.entries.is_empty() {
         return usage("--batch-import needs entries after '--': PATH:IMAGE:TAG ...");
     }
-    match run(args, output) {
+    let plugins = match plugins::discover() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", ui::error_line(&label, &anyhow::Error::from(e)));
+            return exit::FAILURE;
+        }
+    };
+    let wanted = args
+        .runtime
+        .as_deref()
+        .unwrap_or(Catalog::default_runtime());
+    let tool = match Catalog::from_plugins(&plugins).tool_for(wanted) {
+        Ok(t) => t,
+        Err(e) => return usage(&format!("--runtime: {e}")),
+    };
+    match run(args, output, tool, plugins) {
         Ok(code) if code == exit::TOOL_ERROR => exit::FAILURE,
         Ok(code) => code,
         Err(e) => {
@@ -192,7 +194,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 
 /// Checks every entry (an OCI layout directory), then runs `vimport-batch` with the class's
 /// options on a stateless context: nothing under the build user's `~/.vdkr`/`~/.vpdmn`.
-fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
+fn run(args: Args, output: PathBuf, tool: Tool, plugins: PluginSet) -> anyhow::Result<i32> {
     for entry in &args.entries {
         let parsed = batch::parse_args(&["--".to_string(), entry.clone()]).map_err(|_| {
             anyhow::anyhow!(
@@ -209,12 +211,9 @@ fn run(args: Args, output: PathBuf) -> anyhow::Result<i32> {
             );
         }
     }
-    let plugins = plugins::discover()?;
-    let catalog = Catalog::from_plugins(&plugins);
-    let tool = catalog.tool_for(args.runtime.name())?;
     let options = GlobalOptions {
         arch: args.arch,
-        runtime: Some(args.runtime.name().to_string()),
+        runtime: Some(tool.runtime.clone()),
         stateless: true,
         input_storage: args.input_storage,
         blob_dir: args.blob_dir,
@@ -280,7 +279,7 @@ mod tests {
             "/d/x:reg:5000/y:2",
         ]))
         .expect("parses");
-        assert_eq!(a.runtime, Runtime::Podman);
+        assert_eq!(a.runtime.as_deref(), Some("podman"));
         assert_eq!(a.timeout, Some(1980));
         assert!(a.batch_import && a.verbose && a.no_daemon);
         assert_eq!(a.entries, ["/d/app-oci:app:1", "/d/x:reg:5000/y:2"]);

@@ -30,7 +30,7 @@ static ONE_VM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A guard serialising the VM tests, or None (after saying why) when there are no blobs.
 fn blobs_or_skip() -> Option<std::sync::MutexGuard<'static, ()>> {
-    match vm::blobs::resolve(None, Arch::X86_64, "podman") {
+    match vm::blobs::resolve(None, None, Arch::X86_64, "podman") {
         Ok(_) => Some(
             ONE_VM_AT_A_TIME
                 .lock()

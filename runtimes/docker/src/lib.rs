@@ -6,7 +6,7 @@
 //! [`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
+    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -19,6 +19,26 @@ pub const STORAGE_PATH: &str = "/var/lib/docker";
 
 const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
+
+/// Installs a staged daemon.json (`$1`) when it differs (temp + rename), reloads dockerd
+/// (SIGHUP re-reads insecure-registries) and waits until `docker info` lists every insecure
+/// host (`$2...`). Fixed text; the values arrive as positional parameters.
+const DAEMON_JSON_APPLY: &str = r#"new="$1"; shift
+cmp -s "$new" /etc/docker/daemon.json && exit 0
+cp "$new" /etc/docker/daemon.json.vc-new || exit 1
+mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json || exit 1
+kill -HUP "$(cat /var/run/docker.pid)" || { echo "cannot signal dockerd to reload $new" >&2; exit 1; }
+for h in "$@"; do
+  i=0
+  until docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -qF "\"Name\":\"$h\""; do
+    i=$((i+1))
+    if [ "$i" -ge 150 ]; then echo "dockerd did not reload insecure registry $h" >&2; exit 1; fi
+    sleep 0.2
+  done
+done
+exit 0"#;
 
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -58,7 +78,7 @@ pub fn spec() -> RuntimeSpec {
             "e2fsprogs",
         ]),
         guest_files: vec![GuestFile {
-            path: "/etc/docker/daemon.json".into(),
+            path: DAEMON_JSON_PATH.into(),
             contents: DAEMON_JSON.into(),
             mode: 0o644,
         }]
@@ -123,6 +143,18 @@ pub fn spec() -> RuntimeSpec {
             client_hint: "docker -H unix://{socket}".into(),
             services: Default::default(),
         },
+        // dockerd reads insecure-registries from daemon.json (reloaded on SIGHUP) and
+        // certs.d at each connection; the client reads $DOCKER_CONFIG/config.json
+        registry: RegistrySetup {
+            hub: "docker.io".into(),
+            certs_dir: "/etc/docker/certs.d".into(),
+            daemon_json: DAEMON_JSON_PATH.into(),
+            daemon_json_apply: DAEMON_JSON_APPLY.into(),
+            registries_dropin: "".into(),
+            auth_file_name: "config.json".into(),
+            auth_env: "DOCKER_CONFIG".into(),
+            auth_env_names_dir: true,
+        },
     }
 }
 
@@ -158,6 +190,20 @@ mod tests {
         assert_eq!(s.state_image_name.as_str(), "docker-state.img");
         assert_eq!(s.import_transport.as_str(), "docker-daemon:");
         assert_eq!(s.guest_storage_path.as_str(), "/var/lib/docker");
+    }
+
+    #[test]
+    fn registry_settings_go_to_daemon_json_applied_by_rename_and_reload() {
+        let r = spec().registry;
+        // the file the core rewrites is the one baked into the guest
+        assert!(spec().guest_files.iter().any(|f| f.path == r.daemon_json));
+        // replaced by rename, never written in place; values are positional parameters
+        let script = r.daemon_json_apply.as_str();
+        assert!(script.contains("mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json"));
+        assert!(script.contains("kill -HUP") && script.contains("for h in \"$@\""));
+        assert!(r.registries_dropin.is_empty());
+        assert_eq!(r.auth_env.as_str(), "DOCKER_CONFIG");
+        assert!(r.auth_env_names_dir);
     }
 
     #[test]

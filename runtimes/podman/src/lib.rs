@@ -5,7 +5,7 @@
 //! shared with docker ([`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RuntimeSpec, ServiceSpec, StorageExport,
+    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -123,6 +123,18 @@ pub fn spec() -> RuntimeSpec {
                 timeout_secs: 120,
             }]
             .into(),
+        },
+        // podman reads registries.conf drop-ins and certs.d at each invocation, and the
+        // credentials file $REGISTRY_AUTH_FILE names
+        registry: RegistrySetup {
+            hub: "docker.io".into(),
+            certs_dir: "/etc/containers/certs.d".into(),
+            daemon_json: "".into(),
+            daemon_json_apply: "".into(),
+            registries_dropin: "/etc/containers/registries.conf.d/50-vcontainer.conf".into(),
+            auth_file_name: "auth.json".into(),
+            auth_env: "REGISTRY_AUTH_FILE".into(),
+            auth_env_names_dir: false,
         },
     }
 }

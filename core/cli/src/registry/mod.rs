@@ -1,5 +1,5 @@
-//! Registry options for both runtimes: `--registry R` (default registry for unqualified
-//! image names, falling back to docker.io), `--insecure-registry H[:P]` (repeatable),
+//! Registry options for every runtime: `--registry R` (default registry for unqualified
+//! image names, falling back to the runtime's hub, docker.io for docker and podman), `--insecure-registry H[:P]` (repeatable),
 //! `--secure-registry`, `--ca-cert FILE`, `--registry-user`/`--registry-password` and
 //! `--config auth.json` (credentials for one command).
 //!
@@ -7,20 +7,22 @@
 //! options ask for, the per-command auth file and the environment for the command. The
 //! runner applies it before every network command, so a changed option takes effect at the
 //! next command without restarting a memres VM:
-//! - the configuration ([`GuestConfig`]: podman's registries drop-in, docker's daemon.json,
+//! - where the runtime reads its settings comes from its plugin ([`vcontainer_abi::runtime::RegistrySetup`]): a
+//!   registries.conf drop-in (podman), a daemon.json and the script that makes the daemon
+//!   apply it (docker), a certs.d dir, the credentials variable; the core writes those
+//!   formats and never asks which runtime it is;
+//! - the configuration ([`GuestConfig`]: the drop-in, the daemon.json,
 //!   the CA certificates under `certs.d/<registry>/ca.crt`) has a fingerprint; the runner
 //!   installs it only when it differs from what the VM already has, each file written to a
 //!   temp name and renamed, so a crash never leaves half a file;
-//! - dockerd reloads `insecure-registries` from daemon.json on SIGHUP (it reads certs.d at
-//!   each connection); podman reads its drop-ins and certs.d at each invocation;
 //! - the default registry is applied to every command that names an image (pull, run,
 //!   create, vrun; see [`default_registry_plan`]): `R/<image>` is pulled and tagged as
-//!   `<image>`, with Docker Hub as the fallback; podman without a namespace also gets
-//!   `unqualified-search-registries = [R, docker.io]`;
+//!   `<image>`, with the hub as the fallback; a runtime with a registries.conf drop-in
+//!   searches `unqualified-search-registries = [R, hub]` itself when R has no namespace;
 //! - credentials (`--config`, or `--registry-user`/`--registry-password` turned into an auth
-//!   entry for the registry) go to a per-command guest file named by `DOCKER_CONFIG` /
-//!   `REGISTRY_AUTH_FILE` in the command's environment, never on a command line, and are
-//!   removed afterwards ([`GuestSetup::cleanup`]).
+//!   entry for the registry) go to a per-command guest file named by the runtime's variable
+//!   (`DOCKER_CONFIG`, `REGISTRY_AUTH_FILE`) in the command's environment, never on a command
+//!   line, and are removed afterwards ([`GuestSetup::cleanup`]).
 
 pub mod auth;
 
@@ -29,31 +31,19 @@ use std::net::Ipv4Addr;
 
 pub use auth::{AuthConfigError, AuthFile, Credentials};
 
-use crate::vimport::payload::{Payload, PayloadEntry};
+use vcontainer_abi::runtime::RuntimeSpec;
 
-/// Docker Hub, the fallback for unqualified names.
-pub const DOCKER_HUB: &str = "docker.io";
+use crate::vimport::payload::{Payload, PayloadEntry};
 
 /// Guest directory holding staged configuration (one subdir per fingerprint) before it is
 /// installed.
 pub const GUEST_STAGING_DIR: &str = "/run/vcontainer/registry";
-
-/// Where each runtime looks for per-registry CA certificates (`<dir>/<host:port>/ca.crt`).
-pub const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
-pub const PODMAN_CERTS_DIR: &str = "/etc/containers/certs.d";
 
 /// A CA certificate file larger than this is refused (a bundle is a few KiB).
 pub const MAX_CA_CERT_BYTES: u64 = 1024 * 1024;
 
 /// Guest directory holding per-command auth dirs.
 pub const GUEST_AUTH_ROOT: &str = "/run/vcontainer/auth";
-
-/// podman's drop-in directory and our file in it.
-pub const PODMAN_DROPIN_DIR: &str = "/etc/containers/registries.conf.d";
-pub const PODMAN_DROPIN_NAME: &str = "50-vcontainer.conf";
-
-/// docker's config file (baked by the runtime plugin, re-written with registry settings).
-pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -65,7 +55,7 @@ pub enum RegistryError {
     },
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
-    #[error("the runtime's baked {DOCKER_DAEMON_JSON} is not a JSON object: {0}")]
+    #[error("the runtime's baked daemon configuration is not a JSON object: {0}")]
     BaseDaemonJson(String),
     #[error("--ca-cert {path}: {reason}")]
     CaCert { path: String, reason: String },
@@ -310,9 +300,19 @@ pub enum ConfigItem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestConfig {
     pub items: Vec<ConfigItem>,
-    /// docker: the daemon.json to install, and the insecure hosts dockerd must list after
-    /// its reload.
-    pub docker_daemon_json: Option<(String, Vec<String>)>,
+    /// The daemon configuration to apply, for a runtime that has one.
+    pub daemon_json: Option<DaemonJson>,
+}
+
+/// A daemon.json and how the running daemon takes it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonJson {
+    /// The whole file.
+    pub text: String,
+    /// The insecure hosts the daemon must list once it applied the file.
+    pub insecure_hosts: Vec<String>,
+    /// The plugin's script (`RegistrySetup::daemon_json_apply`).
+    pub apply: String,
 }
 
 /// Installs staged items: for each `(kind, staged name, destination)` the staged copy goes
@@ -328,24 +328,6 @@ while [ "$#" -ge 3 ]; do
   if [ "$kind" = d ] && [ -e "$dest" ]; then mv -T "$dest" "$dest.vc-old" || exit 1; fi
   mv -f -T "$dest.vc-new" "$dest" || exit 1
   rm -rf "$dest.vc-old"
-done
-exit 0"#;
-
-/// Installs a staged daemon.json when it differs (temp + rename), reloads dockerd (SIGHUP
-/// re-reads insecure-registries) and waits until `docker info` lists every insecure host.
-/// Fixed text; the values arrive as positional parameters.
-const DOCKER_RELOAD_SCRIPT: &str = r#"new="$1"; shift
-cmp -s "$new" /etc/docker/daemon.json && exit 0
-cp "$new" /etc/docker/daemon.json.vc-new || exit 1
-mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json || exit 1
-kill -HUP "$(cat /var/run/docker.pid)" || { echo "cannot signal dockerd to reload $new" >&2; exit 1; }
-for h in "$@"; do
-  i=0
-  until docker info --format '{{json .RegistryConfig.IndexConfigs}}' 2>/dev/null | grep -qF "\"Name\":\"$h\""; do
-    i=$((i+1))
-    if [ "$i" -ge 150 ]; then echo "dockerd did not reload insecure registry $h" >&2; exit 1; fi
-    sleep 0.2
-  done
 done
 exit 0"#;
 
@@ -375,10 +357,10 @@ impl GuestConfig {
                 }
             }
         }
-        if let Some((json, hosts)) = &self.docker_daemon_json {
+        if let Some(daemon) = &self.daemon_json {
             field(b"daemon.json");
-            field(json.as_bytes());
-            for host in hosts {
+            field(daemon.text.as_bytes());
+            for host in &daemon.insecure_hosts {
                 field(host.as_bytes());
             }
         }
@@ -421,10 +403,10 @@ impl GuestConfig {
                 }
             }
         }
-        if let Some((json, _)) = &self.docker_daemon_json {
+        if let Some(daemon) = &self.daemon_json {
             entries.push(PayloadEntry::bytes(
                 "daemon.json",
-                json.clone().into_bytes(),
+                daemon.text.clone().into_bytes(),
             ));
         }
         Payload::new(entries)
@@ -451,15 +433,15 @@ impl GuestConfig {
             }
             out.push(argv);
         }
-        if let Some((_, hosts)) = &self.docker_daemon_json {
+        if let Some(daemon) = &self.daemon_json {
             let mut argv = vec![
                 "sh".to_string(),
                 "-c".to_string(),
-                DOCKER_RELOAD_SCRIPT.to_string(),
+                daemon.apply.clone(),
                 "sh".to_string(),
                 format!("{stage}/daemon.json"),
             ];
-            argv.extend(hosts.iter().cloned());
+            argv.extend(daemon.insecure_hosts.iter().cloned());
             out.push(argv);
         }
         out
@@ -484,16 +466,22 @@ pub struct GuestSetup {
     pub notices: Vec<String>,
     /// The options this setup was made from (for [`default_registry_plan`]).
     pub options: RegistryOptions,
+    /// The runtime's hub (`RegistrySetup::hub`), the fallback after the default registry.
+    pub hub: String,
+    /// The runtime searches a plain default registry itself (it has a registries.conf
+    /// drop-in), so [`default_registry_plan`] leaves such commands alone.
+    pub runtime_searches: bool,
 }
 
-/// The podman drop-in for these options (always written; empty settings reset old ones).
-pub fn podman_dropin(opts: &RegistryOptions) -> String {
+/// The registries.conf drop-in for these options (always written; empty settings reset old
+/// ones); `hub` is searched after the default registry.
+pub fn registries_dropin(opts: &RegistryOptions, hub: &str) -> String {
     let mut out =
-        String::from("# Written by vpdmn from --registry/--insecure-registry; do not edit.\n");
+        String::from("# Written by vcontainer from --registry/--insecure-registry; do not edit.\n");
     if let Some(r) = &opts.default_registry {
         if !r.contains('/') {
             out.push_str(&format!(
-                "unqualified-search-registries = [\"{r}\", \"{DOCKER_HUB}\"]\n"
+                "unqualified-search-registries = [\"{r}\", \"{hub}\"]\n"
             ));
         }
     }
@@ -505,11 +493,8 @@ pub fn podman_dropin(opts: &RegistryOptions) -> String {
     out
 }
 
-/// docker's daemon.json: the runtime's baked settings plus `insecure-registries`.
-pub fn docker_daemon_json(
-    base: Option<&str>,
-    opts: &RegistryOptions,
-) -> Result<String, RegistryError> {
+/// A daemon.json: the runtime's baked settings plus `insecure-registries`.
+pub fn daemon_json(base: Option<&str>, opts: &RegistryOptions) -> Result<String, RegistryError> {
     let mut obj = match base {
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(m)) => m,
@@ -533,41 +518,38 @@ pub fn docker_daemon_json(
     Ok(text)
 }
 
-/// The guest configuration of `opts` for `runtime_binary` ("docker"/"podman").
-/// `ca_host` is the registry a `--ca-cert` is for.
+/// The guest configuration of `opts` for the runtime of `spec`. `ca_host` is the registry a
+/// `--ca-cert` is for.
 pub fn guest_config(
-    runtime_binary: &str,
-    base_daemon_json: Option<&str>,
+    spec: &RuntimeSpec,
     opts: &RegistryOptions,
     ca_host: Option<&str>,
 ) -> Result<GuestConfig, RegistryError> {
+    let reg = &spec.registry;
     let certs: Vec<(String, Vec<u8>)> = match (&opts.ca_cert, ca_host) {
         (Some(pem), Some(host)) => vec![(format!("{host}/ca.crt"), pem.clone())],
         (Some(_), None) => return Err(RegistryError::NoRegistryFor("--ca-cert")),
         (None, _) => Vec::new(),
     };
     let mut config = GuestConfig::default();
-    match runtime_binary {
-        "docker" => {
-            config.items.push(ConfigItem::Tree {
-                dest: DOCKER_CERTS_DIR.into(),
-                files: certs,
-            });
-            config.docker_daemon_json = Some((
-                docker_daemon_json(base_daemon_json, opts)?,
-                opts.insecure_hosts(),
-            ));
-        }
-        _ => {
-            config.items.push(ConfigItem::File {
-                dest: format!("{PODMAN_DROPIN_DIR}/{PODMAN_DROPIN_NAME}"),
-                contents: podman_dropin(opts).into_bytes(),
-            });
-            config.items.push(ConfigItem::Tree {
-                dest: PODMAN_CERTS_DIR.into(),
-                files: certs,
-            });
-        }
+    if !reg.registries_dropin.is_empty() {
+        config.items.push(ConfigItem::File {
+            dest: reg.registries_dropin.to_string(),
+            contents: registries_dropin(opts, &reg.hub).into_bytes(),
+        });
+    }
+    if !reg.certs_dir.is_empty() {
+        config.items.push(ConfigItem::Tree {
+            dest: reg.certs_dir.to_string(),
+            files: certs,
+        });
+    }
+    if !reg.daemon_json.is_empty() {
+        config.daemon_json = Some(DaemonJson {
+            text: daemon_json(base_daemon_json(spec).as_deref(), opts)?,
+            insecure_hosts: opts.insecure_hosts(),
+            apply: reg.daemon_json_apply.to_string(),
+        });
     }
     Ok(config)
 }
@@ -609,27 +591,22 @@ fn auth_contents(
         .map_err(|e| RegistryError::BaseDaemonJson(e.to_string()))
 }
 
-/// The guest setup for `runtime_binary` ("docker"/"podman"). `base_daemon_json` is the
-/// docker plugin's baked daemon.json (from its spec's guest files); `run_id` makes the
-/// auth dir unique per command; `image` is the image the command names (it decides the
-/// registry of `--ca-cert` and the credentials when there is no default registry).
+/// The guest setup for the runtime of `spec`. `run_id` makes the auth dir unique per
+/// command; `image` is the image the command names (it decides the registry of `--ca-cert`
+/// and the credentials when there is no default registry).
 pub fn guest_setup(
-    runtime_binary: &str,
-    base_daemon_json: Option<&str>,
+    spec: &RuntimeSpec,
     opts: &RegistryOptions,
     run_id: &str,
     image: Option<&str>,
 ) -> Result<GuestSetup, RegistryError> {
     let host = opts.target_host(image);
     let mut setup = GuestSetup {
-        config: guest_config(runtime_binary, base_daemon_json, opts, host.as_deref())?,
-        boot_config: guest_config(
-            runtime_binary,
-            base_daemon_json,
-            &RegistryOptions::default(),
-            None,
-        )?,
+        config: guest_config(spec, opts, host.as_deref())?,
+        boot_config: guest_config(spec, &RegistryOptions::default(), None)?,
         options: opts.clone(),
+        hub: spec.registry.hub.to_string(),
+        runtime_searches: !spec.registry.registries_dropin.is_empty(),
         ..GuestSetup::default()
     };
     if let Some(auth) = &opts.auth {
@@ -637,19 +614,18 @@ pub fn guest_setup(
     }
     if let Some(contents) = auth_contents(opts, host.as_deref(), &mut setup.notices)? {
         let dir = format!("{GUEST_AUTH_ROOT}/{run_id}");
-        let (file, var, value) = match runtime_binary {
-            "docker" => ("config.json", "DOCKER_CONFIG", dir.clone()),
-            _ => (
-                "auth.json",
-                "REGISTRY_AUTH_FILE",
-                format!("{dir}/auth.json"),
-            ),
+        let reg = &spec.registry;
+        let file = reg.auth_file_name.as_str();
+        let value = if reg.auth_env_names_dir {
+            dir.clone()
+        } else {
+            format!("{dir}/{file}")
         };
         setup.auth_push = Some((
             dir.clone(),
             Payload::new(vec![PayloadEntry::private_bytes(file, contents)]),
         ));
-        setup.env.push((var.to_string(), value));
+        setup.env.push((reg.auth_env.to_string(), value));
         setup.cleanup.push(dir);
     }
     Ok(setup)
@@ -679,10 +655,11 @@ pub fn options_for(
 }
 
 /// The daemon.json the runtime plugin bakes into the guest, if it has one.
-pub fn base_daemon_json(spec: &vcontainer_abi::runtime::RuntimeSpec) -> Option<String> {
+fn base_daemon_json(spec: &RuntimeSpec) -> Option<String> {
+    let path = &spec.registry.daemon_json;
     spec.guest_files
         .iter()
-        .find(|f| f.path.as_str() == DOCKER_DAEMON_JSON)
+        .find(|f| !path.is_empty() && f.path == *path)
         .map(|f| f.contents.to_string())
 }
 
@@ -770,17 +747,17 @@ fn is_id_or_digest(image: &str) -> bool {
 
 /// `--registry R` for the command `plan` (see [`DefaultRegistry`]). None when no default
 /// registry applies: no `--registry`, no image operand, an image that names its registry,
-/// an image ID or digest, a push, or podman with a plain registry host (its
-/// `unqualified-search-registries` in the drop-in does the same).
+/// an image ID or digest, a push, or a runtime with a registries.conf drop-in and a plain
+/// registry host (its `unqualified-search-registries` does the same).
 pub fn default_registry_plan(
     plan: &vcontainer_abi::runtime::CommandPlan,
-    opts: &RegistryOptions,
+    setup: &GuestSetup,
 ) -> Option<DefaultRegistry> {
     use vcontainer_abi::runtime::ImageUse;
-    let registry = opts.default_registry.as_deref()?;
+    let registry = setup.options.default_registry.as_deref()?;
     let argv = plan.argv_strings();
     let runtime = argv.first()?.clone();
-    if runtime == "podman" && !registry.contains('/') {
+    if setup.runtime_searches && !registry.contains('/') {
         return None;
     }
     let (image, usage) = plan.image_ref()?;

@@ -37,12 +37,12 @@ fn option_values_are_validated() {
 
 #[test]
 fn podman_dropin_lists_search_order_and_insecure_hosts() {
-    let text = podman_dropin(&opts(Some("10.0.2.2:5000"), &["h:1"]));
+    let text = registries_dropin(&opts(Some("10.0.2.2:5000"), &["h:1"]), "docker.io");
     assert!(text.contains("unqualified-search-registries = [\"10.0.2.2:5000\", \"docker.io\"]"));
     assert!(text.contains("location = \"h:1\"\ninsecure = true"));
     assert!(text.contains("location = \"10.0.2.2:5000\"\ninsecure = true"));
     // no options: still a file (it replaces an earlier command's settings), with no settings
-    let empty = podman_dropin(&RegistryOptions::default());
+    let empty = registries_dropin(&RegistryOptions::default(), "docker.io");
     assert!(
         !empty.contains("[[registry]]") && !empty.contains("unqualified"),
         "{empty}"
@@ -53,15 +53,27 @@ fn podman_dropin_lists_search_order_and_insecure_hosts() {
 #[test]
 fn docker_daemon_json_keeps_the_baked_settings() {
     let base = r#"{"storage-driver":"overlay2","userland-proxy":false}"#;
-    let text = docker_daemon_json(Some(base), &opts(None, &["10.0.2.2:5000"])).expect("json");
+    let text = daemon_json(Some(base), &opts(None, &["10.0.2.2:5000"])).expect("json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("parse");
     assert_eq!(v["storage-driver"], "overlay2");
     assert_eq!(v["userland-proxy"], false);
     assert_eq!(v["insecure-registries"][0], "10.0.2.2:5000");
-    let cleared = docker_daemon_json(Some(base), &RegistryOptions::default()).expect("json");
+    let cleared = daemon_json(Some(base), &RegistryOptions::default()).expect("json");
     let v: serde_json::Value = serde_json::from_str(&cleared).expect("parse");
     assert_eq!(v["insecure-registries"], serde_json::json!([]));
-    assert!(docker_daemon_json(Some("[1]"), &RegistryOptions::default()).is_err());
+    assert!(daemon_json(Some("[1]"), &RegistryOptions::default()).is_err());
+}
+
+use crate::test_specs::{docker, podman};
+
+/// [`default_registry_plan`] for `plan` with `opts`, for the runtime of `spec`.
+fn prefixed(
+    plan: &vcontainer_abi::runtime::CommandPlan,
+    opts: &RegistryOptions,
+    spec: &vcontainer_abi::runtime::RuntimeSpec,
+) -> Option<DefaultRegistry> {
+    let setup = guest_setup(spec, opts, "r", None).expect("setup");
+    default_registry_plan(plan, &setup)
 }
 
 fn plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
@@ -76,8 +88,7 @@ fn podman_plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
 
 #[test]
 fn docker_setup_stages_daemon_json_and_passes_hosts_as_arguments() {
-    let setup =
-        guest_setup("docker", Some("{}"), &opts(None, &["h:1"]), "r1", None).expect("setup");
+    let setup = guest_setup(&docker(), &opts(None, &["h:1"]), "r1", None).expect("setup");
     let stage = setup.config.stage_dir();
     assert!(stage.starts_with(GUEST_STAGING_DIR), "{stage}");
     let payload = setup.config.payload();
@@ -92,27 +103,27 @@ fn docker_setup_stages_daemon_json_and_passes_hosts_as_arguments() {
         reload[3..],
         s(&["sh", &format!("{stage}/daemon.json"), "h:1"])
     );
-    // daemon.json is replaced by rename, never written in place
-    assert!(reload[2].contains("mv -f /etc/docker/daemon.json.vc-new /etc/docker/daemon.json"));
+    // the plugin's own script applies it
+    assert_eq!(reload[2], "apply-daemon-json");
     assert!(setup.env.is_empty() && setup.cleanup.is_empty() && setup.auth_push.is_none());
 }
 
 #[test]
 fn fingerprint_changes_with_the_options_and_only_with_them() {
-    let a = guest_setup("podman", None, &opts(None, &["h:1"]), "r1", None).expect("setup");
-    let b = guest_setup("podman", None, &opts(None, &["h:1"]), "r2", None).expect("setup");
-    let c = guest_setup("podman", None, &opts(None, &["h:2"]), "r1", None).expect("setup");
+    let a = guest_setup(&podman(), &opts(None, &["h:1"]), "r1", None).expect("setup");
+    let b = guest_setup(&podman(), &opts(None, &["h:1"]), "r2", None).expect("setup");
+    let c = guest_setup(&podman(), &opts(None, &["h:2"]), "r1", None).expect("setup");
     assert_eq!(a.config.fingerprint(), b.config.fingerprint());
     assert_ne!(a.config.fingerprint(), c.config.fingerprint());
     // a VM that was just booted has the default options' configuration
-    let d = guest_setup("podman", None, &RegistryOptions::default(), "r", None).expect("setup");
+    let d = guest_setup(&podman(), &RegistryOptions::default(), "r", None).expect("setup");
     assert_eq!(d.config.fingerprint(), a.boot_config.fingerprint());
     assert_ne!(a.config.fingerprint(), a.boot_config.fingerprint());
 }
 
 #[test]
 fn install_script_renames_every_item_into_place() {
-    let setup = guest_setup("podman", None, &opts(None, &["h:1"]), "r", None).expect("setup");
+    let setup = guest_setup(&podman(), &opts(None, &["h:1"]), "r", None).expect("setup");
     let cmds = setup.config.commands();
     let install = &cmds[0];
     assert!(install[2].contains("mv -f -T \"$dest.vc-new\" \"$dest\""));
@@ -143,8 +154,11 @@ fn ca_cert_goes_to_certs_d_of_the_registry_and_makes_it_secure() {
         .with_ca_cert(&pem)
         .expect("valid cert");
     assert!(o.insecure_hosts().is_empty(), "a CA cert means TLS");
-    for (runtime, dir) in [("docker", DOCKER_CERTS_DIR), ("podman", PODMAN_CERTS_DIR)] {
-        let setup = guest_setup(runtime, Some("{}"), &o, "r", None).expect("setup");
+    for (runtime, dir) in [
+        (docker(), "/etc/docker/certs.d"),
+        (podman(), "/etc/containers/certs.d"),
+    ] {
+        let setup = guest_setup(&runtime, &o, "r", None).expect("setup");
         let tree = setup
             .config
             .items
@@ -170,9 +184,9 @@ fn ca_cert_goes_to_certs_d_of_the_registry_and_makes_it_secure() {
     }
     // without a default registry, the registry the image names
     let o2 = RegistryOptions::default().with_ca_cert(&pem).expect("cert");
-    let setup = guest_setup("docker", None, &o2, "r", Some("reg.example:5000/a/b:1")).expect("ok");
+    let setup = guest_setup(&docker(), &o2, "r", Some("reg.example:5000/a/b:1")).expect("ok");
     assert!(format!("{:?}", setup.config.items).contains("reg.example:5000/ca.crt"));
-    let e = guest_setup("docker", None, &o2, "r", Some("alpine")).expect_err("no registry");
+    let e = guest_setup(&docker(), &o2, "r", Some("alpine")).expect_err("no registry");
     assert!(
         e.to_string().contains("--ca-cert applies to one registry"),
         "{e}"
@@ -199,10 +213,10 @@ fn credentials_become_an_auth_entry_never_an_argument() {
         .with_credentials(Some("tester"), Some("s3cret pass"))
         .expect("creds");
     for (runtime, file, var) in [
-        ("docker", "config.json", "DOCKER_CONFIG"),
-        ("podman", "auth.json", "REGISTRY_AUTH_FILE"),
+        (docker(), "config.json", "DOCKER_CONFIG"),
+        (podman(), "auth.json", "REGISTRY_AUTH_FILE"),
     ] {
-        let setup = guest_setup(runtime, Some("{}"), &o, "abc", None).expect("setup");
+        let setup = guest_setup(&runtime, &o, "abc", None).expect("setup");
         let (dir, payload) = setup.auth_push.as_ref().expect("auth pushed");
         assert_eq!(dir, "/run/vcontainer/auth/abc");
         let entry = &payload.entries()[0];
@@ -236,7 +250,7 @@ fn credentials_become_an_auth_entry_never_an_argument() {
     let no_host = RegistryOptions::default()
         .with_credentials(Some("u"), Some("p"))
         .expect("creds");
-    assert!(guest_setup("docker", None, &no_host, "r", Some("bb:1")).is_err());
+    assert!(guest_setup(&docker(), &no_host, "r", Some("bb:1")).is_err());
 }
 
 #[test]
@@ -254,7 +268,7 @@ fn config_file_entries_win_over_credentials_with_a_note() {
         .expect("valid")
         .with_credentials(Some("new"), Some("pw"))
         .expect("creds");
-    let setup = guest_setup("docker", None, &o, "r", None).expect("setup");
+    let setup = guest_setup(&docker(), &o, "r", None).expect("setup");
     assert!(setup.notices.iter().any(|n| n.contains("take precedence")));
     let (_, payload) = setup.auth_push.as_ref().expect("auth");
     let crate::vimport::payload::PayloadEntry::Bytes { data, .. } = &payload.entries()[0] else {
@@ -274,7 +288,7 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let o = RegistryOptions::new(None, &[], false, Some(&p)).expect("valid");
 
-    let docker = guest_setup("docker", None, &o, "abc", None).expect("setup");
+    let docker = guest_setup(&docker(), &o, "abc", None).expect("setup");
     assert_eq!(
         docker.env,
         [(
@@ -291,7 +305,7 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
         assert!(argv.iter().all(|a| !a.contains("auths")));
     }
 
-    let podman = guest_setup("podman", None, &o, "abc", None).expect("setup");
+    let podman = guest_setup(&podman(), &o, "abc", None).expect("setup");
     assert_eq!(
         podman.env,
         [(
@@ -299,13 +313,13 @@ fn auth_file_goes_to_a_per_command_dir_named_by_env() {
             "/run/vcontainer/auth/abc/auth.json".to_string()
         )]
     );
-    assert!(podman.config.docker_daemon_json.is_none());
+    assert!(podman.config.daemon_json.is_none());
 }
 
 #[test]
 fn default_registry_applies_to_every_command_naming_an_unqualified_image() {
     let o = opts(Some("10.0.2.2:5000/yocto"), &[]);
-    let tries = default_registry_plan(&plan(&["pull", "-q", "app:1"]), &o).expect("rewritten");
+    let tries = prefixed(&plan(&["pull", "-q", "app:1"]), &o, &docker()).expect("rewritten");
     assert_eq!(
         tries,
         DefaultRegistry::Pull(vec![
@@ -322,7 +336,7 @@ fn default_registry_applies_to_every_command_naming_an_unqualified_image() {
         &["vrun", "app:1", "echo", "hi"],
     ] {
         assert_eq!(
-            default_registry_plan(&plan(args), &o),
+            prefixed(&plan(args), &o, &docker()),
             Some(DefaultRegistry::PrePull {
                 check: s(&["docker", "image", "inspect", "app:1"]),
                 pull: s(&["docker", "pull", "10.0.2.2:5000/yocto/app:1"]),
@@ -339,13 +353,18 @@ fn default_registry_applies_to_every_command_naming_an_unqualified_image() {
         &["push", "app:1"],
         &["images"],
     ] {
-        assert!(default_registry_plan(&plan(args), &o).is_none(), "{args:?}");
+        assert!(prefixed(&plan(args), &o, &docker()).is_none(), "{args:?}");
     }
-    assert!(default_registry_plan(&plan(&["pull", "app"]), &RegistryOptions::default()).is_none());
+    assert!(prefixed(
+        &plan(&["pull", "app"]),
+        &RegistryOptions::default(),
+        &docker()
+    )
+    .is_none());
     // podman searches a plain registry host itself (unqualified-search-registries)
     let plain = opts(Some("10.0.2.2:5000"), &[]);
-    assert!(default_registry_plan(&podman_plan(&["pull", "app"]), &plain).is_none());
-    assert!(default_registry_plan(&podman_plan(&["run", "app"]), &plain).is_none());
-    assert!(default_registry_plan(&podman_plan(&["run", "app"]), &o).is_some());
-    assert!(default_registry_plan(&plan(&["pull", "app"]), &plain).is_some());
+    assert!(prefixed(&podman_plan(&["pull", "app"]), &plain, &podman()).is_none());
+    assert!(prefixed(&podman_plan(&["run", "app"]), &plain, &podman()).is_none());
+    assert!(prefixed(&podman_plan(&["run", "app"]), &o, &podman()).is_some());
+    assert!(prefixed(&plan(&["pull", "app"]), &plain, &docker()).is_some());
 }

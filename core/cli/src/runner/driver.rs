@@ -144,31 +144,7 @@ mod tests {
     }
 
     fn vcontainer_podman_like() -> RuntimeSpec {
-        RuntimeSpec {
-            runtime_binary: "podman".into(),
-            tool_name: "vpdmn".into(),
-            state_dir_name: ".vpdmn".into(),
-            env_prefix: "VPDMN".into(),
-            state_image_name: "podman-state.img".into(),
-            guest_storage_path: "/var/lib/containers".into(),
-            guest_packages: Default::default(),
-            guest_files: Default::default(),
-            services: Default::default(),
-            import_transport: CONTAINERS_STORAGE.into(),
-            storage_export: vcontainer_abi::runtime::StorageExport {
-                source_dir: "/var/lib/containers/storage".into(),
-                archive_prefix: ".".into(),
-                stop_services_first: false,
-                description: "".into(),
-            },
-            engine_api: vcontainer_abi::runtime::EngineApi {
-                guest_socket: "".into(),
-                host_socket_name: "".into(),
-                client_env: "".into(),
-                client_hint: "".into(),
-                services: Default::default(),
-            },
-        }
+        crate::test_specs::podman()
     }
 
     fn driver(d: &str) -> Vec<(String, String)> {

@@ -227,10 +227,8 @@ pub fn registry_setup(
     if !plan.needs_network && opts.auth.is_none() && opts.credentials.is_none() {
         return Ok(None);
     }
-    let base = registry::base_daemon_json(spec);
     let setup = registry::guest_setup(
-        spec.runtime_binary.as_str(),
-        base.as_deref(),
+        spec,
         &opts,
         &rebase::new_run_id(),
         plan.image_ref().map(|(image, _)| image),
@@ -345,9 +343,9 @@ fn run_to_stderr(
 
 /// `--registry R` for a command naming an unqualified image (see
 /// [`registry::default_registry_plan`]). A `pull` is run here (`R/<image>` first, tagged as
-/// `<image>`, then Docker Hub) and its status returned; for `run`/`create`/`vrun` a missing
-/// image is pulled from `R` first and None is returned (the command then runs as planned,
-/// and the runtime falls back to Docker Hub itself if `R` did not have it).
+/// `<image>`, then the runtime's hub) and its status returned; for `run`/`create`/`vrun` a
+/// missing image is pulled from `R` first and None is returned (the command then runs as
+/// planned, and the runtime falls back to its hub itself if `R` did not have it).
 pub fn default_registry(
     target: &mut Target,
     ctx: &RuntimeContext,
@@ -355,8 +353,13 @@ pub fn default_registry(
     plan: &CommandPlan,
     env: &[(String, String)],
 ) -> Option<anyhow::Result<i32>> {
-    let step = registry::default_registry_plan(plan, &setup?.options)?;
-    let registry = setup?.options.default_registry.clone().unwrap_or_default();
+    let setup = setup?;
+    let step = registry::default_registry_plan(plan, setup)?;
+    let registry = setup.options.default_registry.clone().unwrap_or_default();
+    let fallback = format!(
+        "not found in the default registry {registry}; trying {}",
+        setup.hub
+    );
     let tool = ctx.tool.name.clone();
     match step {
         registry::DefaultRegistry::Pull(attempts) => {
@@ -378,9 +381,7 @@ pub fn default_registry(
                         return Ok(0);
                     }
                     if i + 1 < attempts.len() {
-                        guest.notice(&format!(
-                            "not found in the default registry {registry}; trying docker.io"
-                        ));
+                        guest.notice(&fallback);
                     }
                 }
                 Ok(code)
@@ -404,10 +405,7 @@ pub fn default_registry(
                     return Some(Err(e));
                 }
             } else {
-                ui::info(
-                    &tool,
-                    &format!("not found in the default registry {registry}; trying docker.io"),
-                );
+                ui::info(&tool, &fallback);
             }
             None
         }

@@ -17,6 +17,7 @@ pub fn build(
 ) -> VmConfig {
     let mut cfg = VmConfig::new(ctx.arch, &ctx.tool.runtime, state_dir);
     cfg.blob_dir = ctx.options.blob_dir.clone();
+    cfg.blob_env = Some(ctx.tool.env_var_name("BLOB_DIR"));
     cfg.storage_path = spec.guest_storage_path.to_string();
     cfg.state_disk = state_disk;
     cfg.memory_mib = u32::try_from(ctx.settings.memory_mib).unwrap_or(u32::MAX);

@@ -1,7 +1,8 @@
 //! Finding the guest blobs (kernel, initramfs, runtime rootfs) for an (arch, runtime).
 //!
 //! Resolution order (docs/guest-contract.md "Guest blobs"): --blob-dir >
-//! $VCONTAINER_BLOB_DIR > $VDKR_BLOB_DIR / $VPDMN_BLOB_DIR (own tool only) >
+//! $VCONTAINER_BLOB_DIR > the tool's own `<ENV_PREFIX>_BLOB_DIR` ($VDKR_BLOB_DIR,
+//! $VPDMN_BLOB_DIR; the prefix comes from the runtime plugin) >
 //! <exe dir>/../share/vcontainer/blobs > <repo>/build/blobs.
 //! A directory the user named is decisive: when it lacks a file we say so instead of silently
 //! booting some other blob set.
@@ -46,7 +47,7 @@ pub struct BlobSearch {
     pub explicit: Option<PathBuf>,
     /// $VCONTAINER_BLOB_DIR
     pub env_generic: Option<PathBuf>,
-    /// $VDKR_BLOB_DIR for docker, $VPDMN_BLOB_DIR for podman (name, value)
+    /// The tool's own variable, e.g. $VDKR_BLOB_DIR (name, value)
     pub env_tool: Option<(String, PathBuf)>,
     /// <exe dir>/../share/vcontainer/blobs
     pub installed: Option<PathBuf>,
@@ -56,16 +57,12 @@ pub struct BlobSearch {
 
 impl BlobSearch {
     /// From the process environment and the location of this executable.
-    pub fn from_env(explicit: Option<&Path>, runtime: &str) -> Self {
+    /// `tool_var` is the tool's own variable (`<ENV_PREFIX>_BLOB_DIR`), if it has one.
+    pub fn from_env(explicit: Option<&Path>, tool_var: Option<&str>) -> Self {
         let var = |n: &str| {
             std::env::var_os(n)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
-        };
-        let tool_var = match runtime {
-            "docker" => Some("VDKR_BLOB_DIR"),
-            "podman" => Some("VPDMN_BLOB_DIR"),
-            _ => None,
         };
         let exe_dir = std::env::current_exe()
             .ok()
@@ -93,9 +90,25 @@ fn dev_tree_blobs() -> Option<PathBuf> {
     None
 }
 
-/// Find the blob set for (arch, runtime) using the process environment.
-pub fn resolve(explicit: Option<&Path>, arch: Arch, runtime: &str) -> Result<BlobSet> {
-    resolve_with(&BlobSearch::from_env(explicit, runtime), arch, runtime)
+/// Find the blob set for (arch, runtime) using the process environment; `tool_var` as in
+/// [`BlobSearch::from_env`].
+pub fn resolve(
+    explicit: Option<&Path>,
+    tool_var: Option<&str>,
+    arch: Arch,
+    runtime: &str,
+) -> Result<BlobSet> {
+    resolve_with(&BlobSearch::from_env(explicit, tool_var), arch, runtime)
+}
+
+/// The blob set of a VM config.
+pub fn resolve_for(cfg: &super::VmConfig) -> Result<BlobSet> {
+    resolve(
+        cfg.blob_dir.as_deref(),
+        cfg.blob_env.as_deref(),
+        cfg.arch,
+        &cfg.runtime,
+    )
 }
 
 pub fn resolve_with(search: &BlobSearch, arch: Arch, runtime: &str) -> Result<BlobSet> {

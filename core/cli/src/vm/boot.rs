@@ -165,7 +165,7 @@ pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &snapshot::Mode) -> Result<Run
 /// On failure every process it started is stopped again.
 fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
-    let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
+    let blobs = blobs::resolve_for(cfg)?;
     let program = cfg.arch.qemu_program();
     let qemu_bin = process::which(program).ok_or_else(|| VmError::QemuNotFound {
         program: program.into(),

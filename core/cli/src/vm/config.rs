@@ -120,6 +120,9 @@ pub struct VmConfig {
     pub state_dir: PathBuf,
     /// `--blob-dir`, when given; otherwise the resolution order of `blobs::resolve` applies.
     pub blob_dir: Option<PathBuf>,
+    /// The tool's own blob-dir variable (`<ENV_PREFIX>_BLOB_DIR` of the runtime plugin).
+    #[serde(default)]
+    pub blob_env: Option<String>,
     /// Guest path the state disk is mounted on (declared by the runtime plugin).
     pub storage_path: String,
     /// False for `--stateless`: no state disk, storage lives in guest RAM.
@@ -164,19 +167,16 @@ pub const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 120;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 60;
 
 impl VmConfig {
-    /// A config with the defaults; the storage path is the usual one for docker and podman.
+    /// A config with the defaults; the storage path is a neutral one until the runtime's
+    /// plugin names its own (`runner::vmconfig` sets it from the spec).
     pub fn new(arch: Arch, runtime: &str, state_dir: impl Into<PathBuf>) -> Self {
-        let storage_path = match runtime {
-            "docker" => "/var/lib/docker",
-            "podman" => "/var/lib/containers",
-            _ => "/var/lib/vcontainer",
-        }
-        .to_string();
+        let storage_path = "/var/lib/vcontainer".to_string();
         VmConfig {
             arch,
             runtime: runtime.to_string(),
             state_dir: state_dir.into(),
             blob_dir: None,
+            blob_env: None,
             storage_path,
             state_disk: true,
             state_disk_size_mib: DEFAULT_STATE_DISK_MIB,
@@ -249,6 +249,7 @@ mod tests {
     fn config_roundtrips_as_json() {
         let mut c = VmConfig::new(Arch::X86_64, "podman", "/tmp/s");
         c.port_forwards.push("1:2/udp".parse().expect("valid"));
+        c.storage_path = "/var/lib/containers".into();
         let j = serde_json::to_string(&c).expect("serializes");
         let back: VmConfig = serde_json::from_str(&j).expect("parses");
         assert_eq!(back.port_forwards, c.port_forwards);

@@ -40,7 +40,14 @@ impl DoctorReport {
 }
 
 /// Gather the report for (arch, runtime).
-pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) -> DoctorReport {
+/// `blob_env` is the tool's own blob-dir variable (see `blobs::resolve`).
+pub fn doctor(
+    arch: Arch,
+    runtime: &str,
+    blob_dir: Option<&Path>,
+    blob_env: Option<&str>,
+    no_kvm: bool,
+) -> DoctorReport {
     let program = arch.qemu_program();
     let qemu = match process::which(program) {
         None => Err(format!("{program} not found on PATH")),
@@ -65,7 +72,7 @@ pub fn doctor(arch: Arch, runtime: &str, blob_dir: Option<&Path>, no_kvm: bool) 
         transport: transport::choose(None).map_err(|e| e.to_string()),
         vhost_device_vsock: process::which("vhost-device-vsock"),
         virtiofsd: process::which(virtiofs::PROGRAM),
-        blobs: blobs::resolve(blob_dir, arch, runtime).map_err(|e| e.to_string()),
+        blobs: blobs::resolve(blob_dir, blob_env, arch, runtime).map_err(|e| e.to_string()),
         plugin_dirs: plugin_search_path()
             .into_iter()
             .map(|p| {
@@ -159,7 +166,7 @@ mod tests {
     #[test]
     fn report_on_this_host() {
         let t = tempfile::tempdir().expect("tmp");
-        let r = doctor(Arch::X86_64, "podman", Some(t.path()), false);
+        let r = doctor(Arch::X86_64, "podman", Some(t.path()), None, false);
         let text = r.to_string();
         assert!(text.contains("accel: "), "{text}");
         assert!(text.contains("live volumes: "), "{text}");

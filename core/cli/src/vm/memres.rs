@@ -44,7 +44,7 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
     reap_stale(&cfg.state_dir, cfg.shutdown_timeout());
 
     // resolve here so a missing blob is reported by the CLI, not buried in a log
-    let blobs = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)?;
+    let blobs = blobs::resolve_for(cfg)?;
     let mut sup_cfg = cfg.clone();
     sup_cfg.blob_dir = Some(blobs.dir);
     // memres VMs serve live volumes through volume shares (batch VMs copy them)

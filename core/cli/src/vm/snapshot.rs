@@ -217,8 +217,7 @@ fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), Strin
 
 /// The snapshot file of `cfg` in the cache dir (it may not exist yet).
 fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
-    let set = blobs::resolve(cfg.blob_dir.as_deref(), cfg.arch, &cfg.runtime)
-        .map_err(|e| e.to_string())?;
+    let set = blobs::resolve_for(cfg).map_err(|e| e.to_string())?;
     let program = cfg.arch.qemu_program();
     let qemu = process::which(program).ok_or_else(|| format!("{program} not found"))?;
     let key = Key {
