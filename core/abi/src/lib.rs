@@ -16,23 +16,27 @@
 //! `#[export_root_module]` attribute expands to `::abi_stable::...` paths, so the crate must be
 //! visible under that name). Then one macro call exports everything:
 //!
-//! ```ignore
+//! ```
 //! // Cargo.toml: [lib] crate-type = ["cdylib", "rlib"]
 //! //             [dependencies] vcontainer-abi.workspace = true, abi_stable.workspace = true
 //! use vcontainer_abi::backend::{BuildRequest, BuildResult, IndexRequest, IndexResult,
 //!                               UnpackRequest, UnpackResult};
 //! use vcontainer_abi::PluginError;
 //!
-//! fn build(req: BuildRequest) -> Result<BuildResult, PluginError> { todo!() }
+//! fn build(req: BuildRequest) -> Result<BuildResult, PluginError> {
+//!     Err(PluginError::unsupported("build"))
+//! }
 //! fn unpack(req: UnpackRequest) -> Result<UnpackResult, PluginError> {
 //!     Err(PluginError::unsupported("unpack"))
 //! }
-//! fn index(req: IndexRequest) -> Result<IndexResult, PluginError> { todo!() }
+//! fn index(req: IndexRequest) -> Result<IndexResult, PluginError> {
+//!     Err(PluginError::unsupported("index"))
+//! }
 //!
 //! vcontainer_abi::export_backend_plugin! {
-//!     name: "sloci",
-//!     aliases: ["sloci", "sloci-image"],
-//!     description: "single-layer OCI image from a rootfs directory",
+//!     name: "nothing",
+//!     aliases: ["nothing"],
+//!     description: "a backend that supports nothing",
 //!     build: build,
 //!     unpack: unpack,
 //!     index: index,
@@ -40,7 +44,7 @@
 //! ```
 //!
 //! Runtime plugins use [`export_runtime_plugin!`] the same way with `spec` and `plan`
-//! functions; the docker/podman command grammar they share is the `vcontainer-runtime-kit`
+//! functions (docs/plugins.md walks through one, the test-only `toy` runtime); the docker/podman command grammar they share is the `vcontainer-runtime-kit`
 //! crate, on the runtime side of the boundary (this crate holds only the stable types).
 //!
 //! The plugin file must be named `libvcontainer_<something>.so` to be discovered
