@@ -685,7 +685,7 @@ pub fn install(
 }
 
 /// Pushes the per-command auth file (after the notices) and returns the environment the
-/// user's command must get. Call [`remove_auth`] after the command.
+/// user's command must get. The caller removes [`GuestSetup::cleanup`] after the command.
 pub fn push_auth(
     setup: &GuestSetup,
     guest: &mut dyn crate::vimport::execute::Guest,
@@ -697,13 +697,6 @@ pub fn push_auth(
         guest.push_tar(dir, &mut payload.reader())?;
     }
     Ok(setup.env.clone())
-}
-
-/// Removes the per-command auth copy (whatever the command's outcome).
-pub fn remove_auth(setup: &GuestSetup, guest: &mut dyn crate::vimport::execute::Guest) {
-    for path in &setup.cleanup {
-        guest.remove(path);
-    }
 }
 
 /// The registry host an image reference names, None for Docker Hub names.

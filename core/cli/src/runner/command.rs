@@ -9,10 +9,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use vcontainer_abi::runtime::{CommandPlan, FileInput, InputKind, RuntimeSpec};
 
+use super::guest_registry;
 use super::ports;
 use super::rebase;
 use super::storage;
-use super::target::{Deadline, Target};
+use super::target::{Deadline, Held, Target};
 use super::transfer::{self, PushSource};
 use super::volumes::{self, Volume};
 use crate::agent_client::{self, ExecRequest, ExitStatus, WindowSize};
@@ -104,6 +105,8 @@ fn runtime_binary(plan: &CommandPlan) -> String {
     plan.argv.first().map(|a| a.to_string()).unwrap_or_default()
 }
 
+/// The bookkeeping a command needs afterwards and its container operands (the user's
+/// command line after the global options, `container` group included).
 fn after_of(argv: &[String]) -> (After, Vec<String>) {
     let (cmd, rest) = match argv.first().map(String::as_str) {
         Some("container") => (
@@ -135,16 +138,63 @@ fn after_of(argv: &[String]) -> (After, Vec<String>) {
     }
 }
 
-/// Runs `plan` (argv already classified by the runtime plugin).
-pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> anyhow::Result<i32> {
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    let user_argv: Vec<String> = ctx
-        .argv
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+/// One command on its way through the runner: the plugin's plan and everything the core
+/// checked and decided for it before any VM work.
+struct RunPlan {
+    plan: CommandPlan,
+    /// The host path of each of `plan.inputs` (checked), and of each of `plan.outputs`.
+    hosts: Vec<PathBuf>,
+    out_hosts: Vec<PathBuf>,
+    /// `--storage FILE` (checked) and `--input-storage FILE`.
+    storage_out: Option<PathBuf>,
+    storage_in: Option<PathBuf>,
+    /// Environment of every guest command: the storage driver, then the registry's.
+    env: Vec<(String, String)>,
+    registry: Option<crate::registry::GuestSetup>,
+    /// A foreground `run -p`'s forwards, for the command's life.
+    foreground: Vec<ports::Wanted>,
+    /// The user's command line after the global options (for the bookkeeping afterwards).
+    user_argv: Vec<String>,
+    /// The per-run guest dir the plan's inputs and outputs were moved to.
+    run_dir: String,
+}
 
-    // host paths are checked before a VM is booted
+/// Runs `plan` (argv already classified by the runtime plugin).
+pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, plan: CommandPlan) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let mut run = prepare(ctx, spec, plan)?;
+    let mut target = acquire(ctx, spec, &mut run)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
+    stage(ctx, &mut target, &mut run)?;
+    let result = match guest_registry::default_registry(
+        &mut target,
+        ctx,
+        run.registry.as_ref(),
+        &run.plan,
+        &run.env,
+    ) {
+        Some(result) => result,
+        None => run_planned(ctx, &mut target, &run),
+    };
+    target.release_held();
+    let code = result?;
+    if code == 0 && WRITES_IMAGES.contains(&ctx.command()) {
+        target.persist();
+    }
+    let code = export_storage(ctx, spec, &mut target, &run, code)?;
+    let code = finish(ctx, target, code);
+    tracing::debug!(elapsed = ?started.elapsed(), code, "command done");
+    Ok(code)
+}
+
+/// Everything checked before a VM is booted: host paths, `--storage`, the input storage and
+/// its driver, the registry options, the ports of a foreground run.
+fn prepare(
+    ctx: &RuntimeContext,
+    spec: &RuntimeSpec,
+    mut plan: CommandPlan,
+) -> anyhow::Result<RunPlan> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
     let mut hosts = Vec::new();
     for input in plan.inputs.iter() {
         let host = host_path(&input.host_path, &cwd)?;
@@ -160,164 +210,212 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, mut plan: CommandPlan) -> a
         }
         out_hosts.push(host);
     }
-    let storage_out = match &ctx.options.storage {
-        Some(p) => {
-            let p = crate::state_dir::absolute_lexical(p, &cwd);
-            let parent = p.parent().unwrap_or(Path::new("/"));
-            if !parent.is_dir() {
-                bail!("--storage {}: the directory does not exist", p.display());
-            }
-            if p.is_dir() {
-                bail!("--storage {}: is a directory; name a file", p.display());
-            }
-            Some(p)
-        }
-        None => None,
-    };
+    let storage_out = storage_out(ctx, &cwd)?;
     let (storage_in, driver_env) = super::storage::input_and_driver_env(ctx, spec)?;
-
     if ctx.options.no_network {
         rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;
     }
-    let registry = super::import::registry_setup(ctx, spec, &plan)?;
-    let started = Instant::now();
-    // A foreground `run -p H:C` is forwarded for the command's life: on a one-shot VM from
-    // boot, on a memres VM through QMP until the command ends (the old tool forwarded H to
-    // the VM's H only, or nothing: docs/old-bugs.md §12).
-    let foreground_ports = if plan.detach || !matches!(ctx.command(), "run" | "vrun") {
-        Vec::new()
-    } else {
-        let (wanted, skipped) = ports::wanted(&plan);
-        for s in skipped {
-            ui::warn(&ctx.tool.name, &s);
-        }
-        wanted
+    let registry = guest_registry::registry_setup(ctx, spec, &plan)?;
+    let foreground = foreground_ports(ctx, &plan);
+    Ok(RunPlan {
+        plan,
+        hosts,
+        out_hosts,
+        storage_out,
+        storage_in,
+        env: driver_env,
+        registry,
+        foreground,
+        user_argv: ctx
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        run_dir: rebase::run_dir(&rebase::new_run_id()),
+    })
+}
+
+/// `--storage FILE`: its directory must exist and it must not be one.
+fn storage_out(ctx: &RuntimeContext, cwd: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(p) = &ctx.options.storage else {
+        return Ok(None);
     };
-    let foreground_forwards: Vec<_> = foreground_ports.iter().map(|w| w.forward.clone()).collect();
-    let mut target = Target::acquire_forwarding(ctx, spec, foreground_forwards.clone())?;
-    if let Some(tar) = &storage_in {
+    let p = crate::state_dir::absolute_lexical(p, cwd);
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        bail!("--storage {}: the directory does not exist", p.display());
+    }
+    if p.is_dir() {
+        bail!("--storage {}: is a directory; name a file", p.display());
+    }
+    Ok(Some(p))
+}
+
+/// A foreground `run -p H:C` is forwarded for the command's life: on a one-shot VM from
+/// boot, on a memres VM through QMP until the command ends (the old tool forwarded H to the
+/// VM's H only, or nothing: docs/old-bugs.md §12).
+fn foreground_ports(ctx: &RuntimeContext, plan: &CommandPlan) -> Vec<ports::Wanted> {
+    if plan.detach || !matches!(ctx.command(), "run" | "vrun") {
+        return Vec::new();
+    }
+    let (wanted, skipped) = ports::wanted(plan);
+    for s in skipped {
+        ui::warn(&ctx.tool.name, &s);
+    }
+    wanted
+}
+
+/// The VM (memres or one-shot, forwarding the foreground ports from boot), seeded with the
+/// input storage, its services running and the registry settings applied.
+fn acquire(ctx: &RuntimeContext, spec: &RuntimeSpec, run: &mut RunPlan) -> anyhow::Result<Target> {
+    let forwards = run.foreground.iter().map(|w| w.forward.clone()).collect();
+    let mut target = Target::acquire_forwarding(ctx, spec, forwards)?;
+    if let Some(tar) = &run.storage_in {
         storage::seed(&mut target, &spec.storage_export, tar)?;
     }
     target.ensure_services()?;
-    let mut registry_env = super::import::apply_registry(&mut target, ctx, registry.as_ref())?;
-    // the storage driver applies to every guest command, like the registry settings
-    registry_env.extend(driver_env);
-    tracing::debug!(elapsed = ?started.elapsed(), "VM and services ready");
+    let registry_env = guest_registry::apply_registry(&mut target, ctx, run.registry.as_ref())?;
+    // the storage driver and the registry's variables apply to every guest command
+    run.env.extend(registry_env);
+    Ok(target)
+}
 
-    // a memres VM that shares volumes binds live host dirs instead of copying them
+/// Places the command on the VM: live shares for a memres VM's volumes, the per-run dir
+/// (held until the command ends unless a detached container keeps its volumes there), and
+/// the foreground forwards of a memres VM (held likewise).
+fn stage(ctx: &RuntimeContext, target: &mut Target, run: &mut RunPlan) -> anyhow::Result<()> {
     if let Some(instance) = target.instance().filter(|i| i.shares_volumes()) {
-        let (kept, problems) = volumes::shared::bind_live(&mut plan, hosts, |dir, ro| {
+        let hosts = std::mem::take(&mut run.hosts);
+        let (kept, problems) = volumes::shared::bind_live(&mut run.plan, hosts, |dir, ro| {
             crate::vm::shares::share(instance, dir, ro).map_err(|e| e.to_string())
         });
-        hosts = kept;
+        run.hosts = kept;
         for p in problems {
             ui::warn(&ctx.tool.name, &p);
         }
     }
-
-    let run_dir = rebase::run_dir(&rebase::new_run_id());
-    rebase::rebase_plan(&mut plan, &run_dir);
+    rebase::rebase_plan(&mut run.plan, &run.run_dir);
+    let plan = &run.plan;
     let uses_run_dir = !plan.inputs.is_empty() || !plan.outputs.is_empty();
-
-    // added last, so that nothing can fail between here and their removal below
-    let memres_forwards = match target.instance() {
-        Some(instance) if !foreground_ports.is_empty() => {
-            ports::add(instance, &foreground_ports)?;
-            foreground_forwards
-        }
-        _ => Vec::new(),
-    };
-    let result = match super::import::default_registry(
-        &mut target,
-        ctx,
-        registry.as_ref(),
-        &plan,
-        &registry_env,
-    ) {
-        Some(result) => result,
-        None => run_planned(
-            ctx,
-            &mut target,
-            &plan,
-            &hosts,
-            &out_hosts,
-            &user_argv,
-            &registry_env,
-            &run_dir,
-        ),
-    };
-    super::import::remove_registry_auth(&mut target, ctx, registry.as_ref());
-    if let Some(instance) = target.instance().filter(|_| !memres_forwards.is_empty()) {
-        for problem in ports::remove(instance, &memres_forwards) {
-            ui::warn(&ctx.tool.name, &problem);
-        }
-    }
     let keep_run_dir = plan.detach && plan.inputs.iter().any(|i| i.kind == InputKind::Volume);
     if uses_run_dir && !keep_run_dir {
-        // best effort: the dir is on the guest's tmpfs and goes with the VM anyway
-        if let Err(e) = target.exec_quiet(&["rm", "-rf", &run_dir]) {
-            tracing::debug!("cleaning {run_dir}: {e:#}");
-        }
+        target.hold(Held::GuestPath(run.run_dir.clone()));
     }
-    let mut code = result?;
-    if code == 0 && WRITES_IMAGES.contains(&ctx.command()) {
-        target.persist();
+    if let Some(instance) = target.instance().filter(|_| !run.foreground.is_empty()) {
+        ports::add(instance, &run.foreground)?;
+        let forwards = run.foreground.iter().map(|w| w.forward.clone()).collect();
+        target.hold(Held::Forwards(forwards));
     }
+    Ok(())
+}
 
-    if let Some(dest) = &storage_out {
-        if code == 0 {
-            storage::export(&mut target, &spec.storage_export, dest)?;
-            ui::info(
-                &ctx.tool.name,
-                &format!(
-                    "storage exported to {} ({}; {})",
-                    dest.display(),
-                    ui::human_size(transfer::size_of(dest)),
-                    spec.storage_export.description
-                ),
-            );
-        } else {
-            ui::warn(
-                &ctx.tool.name,
-                &format!("the command failed (exit {code}); the storage was not exported"),
-            );
-        }
+/// `--storage FILE`: the runtime's storage as a tar, after a successful command.
+fn export_storage(
+    ctx: &RuntimeContext,
+    spec: &RuntimeSpec,
+    target: &mut Target,
+    run: &RunPlan,
+    code: i32,
+) -> anyhow::Result<i32> {
+    let Some(dest) = &run.storage_out else {
+        return Ok(code);
+    };
+    if code != 0 {
+        ui::warn(
+            &ctx.tool.name,
+            &format!("the command failed (exit {code}); the storage was not exported"),
+        );
+        return Ok(code);
     }
-    if let Err(e) = target.finish() {
-        ui::warn(&ctx.tool.name, &format!("{e:#}"));
-        if code == 0 {
-            code = exit::TOOL_ERROR;
-        }
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), code, "command done");
+    storage::export(target, &spec.storage_export, dest)?;
+    ui::info(
+        &ctx.tool.name,
+        &format!(
+            "storage exported to {} ({}; {})",
+            dest.display(),
+            ui::human_size(transfer::size_of(dest)),
+            spec.storage_export.description
+        ),
+    );
     Ok(code)
+}
+
+/// Ends the command's use of the VM; a one-shot VM that did not shut down cleanly turns a
+/// success into the tool's failure.
+fn finish(ctx: &RuntimeContext, target: Target, code: i32) -> i32 {
+    match target.finish() {
+        Ok(()) => code,
+        Err(e) => {
+            ui::warn(&ctx.tool.name, &format!("{e:#}"));
+            if code == 0 {
+                exit::TOOL_ERROR
+            } else {
+                code
+            }
+        }
+    }
 }
 
 /// Commands that store images: on a memres VM their result is synced to the state disk
 /// before they return ([`Target::persist`]).
 const WRITES_IMAGES: &[&str] = &["pull", "load", "import", "build", "commit", "tag", "image"];
 
-#[allow(clippy::too_many_arguments)]
-fn run_planned(
-    ctx: &RuntimeContext,
-    target: &mut Target,
-    plan: &CommandPlan,
-    hosts: &[PathBuf],
-    out_hosts: &[PathBuf],
-    user_argv: &[String],
-    registry_env: &[(String, String)],
-    run_dir: &str,
-) -> anyhow::Result<i32> {
-    let tool = ctx.tool.name.clone();
+/// The command itself: inputs in, the argv run, volumes and outputs back, then the
+/// container bookkeeping of a memres VM.
+fn run_planned(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyhow::Result<i32> {
+    let vols = push_inputs(target, run)?;
+    let forwards = detached_forwards(ctx, target, &run.plan)?;
+    let command = run
+        .user_argv
+        .iter()
+        .find(|a| *a != "container")
+        .map(String::as_str);
+    let (after, rest) = after_of(&run.user_argv);
+    let operands = ports::container_operands(&rest);
+    if command == Some("start") && target.instance().is_some() {
+        // a stopped detached container sees the host's edits to its volumes when it starts
+        let binary = runtime_binary(&run.plan);
+        for p in volumes::live::refresh(target, &binary, &operands) {
+            ui::warn(&ctx.tool.name, &p);
+        }
+    }
+    let live_vols = live_volumes(ctx, target, &run.plan, &vols);
+    let detached = !forwards.is_empty() || live_vols;
+    let (status, stdout) = exec(ctx, target, run, detached)?;
+    if detached {
+        finish_detached(
+            target,
+            &run.plan,
+            &forwards,
+            &vols,
+            &run.run_dir,
+            &stdout,
+            status.success(),
+        );
+    }
+    let mut code = status.shell_code();
+    if !run.plan.detach {
+        code = sync_back(ctx, target, &vols, code);
+    }
+    if code == 0 {
+        pull_outputs(ctx, target, run)?;
+    }
+    let removes = command == Some("rm");
+    bookkeeping(ctx, target, &run.plan, (after, removes), &operands, code)?;
+    Ok(code)
+}
 
+/// Creates the output dirs and pushes every input (a volume's contents are recorded for the
+/// sync back).
+fn push_inputs(target: &mut Target, run: &RunPlan) -> anyhow::Result<Vec<Volume>> {
     // output dirs must exist for the runtime to write into
-    for output in plan.outputs.iter() {
+    for output in run.plan.outputs.iter() {
         if let Some((dir, _)) = output.guest_path.rsplit_once('/') {
             transfer::push(target, PushSource::Empty, dir)?;
         }
     }
-    let mut vols: Vec<Volume> = Vec::new();
-    for (input, host) in plan.inputs.iter().zip(hosts) {
+    let mut vols = Vec::new();
+    for (input, host) in run.plan.inputs.iter().zip(&run.hosts) {
         let guest = input.guest_path.as_str();
         match input.kind {
             InputKind::Volume => vols.push(volumes::push(target, host, guest, input.read_only)?),
@@ -330,188 +428,182 @@ fn run_planned(
             }
         }
     }
+    Ok(vols)
+}
 
-    // ports of a detached container on a memres VM
-    let mut forwards = Vec::new();
-    if plan.detach && !plan.ports.is_empty() {
-        let (wanted, skipped) = ports::wanted(plan);
-        for s in skipped {
-            ui::warn(&tool, &s);
-        }
-        match target.instance() {
-            Some(instance) => {
-                ports::add(instance, &wanted)?;
-                forwards = wanted;
-            }
-            None => ui::warn(
-                &tool,
-                "host ports are forwarded only to a memres VM (this command runs in a one-shot VM)",
-            ),
-        }
+/// The forwards of a detached container's ports, on a memres VM only; held until the
+/// container is known to run ([`finish_detached`] keeps them).
+fn detached_forwards(
+    ctx: &RuntimeContext,
+    target: &mut Target,
+    plan: &CommandPlan,
+) -> anyhow::Result<Vec<ports::Wanted>> {
+    if !plan.detach || plan.ports.is_empty() {
+        return Ok(Vec::new());
     }
-
-    // a stopped detached container sees the host's edits to its volumes when it starts again
-    let command = user_argv
-        .iter()
-        .find(|a| *a != "container")
-        .map(String::as_str);
-    let (after, rest) = after_of(user_argv);
-    if command == Some("start") && target.instance().is_some() {
-        let operands = ports::container_operands(&rest);
-        for p in volumes::live::refresh(target, &runtime_binary(plan), &operands) {
-            ui::warn(&tool, &p);
-        }
+    let (wanted, skipped) = ports::wanted(plan);
+    for s in skipped {
+        ui::warn(&ctx.tool.name, &s);
     }
+    let Some(instance) = target.instance() else {
+        ui::warn(
+            &ctx.tool.name,
+            "host ports are forwarded only to a memres VM (this command runs in a one-shot VM)",
+        );
+        return Ok(Vec::new());
+    };
+    ports::add(instance, &wanted)?;
+    target.hold(Held::Forwards(
+        wanted.iter().map(|w| w.forward.clone()).collect(),
+    ));
+    Ok(wanted)
+}
 
-    // a detached container on a memres VM keeps its rw volumes: recorded once it started
-    let live_vols = plan.detach && target.instance().is_some() && vols.iter().any(|v| !v.read_only);
+/// A detached container on a memres VM keeps its rw volumes: recorded once it started (with
+/// a note when they are copies, not live shares).
+fn live_volumes(
+    ctx: &RuntimeContext,
+    target: &Target,
+    plan: &CommandPlan,
+    vols: &[Volume],
+) -> bool {
+    let live = plan.detach && target.instance().is_some() && vols.iter().any(|v| !v.read_only);
     if let Some(note) = target
         .instance()
-        .filter(|_| live_vols)
+        .filter(|_| live)
         .and_then(volumes::shared::copy_mode_notice)
     {
-        ui::warn(&tool, &note);
+        ui::warn(&ctx.tool.name, &note);
     }
+    live
+}
 
+/// Runs the plan's argv in the guest: on a terminal or with stdin when the plan asks, else
+/// streamed, under the `timeout` setting. With `capture`, stdout is also kept (a detached
+/// container's id is read from it).
+fn exec(
+    ctx: &RuntimeContext,
+    target: &mut Target,
+    run: &RunPlan,
+    capture: bool,
+) -> anyhow::Result<(ExitStatus, Vec<u8>)> {
+    let plan = &run.plan;
     let argv = plan.argv_strings();
     tracing::debug!(argv = ?vcontainer_proto::redact::argv(&argv), "exec in the guest");
-    let mut request = ExecRequest::new(argv.clone());
-    request.env.extend_from_slice(registry_env);
-    let status = if plan.tty || plan.stdin {
+    let mut request = ExecRequest::new(argv);
+    request.env.extend_from_slice(&run.env);
+    let (conn, _watch) = target.connect_watched()?;
+    if plan.tty || plan.stdin {
         if plan.tty {
             request.tty = Some(WindowSize { rows: 24, cols: 80 });
         }
         request.stdin = plan.stdin;
-        let (conn, _watch) = target.connect_watched()?;
+        // the id goes to the terminal; forwards are keyed by name (or inspect)
         let status =
             agent_client::exec_interactive(conn, request).map_err(|e| target.agent_error(e))?;
-        if !forwards.is_empty() || live_vols {
-            // the id went to the terminal; the forwards are keyed by name (or inspect)
-            finish_detached(
-                target,
-                plan,
-                &forwards,
-                &vols,
-                run_dir,
-                &[],
-                status.success(),
-            );
-        }
-        status
+        return Ok((status, Vec::new()));
+    }
+    let deadline = Deadline::arm(ctx, target, plan, &conn);
+    let mut captured = Vec::new();
+    let stdout = io::stdout();
+    let mut stdout = stdout.lock();
+    let mut stderr = io::stderr();
+    let r = if capture {
+        let mut tee = Tee {
+            out: &mut stdout,
+            copy: &mut captured,
+        };
+        agent_client::exec_relaying_signals(conn, request, &mut tee, &mut stderr)
     } else {
-        let (conn, _watch) = target.connect_watched()?;
-        let deadline = Deadline::arm(ctx, target, plan, &conn);
-        let mut captured = Vec::new();
-        let stdout = io::stdout();
-        let mut stdout = stdout.lock();
-        let mut stderr = io::stderr();
-        let r = if forwards.is_empty() && !live_vols {
-            agent_client::exec_relaying_signals(conn, request, &mut stdout, &mut stderr)
-        } else {
-            let mut tee = Tee {
-                out: &mut stdout,
-                copy: &mut captured,
-            };
-            agent_client::exec_relaying_signals(conn, request, &mut tee, &mut stderr)
-        };
-        drop(stdout);
-        let r = match &deadline {
-            Some(d) if d.fired() => {
-                d.report(ctx);
-                Ok(ExitStatus::Code(exit::TIMEOUT))
-            }
-            _ => r,
-        };
-        let status = match r {
-            Ok(s) => s,
-            Err(e) => {
-                let e = target.agent_error(e);
-                if let Some(i) = target.instance() {
-                    let f: Vec<_> = forwards.iter().map(|w| w.forward.clone()).collect();
-                    let _ = ports::remove(i, &f);
+        agent_client::exec_relaying_signals(conn, request, &mut stdout, &mut stderr)
+    };
+    drop(stdout);
+    let status = match &deadline {
+        Some(d) if d.fired() => {
+            d.report(ctx);
+            ExitStatus::Code(exit::TIMEOUT)
+        }
+        _ => r.map_err(|e| target.agent_error(e))?,
+    };
+    Ok((status, captured))
+}
+
+/// Volumes come back after the container exits, whatever its status; a failed sync turns
+/// a success into the tool's failure.
+fn sync_back(ctx: &RuntimeContext, target: &mut Target, vols: &[Volume], mut code: i32) -> i32 {
+    for vol in vols.iter().filter(|v| !v.read_only) {
+        match volumes::sync_back(target, vol) {
+            Ok(report) => {
+                for s in &report.skipped {
+                    ui::warn(
+                        &ctx.tool.name,
+                        &format!("volume {}: {s}", vol.host.display()),
+                    );
                 }
-                return Err(e);
+                tracing::debug!(volume = %vol.host.display(), ?report, "volume synced back");
             }
-        };
-        if !forwards.is_empty() || live_vols {
-            finish_detached(
-                target,
-                plan,
-                &forwards,
-                &vols,
-                run_dir,
-                &captured,
-                status.success(),
+            Err(e) => {
+                ui::warn(
+                    &ctx.tool.name,
+                    &format!("syncing volume {} back failed: {e:#}", vol.host.display()),
+                );
+                if code == 0 {
+                    code = exit::TOOL_ERROR;
+                }
+            }
+        }
+    }
+    code
+}
+
+/// Brings the plan's outputs to the host (`save -o`, `cp`, `export -o`).
+fn pull_outputs(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyhow::Result<()> {
+    for (output, host) in run.plan.outputs.iter().zip(&run.out_hosts) {
+        let dest =
+            transfer::pull_output(target, &output.guest_path, host, output.into_existing_dir)?;
+        if matches!(ctx.command(), "save" | "image" | "export" | "container") {
+            ui::info(
+                &ctx.tool.name,
+                &format!(
+                    "Saved to {} ({})",
+                    dest.display(),
+                    ui::human_size(transfer::size_of(&dest))
+                ),
             );
         }
-        status
-    };
-    let mut code = status.shell_code();
+    }
+    Ok(())
+}
 
-    // volumes come back after the container exits, whatever its status; a detached
-    // container keeps using them
-    if !plan.detach {
-        for vol in vols.iter().filter(|v| !v.read_only) {
-            match volumes::sync_back(target, vol) {
-                Ok(report) => {
-                    for s in &report.skipped {
-                        ui::warn(&tool, &format!("volume {}: {s}", vol.host.display()));
-                    }
-                    tracing::debug!(volume = %vol.host.display(), ?report, "volume synced back");
-                }
-                Err(e) => {
-                    ui::warn(
-                        &tool,
-                        &format!("syncing volume {} back failed: {e:#}", vol.host.display()),
-                    );
-                    if code == 0 {
-                        code = exit::TOOL_ERROR;
-                    }
-                }
+/// After a successful stop/rm/kill the containers' live volumes and forwards go; after a
+/// start their ports are forwarded again; `ps` is followed by the forwards table.
+fn bookkeeping(
+    ctx: &RuntimeContext,
+    target: &mut Target,
+    plan: &CommandPlan,
+    (after, removes): (After, bool),
+    operands: &[String],
+    code: i32,
+) -> anyhow::Result<()> {
+    let tool = ctx.tool.name.as_str();
+    let warn_all = |problems: Vec<String>| problems.iter().for_each(|p| ui::warn(tool, p));
+    match after {
+        After::ReleasePorts if code == 0 => {
+            // detached containers' volumes come back when they stop or go
+            warn_all(volumes::live::release(target, operands, removes));
+            if let Some(instance) = target.instance() {
+                warn_all(ports::release(instance, operands).1);
             }
         }
-    }
-
-    if code == 0 {
-        for (output, host) in plan.outputs.iter().zip(out_hosts) {
-            let dest =
-                transfer::pull_output(target, &output.guest_path, host, output.into_existing_dir)?;
-            if matches!(ctx.command(), "save" | "image" | "export" | "container") {
-                ui::info(
-                    &tool,
-                    &format!(
-                        "Saved to {} ({})",
-                        dest.display(),
-                        ui::human_size(transfer::size_of(&dest))
-                    ),
-                );
-            }
+        After::RestorePorts if code == 0 => {
+            warn_all(ports::restore_started(
+                target,
+                &runtime_binary(plan),
+                operands,
+            ));
         }
-    }
-
-    if after == After::ReleasePorts && code == 0 {
-        // detached containers' volumes come back when they stop or go
-        let removed = command == Some("rm");
-        let operands = ports::container_operands(&rest);
-        for p in volumes::live::release(target, &operands, removed) {
-            ui::warn(&tool, &p);
-        }
-    }
-    if after == After::RestorePorts && code == 0 {
-        let operands = ports::container_operands(&rest);
-        for p in ports::restore_started(target, &runtime_binary(plan), &operands) {
-            ui::warn(&tool, &p);
-        }
-    }
-    if let Some(instance) = target.instance() {
-        match after {
-            After::ReleasePorts if code == 0 => {
-                let (_, problems) = ports::release(instance, &ports::container_operands(&rest));
-                for p in problems {
-                    ui::warn(&tool, &p);
-                }
-            }
-            After::PortsTable => {
+        After::PortsTable => {
+            if let Some(instance) = target.instance() {
                 let records = ports::load(&instance.state_dir);
                 if !records.is_empty() {
                     let mut out = io::stdout().lock();
@@ -519,14 +611,14 @@ fn run_planned(
                     out.flush()?;
                 }
             }
-            _ => {}
         }
+        _ => {}
     }
-    Ok(code)
+    Ok(())
 }
 
 /// Records the forwards and live volumes of a started detached container (by name and id),
-/// or removes the forwards when it did not start.
+/// which then owns the forwards; when it did not start, the target releases them.
 fn finish_detached(
     target: &mut Target,
     plan: &CommandPlan,
@@ -539,13 +631,11 @@ fn finish_detached(
     let Some(state) = target.instance().map(|i| i.state_dir.clone()) else {
         return;
     };
-    let plain: Vec<_> = forwards.iter().map(|w| w.forward.clone()).collect();
     if !started {
-        if let (Some(i), false) = (target.instance(), plain.is_empty()) {
-            let _ = ports::remove(i, &plain);
-        }
         return;
     }
+    let plain: Vec<_> = forwards.iter().map(|w| w.forward.clone()).collect();
+    target.keep_forwards(&plain);
     let id = String::from_utf8_lossy(stdout)
         .lines()
         .rev()

@@ -17,6 +17,7 @@ mod command;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
+mod guest_registry;
 mod import;
 mod memres;
 mod mode;

@@ -53,6 +53,20 @@ pub struct Target {
     /// The temporary state dir of an isolated batch VM (see [`Target::acquire_isolated`]);
     /// deleted, state disk and all, once the VM is down.
     isolated: Option<tempfile::TempDir>,
+    /// What the command holds on the VM, released in reverse order ([`Target::hold`]).
+    held: Vec<Held>,
+}
+
+/// Something a command holds on its VM until it ends: the guard is the [`Target`], which
+/// releases each (newest first) in [`Target::release_held`], or before the VM goes on every
+/// other path (an error, a lost agent), so no command leaves them behind on a memres VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// A guest path removed at the end: the per-command registry credentials, the per-run
+    /// input/output dir.
+    GuestPath(String),
+    /// Host port forwards added to a memres VM for this command only.
+    Forwards(Vec<PortForward>),
 }
 
 /// Size of an isolated batch VM's state disk. The file is sparse: only what the guest
@@ -274,6 +288,7 @@ impl Target {
                     _keepalive: None,
                     private_dir,
                     isolated: None,
+                    held: Vec::new(),
                 };
                 // without a state disk the agent itself puts the runtime storage on a
                 // tmpfs at boot (vcontainer.state=none): nothing to do here
@@ -323,6 +338,7 @@ impl Target {
             _keepalive: Some(keepalive),
             private_dir: None,
             isolated: None,
+            held: Vec::new(),
         }
     }
 
@@ -349,6 +365,7 @@ impl Target {
             _keepalive: None,
             private_dir: None,
             isolated: Some(dir),
+            held: Vec::new(),
         })
     }
 
@@ -605,7 +622,41 @@ impl Target {
         self.release()
     }
 
+    /// Takes `held` under the guard of this target (see [`Held`]).
+    pub fn hold(&mut self, held: Held) {
+        self.held.push(held);
+    }
+
+    /// Lets go of forwards without removing them: a detached container owns them now.
+    pub fn keep_forwards(&mut self, forwards: &[PortForward]) {
+        self.held
+            .retain(|h| !matches!(h, Held::Forwards(f) if f.as_slice() == forwards));
+    }
+
+    /// Releases what the command holds, newest first. Best effort: a failure is reported and
+    /// the next one still released.
+    pub fn release_held(&mut self) {
+        while let Some(held) = self.held.pop() {
+            match held {
+                Held::GuestPath(path) => {
+                    // the guest's tmpfs and a one-shot VM's storage go with the VM anyway
+                    if let Err(e) = self.exec_quiet(&["rm", "-rf", &path]) {
+                        tracing::debug!("removing {path} in the guest: {e:#}");
+                    }
+                }
+                Held::Forwards(forwards) => {
+                    if let Some(instance) = self.instance() {
+                        for problem in super::ports::remove(instance, &forwards) {
+                            ui::warn(&self.tool, &problem);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn release(&mut self) -> anyhow::Result<()> {
+        self.release_held();
         let result = match self.vm.take() {
             Some(Vm::Batch(b)) => match b.shutdown() {
                 vm::boot::StopOutcome::Forced => Err(anyhow!(
