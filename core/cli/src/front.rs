@@ -10,7 +10,8 @@ use vcontainer_proto::exit;
 
 use crate::cli::{self, FrontCommand, GlobalOptions};
 use crate::commands;
-use crate::dispatch::{self, CoreContext, RuntimeContext};
+use crate::context::{CoreContext, RuntimeContext};
+use crate::dispatch;
 use crate::plugins::{self, PluginSet};
 use crate::program_name::{parse_program_name, ProgramName};
 use crate::session::Session;

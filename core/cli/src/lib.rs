@@ -18,6 +18,7 @@ pub mod arch;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod dispatch;
 pub mod front;
 pub mod memres_probe;

@@ -16,7 +16,7 @@ use super::args::{ImageArgs, ImageCommand, OutputFormat};
 use super::config_file::BuildFile;
 use super::request::{build_request, index_request, unpack_request, Defaults};
 use crate::arch::Arch;
-use crate::dispatch::CoreContext;
+use crate::context::CoreContext;
 use crate::plugins::{self, BackendPlugin, PluginSet};
 
 /// `unpack` needs the umoci backend (sloci-image never unpacked); any backend writes indexes.

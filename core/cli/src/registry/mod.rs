@@ -633,9 +633,7 @@ pub fn guest_setup(
 
 /// The registry options of a runtime command, checked before any VM work (a bad
 /// `--config` or `--ca-cert` file fails here with exit 125 and the VM untouched).
-pub fn options_for(
-    ctx: &crate::dispatch::RuntimeContext,
-) -> Result<RegistryOptions, RegistryError> {
+pub fn options_for(ctx: &crate::context::RuntimeContext) -> Result<RegistryOptions, RegistryError> {
     let mut opts = RegistryOptions::new(
         ctx.settings.registry.as_deref(),
         &ctx.options.insecure_registries,

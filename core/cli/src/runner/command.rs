@@ -17,7 +17,7 @@ use super::target::{Deadline, Held, Target};
 use super::transfer::{self, PushSource};
 use super::volumes::{self, Volume};
 use crate::agent_client::{self, ExecRequest, ExitStatus, WindowSize};
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::ui;
 use vcontainer_proto::exit;
 

@@ -11,7 +11,7 @@ use super::import::TargetGuest;
 use super::rebase;
 use super::target::{Held, Target};
 use crate::agent_client::{self, ExecRequest};
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::registry;
 use crate::ui;
 use crate::vimport::execute::Guest;

@@ -16,7 +16,7 @@ use super::target::{Target, VmDeadline};
 use super::transfer;
 use crate::agent_client::{self, ExecRequest};
 use crate::commands::RunnerCommand;
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::ui;
 use crate::vimport::execute::{self, Guest, Prepared};
 use crate::vimport::ImportTarget;

@@ -12,7 +12,7 @@ use super::ports;
 use super::target::Target;
 use super::vmconfig;
 use super::volumes;
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::state_dir::StateKind;
 use crate::ui;
 use crate::vm::{self, memres, PortForward};

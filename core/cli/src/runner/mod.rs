@@ -35,7 +35,7 @@ use anyhow::Context;
 use vcontainer_abi::runtime::CommandClass;
 
 use crate::commands::RunnerCommand;
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 
 /// Runs one runtime command (the front's hand-over point) and returns its exit status.
 pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {

@@ -9,14 +9,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use vcontainer_abi::runtime::{CommandPlan, PortProtocol};
 
 use crate::vm::instance::{write_atomic, PORT_FORWARDS_JSON};
-use crate::vm::qmp::Qmp;
 use crate::vm::{Instance, PortForward, Protocol};
 
 use super::target::Target;
@@ -139,68 +137,15 @@ fn save(state: &Path, all: &[ForwardRecord]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
-
-fn qmp(instance: &Instance) -> anyhow::Result<Qmp> {
-    Qmp::connect(&instance.record.paths.qmp_socket, Duration::from_secs(5))
-        .map_err(|e| anyhow!("connecting to QEMU's monitor: {e}"))
-}
-
-/// Adds the forwards to the running VM; all or none (a failure removes those added). QEMU's
-/// refusal (port in use) is an error, never recorded as a success (docs/old-bugs.md §12).
+/// Adds the forwards to the running VM; all or none ([`crate::vm::forwards::add`]).
 pub fn add(instance: &Instance, wanted: &[Wanted]) -> anyhow::Result<()> {
-    let mut q = qmp(instance)?;
-    for (k, w) in wanted.iter().enumerate() {
-        let f = &w.forward;
-        let cmd = format!(
-            "hostfwd_add net0 {}:{}:{}-:{}",
-            proto(f.protocol),
-            f.host_addr,
-            f.host,
-            f.guest
-        );
-        if let Err(e) = q.hmp(&cmd) {
-            for done in &wanted[..k] {
-                let _ = q.hmp(&remove_cmd(&done.forward));
-            }
-            return Err(anyhow!(
-                "cannot forward host port {}/{}: {e}",
-                f.host,
-                proto(f.protocol)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn remove_cmd(f: &PortForward) -> String {
-    format!(
-        "hostfwd_remove net0 {}:{}:{}",
-        proto(f.protocol),
-        f.host_addr,
-        f.host
-    )
+    let forwards: Vec<PortForward> = wanted.iter().map(|w| w.forward.clone()).collect();
+    crate::vm::forwards::add(instance, &forwards)
 }
 
 /// Removes forwards from the running VM (failures are reported, not fatal).
 pub fn remove(instance: &Instance, forwards: &[PortForward]) -> Vec<String> {
-    let mut errors = Vec::new();
-    match qmp(instance) {
-        Ok(mut q) => {
-            for f in forwards {
-                if let Err(e) = q.hmp(&remove_cmd(f)) {
-                    errors.push(format!("removing forward {f}: {e}"));
-                }
-            }
-        }
-        Err(e) => errors.push(format!("{e:#}")),
-    }
-    errors
+    crate::vm::forwards::remove(instance, forwards)
 }
 
 /// Records the forwards of a started container.
@@ -410,7 +355,7 @@ pub fn table(records: &[ForwardRecord]) -> String {
             name,
             format!("{}:{}", r.host_addr, r.host),
             guest,
-            proto(r.protocol)
+            r.protocol.as_str()
         ));
     }
     s
@@ -590,9 +535,12 @@ mod tests {
         assert_eq!(skipped.len(), 1, "IPv6 is reported: {skipped:?}");
         // what QEMU is told, to add and to remove
         let f = &w[1].forward;
-        assert_eq!(remove_cmd(f), "hostfwd_remove net0 tcp:0.0.0.0:8081");
         assert_eq!(
-            remove_cmd(&w[0].forward),
+            crate::vm::forwards::remove_cmd(f),
+            "hostfwd_remove net0 tcp:0.0.0.0:8081"
+        );
+        assert_eq!(
+            crate::vm::forwards::remove_cmd(&w[0].forward),
             "hostfwd_remove net0 tcp:127.0.0.1:8080"
         );
         // published ports read back from inspect keep their address the same way

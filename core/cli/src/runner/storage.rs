@@ -9,7 +9,7 @@ use vcontainer_abi::runtime::StorageExport;
 
 use super::target::Target;
 use super::transfer;
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 
 /// Where the archive's entries live in the guest, and whether they are named relative to the
 /// storage dir itself (`./...`) or carry its name (`docker/...`).

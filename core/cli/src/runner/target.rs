@@ -17,7 +17,7 @@ use super::vmconfig;
 use crate::agent_client::{
     self, ClientError, ExecRequest, ExitStatus, ServiceStartRequest, SocketProbe,
 };
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::ui;
 use crate::vm::process::ProcId;
 use crate::vm::{self, AgentStream, BatchVm, Instance, PortForward, VmError};
@@ -646,7 +646,7 @@ impl Target {
                 }
                 Held::Forwards(forwards) => {
                     if let Some(instance) = self.instance() {
-                        for problem in super::ports::remove(instance, &forwards) {
+                        for problem in vm::forwards::remove(instance, &forwards) {
                             ui::warn(&self.tool, &problem);
                         }
                     }

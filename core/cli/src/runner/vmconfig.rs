@@ -4,7 +4,7 @@ use std::path::Path;
 
 use vcontainer_abi::runtime::RuntimeSpec;
 
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::vm::{PortForward, VmConfig};
 
 /// The VmConfig for `state_dir` (the context's state dir, or a private batch dir).

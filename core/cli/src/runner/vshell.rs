@@ -8,7 +8,7 @@ use vcontainer_abi::runtime::RuntimeSpec;
 
 use super::target::Target;
 use crate::agent_client::{self, ExecRequest, WindowSize};
-use crate::dispatch::RuntimeContext;
+use crate::context::RuntimeContext;
 use crate::ui;
 
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {

@@ -21,6 +21,16 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// "tcp" / "udp", as QEMU's hostfwd and the forwards table write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 /// A host port forwarded to a guest port through QEMU user networking
 /// (`-p [ADDR:]H:G[/udp]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,10 +109,7 @@ impl FromStr for PortForward {
 
 impl std::fmt::Display for PortForward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
+        let proto = self.protocol.as_str();
         if self.host_addr != DEFAULT_FORWARD_ADDR {
             write!(f, "{}:", self.host_addr)?;
         }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod doctor;
 pub mod engine_api;
 pub mod error;
+pub mod forwards;
 pub mod instance;
 pub mod lock;
 pub mod memres;
