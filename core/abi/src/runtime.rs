@@ -218,6 +218,61 @@ pub struct CommandPlan {
     /// The image the command names and what it does with it, so the core can apply the
     /// default registry (`--registry`) and per-registry options (`--ca-cert`, credentials).
     pub image: ROption<ImageOperand>,
+    /// What the command does to existing containers: the core keeps its per-container
+    /// state (host port forwards, live volumes) in step with it.
+    pub effect: ContainerEffect,
+    /// For a command that creates a container or builds: where `--no-network` puts the
+    /// runtime's "no network" arguments (empty when the command names a network itself).
+    /// None for any other command: `--no-network` then refuses one that needs the network.
+    pub offline: ROption<ArgsInsert>,
+}
+
+/// What a command does to containers that exist already.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectKind {
+    /// Nothing the core tracks.
+    None,
+    /// Starts stopped containers in the background (`start`): their volumes are refreshed
+    /// from the host first and their published ports forwarded again afterwards.
+    Start,
+    /// Starts a container attached to the terminal (`start -a`/`-i`): volumes refreshed; it
+    /// ends with the command, so nothing is forwarded.
+    AttachedStart,
+    /// `restart`: published ports forwarded again.
+    Restart,
+    /// `stop`, `kill`: forwards dropped, live volumes synced back.
+    Stop,
+    /// `rm`: as `Stop`, and the container's records go.
+    Remove,
+    /// Lists containers in a table (`ps` without `-q`): the core adds its forwards table.
+    List,
+}
+
+/// A command's [`EffectKind`] and the containers it names (names or ids, as written).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEffect {
+    pub kind: EffectKind,
+    pub containers: RVec<RString>,
+}
+
+impl ContainerEffect {
+    /// No effect the core tracks.
+    pub fn none() -> Self {
+        ContainerEffect {
+            kind: EffectKind::None,
+            containers: RVec::new(),
+        }
+    }
+}
+
+/// Arguments to insert into [`CommandPlan::argv`] at `index`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ArgsInsert {
+    pub index: u32,
+    pub args: RVec<RString>,
 }
 
 /// What a command does with the image it names.
@@ -341,6 +396,8 @@ impl CommandPlan {
             needs_network: false,
             container_name: ROption::RNone,
             image: ROption::RNone,
+            effect: ContainerEffect::none(),
+            offline: ROption::RNone,
         }
     }
 

@@ -19,8 +19,8 @@ use abi_stable::std_types::{RString, RVec};
 
 use vcontainer_abi::runtime::GUEST_IO_DIR;
 use vcontainer_abi::runtime::{
-    CommandClass, CommandPlan, FileInput, FileOutput, ImageOperand, ImageUse, InputKind,
-    PortMapping, PortProtocol, PortRange,
+    ArgsInsert, CommandClass, CommandPlan, ContainerEffect, EffectKind, FileInput, FileOutput,
+    ImageOperand, ImageUse, InputKind, PortMapping, PortProtocol, PortRange,
 };
 use vcontainer_abi::PluginError;
 
@@ -167,7 +167,120 @@ pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginErr
         }
         other => subcommand(&mut b, &[other], other, rest)?,
     }
-    Ok(b.finish())
+    let mut plan = b.finish();
+    plan.effect = effect_of(args);
+    plan.offline = offline_of(args, &plan).into();
+    Ok(plan)
+}
+
+/// `start` options that attach it to the terminal: `-a`, `--attach`, `-i`, `--interactive`,
+/// or a short-option group holding a or i.
+fn is_attach_flag(arg: &str) -> bool {
+    match arg.strip_prefix("--") {
+        Some(long) => matches!(long, "attach" | "interactive"),
+        None => {
+            arg.len() > 1 && arg.starts_with('-') && arg[1..].chars().any(|c| c == 'a' || c == 'i')
+        }
+    }
+}
+
+/// What the command (`args`, the `container` group included) does to existing containers.
+fn effect_of(args: &[String]) -> ContainerEffect {
+    let (cmd, rest) = match args.first().map(String::as_str) {
+        Some("container") => (
+            args.get(1).map(String::as_str).unwrap_or(""),
+            args.get(2..).unwrap_or(&[]),
+        ),
+        Some(c) => (c, args.get(1..).unwrap_or(&[])),
+        None => ("", &[][..]),
+    };
+    let kind = match cmd {
+        "stop" | "kill" => EffectKind::Stop,
+        "rm" => EffectKind::Remove,
+        // an attached start ends with its container: nothing to forward afterwards
+        "start" if rest.iter().any(|a| is_attach_flag(a)) => EffectKind::AttachedStart,
+        "start" => EffectKind::Start,
+        "restart" => EffectKind::Restart,
+        "ps" | "ls" | "list" => {
+            let quiet = rest.iter().any(|a| {
+                a == "-q"
+                    || a == "--quiet"
+                    || (a.starts_with('-') && !a.starts_with("--") && a.contains('q'))
+            });
+            if quiet {
+                EffectKind::None
+            } else {
+                EffectKind::List
+            }
+        }
+        _ => EffectKind::None,
+    };
+    let containers = match kind {
+        EffectKind::None | EffectKind::List => RVec::new(),
+        _ => container_operands(rest)
+            .into_iter()
+            .map(RString::from)
+            .collect(),
+    };
+    ContainerEffect { kind, containers }
+}
+
+/// The operands of `start`/`stop`/`rm`/`kill`/`restart` (container names or ids), skipping
+/// options and their values (`-t 5`, `--time=5`, `-f`).
+fn container_operands(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            out.extend(args[i + 1..].iter().cloned());
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            // options that take a separate value
+            if matches!(
+                a.as_str(),
+                "-t" | "--time" | "--timeout" | "-s" | "--signal" | "--detach-keys"
+            ) {
+                i += 1;
+            }
+        } else {
+            out.push(a.clone());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Where `--network none` goes for a command that creates a container (before its image)
+/// or builds (before its context, the last operand); nothing to insert when the command
+/// names a network itself.
+fn offline_of(args: &[String], plan: &CommandPlan) -> Option<ArgsInsert> {
+    let command = args.first().map(String::as_str).unwrap_or("");
+    let is_build =
+        command == "build" || (command == "image" && args.get(1).is_some_and(|a| a == "build"));
+    let at = match plan.image_ref() {
+        Some((_, ImageUse::Run)) => plan
+            .image
+            .as_ref()
+            .into_option()
+            .and_then(|i| usize::try_from(i.index).ok()),
+        _ if is_build => plan.argv.len().checked_sub(1),
+        _ => None,
+    }?;
+    let sets_network = plan.argv[..at].iter().any(|a| {
+        let a = a.as_str();
+        a == "--network" || a == "--net" || a.starts_with("--network=") || a.starts_with("--net=")
+    });
+    let args: RVec<RString> = if sets_network {
+        RVec::new()
+    } else {
+        vec![RString::from("--network"), RString::from("none")].into()
+    };
+    Some(ArgsInsert {
+        index: u32::try_from(at).ok()?,
+        args,
+    })
 }
 
 /// Dispatches one (possibly nested, e.g. `image load`) runtime command. `prefix` is what is
@@ -306,6 +419,8 @@ impl<'d> Builder<'d> {
             needs_network: self.needs_network,
             container_name: self.name.map(RString::from).into(),
             image: self.image.into(),
+            effect: ContainerEffect::none(),
+            offline: None.into(),
         }
         .with_derived_class()
     }
@@ -981,6 +1096,66 @@ mod tests {
 
     fn argv(plan: &CommandPlan) -> Vec<String> {
         plan.argv_strings()
+    }
+
+    fn effect(args: &[&str]) -> (EffectKind, Vec<String>) {
+        let e = p(args).effect;
+        (e.kind, e.containers.iter().map(|c| c.to_string()).collect())
+    }
+
+    #[test]
+    fn container_effects_name_their_containers() {
+        assert_eq!(effect(&["ps", "-a"]).0, EffectKind::List);
+        assert_eq!(effect(&["ps", "-q"]).0, EffectKind::None);
+        assert_eq!(effect(&["ps", "-aq"]).0, EffectKind::None);
+        assert_eq!(effect(&["ps", "--quiet"]).0, EffectKind::None);
+        assert_eq!(effect(&["container", "ls"]).0, EffectKind::List);
+        assert_eq!(
+            effect(&["rm", "-f", "web"]),
+            (EffectKind::Remove, vec!["web".into()])
+        );
+        assert_eq!(
+            effect(&["stop", "-t", "5", "web", "--time=3", "abc"]),
+            (EffectKind::Stop, vec!["web".into(), "abc".into()])
+        );
+        assert_eq!(effect(&["container", "kill", "x"]).0, EffectKind::Stop);
+        assert_eq!(effect(&["images"]).0, EffectKind::None);
+        assert_eq!(
+            effect(&["start", "web", "db"]),
+            (EffectKind::Start, vec!["web".into(), "db".into()])
+        );
+        assert_eq!(
+            effect(&["container", "restart", "-t", "1", "web"]),
+            (EffectKind::Restart, vec!["web".into()])
+        );
+        for attached in ["-a", "-ai", "--attach", "-i", "--interactive"] {
+            assert_eq!(
+                effect(&["start", attached, "web"]),
+                (EffectKind::AttachedStart, vec!["web".into()]),
+                "{attached}"
+            );
+        }
+    }
+
+    #[test]
+    fn offline_goes_before_the_image_or_the_build_context() {
+        let run = p(&["run", "--rm", "bb:1", "true"]);
+        let at = run.offline.as_ref().into_option().expect("container");
+        assert_eq!(run.argv[at.index as usize].as_str(), "bb:1");
+        assert_eq!(at.args.len(), 2);
+        let named = p(&["run", "--network=host", "bb:1"]);
+        assert!(named
+            .offline
+            .as_ref()
+            .into_option()
+            .expect("container")
+            .args
+            .is_empty());
+        let build = p(&["build", "-t", "x", "."]);
+        let at = build.offline.as_ref().into_option().expect("build");
+        assert_eq!(at.index as usize, build.argv.len() - 1);
+        assert!(p(&["pull", "bb:1"]).offline.is_none());
+        assert!(p(&["images"]).offline.is_none());
     }
 
     #[test]

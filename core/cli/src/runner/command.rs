@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use vcontainer_abi::runtime::{CommandPlan, FileInput, InputKind, RuntimeSpec};
+use vcontainer_abi::runtime::{CommandPlan, EffectKind, FileInput, InputKind, RuntimeSpec};
 
 use super::guest_registry;
 use super::ports;
@@ -77,65 +77,10 @@ impl Write for Tee<'_> {
     }
 }
 
-/// What kind of container bookkeeping a command needs afterwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum After {
-    Nothing,
-    /// `stop`/`rm`/`kill`: the named containers' forwards go.
-    ReleasePorts,
-    /// `ps` without -q: the forwards table follows the runtime's output.
-    PortsTable,
-    /// `start`/`restart`: the named containers' published ports are forwarded again.
-    RestorePorts,
-}
-
-/// `start -a`, `--attach`, `-i`, `--interactive`, or a short-option group holding a or i.
-fn is_attach_flag(arg: &str) -> bool {
-    match arg.strip_prefix("--") {
-        Some(long) => matches!(long, "attach" | "interactive"),
-        None => {
-            arg.len() > 1 && arg.starts_with('-') && arg[1..].chars().any(|c| c == 'a' || c == 'i')
-        }
-    }
-}
-
 /// The runtime CLI the plan runs in the guest (its first word), for the follow-up commands
 /// the core runs itself (`inspect`, refreshing volumes).
 fn runtime_binary(plan: &CommandPlan) -> String {
     plan.argv.first().map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// The bookkeeping a command needs afterwards and its container operands (the user's
-/// command line after the global options, `container` group included).
-fn after_of(argv: &[String]) -> (After, Vec<String>) {
-    let (cmd, rest) = match argv.first().map(String::as_str) {
-        Some("container") => (
-            argv.get(1).map(String::as_str).unwrap_or(""),
-            argv.get(2..).unwrap_or(&[]),
-        ),
-        Some(c) => (c, argv.get(1..).unwrap_or(&[])),
-        None => ("", &[][..]),
-    };
-    let rest = rest.to_vec();
-    match cmd {
-        "stop" | "rm" | "kill" => (After::ReleasePorts, rest),
-        // an attached start ends with its container: nothing to forward afterwards
-        "start" if rest.iter().any(|a| is_attach_flag(a)) => (After::Nothing, rest),
-        "start" | "restart" => (After::RestorePorts, rest),
-        "ps" | "ls" | "list" => {
-            let quiet = rest.iter().any(|a| {
-                a == "-q"
-                    || a == "--quiet"
-                    || (a.starts_with('-') && !a.starts_with("--") && a.contains('q'))
-            });
-            if quiet {
-                (After::Nothing, rest)
-            } else {
-                (After::PortsTable, rest)
-            }
-        }
-        _ => (After::Nothing, rest),
-    }
 }
 
 /// One command on its way through the runner: the plugin's plan and everything the core
@@ -153,8 +98,6 @@ struct RunPlan {
     registry: Option<crate::registry::GuestSetup>,
     /// A foreground `run -p`'s forwards, for the command's life.
     foreground: Vec<ports::Wanted>,
-    /// The user's command line after the global options (for the bookkeeping afterwards).
-    user_argv: Vec<String>,
     /// The per-run guest dir the plan's inputs and outputs were moved to.
     run_dir: String,
 }
@@ -213,7 +156,7 @@ fn prepare(
     let storage_out = storage_out(ctx, &cwd)?;
     let (storage_in, driver_env) = super::storage::input_and_driver_env(ctx, spec)?;
     if ctx.options.no_network {
-        rebase::without_network(ctx.command(), &ctx.argv, &mut plan)?;
+        rebase::without_network(ctx.command(), &mut plan)?;
     }
     let registry = guest_registry::registry_setup(ctx, spec, &plan)?;
     let foreground = foreground_ports(ctx, &plan);
@@ -226,11 +169,6 @@ fn prepare(
         env: driver_env,
         registry,
         foreground,
-        user_argv: ctx
-            .argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
         run_dir: rebase::run_dir(&rebase::new_run_id()),
     })
 }
@@ -365,14 +303,10 @@ const WRITES_IMAGES: &[&str] = &["pull", "load", "import", "build", "commit", "t
 fn run_planned(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyhow::Result<i32> {
     let vols = push_inputs(target, run)?;
     let forwards = detached_forwards(ctx, target, &run.plan)?;
-    let command = run
-        .user_argv
-        .iter()
-        .find(|a| *a != "container")
-        .map(String::as_str);
-    let (after, rest) = after_of(&run.user_argv);
-    let operands = ports::container_operands(&rest);
-    if command == Some("start") && target.instance().is_some() {
+    let effect = &run.plan.effect;
+    let operands: Vec<String> = effect.containers.iter().map(|c| c.to_string()).collect();
+    let starts = matches!(effect.kind, EffectKind::Start | EffectKind::AttachedStart);
+    if starts && target.instance().is_some() {
         // a stopped detached container sees the host's edits to its volumes when it starts
         let binary = runtime_binary(&run.plan);
         for p in volumes::live::refresh(target, &binary, &operands) {
@@ -400,8 +334,7 @@ fn run_planned(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyh
     if code == 0 {
         pull_outputs(ctx, target, run)?;
     }
-    let removes = command == Some("rm");
-    bookkeeping(ctx, target, &run.plan, (after, removes), &operands, code)?;
+    bookkeeping(ctx, target, &run.plan, &operands, code)?;
     Ok(code)
 }
 
@@ -575,34 +508,35 @@ fn pull_outputs(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> any
     Ok(())
 }
 
-/// After a successful stop/rm/kill the containers' live volumes and forwards go; after a
-/// start their ports are forwarded again; `ps` is followed by the forwards table.
+/// The plan's container effect on the core's records: after a successful stop/rm/kill the
+/// containers' live volumes and forwards go; after a start their ports are forwarded again;
+/// a container list is followed by the forwards table.
 fn bookkeeping(
     ctx: &RuntimeContext,
     target: &mut Target,
     plan: &CommandPlan,
-    (after, removes): (After, bool),
     operands: &[String],
     code: i32,
 ) -> anyhow::Result<()> {
     let tool = ctx.tool.name.as_str();
     let warn_all = |problems: Vec<String>| problems.iter().for_each(|p| ui::warn(tool, p));
-    match after {
-        After::ReleasePorts if code == 0 => {
+    match plan.effect.kind {
+        kind @ (EffectKind::Stop | EffectKind::Remove) if code == 0 => {
             // detached containers' volumes come back when they stop or go
+            let removes = kind == EffectKind::Remove;
             warn_all(volumes::live::release(target, operands, removes));
             if let Some(instance) = target.instance() {
                 warn_all(ports::release(instance, operands).1);
             }
         }
-        After::RestorePorts if code == 0 => {
+        EffectKind::Start | EffectKind::Restart if code == 0 => {
             warn_all(ports::restore_started(
                 target,
                 &runtime_binary(plan),
                 operands,
             ));
         }
-        After::PortsTable => {
+        EffectKind::List => {
             if let Some(instance) = target.instance() {
                 let records = ports::load(&instance.state_dir);
                 if !records.is_empty() {
@@ -676,41 +610,6 @@ fn finish_detached(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(w: &[&str]) -> Vec<String> {
-        w.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn ps_table_unless_quiet_and_release_on_stop_rm_kill() {
-        assert_eq!(after_of(&words(&["ps", "-a"])).0, After::PortsTable);
-        assert_eq!(after_of(&words(&["ps", "-q"])).0, After::Nothing);
-        assert_eq!(after_of(&words(&["ps", "-aq"])).0, After::Nothing);
-        assert_eq!(after_of(&words(&["ps", "--quiet"])).0, After::Nothing);
-        assert_eq!(after_of(&words(&["container", "ls"])).0, After::PortsTable);
-        let (a, rest) = after_of(&words(&["rm", "-f", "web"]));
-        assert_eq!(a, After::ReleasePorts);
-        assert_eq!(ports::container_operands(&rest), ["web"]);
-        assert_eq!(
-            after_of(&words(&["container", "stop", "x"])).0,
-            After::ReleasePorts
-        );
-        assert_eq!(after_of(&words(&["images"])).0, After::Nothing);
-        let (a, rest) = after_of(&words(&["start", "web", "db"]));
-        assert_eq!(a, After::RestorePorts);
-        assert_eq!(ports::container_operands(&rest), ["web", "db"]);
-        assert_eq!(
-            after_of(&words(&["container", "restart", "-t", "1", "web"])).0,
-            After::RestorePorts
-        );
-        for attached in ["-a", "-ai", "--attach", "-i", "--interactive"] {
-            assert_eq!(
-                after_of(&words(&["start", attached, "web"])).0,
-                After::Nothing,
-                "{attached}"
-            );
-        }
-    }
 
     #[test]
     fn host_paths_expand_home_and_resolve_relative() {

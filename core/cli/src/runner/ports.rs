@@ -361,33 +361,6 @@ pub fn table(records: &[ForwardRecord]) -> String {
     s
 }
 
-/// The operands of `stop`/`rm`/`kill` (container names or ids), skipping options and their
-/// values (`-t 5`, `--time=5`, `-f`).
-pub fn container_operands(args: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            out.extend(args[i + 1..].iter().cloned());
-            break;
-        }
-        if a.starts_with('-') && a.len() > 1 {
-            // options of stop/rm that take a separate value
-            if matches!(
-                a.as_str(),
-                "-t" | "--time" | "--timeout" | "-s" | "--signal" | "--detach-keys"
-            ) {
-                i += 1;
-            }
-        } else {
-            out.push(a.clone());
-        }
-        i += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,14 +523,5 @@ mod tests {
         .expect("parsed");
         let addrs: Vec<Ipv4Addr> = p.wanted.iter().map(|w| w.forward.host_addr).collect();
         assert_eq!(addrs, [Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED]);
-    }
-
-    #[test]
-    fn operands_skip_options_and_their_values() {
-        let args: Vec<String> = ["-t", "5", "web", "-f", "--time=3", "abc"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(container_operands(&args), ["web", "abc"]);
     }
 }

@@ -5,29 +5,13 @@
 use vcontainer_abi::runtime::CommandPlan;
 use vcontainer_abi::runtime::GUEST_IO_DIR;
 
-/// `--no-network`: the command gets no network. Containers (`run`, `create`, `vrun`,
-/// `build`) get `--network none` unless the command sets a network itself; a command that
-/// only talks to a registry (`pull`, `push`, `login`, `search`) is refused, as it could do
-/// nothing. `command`/`argv` are the user's (`argv[0]` is the command).
-pub fn without_network(
-    command: &str,
-    argv: &[std::ffi::OsString],
-    plan: &mut CommandPlan,
-) -> anyhow::Result<()> {
-    use vcontainer_abi::runtime::ImageUse;
-    let is_build =
-        command == "build" || (command == "image" && argv.get(1).is_some_and(|a| a == "build"));
-    let at = match plan.image_ref() {
-        Some((_, ImageUse::Run)) => plan
-            .image
-            .as_ref()
-            .into_option()
-            .and_then(|i| usize::try_from(i.index).ok()),
-        // the context operand is last in a planned build
-        _ if is_build => plan.argv.len().checked_sub(1),
-        _ => None,
-    };
-    let Some(at) = at else {
+/// `--no-network`: the command gets no network. A command that creates a container or
+/// builds gets the runtime's "no network" arguments where its plan says
+/// ([`CommandPlan::offline`], nothing when it names a network itself); any other command
+/// that needs the network (`pull`, `push`, `login`, `search`) is refused, as it could do
+/// nothing.
+pub fn without_network(command: &str, plan: &mut CommandPlan) -> anyhow::Result<()> {
+    let Some(insert) = plan.offline.take().into_option() else {
         if plan.needs_network {
             anyhow::bail!(
                 "--no-network: '{command}' needs the network; run it without --no-network"
@@ -35,17 +19,19 @@ pub fn without_network(
         }
         return Ok(());
     };
-    let sets_network = plan.argv[..at].iter().any(|a| {
-        let a = a.as_str();
-        a == "--network" || a == "--net" || a.starts_with("--network=") || a.starts_with("--net=")
-    });
-    if !sets_network {
-        plan.argv.insert(at, "none".into());
-        plan.argv.insert(at, "--network".into());
-        if let Some(image) = plan.image.as_mut().into_option() {
-            if usize::try_from(image.index).is_ok_and(|i| i >= at) {
-                image.index += 2;
-            }
+    let at = usize::try_from(insert.index)
+        .ok()
+        .filter(|&at| at <= plan.argv.len())
+        .ok_or_else(|| {
+            anyhow::anyhow!("the runtime plugin planned an offline option out of range")
+        })?;
+    let added = insert.args.len();
+    for (k, arg) in insert.args.into_iter().enumerate() {
+        plan.argv.insert(at + k, arg);
+    }
+    if let Some(image) = plan.image.as_mut().into_option() {
+        if usize::try_from(image.index).is_ok_and(|i| i >= at) {
+            image.index += u32::try_from(added).unwrap_or(0);
         }
     }
     plan.needs_network = false;
@@ -141,15 +127,11 @@ mod tests {
         plan(&Dialect { binary: "docker" }, &args).expect("plan")
     }
 
-    fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
-        args.iter().map(std::ffi::OsString::from).collect()
-    }
-
     #[test]
     fn no_network_gives_containers_network_none_and_refuses_registry_commands() {
         let args = ["run", "--rm", "-e", "A=1", "bb:1", "cat", "/proc/net/dev"];
         let mut p = planned(&args);
-        without_network("run", &os(&args), &mut p).expect("run");
+        without_network("run", &mut p).expect("run");
         assert_eq!(
             p.argv_strings(),
             [
@@ -170,23 +152,23 @@ mod tests {
         // a network the user chose is kept
         let args = ["run", "--network=host", "bb:1"];
         let mut p = planned(&args);
-        without_network("run", &os(&args), &mut p).expect("run");
+        without_network("run", &mut p).expect("run");
         assert_eq!(
             p.argv_strings(),
             ["docker", "run", "--network=host", "bb:1"]
         );
         let args = ["build", "-t", "x", "."];
         let mut p = planned(&args);
-        without_network("build", &os(&args), &mut p).expect("build");
+        without_network("build", &mut p).expect("build");
         assert_eq!(&p.argv_strings()[4..6], ["--network", "none"]);
         for args in [&["pull", "bb"][..], &["push", "r:1/bb"], &["login", "r:1"]] {
             let mut p = planned(args);
-            let e = without_network(args[0], &os(args), &mut p).expect_err("refused");
+            let e = without_network(args[0], &mut p).expect_err("refused");
             assert!(e.to_string().contains("needs the network"), "{e}");
         }
         let args = ["images"];
         let mut p = planned(&args);
-        without_network("images", &os(&args), &mut p).expect("images");
+        without_network("images", &mut p).expect("images");
         assert_eq!(p.argv_strings(), ["docker", "images"]);
     }
 
