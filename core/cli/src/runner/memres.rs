@@ -67,6 +67,7 @@ fn parse_start(args: &[String], allow_clean: bool) -> anyhow::Result<StartArgs> 
     Ok(out)
 }
 
+/// `memres SUBCOMMAND ...`.
 pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
     let tool = ctx.tool.name.as_str();
     let Some(sub) = args.first() else {
@@ -76,178 +77,211 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
     if ctx.state.is_temporary() && sub != "list" {
         bail!("memres cannot be used with --stateless: the state dir is deleted when the command ends");
     }
-    let state = &ctx.state.path;
     match sub.as_str() {
-        "start" => {
-            let opts = parse_start(rest, false)?;
-            if let Some(i) = vm::Instance::find(state) {
-                ui::info(
-                    tool,
-                    &format!(
-                        "a memres VM is already running for {}: {}",
-                        ctx.arch,
-                        memres::describe(&i)
-                    ),
-                );
-                if !opts.forwards.is_empty() {
-                    ui::warn(tool, &format!("port forwards are set at start; use `{tool} memres restart -p ...` to change them"));
-                }
-                if opts.expose && i.record.expose.is_none() {
-                    ui::warn(tool, &format!("the engine API is exposed at start; use `{tool} memres restart --expose`"));
-                }
-                print_expose(spec, &i);
-                return Ok(0);
-            }
-            let mut cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
-            cfg.expose = expose_config(spec, state, opts.expose)?;
-            let started = memres::start(&cfg)?;
-            warn_no_share(tool, &started.instance);
-            warm_up(ctx, spec, started.instance.clone())?;
-            ui::info(
-                tool,
-                &format!(
-                    "memres VM started in {:.1}s: {}",
-                    started.instance.record.boot_ms as f64 / 1000.0,
-                    memres::describe(&started.instance)
-                ),
-            );
-            print_expose(spec, &started.instance);
-            Ok(0)
-        }
-        "stop" => {
-            // -f/--force: the old tool's way to stop a VM that does not answer; ours never
-            // refuses and kills QEMU itself when the clean shutdown times out, so it is
-            // accepted (scripts pass it) and changes nothing
-            if let Some(a) = rest
-                .iter()
-                .find(|a| !matches!(a.as_str(), "-f" | "--force"))
-            {
-                bail!("memres stop: unknown argument '{a}' (it takes only -f/--force)");
-            }
-            sync_live_volumes(ctx, spec);
-            let cfg = vmconfig::build(ctx, spec, state, true, Vec::new());
-            match memres::stop(state, cfg.shutdown_timeout())? {
-                memres::Stopped::NotRunning => ui::info(tool, "the memres VM is not running"),
-                memres::Stopped::BySupervisor => ui::info(tool, "memres VM stopped"),
-                memres::Stopped::Directly(outcome) => ui::info(
-                    tool,
-                    &format!(
-                        "memres VM stopped ({outcome:?}); see {}",
-                        cfg.console_log().display()
-                    ),
-                ),
-            }
-            Ok(0)
-        }
-        "restart" => {
-            let opts = parse_start(rest, true)?;
-            // keep the forwards (and the exposed API) the running VM had unless new ones are
-            // given
-            let running = vm::Instance::find(state);
-            let forwards = if opts.forwards.is_empty() {
-                running
-                    .as_ref()
-                    .map(|i| i.record.port_forwards.clone())
-                    .unwrap_or_default()
-            } else {
-                opts.forwards
-            };
-            let expose = opts.expose || running.is_some_and(|i| i.record.expose.is_some());
-            if opts.clean {
-                ui::info(
-                    tool,
-                    &format!("cleaning the VM state in {}", state.display()),
-                );
-            }
-            sync_live_volumes(ctx, spec);
-            let mut cfg = vmconfig::build(ctx, spec, state, true, forwards);
-            cfg.expose = expose_config(spec, state, expose)?;
-            let started = memres::restart(&cfg, opts.clean)?;
-            warn_no_share(tool, &started.instance);
-            warm_up(ctx, spec, started.instance.clone())?;
-            ui::info(
-                tool,
-                &format!(
-                    "memres VM restarted: {}",
-                    memres::describe(&started.instance)
-                ),
-            );
-            print_expose(spec, &started.instance);
-            Ok(0)
-        }
-        "status" => {
-            let mut out = std::io::stdout().lock();
-            match memres::status(state) {
-                Some(line) => {
-                    writeln!(out, "{line}")?;
-                    drop(out);
-                    if let Some(i) = vm::Instance::find(state) {
-                        print_expose(spec, &i);
-                    }
-                    Ok(0)
-                }
-                None => {
-                    writeln!(
-                        out,
-                        "not running ({} {})",
-                        ctx.tool.runtime,
-                        state.display()
-                    )?;
-                    Ok(1)
-                }
-            }
-        }
-        "list" => {
-            let mut roots: Vec<PathBuf> = Vec::new();
-            if let Ok(root) = ctx.tool.default_state_root() {
-                roots.push(root);
-            }
-            if matches!(ctx.state.kind, StateKind::PerArch | StateKind::Instance(_)) {
-                if let Some(parent) = state.parent() {
-                    roots.push(parent.to_path_buf());
-                }
-            } else if !ctx.state.is_temporary() {
-                roots.push(state.clone());
-            }
-            roots.sort();
-            roots.dedup();
-            let mut seen = std::collections::HashSet::new();
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "Running memres instances:")?;
-            let mut any = false;
-            for i in memres::list(&roots) {
-                if seen.insert(i.state_dir.clone()) {
-                    writeln!(out, "  {}", memres::describe(&i))?;
-                    any = true;
-                }
-            }
-            if !any {
-                writeln!(out, "  (none)")?;
-            }
-            Ok(0)
-        }
-        "clean-ports" => {
-            let instance = vm::Instance::find(state);
-            let (n, problems) = ports::clean(state, instance.as_ref())?;
-            for p in problems {
-                ui::warn(tool, &p);
-            }
-            if n == 0 {
-                ui::info(tool, "Port forward registry is already empty");
-            } else {
-                ui::info(
-                    tool,
-                    &format!("Cleared {n} port forward entries from registry"),
-                );
-            }
-            Ok(0)
-        }
+        "start" => start(ctx, spec, rest),
+        "stop" => stop(ctx, spec, rest),
+        "restart" => restart(ctx, spec, rest),
+        "status" => status(ctx, spec),
+        "list" => list(ctx),
+        "clean-ports" => clean_ports(ctx),
         "--help" | "-h" | "help" => {
             writeln!(std::io::stdout().lock(), "usage: {tool} memres {USAGE}")?;
             Ok(0)
         }
         other => bail!("unknown memres subcommand '{other}'; usage: {tool} memres {USAGE}"),
     }
+}
+
+/// `memres start [-p ...] [--expose]`: boots the VM unless one runs, then warms it up.
+fn start(ctx: &RuntimeContext, spec: &RuntimeSpec, rest: &[String]) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let state = &ctx.state.path;
+    let opts = parse_start(rest, false)?;
+    if let Some(i) = vm::Instance::find(state) {
+        ui::info(
+            tool,
+            &format!(
+                "a memres VM is already running for {}: {}",
+                ctx.arch,
+                memres::describe(&i)
+            ),
+        );
+        if !opts.forwards.is_empty() {
+            ui::warn(tool, &format!("port forwards are set at start; use `{tool} memres restart -p ...` to change them"));
+        }
+        if opts.expose && i.record.expose.is_none() {
+            ui::warn(
+                tool,
+                &format!(
+                    "the engine API is exposed at start; use `{tool} memres restart --expose`"
+                ),
+            );
+        }
+        print_expose(spec, &i);
+        return Ok(0);
+    }
+    let mut cfg = vmconfig::build(ctx, spec, state, true, opts.forwards);
+    cfg.expose = expose_config(spec, state, opts.expose)?;
+    let started = memres::start(&cfg)?;
+    warn_no_share(tool, &started.instance);
+    warm_up(ctx, spec, started.instance.clone())?;
+    ui::info(
+        tool,
+        &format!(
+            "memres VM started in {:.1}s: {}",
+            started.instance.record.boot_ms as f64 / 1000.0,
+            memres::describe(&started.instance)
+        ),
+    );
+    print_expose(spec, &started.instance);
+    Ok(0)
+}
+
+/// `memres stop [-f]`: detached containers' volumes come home, then the VM stops.
+fn stop(ctx: &RuntimeContext, spec: &RuntimeSpec, rest: &[String]) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let state = &ctx.state.path;
+    // -f/--force: the old tool's way to stop a VM that does not answer; ours never
+    // refuses and kills QEMU itself when the clean shutdown times out, so it is
+    // accepted (scripts pass it) and changes nothing
+    if let Some(a) = rest
+        .iter()
+        .find(|a| !matches!(a.as_str(), "-f" | "--force"))
+    {
+        bail!("memres stop: unknown argument '{a}' (it takes only -f/--force)");
+    }
+    sync_live_volumes(ctx, spec);
+    let cfg = vmconfig::build(ctx, spec, state, true, Vec::new());
+    match memres::stop(state, cfg.shutdown_timeout())? {
+        memres::Stopped::NotRunning => ui::info(tool, "the memres VM is not running"),
+        memres::Stopped::BySupervisor => ui::info(tool, "memres VM stopped"),
+        memres::Stopped::Directly(outcome) => ui::info(
+            tool,
+            &format!(
+                "memres VM stopped ({outcome:?}); see {}",
+                cfg.console_log().display()
+            ),
+        ),
+    }
+    Ok(0)
+}
+
+/// `memres restart [--clean] [-p ...] [--expose]`: keeps the running VM's forwards and API unless
+/// new ones are given.
+fn restart(ctx: &RuntimeContext, spec: &RuntimeSpec, rest: &[String]) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let state = &ctx.state.path;
+    let opts = parse_start(rest, true)?;
+    // keep the forwards (and the exposed API) the running VM had unless new ones are
+    // given
+    let running = vm::Instance::find(state);
+    let forwards = if opts.forwards.is_empty() {
+        running
+            .as_ref()
+            .map(|i| i.record.port_forwards.clone())
+            .unwrap_or_default()
+    } else {
+        opts.forwards
+    };
+    let expose = opts.expose || running.is_some_and(|i| i.record.expose.is_some());
+    if opts.clean {
+        ui::info(
+            tool,
+            &format!("cleaning the VM state in {}", state.display()),
+        );
+    }
+    sync_live_volumes(ctx, spec);
+    let mut cfg = vmconfig::build(ctx, spec, state, true, forwards);
+    cfg.expose = expose_config(spec, state, expose)?;
+    let started = memres::restart(&cfg, opts.clean)?;
+    warn_no_share(tool, &started.instance);
+    warm_up(ctx, spec, started.instance.clone())?;
+    ui::info(
+        tool,
+        &format!(
+            "memres VM restarted: {}",
+            memres::describe(&started.instance)
+        ),
+    );
+    print_expose(spec, &started.instance);
+    Ok(0)
+}
+
+/// `memres status`: one line, exit 1 when no VM runs.
+fn status(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<i32> {
+    let state = &ctx.state.path;
+    let mut out = std::io::stdout().lock();
+    match memres::status(state) {
+        Some(line) => {
+            writeln!(out, "{line}")?;
+            drop(out);
+            if let Some(i) = vm::Instance::find(state) {
+                print_expose(spec, &i);
+            }
+            Ok(0)
+        }
+        None => {
+            writeln!(
+                out,
+                "not running ({} {})",
+                ctx.tool.runtime,
+                state.display()
+            )?;
+            Ok(1)
+        }
+    }
+}
+
+/// `memres list`: the running VMs under this tool's state roots.
+fn list(ctx: &RuntimeContext) -> anyhow::Result<i32> {
+    let state = &ctx.state.path;
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(root) = ctx.tool.default_state_root() {
+        roots.push(root);
+    }
+    if matches!(ctx.state.kind, StateKind::PerArch | StateKind::Instance(_)) {
+        if let Some(parent) = state.parent() {
+            roots.push(parent.to_path_buf());
+        }
+    } else if !ctx.state.is_temporary() {
+        roots.push(state.clone());
+    }
+    roots.sort();
+    roots.dedup();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Running memres instances:")?;
+    let mut any = false;
+    for i in memres::list(&roots) {
+        if seen.insert(i.state_dir.clone()) {
+            writeln!(out, "  {}", memres::describe(&i))?;
+            any = true;
+        }
+    }
+    if !any {
+        writeln!(out, "  (none)")?;
+    }
+    Ok(0)
+}
+
+/// `memres clean-ports`: empties the forwards registry (and the VM's forwards).
+fn clean_ports(ctx: &RuntimeContext) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let state = &ctx.state.path;
+    let instance = vm::Instance::find(state);
+    let (n, problems) = ports::clean(state, instance.as_ref())?;
+    for p in problems {
+        ui::warn(tool, &p);
+    }
+    if n == 0 {
+        ui::info(tool, "Port forward registry is already empty");
+    } else {
+        ui::info(
+            tool,
+            &format!("Cleared {n} port forward entries from registry"),
+        );
+    }
+    Ok(0)
 }
 
 /// Before the VM goes: detached containers' volumes come back to the host (their guest
