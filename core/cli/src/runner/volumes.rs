@@ -427,9 +427,13 @@ pub(super) fn apply_tree(
     pushed: &Manifest,
     stream: &mut dyn Read,
 ) -> anyhow::Result<SyncReport> {
-    let mut report = SyncReport::default();
+    let mut sync = TreeSync {
+        root,
+        pushed,
+        report: SyncReport::default(),
+        file_hashes: HashMap::new(),
+    };
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut file_hashes: HashMap<PathBuf, [u8; 32]> = HashMap::new();
     let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().context("reading the tar stream")? {
         let mut entry = entry.context("reading the tar stream")?;
@@ -438,133 +442,182 @@ pub(super) fn apply_tree(
             continue;
         }
         seen.insert(rel.clone());
-        let dest = root.join(&rel);
         if let Err(e) = check_parents(root, &rel) {
-            report.skipped.push(format!("{e:#}"));
+            sync.report.skipped.push(format!("{e:#}"));
             continue;
         }
-        let header_mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        sync.entry(&rel, &mut entry)?;
+    }
+    sync.deletions(&seen);
+    Ok(sync.report)
+}
+
+/// One sync back of a volume tree: what was pushed, what was written so far.
+struct TreeSync<'a> {
+    root: &'a Path,
+    pushed: &'a Manifest,
+    report: SyncReport,
+    /// Regular files of this sync by path, so hard links only ever point at those.
+    file_hashes: HashMap<PathBuf, [u8; 32]>,
+}
+
+impl TreeSync<'_> {
+    /// Applies one entry of the pulled tree at `rel` (checked: inside the volume).
+    fn entry(
+        &mut self,
+        rel: &Path,
+        entry: &mut tar::Entry<'_, &mut dyn Read>,
+    ) -> anyhow::Result<()> {
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let kind = entry.header().entry_type();
-        let p = pushed.entries.get(&rel);
         if !(kind.is_file() || kind == tar::EntryType::Link) {
             // no longer a file of this sync: hard links must not read what stands there now
-            file_hashes.remove(&rel);
+            self.file_hashes.remove(rel);
         }
         if kind.is_dir() {
-            let g = GuestEntry {
-                kind: Kind::Dir,
-                mode: header_mode,
-                hash: None,
-                link: None,
-            };
-            match decide(p, &g) {
-                Action::Keep => {}
-                Action::Chmod => match chmod_in_volume(&dest, header_mode) {
-                    Ok(()) => report.written += 1,
-                    Err(e) => report.skipped.push(format!("{e:#}")),
-                },
-                Action::Write | Action::Replace => {
-                    if action_needs_removal(&dest) {
-                        fs::remove_file(&dest)
-                            .with_context(|| format!("removing {}", dest.display()))?;
-                    }
-                    fs::create_dir(&dest)
-                        .with_context(|| format!("creating {}", dest.display()))?;
-                    chmod_in_volume(&dest, header_mode)?;
-                    report.written += 1;
-                }
-                Action::Conflict => {}
-            }
+            self.dir(rel, mode)
         } else if kind.is_symlink() {
             let link = entry
                 .link_name()
                 .context("symlink target")?
                 .map(|l| l.into_owned());
-            let g = GuestEntry {
-                kind: Kind::Symlink,
-                mode: 0o777,
-                hash: None,
-                link: link.clone(),
-            };
-            let action = decide(p, &g);
-            if matches!(action, Action::Write | Action::Replace) {
-                let Some(link) = link else { continue };
+            self.symlink(rel, link)
+        } else if kind.is_file() || kind == tar::EntryType::Link {
+            self.file(rel, entry, mode)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn dir(&mut self, rel: &Path, mode: u32) -> anyhow::Result<()> {
+        let dest = self.root.join(rel);
+        let g = GuestEntry {
+            kind: Kind::Dir,
+            mode,
+            hash: None,
+            link: None,
+        };
+        match decide(self.pushed.entries.get(rel), &g) {
+            Action::Keep | Action::Conflict => {}
+            Action::Chmod => match chmod_in_volume(&dest, mode) {
+                Ok(()) => self.report.written += 1,
+                Err(e) => self.report.skipped.push(format!("{e:#}")),
+            },
+            Action::Write | Action::Replace => {
+                if action_needs_removal(&dest) {
+                    fs::remove_file(&dest)
+                        .with_context(|| format!("removing {}", dest.display()))?;
+                }
+                fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+                chmod_in_volume(&dest, mode)?;
+                self.report.written += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn symlink(&mut self, rel: &Path, link: Option<PathBuf>) -> anyhow::Result<()> {
+        let dest = self.root.join(rel);
+        let g = GuestEntry {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            hash: None,
+            link: link.clone(),
+        };
+        match decide(self.pushed.entries.get(rel), &g) {
+            Action::Write | Action::Replace => {
+                let Some(link) = link else { return Ok(()) };
                 let tmp = dest.with_file_name(format!(".vcontainer-link-{}", std::process::id()));
                 let _ = fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(&link, &tmp)
                     .with_context(|| format!("creating {}", dest.display()))?;
                 fs::rename(&tmp, &dest).with_context(|| format!("creating {}", dest.display()))?;
-                report.written += 1;
-            } else if action == Action::Conflict {
-                report.skipped.push(format!(
-                    "{}: became a symlink in the container",
-                    dest.display()
-                ));
+                self.report.written += 1;
             }
-        } else if kind.is_file() || kind == tar::EntryType::Link {
-            let spool = if kind == tar::EntryType::Link {
-                // a hard link to a file written (or kept) earlier in this sync
-                let target = entry
-                    .link_name()
-                    .context("hard link target")?
-                    .map(|l| safe_relative(&l))
-                    .transpose()?
-                    .unwrap_or_default();
-                match hard_link_source(root, &target, &file_hashes) {
-                    Ok(spool) => spool,
-                    Err(e) => {
-                        report.skipped.push(format!("{}: {e:#}", dest.display()));
-                        continue;
-                    }
-                }
-            } else {
-                Spool::read(&mut entry)?
-            };
-            file_hashes.insert(rel.clone(), spool.hash);
-            let g = GuestEntry {
-                kind: Kind::File,
-                mode: header_mode,
-                hash: Some(spool.hash),
-                link: None,
-            };
-            let action = decide(p, &g);
-            if action == Action::Replace && action_needs_removal(&dest) {
-                fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
-            }
-            apply_file(&dest, action, spool, header_mode, &mut report)?;
+            Action::Conflict => self.report.skipped.push(format!(
+                "{}: became a symlink in the container",
+                dest.display()
+            )),
+            Action::Keep | Action::Chmod => {}
         }
+        Ok(())
     }
-    for rel in deletions(pushed, &seen) {
-        let dest = root.join(&rel);
-        let Some(was) = pushed.entries.get(&rel) else {
-            continue;
+
+    /// A regular file, or a hard link to a file written (or kept) earlier in this sync.
+    fn file(
+        &mut self,
+        rel: &Path,
+        entry: &mut tar::Entry<'_, &mut dyn Read>,
+        mode: u32,
+    ) -> anyhow::Result<()> {
+        let dest = self.root.join(rel);
+        let spool = if entry.header().entry_type() == tar::EntryType::Link {
+            let target = entry
+                .link_name()
+                .context("hard link target")?
+                .map(|l| safe_relative(&l))
+                .transpose()?
+                .unwrap_or_default();
+            match hard_link_source(self.root, &target, &self.file_hashes) {
+                Ok(spool) => spool,
+                Err(e) => {
+                    self.report
+                        .skipped
+                        .push(format!("{}: {e:#}", dest.display()));
+                    return Ok(());
+                }
+            }
+        } else {
+            Spool::read(entry)?
         };
-        if check_parents(root, &rel).is_err() {
-            continue;
+        self.file_hashes.insert(rel.to_path_buf(), spool.hash);
+        let g = GuestEntry {
+            kind: Kind::File,
+            mode,
+            hash: Some(spool.hash),
+            link: None,
+        };
+        let action = decide(self.pushed.entries.get(rel), &g);
+        if action == Action::Replace && action_needs_removal(&dest) {
+            fs::remove_file(&dest).with_context(|| format!("removing {}", dest.display()))?;
         }
-        // changed on the host while the container ran: the user's version wins
-        match entry_of(&dest) {
-            Ok(now) if now.kind == was.kind && now.size == was.size && now.mtime == was.mtime => {}
-            Ok(_) => {
-                report.skipped.push(format!(
-                    "{}: changed on the host meanwhile; kept",
-                    dest.display()
-                ));
+        apply_file(&dest, action, spool, mode, &mut self.report)
+    }
+
+    /// What the container deleted goes on the host too, unless the host changed it meanwhile
+    /// (the user's version wins).
+    fn deletions(&mut self, seen: &HashSet<PathBuf>) {
+        for rel in deletions(self.pushed, seen) {
+            let dest = self.root.join(&rel);
+            let Some(was) = self.pushed.entries.get(&rel) else {
+                continue;
+            };
+            if check_parents(self.root, &rel).is_err() {
                 continue;
             }
-            Err(_) => continue, // already gone
-        }
-        let r = if was.kind == Kind::Dir {
-            fs::remove_dir(&dest)
-        } else {
-            fs::remove_file(&dest)
-        };
-        match r {
-            Ok(()) => report.deleted += 1,
-            Err(e) => report.skipped.push(format!("{}: {e}", dest.display())),
+            match entry_of(&dest) {
+                Ok(now)
+                    if now.kind == was.kind && now.size == was.size && now.mtime == was.mtime => {}
+                Ok(_) => {
+                    self.report.skipped.push(format!(
+                        "{}: changed on the host meanwhile; kept",
+                        dest.display()
+                    ));
+                    continue;
+                }
+                Err(_) => continue, // already gone
+            }
+            let r = if was.kind == Kind::Dir {
+                fs::remove_dir(&dest)
+            } else {
+                fs::remove_file(&dest)
+            };
+            match r {
+                Ok(()) => self.report.deleted += 1,
+                Err(e) => self.report.skipped.push(format!("{}: {e}", dest.display())),
+            }
         }
     }
-    Ok(report)
 }
 
 /// True when a non-directory stands at `dest` (and must go before a new type is written).
