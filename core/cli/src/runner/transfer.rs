@@ -248,55 +248,65 @@ pub fn pull_output(
     }
     let dest2 = dest.clone();
     pull(target, guest_path, false, move |stream| {
-        let mut archive = tar::Archive::new(stream);
-        let mut staged: Option<tempfile::TempDir> = None;
-        for entry in archive.entries().context("reading the tar stream")? {
-            let mut entry = entry.context("reading the tar stream")?;
-            let rel = safe_relative(&entry.path().context("tar entry name")?)?;
-            if rel == name && entry.header().entry_type().is_file() && staged.is_none() {
-                let mode = entry.header().mode().unwrap_or(0o644);
-                if dest2.is_dir() {
-                    bail!("{} is a directory; name a file", dest2.display());
-                }
-                write_file_atomic(&dest2, &mut entry, mode)?;
-                return Ok(());
-            }
-            // a directory tree (or a symlink): staged next to the destination
-            if staged.is_none() {
-                staged = Some(
-                    tempfile::Builder::new()
-                        .prefix(".vcontainer-")
-                        .tempdir_in(&parent)
-                        .with_context(|| format!("creating a temp dir in {}", parent.display()))?,
-                );
-            }
-            if let Some(t) = &staged {
-                let mode = entry.header().mode().unwrap_or(0o644);
-                entry
-                    .unpack_in(t.path())
-                    .with_context(|| format!("writing {}", rel.display()))?;
-                // tar drops setuid/setgid but knows no umask
-                let unpacked = t.path().join(&rel);
-                if std::fs::symlink_metadata(&unpacked).is_ok_and(|m| !m.file_type().is_symlink()) {
-                    std::fs::set_permissions(&unpacked, Permissions::from_mode(host_mode(mode)))
-                        .with_context(|| format!("setting the mode of {}", rel.display()))?;
-                }
-            }
-        }
-        let Some(t) = staged else {
-            bail!("the guest sent nothing for {}", dest2.display());
-        };
-        if dest2.symlink_metadata().is_ok() {
-            bail!(
-                "{} already exists; remove it or name another destination",
-                dest2.display()
-            );
-        }
-        std::fs::rename(t.path().join(&name), &dest2)
-            .with_context(|| format!("renaming into {}", dest2.display()))?;
-        Ok(())
+        unpack_output(stream, &name, &dest2, &parent)
     })?;
     Ok(dest)
+}
+
+/// Writes the pulled `stream` to `dest`: a single file named `name` atomically in place, or
+/// a tree staged in a temp dir in `parent` and renamed into place (never over an existing
+/// path).
+fn unpack_output(
+    stream: &mut dyn Read,
+    name: &Path,
+    dest: &Path,
+    parent: &Path,
+) -> anyhow::Result<()> {
+    let mut archive = tar::Archive::new(stream);
+    let mut staged: Option<tempfile::TempDir> = None;
+    for entry in archive.entries().context("reading the tar stream")? {
+        let mut entry = entry.context("reading the tar stream")?;
+        let rel = safe_relative(&entry.path().context("tar entry name")?)?;
+        if rel == name && entry.header().entry_type().is_file() && staged.is_none() {
+            let mode = entry.header().mode().unwrap_or(0o644);
+            if dest.is_dir() {
+                bail!("{} is a directory; name a file", dest.display());
+            }
+            return write_file_atomic(dest, &mut entry, mode);
+        }
+        // a directory tree (or a symlink): staged next to the destination
+        let t = match &staged {
+            Some(t) => t,
+            None => staged.insert(
+                tempfile::Builder::new()
+                    .prefix(".vcontainer-")
+                    .tempdir_in(parent)
+                    .with_context(|| format!("creating a temp dir in {}", parent.display()))?,
+            ),
+        };
+        let mode = entry.header().mode().unwrap_or(0o644);
+        entry
+            .unpack_in(t.path())
+            .with_context(|| format!("writing {}", rel.display()))?;
+        // tar drops setuid/setgid but knows no umask
+        let unpacked = t.path().join(&rel);
+        if std::fs::symlink_metadata(&unpacked).is_ok_and(|m| !m.file_type().is_symlink()) {
+            std::fs::set_permissions(&unpacked, Permissions::from_mode(host_mode(mode)))
+                .with_context(|| format!("setting the mode of {}", rel.display()))?;
+        }
+    }
+    let Some(t) = staged else {
+        bail!("the guest sent nothing for {}", dest.display());
+    };
+    if dest.symlink_metadata().is_ok() {
+        bail!(
+            "{} already exists; remove it or name another destination",
+            dest.display()
+        );
+    }
+    std::fs::rename(t.path().join(name), dest)
+        .with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(())
 }
 
 /// Size of a host file for messages ("Saved to x (12M)").
