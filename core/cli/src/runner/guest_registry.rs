@@ -150,54 +150,67 @@ pub fn default_registry(
         "not found in the default registry {registry}; trying {}",
         setup.hub
     );
-    let tool = ctx.tool.name.clone();
     match step {
         registry::DefaultRegistry::Pull(attempts) => {
             let mut guest = TargetGuest {
                 target,
-                tool: tool.clone(),
+                tool: ctx.tool.name.clone(),
                 env: Vec::new(),
             };
-            let mut run = || -> anyhow::Result<i32> {
-                let mut code = 1;
-                for (i, attempt) in attempts.iter().enumerate() {
-                    for argv in attempt {
-                        code = guest.run(argv, env)?;
-                        if code != 0 {
-                            break;
-                        }
-                    }
-                    if code == 0 {
-                        return Ok(0);
-                    }
-                    if i + 1 < attempts.len() {
-                        guest.notice(&fallback);
-                    }
-                }
-                Ok(code)
-            };
-            Some(run())
+            Some(pull_in_turn(&mut guest, &attempts, env, &fallback))
         }
         registry::DefaultRegistry::PrePull { check, pull, tag } => {
-            let check: Vec<&str> = check.iter().map(String::as_str).collect();
-            match target.exec_capture(&check) {
-                Ok((status, _, _)) if status.success() => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            let pulled = match run_to_stderr(target, &pull, env) {
-                Ok(code) => code == 0,
-                Err(e) => return Some(Err(e)),
-            };
-            if pulled {
-                let tag: Vec<&str> = tag.iter().map(String::as_str).collect();
-                if let Err(e) = target.exec_quiet(&tag) {
-                    return Some(Err(e));
-                }
-            } else {
-                ui::info(&tool, &fallback);
-            }
-            None
+            pre_pull(target, ctx, [&check, &pull, &tag], env, &fallback)
+                .err()
+                .map(Err)
         }
     }
+}
+
+/// `pull` with a default registry: each attempt's commands in turn until one attempt
+/// succeeds; the status of the last one run.
+fn pull_in_turn(
+    guest: &mut TargetGuest<'_>,
+    attempts: &[Vec<Vec<String>>],
+    env: &[(String, String)],
+    fallback: &str,
+) -> anyhow::Result<i32> {
+    let mut code = 1;
+    for (i, attempt) in attempts.iter().enumerate() {
+        for argv in attempt {
+            code = guest.run(argv, env)?;
+            if code != 0 {
+                break;
+            }
+        }
+        if code == 0 {
+            return Ok(0);
+        }
+        if i + 1 < attempts.len() {
+            guest.notice(fallback);
+        }
+    }
+    Ok(code)
+}
+
+/// `run`/`create`/`vrun` with a default registry: when `check` says the image is missing,
+/// `pull` it from the registry and `tag` it with the name the command uses.
+fn pre_pull(
+    target: &mut Target,
+    ctx: &RuntimeContext,
+    [check, pull, tag]: [&Vec<String>; 3],
+    env: &[(String, String)],
+    fallback: &str,
+) -> anyhow::Result<()> {
+    let check: Vec<&str> = check.iter().map(String::as_str).collect();
+    if target.exec_capture(&check)?.0.success() {
+        return Ok(());
+    }
+    if run_to_stderr(target, pull, env)? == 0 {
+        let tag: Vec<&str> = tag.iter().map(String::as_str).collect();
+        target.exec_quiet(&tag)?;
+    } else {
+        ui::info(&ctx.tool.name, fallback);
+    }
+    Ok(())
 }

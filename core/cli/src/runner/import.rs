@@ -72,18 +72,12 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
     let started = Instant::now();
     let batch = RunnerCommand::from_name(ctx.command()) == Some(RunnerCommand::VimportBatch);
     let cwd = std::env::current_dir()?;
-    let import_target = ImportTarget {
-        arch: ctx.arch,
-        runtime_binary: spec.runtime_binary.to_string(),
-        import_transport: spec.import_transport.to_string(),
-        tool_name: ctx.tool.name.clone(),
-    };
     let run_dir = rebase::run_dir(&rebase::new_run_id());
     // everything is checked before a VM is booted
     let prepared = execute::prepare(
         ctx.command(),
         args,
-        &import_target,
+        &import_target(ctx, spec),
         &cwd,
         &run_dir,
         ctx.options.storage.as_deref(),
@@ -99,19 +93,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         } => (plans, storage_output),
     };
     if let Some(dest) = &storage_output {
-        let parent = dest.parent().unwrap_or(Path::new("/"));
-        if !parent.is_dir() {
-            bail!(
-                "storage output {}: the directory does not exist",
-                dest.display()
-            );
-        }
-        if dest.is_dir() {
-            bail!(
-                "storage output {}: is a directory; name a file",
-                dest.display()
-            );
-        }
+        check_storage_output(dest)?;
     }
     let storage_in = super::storage::input_path(ctx)?;
     let driver_env = driver::env(
@@ -141,11 +123,49 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
         storage_output.as_deref(),
         driver_env,
     );
+    conclude(ctx, target, deadline, result)
+}
+
+/// What the import planner needs to know of the runtime and the arch.
+fn import_target(ctx: &RuntimeContext, spec: &RuntimeSpec) -> ImportTarget {
+    ImportTarget {
+        arch: ctx.arch,
+        runtime_binary: spec.runtime_binary.to_string(),
+        import_transport: spec.import_transport.to_string(),
+        tool_name: ctx.tool.name.clone(),
+    }
+}
+
+/// `--storage FILE` of an import: its directory must exist and it must not be one.
+fn check_storage_output(dest: &Path) -> anyhow::Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        bail!(
+            "storage output {}: the directory does not exist",
+            dest.display()
+        );
+    }
+    if dest.is_dir() {
+        bail!(
+            "storage output {}: is a directory; name a file",
+            dest.display()
+        );
+    }
+    Ok(())
+}
+
+/// The end of an import: a batch that failed shows its VM's console tail (its dir goes with
+/// the VM) or, past the time limit, exits 124; otherwise the VM is finished.
+fn conclude(
+    ctx: &RuntimeContext,
+    target: Target,
+    deadline: Option<VmDeadline>,
+    result: anyhow::Result<i32>,
+) -> anyhow::Result<i32> {
     // a batch that completed (its output renamed into place) is a success even if the
     // limit passed just after: only a failed one is reported as timed out
     let timed_out = result.is_err() && deadline.as_ref().is_some_and(VmDeadline::fired);
     if result.is_err() && !timed_out {
-        // the batch VM's dir goes with it: show the end of its console now
         if let Some(tail) = target.isolated_console_tail(CONSOLE_TAIL_LINES) {
             eprintln!(
                 "--- last lines of the guest console ---\n{}",
@@ -153,12 +173,10 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
             );
         }
     }
-    if let Some(deadline) = deadline {
-        if timed_out {
-            drop(target);
-            deadline.report(ctx);
-            return Ok(exit::TIMEOUT);
-        }
+    if let (Some(deadline), true) = (deadline, timed_out) {
+        drop(target);
+        deadline.report(ctx);
+        return Ok(exit::TIMEOUT);
     }
     let code = result?;
     target.finish()?;

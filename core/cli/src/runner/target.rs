@@ -236,22 +236,7 @@ impl Target {
         let services: Vec<ServiceSpec> = spec.services.iter().cloned().collect();
         match (choice, running) {
             (Mode::Memres, Some(instance)) => {
-                let mut target = Target::for_instance(instance, tool.clone(), services.clone());
-                // the VM was alive when it was looked up; if QEMU died since (killed, crashed)
-                // this command gets a fresh VM instead of failing for the dead one
-                match target.first_contact() {
-                    Ok(()) => Ok(target),
-                    Err(e) if target.wait_for_death() => {
-                        tracing::debug!("the memres VM died before this command used it: {e:#}");
-                        drop(target);
-                        let note = format!(
-                            "the memres VM for {} stopped (QEMU is gone); starting a new one",
-                            ctx.arch
-                        );
-                        Self::start_memres(ctx, spec, tool, services, &note)
-                    }
-                    Err(e) => Err(e),
-                }
+                Self::reuse_memres(ctx, spec, instance, tool, services)
             }
             (Mode::Memres | Mode::StartMemres, _) => {
                 let note = format!(
@@ -261,40 +246,77 @@ impl Target {
                 Self::start_memres(ctx, spec, tool, services, &note)
             }
             (Mode::Batch { state_disk }, _) => {
-                let private_dir = if !state_disk && !ctx.state.is_temporary() {
-                    Some(private_batch_dir(&ctx.state.path)?)
-                } else {
-                    None
-                };
-                let dir = private_dir.as_deref().unwrap_or(&ctx.state.path);
-                let cfg = vmconfig::build(ctx, spec, dir, state_disk, batch_forwards);
-                let started = Instant::now();
-                let batch = match vm::boot_batch(&cfg) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        if let Some(d) = &private_dir {
-                            let _ = std::fs::remove_dir_all(d);
-                        }
-                        return Err(e.into());
-                    }
-                };
-                tracing::debug!(elapsed = ?started.elapsed(), "batch VM booted");
-                let target = Target {
-                    vm: Some(Vm::Batch(Box::new(batch))),
-                    tool,
-                    console_log: cfg.console_log(),
-                    services,
-                    services_started: false,
-                    _keepalive: None,
-                    private_dir,
-                    isolated: None,
-                    held: Vec::new(),
-                };
-                // without a state disk the agent itself puts the runtime storage on a
-                // tmpfs at boot (vcontainer.state=none): nothing to do here
-                Ok(target)
+                Self::boot_one_shot(ctx, spec, state_disk, batch_forwards, tool, services)
             }
         }
+    }
+
+    /// The memres VM found running. It was alive when it was looked up; if QEMU died since
+    /// (killed, crashed) this command gets a fresh VM instead of failing for the dead one.
+    fn reuse_memres(
+        ctx: &RuntimeContext,
+        spec: &RuntimeSpec,
+        instance: Instance,
+        tool: String,
+        services: Vec<ServiceSpec>,
+    ) -> anyhow::Result<Target> {
+        let mut target = Target::for_instance(instance, tool.clone(), services.clone());
+        match target.first_contact() {
+            Ok(()) => Ok(target),
+            Err(e) if target.wait_for_death() => {
+                tracing::debug!("the memres VM died before this command used it: {e:#}");
+                drop(target);
+                let note = format!(
+                    "the memres VM for {} stopped (QEMU is gone); starting a new one",
+                    ctx.arch
+                );
+                Self::start_memres(ctx, spec, tool, services, &note)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A VM booted for this command only, with the user's state disk or (without one) in a
+    /// private dir of the state dir, so it neither waits for nor disturbs a memres VM.
+    fn boot_one_shot(
+        ctx: &RuntimeContext,
+        spec: &RuntimeSpec,
+        state_disk: bool,
+        forwards: Vec<PortForward>,
+        tool: String,
+        services: Vec<ServiceSpec>,
+    ) -> anyhow::Result<Target> {
+        let private_dir = if !state_disk && !ctx.state.is_temporary() {
+            Some(private_batch_dir(&ctx.state.path)?)
+        } else {
+            None
+        };
+        let dir = private_dir.as_deref().unwrap_or(&ctx.state.path);
+        let cfg = vmconfig::build(ctx, spec, dir, state_disk, forwards);
+        let started = Instant::now();
+        let batch = match vm::boot_batch(&cfg) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(d) = &private_dir {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                return Err(e.into());
+            }
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "batch VM booted");
+        // without a state disk the agent itself puts the runtime storage on a tmpfs at boot
+        // (vcontainer.state=none): nothing to do here
+        Ok(Target {
+            vm: Some(Vm::Batch(Box::new(batch))),
+            tool,
+            console_log: cfg.console_log(),
+            services,
+            services_started: false,
+            _keepalive: None,
+            private_dir,
+            isolated: None,
+            held: Vec::new(),
+        })
     }
 
     /// The first request to a memres VM found running: its services, or a Hello for a
