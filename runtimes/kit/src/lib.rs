@@ -31,19 +31,6 @@ pub struct Dialect {
     pub binary: &'static str,
 }
 
-/// Commands the core implements itself; `plan` returns [`CommandClass::Own`] for them.
-pub const OWN_COMMANDS: &[&str] = &[
-    "vimport",
-    "vshell",
-    "vconfig",
-    "vstorage",
-    "memres",
-    "vmemres",
-    "clean",
-    "plugins",
-    "completion",
-];
-
 /// Long options that never take a separate value, in any docker/podman command we classify.
 const BOOL_LONG: &[&str] = &[
     "--rm",
@@ -139,7 +126,6 @@ pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginErr
     }
     let mut b = Builder::new(dialect);
     match command.as_str() {
-        c if OWN_COMMANDS.contains(&c) => return Ok(CommandPlan::own()),
         "vrun" => vrun(&mut b, rest)?,
         "container" | "image" => {
             let sub = rest.first().map(String::as_str).unwrap_or("");
@@ -1170,15 +1156,6 @@ mod tests {
     fn empty_command_is_usage_error() {
         let err = plan(&DOCKER, &[]).unwrap_err();
         assert_eq!(err.kind, vcontainer_abi::PluginErrorKind::Usage);
-    }
-
-    #[test]
-    fn own_commands() {
-        for c in ["vimport", "vshell", "vstorage", "memres"] {
-            let plan = p(&[c, "x"]);
-            assert_eq!(plan.class, CommandClass::Own, "{c}");
-            assert!(plan.argv.is_empty());
-        }
     }
 
     #[test]
