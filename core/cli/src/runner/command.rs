@@ -265,16 +265,7 @@ fn export_storage(
         );
         return Ok(code);
     }
-    storage::export(target, &spec.storage_export, dest)?;
-    ui::info(
-        &ctx.tool.name,
-        &format!(
-            "storage exported to {} ({}; {})",
-            dest.display(),
-            ui::human_size(transfer::size_of(dest)),
-            spec.storage_export.description
-        ),
-    );
+    storage::export_and_report(target, &ctx.tool.name, spec, dest)?;
     Ok(code)
 }
 

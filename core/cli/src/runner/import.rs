@@ -13,7 +13,6 @@ use super::driver;
 use super::rebase;
 use super::storage;
 use super::target::{Target, VmDeadline};
-use super::transfer;
 use crate::agent_client::{self, ExecRequest};
 use crate::commands::RunnerCommand;
 use crate::context::RuntimeContext;
@@ -212,16 +211,7 @@ fn import_and_export(
     }
     if let Some(dest) = storage_output {
         if code == 0 {
-            storage::export(target, &spec.storage_export, dest)?;
-            ui::info(
-                &ctx.tool.name,
-                &format!(
-                    "storage exported to {} ({}; {})",
-                    dest.display(),
-                    ui::human_size(transfer::size_of(dest)),
-                    spec.storage_export.description
-                ),
-            );
+            storage::export_and_report(target, &ctx.tool.name, spec, dest)?;
         } else {
             ui::warn(
                 &ctx.tool.name,

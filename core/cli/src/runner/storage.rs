@@ -29,6 +29,26 @@ fn layout(export: &StorageExport) -> anyhow::Result<(String, bool)> {
     )
 }
 
+/// [`export`] for a command's `--storage FILE`, with the line that says what was written.
+pub fn export_and_report(
+    target: &mut Target,
+    tool: &str,
+    spec: &vcontainer_abi::runtime::RuntimeSpec,
+    dest: &Path,
+) -> anyhow::Result<()> {
+    export(target, &spec.storage_export, dest)?;
+    crate::ui::info(
+        tool,
+        &format!(
+            "storage exported to {} ({}; {})",
+            dest.display(),
+            crate::ui::human_size(super::transfer::size_of(dest)),
+            spec.storage_export.description
+        ),
+    );
+    Ok(())
+}
+
 /// Writes the guest's runtime storage as a tar to `dest` (atomically). Services are stopped
 /// first when the runtime needs that for a consistent copy; the next command restarts them.
 pub fn export(target: &mut Target, export: &StorageExport, dest: &Path) -> anyhow::Result<()> {
