@@ -54,7 +54,14 @@ fn sdk_inputs() -> Vec<PathBuf> {
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     };
-    let mut inputs = list(&root.join("scripts/sdk"));
+    // the chroot test's scripts (make sdk-test) are not packed
+    let mut inputs: Vec<PathBuf> = list(&root.join("scripts/sdk"))
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("chroot-"))
+        })
+        .collect();
     let release = root.join("target/release");
     inputs.push(release.join("vcontainer"));
     inputs.extend(
