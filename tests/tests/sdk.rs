@@ -542,6 +542,7 @@ fn missing_qemu_is_reported_with_the_package_to_install() {
         "rm",
         "cat",
         // relocate.sh (lib/vcontainer/host) points the bundled executables at their loader
+        "sh",
         "dirname",
         "cp",
         "dd",
