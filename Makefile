@@ -6,6 +6,8 @@
 #   make aarch64-probe              arm64 kernel + busybox probe initramfs for tests/tests/aarch64_boot.rs
 #   make install PREFIX=~/.local    bin/ (+ vdkr, vpdmn, <tool>-<arch> links), lib/vcontainer/plugins/, share/vcontainer/
 #   make sdk                        build/sdk/: vcontainer-standalone-<host>.sh installer + .tar.zst/.tar.gz
+#                                   (with QEMU and helpers; SDK_BUNDLE_QEMU=0 without QEMU)
+#   make sdk-test                   the installer in fresh bullseye and trixie chroots without QEMU (root)
 #   make test                       everything, including the end-to-end tests against real guests
 #   make test-unit                  the tests that need no guest (end-to-end tests skip, saying why)
 #   make stress                     fault figures (killed QEMU/CLI, full disk, parallel); STRESS_* rounds
@@ -27,7 +29,7 @@ BIN_DEST     := $(DESTDIR)$(PREFIX)/bin
 PLUGIN_DEST  := $(DESTDIR)$(PREFIX)/lib/vcontainer/plugins
 SHARE_DEST   := $(DESTDIR)$(PREFIX)/share/vcontainer
 
-.PHONY: all help build build-debug agent guest aarch64-probe test-fixtures install sdk test test-unit bench stress fuzz lint
+.PHONY: all help build build-debug agent guest aarch64-probe test-fixtures install sdk sdk-test test test-unit bench stress fuzz lint
 
 all: build
 
@@ -80,8 +82,12 @@ sdk:
 	@$(MAKE) --no-print-directory $(SDK_INSTALLER)
 
 $(SDK_INSTALLER): $(RELEASE_DIR)/vcontainer $(wildcard $(RELEASE_DIR)/libvcontainer_*.so) \
-		$(wildcard $(BLOB_DIR)/*/*/*) $(wildcard scripts/sdk/*)
+		$(wildcard $(BLOB_DIR)/*/*/*) $(filter-out scripts/sdk/chroot-%,$(wildcard scripts/sdk/*))
 	SDK_SKIP_BUILD=1 SDK_OUT=$(SDK_OUT) BLOB_DIR=$(BLOB_DIR) RELEASE_DIR=$(RELEASE_DIR) scripts/sdk/build-sdk.sh
+
+# issue 17: the installer on hosts without QEMU and with an older glibc (scripts/sdk/chroot-test.sh)
+sdk-test: sdk test-fixtures
+	SDK_INSTALLER=$(CURDIR)/$(SDK_INSTALLER) scripts/sdk/chroot-test.sh
 
 # VCONTAINER_E2E=1: a missing guest fails the end-to-end tests instead of skipping them;
 # the SDK is built after the guest (its blobs) for tests/tests/sdk.rs
@@ -93,6 +99,7 @@ test: build-debug guest aarch64-probe test-fixtures
 	# the end-to-end suites boot real VMs under TCG on a 2-core host: one at a time; a test
 	# that fails is retried once on its own and named FLAKY if it then passes
 	CARGO=$(CARGO) scripts/e2e-tests.sh
+	@$(MAKE) --no-print-directory sdk-test
 
 test-unit: build-debug
 	$(CARGO) test --workspace

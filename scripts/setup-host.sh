@@ -26,6 +26,7 @@ fi
 pkgs_main=(mmdebstrap arch-test squashfs-tools e2fsprogs cpio zstd xz-utils busybox-static
            skopeo umoci docker-registry apache2-utils socat iproute2 jq zsh dash
            gcc libc6-dev openssl
+           patchelf binutils  # the SDK's bundled executables (scripts/sdk/build-sdk.sh)
            libseccomp-dev libcap-ng-dev pkg-config   # these three: to build virtiofsd
            podman docker-compose)  # host clients of the `memres start --expose` tests
 missing=()

@@ -3,10 +3,13 @@
 #   . /path/to/vcontainer-sdk/init-env.sh              (bash, zsh, dash, busybox sh)
 #   . /path/to/vcontainer-sdk/init-env.sh /path/to/vcontainer-sdk   (explicit dir, bash/zsh)
 #
-# It only puts the SDK's bin/ first on PATH (once, however often it is sourced). Nothing
-# else is needed: vcontainer finds its plugins (../lib/vcontainer/plugins), guest blobs
-# (../share/vcontainer/blobs) and helpers (../libexec) relative to its own executable, so
-# the SDK keeps working after the directory is moved.
+# It puts the SDK's bin/ first on PATH (once, however often it is sourced), and when the
+# tree was moved or copied since it was installed it first points the bundled executables at
+# the bundled glibc loader in their new place (lib/vcontainer/host/relocate.sh: a program's
+# loader path is the one absolute path an ELF file holds; see docs/sdk.md). Nothing else is
+# needed: vcontainer finds its plugins (../lib/vcontainer/plugins), guest blobs
+# (../share/vcontainer/blobs) and helpers (../libexec: QEMU, vhost-device-vsock, virtiofsd)
+# relative to its own executable. No LD_LIBRARY_PATH: the executables carry relative RPATHs.
 #
 # Finding our own directory portably is the hard part, because POSIX `.` does not tell the
 # sourced file its path: bash has $BASH_SOURCE, zsh has %x; dash and busybox sh keep the
@@ -67,6 +70,11 @@ __vcsdk_rc=1
 if [ -n "${BASH_VERSION:-}" ] && [ "${BASH_SOURCE:-}" = "$0" ]; then
     echo "init-env.sh: it was run, not sourced, so it cannot change your shell's PATH;" \
         "use: . $0" >&2
+elif __vcsdk_is_sdk "$__vcsdk_dir" && [ -f "$__vcsdk_dir/lib/vcontainer/host/relocate.sh" ] &&
+    [ "$(cat "$__vcsdk_dir/lib/vcontainer/host/relocated-to" 2>/dev/null)" != "$__vcsdk_dir" ] &&
+    ! sh "$__vcsdk_dir/lib/vcontainer/host/relocate.sh"; then
+    echo "init-env.sh: the SDK in $__vcsdk_dir was moved and its executables could not be" \
+        "pointed at their new place (see above); PATH is unchanged" >&2
 elif __vcsdk_is_sdk "$__vcsdk_dir"; then
     case ":${PATH:-}:" in
         *":$__vcsdk_dir/bin:"*) ;;

@@ -22,6 +22,8 @@ pub struct DoctorReport {
     pub vhost_device_vsock: Option<PathBuf>,
     /// Serves live `-v` volumes to memres VMs; optional (without it volumes are copied).
     pub virtiofsd: Option<PathBuf>,
+    /// Formats state disks.
+    pub mkfs_ext4: Option<PathBuf>,
     pub blobs: Result<BlobSet, String>,
     /// The plugin search path, in order (docs/guest-contract.md), with whether each dir exists.
     pub plugin_dirs: Vec<(PathBuf, bool)>,
@@ -72,6 +74,7 @@ pub fn doctor(
         transport: transport::choose(None).map_err(|e| e.to_string()),
         vhost_device_vsock: process::which("vhost-device-vsock"),
         virtiofsd: process::which(virtiofs::PROGRAM),
+        mkfs_ext4: process::which("mkfs.ext4"),
         blobs: blobs::resolve(blob_dir, blob_env, arch, runtime).map_err(|e| e.to_string()),
         plugin_dirs: plugin_search_path()
             .into_iter()
@@ -93,7 +96,13 @@ impl std::fmt::Display for DoctorReport {
         let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
         writeln!(f, "guest: {} {}", self.runtime, self.arch)?;
         match &self.qemu {
-            Ok((p, v)) => writeln!(f, "[{}] qemu: {} ({v})", mark(true), p.display())?,
+            Ok((p, v)) => writeln!(
+                f,
+                "[{}] qemu: {} ({v}; {})",
+                mark(true),
+                p.display(),
+                process::origin(p)
+            )?,
             Err(e) => writeln!(f, "[{}] qemu: {e}", mark(false))?,
         }
         writeln!(
@@ -107,7 +116,12 @@ impl std::fmt::Display for DoctorReport {
                 write!(f, "[{}] transport: {} ({})", mark(ok), t.kind, t.reason)?;
                 if t.kind == TransportKind::Hybrid {
                     match &self.vhost_device_vsock {
-                        Some(p) => write!(f, "; vhost-device-vsock at {}", p.display())?,
+                        Some(p) => write!(
+                            f,
+                            "; vhost-device-vsock at {} ({})",
+                            p.display(),
+                            process::origin(p)
+                        )?,
                         None => write!(f, "; vhost-device-vsock NOT found")?,
                     }
                 }
@@ -118,8 +132,9 @@ impl std::fmt::Display for DoctorReport {
         match &self.virtiofsd {
             Some(p) if virtiofs::enabled_by_env() => writeln!(
                 f,
-                "[ok  ] live volumes: memres VMs share each volume dir (and nothing else) with {}",
-                p.display()
+                "[ok  ] live volumes: memres VMs share each volume dir (and nothing else) with {} ({})",
+                p.display(),
+                process::origin(p)
             )?,
             Some(_) => writeln!(
                 f,
@@ -129,6 +144,18 @@ impl std::fmt::Display for DoctorReport {
             None => writeln!(
                 f,
                 "[ok  ] live volumes: virtiofsd NOT found; volumes are copied (detached containers' changes come back at stop)"
+            )?,
+        }
+        match &self.mkfs_ext4 {
+            Some(p) => writeln!(
+                f,
+                "[ok  ] state disks: mkfs.ext4 at {} ({})",
+                p.display(),
+                process::origin(p)
+            )?,
+            None => writeln!(
+                f,
+                "[FAIL] state disks: mkfs.ext4 NOT found (Debian: apt-get install e2fsprogs)"
             )?,
         }
         match &self.blobs {

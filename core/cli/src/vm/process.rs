@@ -226,15 +226,19 @@ pub fn tail_lines(path: &Path, n: usize) -> String {
         .join("\n")
 }
 
-/// Find a program: first in `<exe dir>/../libexec` (the helpers an SDK bundles, such as
-/// vhost-device-vsock, found relative to this binary so a moved SDK still works), then on
-/// PATH (plus the sbin dirs a user PATH may lack).
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    let libexec = std::env::current_exe()
+/// `<exe dir>/../libexec`: the helpers an SDK bundles (QEMU, vhost-device-vsock, virtiofsd,
+/// mkfs.ext4), found relative to this binary so a moved SDK still works.
+fn libexec_dir() -> Option<std::path::PathBuf> {
+    std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("../libexec")));
+        .and_then(|exe| exe.parent().map(|dir| dir.join("../libexec")))
+}
+
+/// Find a program: first in [`libexec_dir`], then on PATH (plus the sbin dirs a user PATH
+/// may lack).
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    libexec
+    libexec_dir()
         .into_iter()
         .chain(std::env::split_paths(&path))
         .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(Into::into))
@@ -247,9 +251,28 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         })
 }
 
+/// Which copy [`which`] found, for `doctor`: the one bundled beside this binary (an SDK's
+/// libexec/) or the host's.
+pub fn origin(found: &std::path::Path) -> &'static str {
+    match libexec_dir() {
+        Some(dir) if found.parent() == Some(dir.as_path()) => "bundled",
+        _ => "host",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_beside_this_binary_is_bundled_and_one_elsewhere_is_the_hosts() {
+        let dir = libexec_dir().expect("current_exe");
+        assert_eq!(origin(&dir.join("qemu-system-x86_64")), "bundled");
+        assert_eq!(
+            origin(std::path::Path::new("/usr/bin/qemu-system-x86_64")),
+            "host"
+        );
+    }
 
     #[test]
     fn stat_parsing_survives_odd_comm() {

@@ -89,15 +89,10 @@ pub fn ensure(path: &Path, size_mib: u64) -> Result<StateDisk> {
     }
 }
 
-/// mkfs.ext4 lives in /sbin or /usr/sbin, which a non-root PATH may lack.
+/// mkfs.ext4: the SDK's bundled copy first, then PATH and the sbin dirs a non-root PATH
+/// may lack (see [`process::which`]).
 fn mkfs_ext4() -> std::path::PathBuf {
-    for d in ["/usr/sbin", "/sbin"] {
-        let p = Path::new(d).join("mkfs.ext4");
-        if p.is_file() {
-            return p;
-        }
-    }
-    "mkfs.ext4".into()
+    super::process::which("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into())
 }
 
 #[cfg(test)]
