@@ -24,7 +24,11 @@ const RESTORED: &str = "restored from the snapshot";
 
 fn run(w: &World, tool: &str, args: &[&str], state_dir: Option<&std::path::Path>) -> Output {
     let mut c = w.cmd(tool);
-    c.env("VCONTAINER_SNAPSHOT", "1").arg("-v").args(args);
+    // the world's own ~/.cache, not the harness's shared one: these tests see the save
+    c.env("VCONTAINER_SNAPSHOT", "1")
+        .env_remove("XDG_CACHE_HOME")
+        .arg("-v")
+        .args(args);
     if let Some(d) = state_dir {
         c.env(format!("{}_STATE_DIR", tool.to_uppercase()), d);
     }
