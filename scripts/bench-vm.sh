@@ -3,8 +3,9 @@
 #   baseline  the same bzImage + a tiny busybox initramfs whose /init powers off at once,
 #             under the same QEMU flags as vcontainer (minus the vsock device): boot-to-init
 #   cold      `<tool> --no-daemon images` from an empty state dir, and its ratio to baseline
-#   restored  the same with VCONTAINER_SNAPSHOT=1 (docs/snapshot.md): the first run saves the
-#             snapshot, then the median of 3 restored runs and its ratio to baseline (x86_64)
+#   restored  the same from a snapshot (docs/snapshot.md; the cold runs set
+#             VCONTAINER_SNAPSHOT=0): the first run saves the snapshot, then the median of 3
+#             restored runs and its ratio to baseline (x86_64)
 #   memres    `memres start` cold, and restored from the snapshot (x86_64), as ratios to baseline
 #   warm      with `memres start`: /bin/true through the agent vs the same in a guest loop
 #             (scripts/../core/cli/examples/vm_bench.rs), and `<tool> images` wall time
@@ -98,7 +99,7 @@ for base_tool in $TOOLS; do
 
     rm -rf "$state"
     t0=$(now)
-    "$WORK/bin/$tool" --no-daemon images >/dev/null
+    VCONTAINER_SNAPSHOT=0 "$WORK/bin/$tool" --no-daemon images >/dev/null
     cold=$(elapsed "$t0" "$(now)")
     echo "cold '$tool --no-daemon images' (empty state dir): ${cold}s = $(ratio "$cold" "$base")x baseline  [load $(load)]"
     if pgrep -f "qemu-system.*$state" >/dev/null; then echo "WARNING: QEMU left running after --no-daemon" >&2; fi
@@ -121,7 +122,7 @@ for base_tool in $TOOLS; do
 
     t0=$(now)
     started="$started $tool"
-    "$WORK/bin/$tool" memres start >/dev/null
+    VCONTAINER_SNAPSHOT=0 "$WORK/bin/$tool" memres start >/dev/null
     mcold=$(elapsed "$t0" "$(now)")
     echo "memres start (boot + runtime services ready): ${mcold}s = $(ratio "$mcold" "$base")x baseline"
     "$WORK/bin/$tool" images >/dev/null # first command after start pays one-off costs

@@ -1,6 +1,6 @@
-//! End-to-end tests of issue 14 (cold start from a snapshot, docs/snapshot.md): with
-//! `VCONTAINER_SNAPSHOT=1` a one-shot command saves the booted guest once, and later ones
-//! restore it. Each test proves from the `-v` lines that the path was taken, and from real
+//! End-to-end tests of issue 14 (cold start from a snapshot, docs/snapshot.md): by default
+//! a one-shot command saves the booted guest once, and later ones restore it;
+//! `VCONTAINER_SNAPSHOT=0` boots cold. Each test proves from the `-v` lines that the path was taken, and from real
 //! output that the restored guest is the host's run: its state disk is the user's (hot-plugged
 //! after the restore), its clock is now, two restores at once are two different guests, and a
 //! snapshot that does not load gives a cold boot.
@@ -24,8 +24,9 @@ const RESTORED: &str = "restored from the snapshot";
 
 fn run(w: &World, tool: &str, args: &[&str], state_dir: Option<&std::path::Path>) -> Output {
     let mut c = w.cmd(tool);
-    // the world's own ~/.cache, not the harness's shared one: these tests see the save
-    c.env("VCONTAINER_SNAPSHOT", "1")
+    // snapshots are the default (no VCONTAINER_SNAPSHOT); the world's own ~/.cache, not the
+    // harness's shared one: these tests see the save
+    c.env_remove("VCONTAINER_SNAPSHOT")
         .env_remove("XDG_CACHE_HOME")
         .arg("-v")
         .args(args);
@@ -108,6 +109,20 @@ fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
         uuids[0], uuids[1],
         "the two restores draw the same random numbers"
     );
+    assert_eq!(snapshots(&w).len(), 1);
+
+    // the opt-out: a cold boot, the snapshot left alone
+    let o = w
+        .cmd("vpdmn")
+        .env("VCONTAINER_SNAPSHOT", "0")
+        .env_remove("XDG_CACHE_HOME")
+        .args(["-v", "--no-daemon", "volume", "ls", "-q"])
+        .output()
+        .expect("spawn");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&o).trim(), "snapvol");
+    assert!(!err.contains(RESTORED) && !err.contains(SAVED), "{err}");
     assert_eq!(snapshots(&w).len(), 1);
     assert_no_vm_processes(w.home.path());
 }

@@ -49,7 +49,7 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
                 ui::info(
                     tool,
                     &format!(
-                        "commands start from it with {}=1 (docs/snapshot.md)",
+                        "{}=0 is set: commands boot cold until it is unset (docs/snapshot.md)",
                         snapshot::ENV
                     ),
                 );

@@ -9,8 +9,9 @@
 //! added after the restore: devices are hot-plugged on root ports, the secret is the
 //! restoring QEMU's own fw_cfg file, and `Resume` sets the rest.
 //!
-//! Opt-in with `VCONTAINER_SNAPSHOT=1` while it matures; any reason not to use a snapshot
-//! (or a failed restore) falls back to a cold boot with one `-v` line saying why.
+//! On by default (`VCONTAINER_SNAPSHOT=0` or `VmConfig::snapshot` false turn it off); any
+//! reason not to use a snapshot (or a failed restore) falls back to a cold boot with one `-v`
+//! line saying why.
 
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -35,7 +36,7 @@ use super::qmp::Qmp;
 use super::transport::{self, TransportKind};
 use crate::agent_client;
 
-/// The environment variable that turns snapshots on (`1`).
+/// The environment variable that turns snapshots off (`0`); they are on by default.
 pub const ENV: &str = "VCONTAINER_SNAPSHOT";
 
 /// Bumped whenever what a snapshot holds or how it is restored changes: old files then no
@@ -123,16 +124,21 @@ impl Mode {
     }
 }
 
-/// Whether snapshots are on: `VCONTAINER_SNAPSHOT=1`.
+/// Whether VMs start from snapshots by default (`VmConfig::snapshot`): yes, unless
+/// `VCONTAINER_SNAPSHOT=0`.
 pub fn enabled() -> bool {
-    std::env::var_os(ENV).is_some_and(|v| v == "1")
+    enabled_by(std::env::var_os(ENV).as_deref())
+}
+
+fn enabled_by(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
 }
 
 /// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
 /// cold. Never fails because of the snapshot: every problem with it means a cold boot. With
 /// snapshots on, the returned VM's `snapshot_note` says which it was (and logged at `-v`).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
-    if !enabled() {
+    if !cfg.snapshot {
         return boot::boot(cfg);
     }
     let cold = |why: String| -> Result<RunningVm> {
@@ -150,8 +156,16 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     // user's terminal
     let mut saved = String::new();
     if !file.exists() {
+        if let Some(why) = recent_failure(&file) {
+            return cold(format!(
+                "no snapshot: a save or restore of this one failed less than {} min ago ({why}); \
+                 `snapshot rm` retries at once",
+                FAILURE_PAUSE.as_secs() / 60
+            ));
+        }
         let started = Instant::now();
         if let Err(e) = save(cfg, &file) {
+            record_failure(&file, &format!("saving: {e}"));
             return cold(format!("no snapshot: saving one failed: {e}"));
         }
         saved = format!(
@@ -176,12 +190,50 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         Err(e) => {
             // a snapshot that does not restore would fail the same way next time
             let _ = std::fs::remove_file(&file);
+            record_failure(&file, &format!("restoring: {e}"));
             cold(format!(
                 "restoring {} failed (removed it): {e}",
                 file.display()
             ))
         }
     }
+}
+
+/// How long a failed save or restore keeps a key from being saved again: each try costs a
+/// boot on top of the command's cold one, so a persistent failure (an old agent, a QEMU
+/// without mapped-ram, a full disk) must not double every command; a passing one (a host
+/// too loaded to boot in time) is retried after this.
+const FAILURE_PAUSE: Duration = Duration::from_secs(3600);
+
+/// `<file>.failed`: why the last save or restore of `file` failed.
+fn failure_marker(file: &Path) -> PathBuf {
+    let mut m = file.as_os_str().to_owned();
+    m.push(".failed");
+    PathBuf::from(m)
+}
+
+fn record_failure(file: &Path, why: &str) {
+    // best effort: without it the next command just tries again
+    let _ = std::fs::write(failure_marker(file), why);
+}
+
+/// The reason recorded by a failure less than [`FAILURE_PAUSE`] ago.
+fn recent_failure(file: &Path) -> Option<String> {
+    let marker = failure_marker(file);
+    let age = std::fs::metadata(&marker)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    (age < FAILURE_PAUSE).then(|| {
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("no reason recorded")
+            .to_string()
+    })
 }
 
 /// Why this VM cannot come from a snapshot (None: it can).
@@ -302,7 +354,7 @@ fn prune_stale(kept: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let other = entry.file_name().to_string_lossy().into_owned();
-        let stale = other.ends_with(".snap")
+        let stale = (other.ends_with(".snap") || other.ends_with(".snap.failed"))
             && other.starts_with(&family)
             && !other.starts_with(&env_prefix);
         if stale && std::fs::remove_file(entry.path()).is_ok() {
@@ -408,7 +460,9 @@ fn remove_all_in(dir: &Path, runtime: &str) -> std::result::Result<usize, Snapsh
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // only what we write there: `<runtime>-<arch>-<hash>.snap[.tmp-<pid>]`
-        let ours = name.ends_with(".snap") || name.contains(".snap.tmp-");
+        let ours = name.ends_with(".snap")
+            || name.ends_with(".snap.failed")
+            || name.contains(".snap.tmp-");
         if ours && name.starts_with(&format!("{runtime}-")) {
             let path = entry.path();
             std::fs::remove_file(&path)
@@ -471,6 +525,7 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
         file.display(),
         started.elapsed()
     );
+    let _ = std::fs::remove_file(failure_marker(file));
     for name in prune_stale(file) {
         tracing::info!("removed the stale snapshot {name} (another guest build or QEMU)");
     }
@@ -723,6 +778,28 @@ fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, paths: &VmPaths) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_failure_pauses_saving_that_key() {
+        let t = tempfile::tempdir().expect("tmp");
+        let file = t.path().join("podman-x86_64-aaaa-1111.snap");
+        assert_eq!(recent_failure(&file), None);
+        record_failure(&file, "restoring: the agent refused Resume\nmore");
+        assert_eq!(
+            recent_failure(&file).as_deref(),
+            Some("restoring: the agent refused Resume")
+        );
+        // `snapshot rm` / clean take the marker too
+        assert_eq!(remove_all_in(t.path(), "podman").expect("rm"), 1);
+        assert_eq!(recent_failure(&file), None);
+    }
+
+    #[test]
+    fn snapshots_are_on_unless_turned_off() {
+        assert!(enabled_by(None));
+        assert!(enabled_by(Some("1".as_ref())));
+        assert!(!enabled_by(Some("0".as_ref())));
+    }
 
     #[test]
     fn the_cache_dir_follows_xdg() {
