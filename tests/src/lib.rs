@@ -34,6 +34,15 @@ pub fn target_bin_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/debug"))
 }
 
+/// The cache dir (`XDG_CACHE_HOME`) of every test's commands: one per build dir, so the VM
+/// snapshots (docs/snapshot.md) saved by one test are restored by the next instead of each
+/// test saving its own. Sound because a snapshot's key covers blobs, QEMU, memory and cpus;
+/// tests of the save itself (tests/tests/snapshot.rs) use their world's own `~/.cache`.
+/// Never the user's real cache.
+pub fn shared_cache_dir() -> PathBuf {
+    target_bin_dir().join("e2e-cache")
+}
+
 /// Where `make guest` puts the blobs.
 pub fn blob_root() -> PathBuf {
     std::env::var_os("VCONTAINER_BLOB_DIR")
@@ -156,6 +165,7 @@ impl World {
     pub fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(self.bin.join(tool));
         c.env("HOME", self.home.path())
+            .env("XDG_CACHE_HOME", shared_cache_dir())
             .env("VCONTAINER_PLUGIN_PATH", target_bin_dir())
             .env("VCONTAINER_BLOB_DIR", blob_root())
             .env_remove("VDKR_ARCH")

@@ -1,16 +1,22 @@
-//! End-to-end tests of issue 14 (cold start from a snapshot, docs/snapshot.md): with
-//! `VCONTAINER_SNAPSHOT=1` a one-shot command saves the booted guest once, and later ones
-//! restore it. Each test proves from the `-v` lines that the path was taken, and from real
+//! End-to-end tests of issue 14 (cold start from a snapshot, docs/snapshot.md): by default
+//! a one-shot command saves the booted guest once, and later ones restore it;
+//! `VCONTAINER_SNAPSHOT=0` boots cold. Each test proves from the `-v` lines that the path was taken, and from real
 //! output that the restored guest is the host's run: its state disk is the user's (hot-plugged
 //! after the restore), its clock is now, two restores at once are two different guests, and a
 //! snapshot that does not load gives a cold boot.
 //! One test per runtime; the podman one carries the checks that are the same for both.
+//! A memres VM starts from the same snapshot: its live volumes (virtiofs hot-plugged after
+//! the restore), static port forwards and exposed engine API work as after a cold boot.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use vcontainer_tests::net::{httpd, wait_http};
 use vcontainer_tests::{
-    assert_fsck_clean, assert_no_vm_processes, stderr, stdout, vm_or_skip, World,
+    assert_fsck_clean, assert_no_vm_processes, busybox_rootfs_tar, stderr, stdout, vm_or_skip,
+    World,
 };
 
 const SAVED: &str = "saved the snapshot";
@@ -18,7 +24,12 @@ const RESTORED: &str = "restored from the snapshot";
 
 fn run(w: &World, tool: &str, args: &[&str], state_dir: Option<&std::path::Path>) -> Output {
     let mut c = w.cmd(tool);
-    c.env("VCONTAINER_SNAPSHOT", "1").arg("-v").args(args);
+    // snapshots are the default (no VCONTAINER_SNAPSHOT); the world's own ~/.cache, not the
+    // harness's shared one: these tests see the save
+    c.env_remove("VCONTAINER_SNAPSHOT")
+        .env_remove("XDG_CACHE_HOME")
+        .arg("-v")
+        .args(args);
     if let Some(d) = state_dir {
         c.env(format!("{}_STATE_DIR", tool.to_uppercase()), d);
     }
@@ -99,6 +110,20 @@ fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
         "the two restores draw the same random numbers"
     );
     assert_eq!(snapshots(&w).len(), 1);
+
+    // the opt-out: a cold boot, the snapshot left alone
+    let o = w
+        .cmd("vpdmn")
+        .env("VCONTAINER_SNAPSHOT", "0")
+        .env_remove("XDG_CACHE_HOME")
+        .args(["-v", "--no-daemon", "volume", "ls", "-q"])
+        .output()
+        .expect("spawn");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&o).trim(), "snapvol");
+    assert!(!err.contains(RESTORED) && !err.contains(SAVED), "{err}");
+    assert_eq!(snapshots(&w).len(), 1);
     assert_no_vm_processes(w.home.path());
 }
 
@@ -127,5 +152,112 @@ fn docker_one_shot_command_restores_a_snapshot() {
         .output()
         .expect("debugfs (e2fsprogs)");
     assert!(stdout(&ls).contains("snapvol"), "{}", stdout(&ls));
+    assert_no_vm_processes(w.home.path());
+}
+
+fn ok(w: &World, tool: &str, args: &[&str]) -> (String, String) {
+    let o = run(w, tool, args, None);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{tool} {args:?}: {out}{err}");
+    (out, err)
+}
+
+/// `memres start -p H:H --expose` from a snapshot (saved by that very start): a live `-v`
+/// volume is shared over virtiofs (a share slot hot-plugged into the restored guest), the
+/// static forward reaches a server in the guest, the engine API answers on the host socket;
+/// and a daemon auto-started by a command restores the snapshot too.
+#[test]
+fn podman_memres_vm_starts_from_the_snapshot_with_volumes_ports_and_api() {
+    vm_or_skip!("podman");
+    let w = World::new();
+    let port = (19300..19800)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("free port");
+    let fwd = format!("{port}:{port}");
+    let (out, err) = ok(&w, "vpdmn", &["memres", "start", "-p", &fwd, "--expose"]);
+    assert!(err.contains(SAVED) && err.contains(RESTORED), "{err}");
+    assert_eq!(snapshots(&w).len(), 1, "{:?}", snapshots(&w));
+    let (status, _) = ok(&w, "vpdmn", &["memres", "status"]);
+    assert!(
+        status.contains("live volumes (virtiofs") && status.contains(&format!("{fwd}/tcp")),
+        "{status}"
+    );
+
+    // a live volume: the container's write is on the host when it returns
+    let tar = w.home.path().join("bb.tar");
+    busybox_rootfs_tar(&tar).expect("busybox tar");
+    let tar_s = tar.to_string_lossy().into_owned();
+    ok(&w, "vpdmn", &["import", &tar_s, "bb:1"]);
+    let dir = w.home.path().join("vol");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("in.txt"), "from-host\n").expect("write");
+    let vol = format!("{}:/data", dir.display());
+    let (got, _) = ok(
+        &w,
+        "vpdmn",
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &vol,
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo from-ctr > /data/out.txt",
+        ],
+    );
+    assert_eq!(got.trim(), "from-host");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).expect("out.txt"),
+        "from-ctr\n"
+    );
+    let shares = std::fs::read_to_string(w.home.path().join(".vpdmn/x86_64/shares.json"))
+        .unwrap_or_default();
+    assert!(
+        shares.contains(&dir.to_string_lossy().into_owned()),
+        "the volume was copied, not shared: {shares}"
+    );
+
+    // the static forward (the restoring QEMU's own -netdev) reaches the guest
+    ok(
+        &w,
+        "vpdmn",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "host",
+            "bb:1",
+            "sh",
+            "-c",
+            &httpd(port, "restored-reply"),
+        ],
+    );
+    assert!(wait_http(port, "restored-reply", 90), "port {port} silent");
+
+    // the engine API on the host socket (podman's serves the Docker API's /_ping)
+    let socket = w.home.path().join(".vpdmn/x86_64/podman.sock");
+    assert!(
+        out.contains(&format!("unix://{}", socket.display())),
+        "{out}"
+    );
+    let mut s = UnixStream::connect(&socket).expect("the engine API socket");
+    s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+        .expect("request");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
+        "{reply}"
+    );
+    ok(&w, "vpdmn", &["memres", "stop"]);
+
+    // a daemon started by a command restores too (the snapshot is the same)
+    let (_, err) = ok(&w, "vpdmn", &["images"]);
+    assert!(err.contains(RESTORED) && !err.contains(SAVED), "{err}");
+    ok(&w, "vpdmn", &["memres", "stop"]);
+    assert_eq!(snapshots(&w).len(), 1);
     assert_no_vm_processes(w.home.path());
 }

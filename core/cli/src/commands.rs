@@ -68,6 +68,10 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
     ),
     ("vmemres", "Same as memres"),
     (
+        "snapshot",
+        "Manage the saved VM a command starts from (build, ls, rm)",
+    ),
+    (
         "vexpose",
         "Start the memres VM with its engine API on a host socket (= memres start --expose)",
     ),
@@ -108,6 +112,8 @@ pub enum RunnerCommand {
     VimportBatch,
     /// `vexpose`: `memres start --expose` under the old tool's name.
     Vexpose,
+    /// `snapshot build|ls|rm`: the saved guests VMs start from (vm/snapshot.rs).
+    Snapshot,
 }
 
 /// The names of the [`RunnerCommand`]s (each also in [`RUNTIME_COMMANDS`], for help).
@@ -118,6 +124,7 @@ const RUNNER_COMMANDS: &[(&str, RunnerCommand)] = &[
     ("vimport", RunnerCommand::Vimport),
     ("vimport-batch", RunnerCommand::VimportBatch),
     ("vexpose", RunnerCommand::Vexpose),
+    ("snapshot", RunnerCommand::Snapshot),
 ];
 
 impl RunnerCommand {

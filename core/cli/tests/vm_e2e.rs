@@ -8,6 +8,9 @@
 //! nothing). They run one at a time (`ONE_VM_AT_A_TIME`): parallel TCG guests on a small CI
 //! machine only make every boot slower.
 //!
+//! These tests boot cold (`VmConfig::snapshot` false): the cold-boot path stays tested in CI
+//! while the CLI suites start from snapshots (docs/snapshot.md).
+//!
 //! The memres supervisor is normally `vcontainer __vm-supervisor`; here it is this test
 //! executable re-run with `supervisor_entry` as its filter (see that function), so the tests
 //! do not depend on how the binary's dispatcher is wired.
@@ -50,6 +53,9 @@ fn blobs_or_skip() -> Option<std::sync::MutexGuard<'static, ()>> {
 fn config(state: &Path) -> VmConfig {
     let mut cfg = VmConfig::new(Arch::X86_64, "podman", state);
     cfg.state_disk_size_mib = 1024;
+    // the cold-boot path (snapshots are on by default: docs/snapshot.md); they also write to
+    // the user's cache dir, which these tests must not touch
+    cfg.snapshot = false;
     let exe = std::env::current_exe().expect("test exe");
     cfg.supervisor_command = Some(vec![
         exe.into(),

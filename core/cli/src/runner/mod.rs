@@ -11,7 +11,7 @@
 //! (`-v` manifests and sync-back), `ports` (QEMU forwards for `run -d -p`), `records` (the lock
 //! on the record files), `storage`
 //! (`--storage` / `--input-storage`), `command` (one planned command end to end), `memres`
-//! (`memres ...`), `vshell`.
+//! (`memres ...`), `vshell`, `snapshot` (`snapshot build|ls|rm`).
 
 mod command;
 mod driver;
@@ -23,6 +23,7 @@ mod memres;
 mod mode;
 mod ports;
 mod rebase;
+mod snapshot;
 
 mod storage;
 mod target;
@@ -54,6 +55,7 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
             return memres::run(&ctx, &spec, &args);
         }
         Some(RunnerCommand::Vshell) => return vshell::run(&ctx, &spec, &argv[1..]),
+        Some(RunnerCommand::Snapshot) => return snapshot::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Vimport | RunnerCommand::VimportBatch) => {
             return import::run(&ctx, &spec, &argv[1..])
         }

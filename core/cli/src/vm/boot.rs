@@ -121,6 +121,8 @@ pub struct RunningVm {
     pub boot_time: Duration,
     /// The secret every connection to this VM's agent proves (also in `paths.agent_secret`).
     pub secret: Secret,
+    /// With snapshots on: how this VM came up (restored, or cold and why), the `-v` line.
+    pub snapshot_note: Option<String>,
 }
 
 /// What happened when a VM was stopped.
@@ -246,7 +248,13 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
         console_log: paths.console_log.clone(),
         qmp_socket: paths.qmp_socket.clone(),
         vsock,
-        share_slots,
+        // a snapshot always has the share slots, so one serves one-shot and memres VMs
+        // alike (the guest enumerated them before the save; unused ones cost nothing after)
+        share_slots: if snapshot.is_some() {
+            shares::SLOTS
+        } else {
+            share_slots
+        },
         agent_secret: paths.agent_secret.clone(),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
@@ -317,6 +325,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
             hello,
             boot_time: started.elapsed(),
             secret,
+            snapshot_note: None,
         }),
         Err(e) => {
             qemu.signal(Signal::SIGKILL);

@@ -157,6 +157,10 @@ pub struct VmConfig {
     /// Relay the engine's API socket to the host (memres only, `vm::engine_api`).
     #[serde(default)]
     pub expose: Option<super::engine_api::Expose>,
+    /// Start from a saved guest when one fits (`vm::snapshot`, docs/snapshot.md); the
+    /// default is [`super::snapshot::enabled`] (`VCONTAINER_SNAPSHOT=0` turns it off).
+    #[serde(default)]
+    pub snapshot: bool,
     /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.
     #[serde(skip)]
     pub supervisor_command: Option<Vec<std::ffi::OsString>>,
@@ -198,6 +202,7 @@ impl VmConfig {
             debug: false,
             host_share: false,
             expose: None,
+            snapshot: super::snapshot::enabled(),
             supervisor_command: None,
         }
     }

@@ -43,6 +43,9 @@ pub struct VmRecord {
     /// Why the VM has no volume shares although they were asked for (virtiofsd missing, ...).
     #[serde(default)]
     pub host_share_note: Option<String>,
+    /// With snapshots on (vm/snapshot.rs): restored from one, or a cold boot and why.
+    #[serde(default)]
+    pub snapshot_note: Option<String>,
     pub transport: TransportKind,
     pub endpoint: Endpoint,
     pub paths: VmPaths,
@@ -223,6 +226,7 @@ mod tests {
             share_slots: 0,
             expose: None,
             host_share_note: None,
+            snapshot_note: None,
             transport: TransportKind::Hybrid,
             endpoint: Endpoint::Hybrid {
                 uds_path: dir.join("vsock.sock"),

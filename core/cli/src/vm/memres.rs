@@ -120,6 +120,12 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
     let line = line.trim_end();
     if line == "ready" {
         return Instance::find(&cfg.state_dir)
+            .inspect(|instance| {
+                // the one-shot's `-v` line, from the supervisor's boot
+                if let Some(note) = &instance.record.snapshot_note {
+                    tracing::info!("{note}");
+                }
+            })
             .map(|instance| Started {
                 instance,
                 already_running: false,

@@ -3,14 +3,15 @@
 //!
 //! Why: every `--no-daemon` command pays a full boot (seconds under TCG). QEMU saves a
 //! running guest to a file and starts from it in well under a second. The snapshot is made
-//! once per [`Key`] (blobs, QEMU binary, arch, runtime, memory, cpus, ...) in the user's cache
+//! once per key ([`Env`]: blobs, QEMU binary, arch, runtime; [`Choice`]: memory, cpus, ...) in the user's cache
 //! dir, on first need, written atomically. What QEMU cannot save (the vhost-user vsock
 //! device) and what belongs to one run (the state disk, the agent secret, clock, entropy) is
 //! added after the restore: devices are hot-plugged on root ports, the secret is the
 //! restoring QEMU's own fw_cfg file, and `Resume` sets the rest.
 //!
-//! Opt-in with `VCONTAINER_SNAPSHOT=1` while it matures; any reason not to use a snapshot
-//! (or a failed restore) falls back to a cold boot with one `-v` line saying why.
+//! On by default (`VCONTAINER_SNAPSHOT=0` or `VmConfig::snapshot` false turn it off); any
+//! reason not to use a snapshot (or a failed restore) falls back to a cold boot with one `-v`
+//! line saying why.
 
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -35,12 +36,12 @@ use super::qmp::Qmp;
 use super::transport::{self, TransportKind};
 use crate::agent_client;
 
-/// The environment variable that turns snapshots on (`1`).
+/// The environment variable that turns snapshots off (`0`); they are on by default.
 pub const ENV: &str = "VCONTAINER_SNAPSHOT";
 
 /// Bumped whenever what a snapshot holds or how it is restored changes: old files then no
 /// longer match any key.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Where the guest sees the hot-plugged state disk: the rootfs is /dev/vda.
 const GUEST_STATE_DEVICE: &str = "/dev/vdb";
@@ -123,46 +124,116 @@ impl Mode {
     }
 }
 
+/// Whether VMs start from snapshots by default (`VmConfig::snapshot`): yes, unless
+/// `VCONTAINER_SNAPSHOT=0`.
+pub fn enabled() -> bool {
+    enabled_by(std::env::var_os(ENV).as_deref())
+}
+
+fn enabled_by(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
+}
+
 /// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
-/// cold. Never fails because of the snapshot: every problem with it means a cold boot.
+/// cold. Never fails because of the snapshot: every problem with it means a cold boot. With
+/// snapshots on, the returned VM's `snapshot_note` says which it was (and logged at `-v`).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
-    if std::env::var_os(ENV).is_none_or(|v| v != "1") {
+    if !cfg.snapshot {
         return boot::boot(cfg);
     }
+    let cold = |why: String| -> Result<RunningVm> {
+        let note = format!("cold boot: {why}");
+        tracing::info!("{note}");
+        let mut vm = boot::boot(cfg)?;
+        vm.snapshot_note = Some(note);
+        Ok(vm)
+    };
     let file = match unusable(cfg).map_or_else(|| snapshot_file(cfg), Err) {
         Ok(file) => file,
-        Err(why) => {
-            tracing::info!("no snapshot, cold boot: {why}");
-            return boot::boot(cfg);
-        }
+        Err(why) => return cold(format!("no snapshot: {why}")),
     };
+    // the save's own line goes into the note too: a memres supervisor's log is not the
+    // user's terminal
+    let mut saved = String::new();
     if !file.exists() {
-        if let Err(e) = save(cfg, &file) {
-            tracing::info!("no snapshot, cold boot: saving one failed: {e}");
-            return boot::boot(cfg);
+        if let Some(why) = recent_failure(&file) {
+            return cold(format!(
+                "no snapshot: a save or restore of this one failed less than {} min ago ({why}); \
+                 `snapshot rm` retries at once",
+                FAILURE_PAUSE.as_secs() / 60
+            ));
         }
+        let started = Instant::now();
+        if let Err(e) = save(cfg, &file) {
+            record_failure(&file, &format!("saving: {e}"));
+            return cold(format!("no snapshot: saving one failed: {e}"));
+        }
+        saved = format!(
+            "saved the snapshot {} in {:?}; ",
+            file.display(),
+            started.elapsed()
+        );
     }
     let started = Instant::now();
     match restore(cfg, &file) {
         Ok(mut vm) => {
             vm.boot_time = started.elapsed();
-            tracing::info!(
+            let restored = format!(
                 "restored from the snapshot {} in {:?}",
                 file.display(),
                 vm.boot_time
             );
+            tracing::info!("{restored}");
+            vm.snapshot_note = Some(format!("{saved}{restored}"));
             Ok(vm)
         }
         Err(e) => {
             // a snapshot that does not restore would fail the same way next time
             let _ = std::fs::remove_file(&file);
-            tracing::info!(
-                "cold boot: restoring {} failed (removed it): {e}",
+            record_failure(&file, &format!("restoring: {e}"));
+            cold(format!(
+                "restoring {} failed (removed it): {e}",
                 file.display()
-            );
-            boot::boot(cfg)
+            ))
         }
     }
+}
+
+/// How long a failed save or restore keeps a key from being saved again: each try costs a
+/// boot on top of the command's cold one, so a persistent failure (an old agent, a QEMU
+/// without mapped-ram, a full disk) must not double every command; a passing one (a host
+/// too loaded to boot in time) is retried after this.
+const FAILURE_PAUSE: Duration = Duration::from_secs(3600);
+
+/// `<file>.failed`: why the last save or restore of `file` failed.
+fn failure_marker(file: &Path) -> PathBuf {
+    let mut m = file.as_os_str().to_owned();
+    m.push(".failed");
+    PathBuf::from(m)
+}
+
+fn record_failure(file: &Path, why: &str) {
+    // best effort: without it the next command just tries again
+    let _ = std::fs::write(failure_marker(file), why);
+}
+
+/// The reason recorded by a failure less than [`FAILURE_PAUSE`] ago.
+fn recent_failure(file: &Path) -> Option<String> {
+    let marker = failure_marker(file);
+    let age = std::fs::metadata(&marker)
+        .ok()?
+        .modified()
+        .ok()?
+        .elapsed()
+        .ok()?;
+    (age < FAILURE_PAUSE).then(|| {
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("no reason recorded")
+            .to_string()
+    })
 }
 
 /// Why this VM cannot come from a snapshot (None: it can).
@@ -172,12 +243,6 @@ fn unusable(cfg: &VmConfig) -> Option<String> {
             "snapshots are only made for x86_64 guests so far, not {}",
             cfg.arch
         ));
-    }
-    if cfg.host_share {
-        return Some("volume share slots (memres live volumes) are not restored yet".into());
-    }
-    if !cfg.port_forwards.is_empty() {
-        return Some("port forwards are not restored yet".into());
     }
     match transport::choose(cfg.transport) {
         Ok(t) if t.kind == TransportKind::Hybrid => None,
@@ -190,22 +255,30 @@ fn unusable(cfg: &VmConfig) -> Option<String> {
     }
 }
 
-/// What a snapshot depends on: any change makes another snapshot.
+/// What a snapshot depends on that changes under the user's feet (a new build of the
+/// guest, a QEMU upgrade, a new snapshot format): a snapshot of another `Env` of the same
+/// runtime and arch can never be used again, and is pruned when a new one is saved.
 #[derive(serde::Serialize)]
-struct Key {
+struct Env {
     format: u32,
     arch: Arch,
     runtime: String,
-    memory_mib: u32,
-    cpus: u32,
-    storage_path: String,
-    debug: bool,
     accel: String,
     /// (path, size, mtime ns, inode) of the kernel, initramfs and rootfs: their contents
     /// are in the saved RAM and the rootfs is read through the saved page cache.
     blobs: Vec<(PathBuf, u64, i128, u64)>,
     /// The same for the QEMU binary: its device models must load what it saved.
     qemu: (PathBuf, u64, i128, u64),
+}
+
+/// What a snapshot depends on that the user chooses per command: snapshots of other choices
+/// (another `--memory`) stay valid and are kept.
+#[derive(serde::Serialize)]
+struct Choice {
+    memory_mib: u32,
+    cpus: u32,
+    storage_path: String,
+    debug: bool,
 }
 
 fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), String> {
@@ -215,19 +288,26 @@ fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), Strin
     Ok((canonical, m.len(), mtime, m.ino()))
 }
 
-/// The snapshot file of `cfg` in the cache dir (it may not exist yet).
+fn short_hash(v: &impl serde::Serialize) -> std::result::Result<String, String> {
+    let json = serde_json::to_vec(v).map_err(|e| e.to_string())?;
+    Ok(hex::encode(Sha256::digest(&json))[..16].to_string())
+}
+
+/// The name prefix of every snapshot of `runtime` on `arch`.
+fn family(runtime: &str, arch: Arch) -> String {
+    format!("{runtime}-{arch}-")
+}
+
+/// The snapshot file of `cfg` in the cache dir (it may not exist yet):
+/// `<runtime>-<arch>-<env hash>-<choice hash>.snap`.
 fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
     let set = blobs::resolve_for(cfg).map_err(|e| e.to_string())?;
     let program = cfg.arch.qemu_program();
     let qemu = process::which(program).ok_or_else(|| format!("{program} not found"))?;
-    let key = Key {
+    let env = Env {
         format: FORMAT,
         arch: cfg.arch,
         runtime: cfg.runtime.clone(),
-        memory_mib: cfg.memory_mib,
-        cpus: cfg.cpus,
-        storage_path: cfg.storage_path.clone(),
-        debug: cfg.debug,
         accel: accel::choose(cfg.arch, cfg.no_kvm).accel.to_string(),
         blobs: [&set.kernel, &set.initramfs, &set.rootfs]
             .into_iter()
@@ -235,11 +315,52 @@ fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
             .collect::<std::result::Result<_, _>>()?,
         qemu: identity(&qemu)?,
     };
-    let json = serde_json::to_vec(&key).map_err(|e| e.to_string())?;
-    let hash = hex::encode(Sha256::digest(&json));
+    let choice = Choice {
+        memory_mib: cfg.memory_mib,
+        cpus: cfg.cpus,
+        storage_path: cfg.storage_path.clone(),
+        debug: cfg.debug,
+    };
     let dir = cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
         .map_err(|e| e.to_string())?;
-    Ok(dir.join(format!("{}-{}-{}.snap", cfg.runtime, cfg.arch, &hash[..24])))
+    Ok(dir.join(format!(
+        "{}{}-{}.snap",
+        family(&cfg.runtime, cfg.arch),
+        short_hash(&env)?,
+        short_hash(&choice)?
+    )))
+}
+
+/// After `kept` was saved: remove the snapshots of its runtime and arch made for another
+/// guest build, QEMU or format (their env hash differs), which nothing can restore any more.
+/// Snapshots of other memory/cpus choices stay. Returns the names removed.
+fn prune_stale(kept: &Path) -> Vec<String> {
+    let (Some(dir), Some(name)) = (kept.parent(), kept.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    // `<family><env>-<choice>.snap`: everything up to the last '-' is family + env
+    let Some((env_prefix, _)) = name.rsplit_once('-') else {
+        return Vec::new();
+    };
+    let Some((family, _)) = env_prefix.rsplit_once('-') else {
+        return Vec::new();
+    };
+    let (env_prefix, family) = (format!("{env_prefix}-"), format!("{family}-"));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        let stale = (other.ends_with(".snap") || other.ends_with(".snap.failed"))
+            && other.starts_with(&family)
+            && !other.starts_with(&env_prefix);
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed.push(other);
+        }
+    }
+    removed
 }
 
 /// `$XDG_CACHE_HOME/vcontainer/snapshots`, or `~/.cache/...` (the XDG rule: a relative
@@ -256,6 +377,68 @@ pub fn cache_dir(
         },
     };
     Ok(base.join("vcontainer").join("snapshots"))
+}
+
+/// `snapshot build`: (re)make the snapshot of `cfg` now, replacing the one there (the new
+/// file is renamed over it when complete). `cfg.state_dir` must be a private dir: the save
+/// boots a VM there. Returns the file and how long the save took.
+pub fn build(cfg: &VmConfig) -> std::result::Result<(PathBuf, Duration), String> {
+    if let Some(why) = unusable(cfg) {
+        return Err(why);
+    }
+    let file = snapshot_file(cfg)?;
+    let started = Instant::now();
+    save(cfg, &file).map_err(|e| e.to_string())?;
+    Ok((file, started.elapsed()))
+}
+
+/// One file of `snapshot ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    /// Bytes on disk (the file is sparse: its apparent size is the guest's RAM).
+    pub disk_bytes: u64,
+    /// Seconds since the epoch of the save.
+    pub saved_at: i64,
+    /// The one this command's VM would restore.
+    pub current: bool,
+}
+
+/// The snapshots of `runtime` in the cache dir, by name; `current` marks `cfg`'s.
+pub fn list(cfg: &VmConfig) -> std::result::Result<(Vec<Listed>, PathBuf), SnapshotError> {
+    let dir = cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))?;
+    let current = snapshot_file(cfg).ok();
+    Ok((list_in(&dir, &cfg.runtime, current.as_deref())?, dir))
+}
+
+fn list_in(
+    dir: &Path,
+    runtime: &str,
+    current: Option<&Path>,
+) -> std::result::Result<Vec<Listed>, SnapshotError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(format!("reading {}", dir.display()), e)),
+    };
+    let mut out: Vec<Listed> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.ends_with(".snap") && name.starts_with(&format!("{runtime}-"))) {
+                return None;
+            }
+            let m = entry.metadata().ok()?;
+            Some(Listed {
+                current: current.is_some_and(|c| c == entry.path()),
+                disk_bytes: m.blocks() * 512,
+                saved_at: m.mtime(),
+                name,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// Remove the snapshots (and unfinished saves) of `runtime` from the cache dir (`clean`);
@@ -276,7 +459,9 @@ fn remove_all_in(dir: &Path, runtime: &str) -> std::result::Result<usize, Snapsh
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // only what we write there: `<runtime>-<arch>-<hash>.snap[.tmp-<pid>]`
-        let ours = name.ends_with(".snap") || name.contains(".snap.tmp-");
+        let ours = name.ends_with(".snap")
+            || name.ends_with(".snap.failed")
+            || name.contains(".snap.tmp-");
         if ours && name.starts_with(&format!("{runtime}-")) {
             let path = entry.path();
             std::fs::remove_file(&path)
@@ -302,8 +487,11 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp-{}", file.display(), std::process::id()));
     let started = Instant::now();
     // the saved guest has no state disk: that is the run's, plugged after each restore
+    // and no port forwards (the restoring QEMU's -netdev has the run's own)
     let mut save_cfg = cfg.clone();
     save_cfg.state_disk = false;
+    save_cfg.port_forwards.clear();
+    save_cfg.host_share = false;
     let mut vm = boot::boot_snapshot(&save_cfg, &Mode::Save)?;
     let saved = save_running(&vm, &tmp);
     // the saved VM is never used again: no clean shutdown needed
@@ -336,6 +524,10 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
         file.display(),
         started.elapsed()
     );
+    let _ = std::fs::remove_file(failure_marker(file));
+    for name in prune_stale(file) {
+        tracing::info!("removed the stale snapshot {name} (another guest build or QEMU)");
+    }
     Ok(())
 }
 
@@ -587,6 +779,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recent_failure_pauses_saving_that_key() {
+        let t = tempfile::tempdir().expect("tmp");
+        let file = t.path().join("podman-x86_64-aaaa-1111.snap");
+        assert_eq!(recent_failure(&file), None);
+        record_failure(&file, "restoring: the agent refused Resume\nmore");
+        assert_eq!(
+            recent_failure(&file).as_deref(),
+            Some("restoring: the agent refused Resume")
+        );
+        // `snapshot rm` / clean take the marker too
+        assert_eq!(remove_all_in(t.path(), "podman").expect("rm"), 1);
+        assert_eq!(recent_failure(&file), None);
+    }
+
+    #[test]
+    fn snapshots_are_on_unless_turned_off() {
+        assert!(enabled_by(None));
+        assert!(enabled_by(Some("1".as_ref())));
+        assert!(!enabled_by(Some("0".as_ref())));
+    }
+
+    #[test]
     fn the_cache_dir_follows_xdg() {
         let d = cache_dir(Some("/x/cache".into()), Some("/home/u".into())).expect("dir");
         assert_eq!(d, Path::new("/x/cache/vcontainer/snapshots"));
@@ -637,17 +851,58 @@ mod tests {
     }
 
     #[test]
+    fn a_save_prunes_only_other_builds_of_its_runtime_and_arch() {
+        let t = tempfile::tempdir().expect("tmp");
+        let kept = t.path().join("podman-x86_64-aaaa-1111.snap");
+        for name in [
+            "podman-x86_64-aaaa-1111.snap",
+            // same build, another --memory: kept
+            "podman-x86_64-aaaa-2222.snap",
+            // another guest build or QEMU: stale
+            "podman-x86_64-bbbb-1111.snap",
+            // the single-hash name of format 1: stale
+            "podman-x86_64-0123456789abcdef01234567.snap",
+            "podman-aarch64-bbbb-1111.snap",
+            "docker-x86_64-bbbb-1111.snap",
+            "podman-x86_64-bbbb-1111.snap.tmp-1",
+            "podman-x86_64-notes.txt",
+        ] {
+            std::fs::write(t.path().join(name), b"x").expect("write");
+        }
+        let mut removed = prune_stale(&kept);
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                "podman-x86_64-0123456789abcdef01234567.snap",
+                "podman-x86_64-bbbb-1111.snap"
+            ]
+        );
+        let left = list_in(t.path(), "podman", Some(&kept)).expect("ls");
+        let names: Vec<_> = left.iter().map(|l| (l.name.as_str(), l.current)).collect();
+        assert_eq!(
+            names,
+            [
+                ("podman-aarch64-bbbb-1111.snap", false),
+                ("podman-x86_64-aaaa-1111.snap", true),
+                ("podman-x86_64-aaaa-2222.snap", false)
+            ]
+        );
+        assert!(list_in(&t.path().join("none"), "podman", None)
+            .expect("none")
+            .is_empty());
+    }
+
+    #[test]
     fn only_what_can_be_restored_is_restored() {
         let t = tempfile::tempdir().expect("tmp");
         let mut cfg = VmConfig::new(Arch::Aarch64, "podman", t.path());
         assert!(unusable(&cfg).expect("arm").contains("x86_64"));
+        // memres VMs (share slots, port forwards) restore like one-shot ones
         cfg.arch = Arch::X86_64;
         cfg.host_share = true;
-        assert!(unusable(&cfg)
-            .expect("share")
-            .contains("volume share slots"));
-        cfg.host_share = false;
         cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
-        assert!(unusable(&cfg).expect("fwd").contains("port forwards"));
+        cfg.transport = Some(TransportKind::Hybrid);
+        assert_eq!(unusable(&cfg), None);
     }
 }

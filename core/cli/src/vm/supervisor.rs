@@ -23,6 +23,7 @@ use super::engine_api;
 use super::instance::{self, VmRecord};
 use super::lock;
 use super::process::{Proc, ProcId};
+use super::snapshot;
 use super::transport::Endpoint;
 
 /// Environment variable carrying the VmConfig as JSON to the supervisor.
@@ -51,7 +52,8 @@ pub fn main() -> i32 {
         }
     };
     std::env::remove_var(CONFIG_ENV);
-    let mut vm = match boot::boot(&cfg) {
+    // from the snapshot when snapshots are on and one fits (vm/snapshot.rs), else cold
+    let mut vm = match snapshot::boot(&cfg) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("boot failed: {e}");
@@ -93,6 +95,9 @@ pub fn main() -> i32 {
             vm.accel.reason
         ),
     );
+    if let Some(note) = &vm.snapshot_note {
+        boot::log(&vm.paths, note);
+    }
     if let Some(why) = &vm.host_share_note {
         boot::log(&vm.paths, &format!("no volume shares: {why}"));
     }
@@ -318,6 +323,7 @@ fn write_record(vm: &RunningVm) -> super::Result<()> {
         share_slots: vm.share_slots,
         expose: vm.cfg.expose.clone(),
         host_share_note: vm.host_share_note.clone(),
+        snapshot_note: vm.snapshot_note.clone(),
         transport: vm.transport.kind,
         endpoint: vm.endpoint.clone(),
         paths: vm.paths.clone(),

@@ -1,0 +1,89 @@
+//! `snapshot build | ls | rm`: the saved guests a VM starts from (vm/snapshot.rs,
+//! docs/snapshot.md), managed by hand: build one ahead of the first command (e.g. in an
+//! image build step), see what is cached, and drop it.
+//!
+//! Why here: the snapshot's key holds the VM config a command of this runtime would use
+//! (memory, cpus, storage path), which only the runner builds from the settings.
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use vcontainer_abi::runtime::RuntimeSpec;
+
+use super::vmconfig;
+use crate::context::RuntimeContext;
+use crate::ui;
+use crate::vm::snapshot;
+
+const USAGE: &str = "snapshot build | ls | rm";
+
+pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow::Result<i32> {
+    let tool = ctx.tool.name.as_str();
+    let (sub, rest) = match args.split_first() {
+        Some((sub, rest)) => (sub.as_str(), rest),
+        None => bail!("snapshot needs a subcommand: {USAGE}"),
+    };
+    if let Some(a) = rest.first() {
+        bail!("snapshot {sub}: unexpected argument '{a}'; usage: {USAGE}");
+    }
+    match sub {
+        "build" => {
+            // the save boots a VM in a private dir: the user's state dir (maybe a running
+            // memres VM's) is never touched
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("{tool}-snapshot-"))
+                .tempdir()
+                .context("creating the temporary state dir of the VM to save (in $TMPDIR)")?;
+            let cfg = vmconfig::build(ctx, spec, dir.path(), true, Vec::new());
+            let (file, took) = snapshot::build(&cfg)
+                .map_err(|e| anyhow::anyhow!("no snapshot made for {}: {e}", ctx.arch))?;
+            ui::info(
+                tool,
+                &format!(
+                    "saved the snapshot {} in {:.1}s",
+                    file.display(),
+                    took.as_secs_f64()
+                ),
+            );
+            if !snapshot::enabled() {
+                ui::info(
+                    tool,
+                    &format!(
+                        "{}=0 is set: commands boot cold until it is unset (docs/snapshot.md)",
+                        snapshot::ENV
+                    ),
+                );
+            }
+            Ok(0)
+        }
+        "ls" | "list" => {
+            let cfg = vmconfig::build(ctx, spec, &ctx.state.path, true, Vec::new());
+            let (files, dir) = snapshot::list(&cfg).context("listing the snapshots")?;
+            let mut out = std::io::stdout().lock();
+            for f in &files {
+                writeln!(
+                    out,
+                    "{}\t{} MB\t{}{}",
+                    f.name,
+                    f.disk_bytes / 1_000_000,
+                    f.saved_at,
+                    if f.current { "\tcurrent" } else { "" }
+                )?;
+            }
+            if files.is_empty() {
+                ui::info(tool, &format!("no snapshots in {}", dir.display()));
+            }
+            Ok(0)
+        }
+        "rm" | "remove" => {
+            let (n, dir) =
+                snapshot::remove_all(&ctx.tool.runtime).context("removing the snapshots")?;
+            ui::info(
+                tool,
+                &format!("removed {n} snapshot file(s) from {}", dir.display()),
+            );
+            Ok(0)
+        }
+        other => bail!("snapshot: unknown subcommand '{other}'; usage: {USAGE}"),
+    }
+}
