@@ -71,6 +71,10 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
         "vexpose",
         "Start the memres VM with its engine API on a host socket (= memres start --expose)",
     ),
+    (
+        "context",
+        "Print (--create: run) the client command that saves the exposed engine API as a context",
+    ),
 ];
 
 /// Commands of the core that need no runtime; their arguments are also passed verbatim to
@@ -108,6 +112,8 @@ pub enum RunnerCommand {
     VimportBatch,
     /// `vexpose`: `memres start --expose` under the old tool's name.
     Vexpose,
+    /// `context`: the host client's context/connection for the exposed engine API.
+    Context,
 }
 
 /// The names of the [`RunnerCommand`]s (each also in [`RUNTIME_COMMANDS`], for help).
@@ -118,6 +124,7 @@ const RUNNER_COMMANDS: &[(&str, RunnerCommand)] = &[
     ("vimport", RunnerCommand::Vimport),
     ("vimport-batch", RunnerCommand::VimportBatch),
     ("vexpose", RunnerCommand::Vexpose),
+    ("context", RunnerCommand::Context),
 ];
 
 impl RunnerCommand {

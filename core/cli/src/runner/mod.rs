@@ -14,6 +14,7 @@
 //! (`memres ...`), `vshell`.
 
 mod command;
+mod context;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -21,7 +22,7 @@ mod guest_registry;
 mod import;
 mod memres;
 mod mode;
-mod ports;
+pub(crate) mod ports;
 mod rebase;
 
 mod storage;
@@ -53,6 +54,7 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
             args.extend(argv[1..].iter().cloned());
             return memres::run(&ctx, &spec, &args);
         }
+        Some(RunnerCommand::Context) => return context::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Vshell) => return vshell::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Vimport | RunnerCommand::VimportBatch) => {
             return import::run(&ctx, &spec, &argv[1..])
