@@ -126,7 +126,7 @@ fn the_hosts_own_client_drives_the_guest_engine() {
         };
         checks(&w, tool, &c);
         ports(&w, tool, &c, &state);
-        doctor_and_context(&w, tool, &url);
+        doctor_and_context(&w, tool, &url, &c);
         compose(&w, tool, &url);
 
         w.run_ok(tool, ["memres", "stop"]);
@@ -363,8 +363,9 @@ fn ports(w: &World, tool: &str, c: &Client<'_>, state: &std::path::Path) {
 }
 
 /// `doctor` prints the client line while the API is exposed; `context` prints the client's
-/// command that saves it (the plugin's words), naming the same socket.
-fn doctor_and_context(w: &World, tool: &str, url: &str) {
+/// command that saves it (the plugin's words), naming the same socket, and `--create` runs
+/// it: the client then reaches the engine by that name, without the variable.
+fn doctor_and_context(w: &World, tool: &str, url: &str, c: &Client<'_>) {
     let o = w.run(tool, ["doctor"]);
     let text = stdout(&o);
     assert!(
@@ -376,5 +377,37 @@ fn doctor_and_context(w: &World, tool: &str, url: &str) {
     assert!(
         line.contains("vcontainer-x86_64") && line.contains(socket),
         "{tool}: context: {line}"
+    );
+    // the client's config stays in the test's world
+    let o = w
+        .cmd(tool)
+        .args(["context", "--create"])
+        .env("DOCKER_CONFIG", &c.config)
+        .env("XDG_CONFIG_HOME", &c.config)
+        .env("XDG_DATA_HOME", &c.config)
+        .env("XDG_RUNTIME_DIR", &c.config)
+        .output()
+        .expect("spawn");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool}: context --create: {}",
+        stderr(&o)
+    );
+    let by_name = if c.program == "docker" {
+        ["--context", "vcontainer-x86_64"]
+    } else {
+        ["--connection", "vcontainer-x86_64"]
+    };
+    let o = c
+        .cmd(&[by_name[0], by_name[1], "ps", "--format", "{{.Names}}"])
+        .env_remove(c.env.0)
+        .output()
+        .expect("spawn");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool}: the client by the context's name: {}",
+        stderr(&o)
     );
 }

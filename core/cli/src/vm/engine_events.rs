@@ -45,27 +45,47 @@ pub enum EventsError {
 /// ("died"), so `die` would drop every death there; the actions are picked here instead.
 const EVENTS_PATH: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";
 
-/// Waits between attempts while the engine is not up yet (it starts after the VM) or after
-/// its stream ended (the engine was restarted).
-const RETRY: Duration = Duration::from_secs(2);
+/// The first wait between attempts while the engine is not up yet (it starts after the VM)
+/// or after its stream ended (the engine was restarted); doubled after each failure in a
+/// row up to [`RETRY_MAX`], so an engine that never answers costs little.
+const RETRY: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Starts the watcher thread for the VM's life (the supervisor's process).
 pub fn spawn(relay: Relay) -> io::Result<()> {
     thread::Builder::new()
         .name("engine-events".into())
-        .spawn(move || loop {
-            match watch(&relay) {
-                Ok(()) => tracing::debug!("engine events: the stream ended"),
-                Err(e) => tracing::debug!("engine events: {e}"),
+        .spawn(move || {
+            let mut wait = RETRY;
+            loop {
+                match watch(&relay) {
+                    Ok(()) => {
+                        tracing::debug!("engine events: the stream ended");
+                        wait = RETRY;
+                    }
+                    Err(e) => {
+                        tracing::debug!("engine events: {e}");
+                        wait = next_wait(wait);
+                    }
+                }
+                thread::sleep(wait);
             }
-            thread::sleep(RETRY);
         })
         .map(drop)
 }
 
-/// One event stream, until it ends.
+fn next_wait(wait: Duration) -> Duration {
+    (wait * 2).min(RETRY_MAX)
+}
+
+/// One event stream, until it ends. Once it is subscribed, the containers running already
+/// are looked at too: those that started before the stream (while the watcher waited for
+/// the engine, or before a reconnect) would have no forward otherwise.
 fn watch(relay: &Relay) -> Result<(), EventsError> {
     let mut body = get(relay, EVENTS_PATH)?;
+    if let Err(e) = forward_running(relay) {
+        tracing::debug!("engine events: running containers: {e}");
+    }
     let mut line = String::new();
     loop {
         line.clear();
@@ -116,6 +136,27 @@ impl Event {
             self.actor.id.clone()
         }
     }
+}
+
+/// One row of `/containers/json` (running containers).
+#[derive(Debug, Deserialize)]
+struct Listed {
+    #[serde(rename = "Id")]
+    id: String,
+}
+
+/// Forwards the published ports of every running container (already forwarded ones are
+/// skipped by [`forward_published`]).
+fn forward_running(relay: &Relay) -> Result<(), EventsError> {
+    let mut answer = Vec::new();
+    get(relay, "/containers/json")?.read_to_end(&mut answer)?;
+    let listed: Vec<Listed> = serde_json::from_slice(&answer)?;
+    for c in listed {
+        if let Err(e) = forward_published(relay, &c.id) {
+            tracing::debug!("engine events: ports of {}: {e}", c.id);
+        }
+    }
+    Ok(())
 }
 
 /// The part of `/containers/{id}/json` the forwards need.
@@ -301,6 +342,16 @@ mod tests {
             .expect("a container");
         assert!(none.wanted.is_empty());
         assert!(published(b"not json").is_err());
+    }
+
+    #[test]
+    fn retries_back_off_to_a_ceiling() {
+        let mut w = RETRY;
+        for _ in 0..10 {
+            w = next_wait(w);
+        }
+        assert_eq!(w, RETRY_MAX);
+        assert_eq!(next_wait(RETRY), RETRY * 2);
     }
 
     #[test]
