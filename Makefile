@@ -108,6 +108,7 @@ bench:
 	$(CARGO) bench --workspace
 	scripts/bench-vm.sh
 	scripts/bench-batch.sh
+	scripts/bench-engine-api.sh
 
 # issue 13 item 5's figures on the real guest (scripts/stress.sh says what and how long;
 # STRESS_QEMU_KILLS=3 STRESS_CLI_KILLS=3 STRESS_PARALLEL_ROUNDS=3 for a short run); not in `test`

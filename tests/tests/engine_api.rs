@@ -5,7 +5,8 @@
 //! services that answer each other. One VM per runtime, every check on it.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -124,6 +125,8 @@ fn the_hosts_own_client_drives_the_guest_engine() {
             config,
         };
         checks(&w, tool, &c);
+        ports(&w, tool, &c, &state);
+        doctor_and_context(&w, tool, &url, &c);
         compose(&w, tool, &url);
 
         w.run_ok(tool, ["memres", "stop"]);
@@ -276,6 +279,135 @@ services:
         o.status.code(),
         Some(0),
         "{tool}: compose down: {}",
+        stderr(&o)
+    );
+}
+
+/// A free TCP port on the host's loopback (bound and released: QEMU takes it next).
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET /` on 127.0.0.1:port; the body, or None when nothing answers there.
+fn http_get(port: u16) -> Option<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut got = String::new();
+    s.read_to_string(&mut got).ok()?;
+    got.contains("200").then_some(got)
+}
+
+/// A container the host's client starts with `-p H:80` is reachable from the host at
+/// 127.0.0.1:H (the supervisor saw its start event and added the forward), and is not after
+/// `stop` (the die event removed it).
+fn ports(w: &World, tool: &str, c: &Client<'_>, state: &std::path::Path) {
+    let port = free_port();
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("{port}:80"),
+        "bb:1",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-through-the-socket > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut page = None;
+    while page.is_none() && Instant::now() < deadline {
+        page = http_get(port);
+        if page.is_none() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let page = page.unwrap_or_else(|| panic!("{tool}: 127.0.0.1:{port} never answered"));
+    assert!(page.contains("hello-through-the-socket"), "{tool}: {page}");
+    let records = std::fs::read_to_string(state.join("port-forwards.json")).expect("records");
+    assert!(
+        records.contains(&format!("\"host\": {port}")) && records.contains("\"web\""),
+        "{tool}: {records}"
+    );
+    assert!(
+        !records.contains("0.0.0.0"),
+        "{tool}: loopback only: {records}"
+    );
+    assert!(
+        w.run_ok(tool, ["ps"]).contains(&port.to_string()),
+        "{tool}: ps shows the forward"
+    );
+
+    c.ok(&["stop", "-t", "1", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let gone = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err()
+            && !std::fs::read_to_string(state.join("port-forwards.json"))
+                .unwrap_or_default()
+                .contains("\"web\"");
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tool}: the forward of 127.0.0.1:{port} outlived its container"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.ok(&["rm", "web"]);
+}
+
+/// `doctor` prints the client line while the API is exposed; `context` prints the client's
+/// command that saves it (the plugin's words), naming the same socket, and `--create` runs
+/// it: the client then reaches the engine by that name, without the variable.
+fn doctor_and_context(w: &World, tool: &str, url: &str, c: &Client<'_>) {
+    let o = w.run(tool, ["doctor"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("engine API: export ") && text.contains(url),
+        "{tool}: doctor: {text}"
+    );
+    let line = w.run_ok(tool, ["context"]);
+    let socket = url.trim_start_matches("unix://");
+    assert!(
+        line.contains("vcontainer-x86_64") && line.contains(socket),
+        "{tool}: context: {line}"
+    );
+    // the client's config stays in the test's world
+    let o = w
+        .cmd(tool)
+        .args(["context", "--create"])
+        .env("DOCKER_CONFIG", &c.config)
+        .env("XDG_CONFIG_HOME", &c.config)
+        .env("XDG_DATA_HOME", &c.config)
+        .env("XDG_RUNTIME_DIR", &c.config)
+        .output()
+        .expect("spawn");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool}: context --create: {}",
+        stderr(&o)
+    );
+    let by_name = if c.program == "docker" {
+        ["--context", "vcontainer-x86_64"]
+    } else {
+        ["--connection", "vcontainer-x86_64"]
+    };
+    let o = c
+        .cmd(&[by_name[0], by_name[1], "ps", "--format", "{{.Names}}"])
+        .env_remove(c.env.0)
+        .output()
+        .expect("spawn");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{tool}: the client by the context's name: {}",
         stderr(&o)
     );
 }

@@ -14,8 +14,8 @@ use crate::{BackendModuleRef, RuntimeModuleRef};
 /// a different layout; this number catches the changes a layout check cannot see (a field that
 /// keeps its type but changes its meaning). Bump it for every such change.
 /// 2: `RuntimeSpec::engine_api`. 3: `RuntimeSpec::registry`. 4: `CommandPlan::effect` and
-/// `CommandPlan::offline`.
-pub const INTERFACE_VERSION: u32 = 4;
+/// `CommandPlan::offline`. 5: `EngineApi::context_create` and `EngineApi::docker_api_events`.
+pub const INTERFACE_VERSION: u32 = 5;
 
 /// What a plugin provides. The core looks up runtime plugins by argv[0] alias and backend
 /// plugins by `--backend NAME`.

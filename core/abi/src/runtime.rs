@@ -154,6 +154,15 @@ pub struct EngineApi {
     /// Services started (after `services`) only when the API is exposed: a daemonless
     /// runtime's API server (podman's `system service`).
     pub services: RVec<ServiceSpec>,
+    /// The client command that saves the socket as a named connection, with `{name}` and
+    /// `{socket}` (`vdkr context` prints it and, with `--create`, runs it when the program
+    /// is on PATH): "docker context create {name} --docker host=unix://{socket}" /
+    /// "podman system connection add {name} unix://{socket}". "" = none.
+    pub context_create: RString,
+    /// The socket also serves the Docker Engine API's `GET /events` and
+    /// `GET /containers/{id}/json` (dockerd; podman's service has them too): the core then
+    /// watches container starts and stops there and forwards published ports from the host.
+    pub docker_api_events: bool,
 }
 
 /// How the runtime's storage is exported as a tar (for `--storage`, Yocto deploy).

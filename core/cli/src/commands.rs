@@ -75,6 +75,10 @@ pub const RUNTIME_COMMANDS: &[(&str, &str)] = &[
         "vexpose",
         "Start the memres VM with its engine API on a host socket (= memres start --expose)",
     ),
+    (
+        "context",
+        "Print (--create: run) the client command that saves the exposed engine API as a context",
+    ),
 ];
 
 /// Commands of the core that need no runtime; their arguments are also passed verbatim to
@@ -114,6 +118,8 @@ pub enum RunnerCommand {
     Vexpose,
     /// `snapshot build|ls|rm`: the saved guests VMs start from (vm/snapshot.rs).
     Snapshot,
+    /// `context`: the host client's context/connection for the exposed engine API.
+    Context,
 }
 
 /// The names of the [`RunnerCommand`]s (each also in [`RUNTIME_COMMANDS`], for help).
@@ -125,6 +131,7 @@ const RUNNER_COMMANDS: &[(&str, RunnerCommand)] = &[
     ("vimport-batch", RunnerCommand::VimportBatch),
     ("vexpose", RunnerCommand::Vexpose),
     ("snapshot", RunnerCommand::Snapshot),
+    ("context", RunnerCommand::Context),
 ];
 
 impl RunnerCommand {

@@ -118,7 +118,38 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
             ctx.options.no_kvm,
         );
         all_ok &= report.ok();
-        writeln!(out, "{report}")?;
+        write!(out, "{report}")?;
+        writeln!(out, "{}\n", engine_api_line(ctx, arch, &tool))?;
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+/// `doctor`'s engine API line for `tool`: the `DOCKER_HOST`/`CONTAINER_HOST` line while
+/// the memres VM of its state dir serves it, else how to expose it. The state dir is
+/// never created here.
+fn engine_api_line(ctx: &CoreContext, arch: Arch, tool: &Tool) -> String {
+    let Ok(plugin) = ctx.plugins.require_runtime(&tool.runtime) else {
+        return "[ok  ] engine API: the runtime plugin is not loaded".to_string();
+    };
+    let spec = plugin.spec();
+    let api = &spec.engine_api;
+    let state_dir = (|| {
+        let session =
+            crate::session::Session::new(tool.clone(), Some(arch), ctx.options.clone()).ok()?;
+        let request = session.state_request().ok()?;
+        let root = session.state_root().ok()?;
+        crate::state_dir::planned_path(&request, &root, arch, &session.cwd)
+            .ok()
+            .flatten()
+            .map(|(dir, _)| dir)
+    })();
+    crate::vm::engine_api::doctor_line(
+        &tool.name,
+        state_dir.as_deref(),
+        crate::vm::engine_api::ApiWords {
+            host_socket_name: &api.host_socket_name,
+            client_env: &api.client_env,
+            client_hint: &api.client_hint,
+        },
+    )
 }

@@ -29,6 +29,8 @@ fn base(binary: &str, tool: &str, transport: &str, storage: &str) -> RuntimeSpec
             client_env: "".into(),
             client_hint: "".into(),
             services: RVec::new(),
+            context_create: "".into(),
+            docker_api_events: false,
         },
         registry: RegistrySetup {
             hub: "docker.io".into(),

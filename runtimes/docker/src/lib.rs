@@ -142,6 +142,8 @@ pub fn spec() -> RuntimeSpec {
             client_env: "DOCKER_HOST".into(),
             client_hint: "docker -H unix://{socket}".into(),
             services: Default::default(),
+            context_create: "docker context create {name} --docker host=unix://{socket}".into(),
+            docker_api_events: true,
         },
         // dockerd reads insecure-registries from daemon.json (reloaded on SIGHUP) and
         // certs.d at each connection; the client reads $DOCKER_CONFIG/config.json

@@ -123,6 +123,9 @@ pub fn spec() -> RuntimeSpec {
                 timeout_secs: 120,
             }]
             .into(),
+            context_create: "podman system connection add {name} unix://{socket}".into(),
+            // the service's Docker-compatible API has /events and /containers/{id}/json
+            docker_api_events: true,
         },
         // podman reads registries.conf drop-ins and certs.d at each invocation, and the
         // credentials file $REGISTRY_AUTH_FILE names

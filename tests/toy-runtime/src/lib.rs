@@ -48,6 +48,8 @@ pub fn spec() -> RuntimeSpec {
             client_env: "".into(),
             client_hint: "".into(),
             services: RVec::new(),
+            context_create: "".into(),
+            docker_api_events: false,
         },
         registry: RegistrySetup {
             hub: "docker.io".into(),

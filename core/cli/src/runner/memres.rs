@@ -330,6 +330,7 @@ fn expose_config(
     Ok(Some(vm::engine_api::Expose {
         guest_socket: api.guest_socket.to_string(),
         host_socket: state.join(api.host_socket_name.as_str()),
+        watch_events: api.docker_api_events,
     }))
 }
 

@@ -14,6 +14,7 @@
 //! (`memres ...`), `vshell`, `snapshot` (`snapshot build|ls|rm`).
 
 mod command;
+mod context;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -21,7 +22,7 @@ mod guest_registry;
 mod import;
 mod memres;
 mod mode;
-mod ports;
+pub(crate) mod ports;
 mod rebase;
 mod snapshot;
 
@@ -54,6 +55,7 @@ pub fn run(ctx: RuntimeContext) -> anyhow::Result<i32> {
             args.extend(argv[1..].iter().cloned());
             return memres::run(&ctx, &spec, &args);
         }
+        Some(RunnerCommand::Context) => return context::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Vshell) => return vshell::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Snapshot) => return snapshot::run(&ctx, &spec, &argv[1..]),
         Some(RunnerCommand::Vimport | RunnerCommand::VimportBatch) => {

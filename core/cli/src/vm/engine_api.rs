@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ pub struct Expose {
     pub guest_socket: String,
     /// The relayed socket on the host (in the state dir).
     pub host_socket: PathBuf,
+    /// Watch the engine's events and forward the published ports of containers started
+    /// through the socket (`vm::engine_events`; the plugin's `docker_api_events`).
+    #[serde(default)]
+    pub watch_events: bool,
 }
 
 /// Why the API cannot be exposed.
@@ -88,6 +93,9 @@ pub struct Relay {
     pub secret: Secret,
     pub guest_socket: String,
     pub state_dir: PathBuf,
+    /// One agent connection made and authenticated ahead of the next client (see
+    /// [`Relay::connect_guest_fast`]).
+    pub spare: Arc<Mutex<Option<AgentStream>>>,
 }
 
 /// Accepts clients on `listener` for the rest of this process's life (a thread of the
@@ -115,13 +123,64 @@ impl Relay {
     /// One client: its own agent connection, turned into a pipe to the engine's socket.
     fn one(&self, client: UnixStream) -> Result<(), String> {
         instance::touch_activity(&self.state_dir);
+        pipe(client, self.connect_guest_fast()?)
+    }
+
+    /// [`Relay::connect_guest`], but starting from the spare connection when there is one,
+    /// and making the next spare in the background. Why: the docker CLI opens a new
+    /// connection for nearly every request, and the vsock connect plus the authentication
+    /// handshake are several round trips to the guest (most of the relay's cost per
+    /// request under emulation, docs/engine-api.md). An authenticated agent connection
+    /// waits for its request without a timeout, so it can be made early; the engine's
+    /// socket itself is not (its server may close a connection that sends nothing).
+    pub fn connect_guest_fast(&self) -> Result<AgentStream, String> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.refill();
+        if let Some(agent) = spare {
+            match agent_client::connect_socket(agent, &self.guest_socket) {
+                Ok(a) => return Ok(a),
+                Err(e) => tracing::debug!("the spare agent connection failed: {e}"),
+            }
+        }
+        self.connect_guest()
+    }
+
+    /// Makes a spare agent connection in the background, unless one is there already.
+    pub fn refill(&self) {
+        let relay = self.clone();
+        let _ = thread::Builder::new()
+            .name("engine-spare".into())
+            .spawn(move || {
+                if relay.spare.lock().is_ok_and(|s| s.is_some()) {
+                    return;
+                }
+                let Ok(agent) = relay.endpoint.connect(
+                    AGENT_VSOCK_PORT,
+                    Duration::from_secs(10),
+                    &relay.secret,
+                ) else {
+                    return;
+                };
+                let mut spare = relay.spare.lock().unwrap_or_else(PoisonError::into_inner);
+                if spare.is_none() {
+                    *spare = Some(agent);
+                }
+            });
+    }
+
+    /// A new agent connection that now carries the engine socket's bytes in
+    /// `Stdin`/`Stdout` frames (also used by the events watcher, `vm::engine_events`).
+    pub fn connect_guest(&self) -> Result<AgentStream, String> {
         let agent = self
             .endpoint
             .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), &self.secret)
             .map_err(|e| e.to_string())?;
-        let agent = agent_client::connect_socket(agent, &self.guest_socket)
-            .map_err(|e| format!("{}: {e}", self.guest_socket))?;
-        pipe(client, agent)
+        agent_client::connect_socket(agent, &self.guest_socket)
+            .map_err(|e| format!("{}: {e}", self.guest_socket))
     }
 }
 
@@ -182,9 +241,103 @@ pub fn client_lines(env: &str, hint: &str, host_socket: &Path) -> String {
     )
 }
 
+/// The plugin's words about its engine API that the core prints (from `EngineApi`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiWords<'a> {
+    pub host_socket_name: &'a str,
+    pub client_env: &'a str,
+    pub client_hint: &'a str,
+}
+
+/// `doctor`'s line on the engine API of the memres VM in `state_dir`: the line to use
+/// while it is exposed, else how to expose it.
+pub fn doctor_line(tool: &str, state_dir: Option<&Path>, words: ApiWords<'_>) -> String {
+    if words.host_socket_name.is_empty() {
+        return "[ok  ] engine API: this runtime has none to expose".to_string();
+    }
+    let running = state_dir.and_then(instance::Instance::find);
+    match running.as_ref().map(|i| &i.record.expose) {
+        Some(Some(e)) => format!(
+            "[ok  ] engine API: {}",
+            client_lines(words.client_env, words.client_hint, &e.host_socket)
+        ),
+        Some(None) => format!(
+            "[ok  ] engine API: not exposed (the memres VM runs without it); \
+             `{tool} memres restart --expose` serves it for {}",
+            words.client_env
+        ),
+        None => {
+            let at = state_dir
+                .map(|d| format!(" at {}", d.join(words.host_socket_name).display()))
+                .unwrap_or_default();
+            format!(
+                "[ok  ] engine API: not exposed; `{tool} vexpose` (= `{tool} memres start --expose`) \
+                 serves it{at} for {}",
+                words.client_env
+            )
+        }
+    }
+}
+
+/// The argv of the plugin's `context_create` template for `name` and `host_socket`: split
+/// on whitespace first, then each word filled in, so a path with spaces stays one word.
+/// None when the template is empty.
+pub fn context_argv(template: &str, name: &str, host_socket: &Path) -> Option<Vec<String>> {
+    let socket = host_socket.display().to_string();
+    let argv: Vec<String> = template
+        .split_whitespace()
+        .map(|w| w.replace("{name}", name).replace("{socket}", &socket))
+        .collect();
+    (!argv.is_empty()).then_some(argv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_argv_keeps_a_spaced_path_in_one_word() {
+        let argv = context_argv(
+            "docker context create {name} --docker host=unix://{socket}",
+            "vcontainer-x86_64",
+            Path::new("/home/a b/.vdkr/x86_64/docker.sock"),
+        )
+        .expect("argv");
+        assert_eq!(
+            argv,
+            [
+                "docker",
+                "context",
+                "create",
+                "vcontainer-x86_64",
+                "--docker",
+                "host=unix:///home/a b/.vdkr/x86_64/docker.sock"
+            ]
+        );
+        assert!(context_argv("  ", "n", Path::new("/s")).is_none());
+    }
+
+    #[test]
+    fn doctor_says_how_to_expose_when_no_vm_runs() {
+        let t = tempfile::tempdir().expect("tmp");
+        let words = ApiWords {
+            host_socket_name: "docker.sock",
+            client_env: "DOCKER_HOST",
+            client_hint: "docker -H unix://{socket}",
+        };
+        let line = doctor_line("vdkr", Some(t.path()), words);
+        assert!(line.contains("`vdkr vexpose`"), "{line}");
+        assert!(line.contains("docker.sock"), "{line}");
+        let none = doctor_line(
+            "vdkr",
+            None,
+            ApiWords {
+                host_socket_name: "",
+                ..words
+            },
+        );
+        assert!(none.contains("none to expose"), "{none}");
+    }
 
     #[test]
     fn the_socket_is_private_and_no_other_file_is_replaced() {

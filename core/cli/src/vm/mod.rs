@@ -19,6 +19,7 @@ pub mod boot;
 pub mod config;
 pub mod doctor;
 pub mod engine_api;
+pub mod engine_events;
 pub mod error;
 pub mod forwards;
 pub mod instance;

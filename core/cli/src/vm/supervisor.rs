@@ -289,7 +289,12 @@ fn expose_api(vm: &RunningVm) -> Result<(), String> {
         secret: vm.secret.clone(),
         guest_socket: expose.guest_socket.clone(),
         state_dir: vm.cfg.state_dir.clone(),
+        spare: Default::default(),
     };
+    relay.refill();
+    if expose.watch_events {
+        super::engine_events::spawn(relay.clone()).map_err(|e| format!("events thread: {e}"))?;
+    }
     engine_api::serve(listener, relay).map_err(|e| format!("relay thread: {e}"))?;
     boot::log(
         &vm.paths,
