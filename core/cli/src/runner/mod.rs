@@ -22,7 +22,7 @@ mod guest_registry;
 mod import;
 mod memres;
 mod mode;
-pub(crate) mod ports;
+mod ports;
 mod rebase;
 mod snapshot;
 

@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,9 @@ use super::blobs::{self, BlobSet};
 use super::config::VmConfig;
 use super::error::{Result, VmError};
 use super::process::{self, Proc};
-use super::qemu::{Disk, DiskRole, KernelArgs, VmSpec, VsockDevice};
+use super::qemu::{Disk, DiskRole, KernelArgs, SnapshotLayout, VmSpec, VsockDevice};
 use super::qmp::Qmp;
 use super::secret;
-use super::snapshot;
 use super::statedisk;
 use super::transport::{self, Endpoint, TransportChoice, TransportKind};
 use super::vhost_gate::VhostStartGate;
@@ -35,70 +34,14 @@ use crate::agent_client::{self, ClientError};
 /// The CID of the guest behind vhost-device-vsock; private to that device, so fixed.
 const HYBRID_GUEST_CID: u32 = 3;
 
-/// Files of one VM in (or, for long state dirs, next to) its state dir.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VmPaths {
-    pub state_dir: PathBuf,
-    /// Where the Unix sockets are: the state dir, or a short runtime dir (see transport).
-    pub socket_dir: PathBuf,
-    pub console_log: PathBuf,
-    /// QEMU's own stdout/stderr (errors such as a locked disk image land here).
-    pub qemu_log: PathBuf,
-    pub vhost_log: PathBuf,
-    pub vsock_socket: PathBuf,
-    pub vhost_user_socket: PathBuf,
-    pub qmp_socket: PathBuf,
-    /// The agent secret of the running VM (see vm/secret.rs); empty in vm.json of tools that
-    /// predate agent authentication, whose VMs must then be restarted.
-    #[serde(default)]
-    pub agent_secret: PathBuf,
-}
+pub use super::paths::VmPaths;
 
-impl VmPaths {
-    pub fn new(state_dir: &Path) -> Result<Self> {
-        let socket_dir = transport::socket_dir(state_dir)?;
-        Ok(VmPaths {
-            state_dir: state_dir.to_path_buf(),
-            console_log: state_dir.join("console.log"),
-            qemu_log: state_dir.join("qemu.log"),
-            vhost_log: state_dir.join("vhost-device-vsock.log"),
-            vsock_socket: socket_dir.join("vsock.sock"),
-            vhost_user_socket: socket_dir.join("vhost-vsock.sock"),
-            qmp_socket: socket_dir.join("qmp.sock"),
-            agent_secret: state_dir.join(secret::FILE_NAME),
-            socket_dir,
-        })
-    }
-
-    /// Remove the sockets (and the agent secret) of a VM that is gone (callers make sure it
-    /// is).
-    pub fn remove_sockets(&self) {
-        secret::remove(&self.agent_secret);
-        for p in [
-            &self.vsock_socket,
-            &self.vhost_user_socket,
-            &self.qmp_socket,
-        ] {
-            let _ = std::fs::remove_file(p);
-        }
-        // the volume shares' virtiofsd and their sockets
-        shares::stop_all(&self.state_dir, &self.socket_dir);
-        if self.socket_dir != self.state_dir {
-            let _ = std::fs::remove_dir(&self.socket_dir);
-        }
-    }
-
-    /// The tail of the console log plus QEMU's own messages, for error reports.
-    pub fn diagnostics(&self) -> String {
-        let mut out = process::tail_lines(&self.console_log, 15);
-        let qemu = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
-        let qemu = qemu.trim();
-        if !qemu.is_empty() {
-            out.push_str("\n  QEMU said:\n");
-            out.push_str(&process::tail_lines(&self.qemu_log, 10));
-        }
-        out
-    }
+/// Removes what a VM that is gone leaves in its state and socket dirs: its volume shares'
+/// virtiofsd and their sockets, the agent secret, the QEMU and vsock sockets (callers make
+/// sure the VM is gone).
+pub fn remove_vm_files(paths: &VmPaths) {
+    shares::stop_all(&paths.state_dir, &paths.socket_dir);
+    paths.remove_sockets();
 }
 
 /// A VM that answered Hello: its processes and how to reach it.
@@ -157,15 +100,30 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     }
 }
 
+/// What saving or restoring a snapshot adds to a boot. Implemented by `snapshot::Mode`: the
+/// boot knows this hook, not the snapshot module, so the two do not import each other.
+pub(super) trait SnapshotHook {
+    /// How QEMU's command line differs (devices left for hot-plug, `-incoming defer`).
+    fn layout(&self) -> SnapshotLayout;
+    /// Called once QEMU runs, before waiting for the agent.
+    fn after_spawn(
+        &self,
+        cfg: &VmConfig,
+        paths: &VmPaths,
+        qemu: &mut Proc,
+        deadline: Instant,
+    ) -> Result<()>;
+}
+
 /// A VM to be saved as a snapshot, or restored from one, up to the agent's Hello (see
 /// vm/snapshot.rs, which does the rest).
-pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &snapshot::Mode) -> Result<RunningVm> {
+pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &dyn SnapshotHook) -> Result<RunningVm> {
     boot_once(cfg, Some(mode))
 }
 
 /// One boot attempt: QEMU and the vsock backend started, up to the agent's Hello.
 /// On failure every process it started is stopped again.
-fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<RunningVm> {
+fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<RunningVm> {
     let paths = VmPaths::new(&cfg.state_dir)?;
     let blobs = blobs::resolve_for(cfg)?;
     let program = cfg.arch.qemu_program();
@@ -177,7 +135,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
     if cfg.state_disk {
         statedisk::ensure(&cfg.state_disk_path(), cfg.state_disk_size_mib)?;
     }
-    paths.remove_sockets();
+    remove_vm_files(&paths);
     std::fs::create_dir_all(&paths.socket_dir)
         .map_err(|e| VmError::io(format!("creating {}", paths.socket_dir.display()), e))?;
     // a new secret for each boot: a connection made for an earlier boot proves nothing now
@@ -263,7 +221,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
             agent_port: AGENT_VSOCK_PORT,
             debug: cfg.debug,
         },
-        snapshot: snapshot.map(snapshot::Mode::layout),
+        snapshot: snapshot.map(|s| s.layout()),
     };
     let qemu_log = log_file(&paths.qemu_log)?;
     let mut cmd = Command::new(&qemu_bin);
@@ -288,7 +246,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
             for v in vhost.iter_mut() {
                 v.terminate(Duration::from_secs(2));
             }
-            paths.remove_sockets();
+            remove_vm_files(&paths);
             return Err(VmError::io(format!("starting {}", qemu_bin.display()), e));
         }
     };
@@ -333,7 +291,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&snapshot::Mode>) -> Result<Runnin
             for v in vhost.iter_mut() {
                 v.terminate(Duration::from_secs(2));
             }
-            paths.remove_sockets();
+            remove_vm_files(&paths);
             Err(e)
         }
     }
@@ -562,7 +520,7 @@ pub fn stop(
     if let Some(v) = vhost {
         v.terminate(Duration::from_secs(2));
     }
-    paths.remove_sockets();
+    remove_vm_files(paths);
     outcome
 }
 

@@ -117,6 +117,33 @@ impl std::fmt::Display for PortForward {
     }
 }
 
+/// What to expose: part of a memres VM's config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expose {
+    /// The engine's socket in the guest.
+    pub guest_socket: String,
+    /// The relayed socket on the host (in the state dir).
+    pub host_socket: PathBuf,
+    /// Watch the engine's events and forward the published ports of containers started
+    /// through the socket (`vm::engine_events`; the plugin's `docker_api_events`).
+    #[serde(default)]
+    pub watch_events: bool,
+}
+
+/// The environment variable that turns snapshots off (`0`); they are on by default.
+pub const SNAPSHOT_ENV: &str = "VCONTAINER_SNAPSHOT";
+
+/// Whether VMs start from snapshots by default (`VmConfig::snapshot`): yes, unless
+/// `VCONTAINER_SNAPSHOT=0`.
+pub fn snapshots_enabled() -> bool {
+    snapshots_enabled_by(std::env::var_os(SNAPSHOT_ENV).as_deref())
+}
+
+/// [`snapshots_enabled`] for a value of [`SNAPSHOT_ENV`].
+pub fn snapshots_enabled_by(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
+}
+
 /// Everything needed to boot one VM for one state dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmConfig {
@@ -156,9 +183,9 @@ pub struct VmConfig {
     pub host_share: bool,
     /// Relay the engine's API socket to the host (memres only, `vm::engine_api`).
     #[serde(default)]
-    pub expose: Option<super::engine_api::Expose>,
+    pub expose: Option<Expose>,
     /// Start from a saved guest when one fits (`vm::snapshot`, docs/snapshot.md); the
-    /// default is [`super::snapshot::enabled`] (`VCONTAINER_SNAPSHOT=0` turns it off).
+    /// default is [`snapshots_enabled`] (`VCONTAINER_SNAPSHOT=0` turns it off).
     #[serde(default)]
     pub snapshot: bool,
     /// How to start the memres supervisor; None = this executable + `__vm-supervisor`.
@@ -202,7 +229,7 @@ impl VmConfig {
             debug: false,
             host_share: false,
             expose: None,
-            snapshot: super::snapshot::enabled(),
+            snapshot: snapshots_enabled(),
             supervisor_command: None,
         }
     }

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use vcontainer_proto::auth::Secret;
 use vcontainer_proto::{read_frame, write_frame, FrameType, AGENT_VSOCK_PORT, MAX_PAYLOAD};
 
@@ -27,18 +26,7 @@ use super::instance;
 use super::transport::{AgentStream, Endpoint};
 use crate::agent_client;
 
-/// What to expose: part of a memres VM's config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Expose {
-    /// The engine's socket in the guest.
-    pub guest_socket: String,
-    /// The relayed socket on the host (in the state dir).
-    pub host_socket: PathBuf,
-    /// Watch the engine's events and forward the published ports of containers started
-    /// through the socket (`vm::engine_events`; the plugin's `docker_api_events`).
-    #[serde(default)]
-    pub watch_events: bool,
-}
+pub use super::config::Expose;
 
 /// Why the API cannot be exposed.
 #[derive(Debug, thiserror::Error)]

@@ -23,9 +23,9 @@ use serde::Deserialize;
 use vcontainer_proto::{read_frame, write_frame, FrameType};
 
 use super::engine_api::Relay;
+use super::forwards as ports;
 use super::instance::Instance;
 use super::transport::AgentStream;
-use crate::runner::ports;
 
 /// Why one watch or inspect failed (logged; the watcher retries).
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +225,7 @@ fn forward_published(relay: &Relay, id: &str) -> Result<(), EventsError> {
         return Ok(());
     }
     // a port `vdkr run -p` (or `memres start -p`) forwards already is refused by QEMU here
-    if let Err(e) = ports::add(&instance, &missing) {
+    if let Err(e) = ports::add_wanted(&instance, &missing) {
         tracing::debug!("engine events: {id}: {e:#}");
         return Ok(());
     }

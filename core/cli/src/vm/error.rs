@@ -44,7 +44,7 @@ pub enum VmError {
     VsockBackendLost { pid: i32, diagnostics: String },
 
     #[error("snapshot: {0}")]
-    Snapshot(#[from] super::snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
 
     #[error("the guest agent refused the connection: {0}")]
     Hello(String),
@@ -94,3 +94,21 @@ impl VmError {
 }
 
 pub type Result<T, E = VmError> = std::result::Result<T, E>;
+
+/// Why a snapshot could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("QMP: {0}")]
+    Qmp(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the migration {0}")]
+    Migration(String),
+    #[error("the restored guest: {0}")]
+    Resume(String),
+    #[error("no cache dir: neither XDG_CACHE_HOME nor HOME is an absolute path")]
+    NoCacheDir,
+}

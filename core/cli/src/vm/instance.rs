@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::accel::Accel;
-use super::boot::VmPaths;
 use super::config::{Arch, PortForward};
 use super::error::{Result, VmError};
+use super::paths::VmPaths;
 use super::process::ProcId;
 use super::transport::{AgentStream, Endpoint, TransportKind};
 
@@ -39,7 +39,7 @@ pub struct VmRecord {
     pub share_slots: u32,
     /// The engine API relayed to the host, when the VM was started with `--expose`.
     #[serde(default)]
-    pub expose: Option<super::engine_api::Expose>,
+    pub expose: Option<super::config::Expose>,
     /// Why the VM has no volume shares although they were asked for (virtiofsd missing, ...).
     #[serde(default)]
     pub host_share_note: Option<String>,

@@ -163,7 +163,7 @@ fn supervisor_argv(cfg: &VmConfig) -> Result<Vec<OsString>> {
 fn reap_stale(state_dir: &Path, timeout: Duration) {
     let Some(record) = VmRecord::read(state_dir) else {
         if let Ok(p) = VmPaths::new(state_dir) {
-            p.remove_sockets();
+            super::boot::remove_vm_files(&p);
         }
         return;
     };
@@ -177,13 +177,13 @@ fn reap_stale(state_dir: &Path, timeout: Duration) {
         supervisor::stop_orphan(&record, timeout);
     }
     // (stop_orphan stops it too; after a dead QEMU it may still run; the volume shares'
-    // virtiofsd go with remove_sockets)
+    // virtiofsd go with remove_vm_files)
     if let Some(v) = record.vhost_vsock() {
         if v.signal(Signal::SIGKILL) {
             v.wait_gone(Duration::from_secs(5));
         }
     }
-    record.paths.remove_sockets();
+    super::boot::remove_vm_files(&record.paths);
     // live volumes lived in the dead VM's memory: nothing left to sync
     for f in [
         instance::VM_JSON,

@@ -25,6 +25,7 @@ pub mod forwards;
 pub mod instance;
 pub mod lock;
 pub mod memres;
+pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

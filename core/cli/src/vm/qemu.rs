@@ -48,6 +48,11 @@ pub enum VsockDevice {
     Kernel { cid: u32, vhostfd: Option<i32> },
 }
 
+/// The id of root port `slot` (also the bus a share's device is plugged into).
+pub fn slot_bus(slot: u32) -> String {
+    format!("vcshare{slot}")
+}
+
 /// How the command line of a VM saved as a snapshot, or restored from one, differs from a cold
 /// boot's (docs/snapshot.md). Both render the same machine except for what QEMU cannot save
 /// (the vhost-user vsock device) and what belongs to one run (the state disk): those hang on
@@ -302,11 +307,7 @@ impl VmSpec {
 /// The `-device` value of share slot `slot`: a PCIe root port with its own chassis number
 /// (QEMU requires chassis/slot pairs to be unique).
 fn share_slot_device(slot: u32) -> String {
-    format!(
-        "pcie-root-port,id={},chassis={}",
-        super::shares::slot_bus(slot),
-        slot + 1
-    )
+    format!("pcie-root-port,id={},chassis={}", slot_bus(slot), slot + 1)
 }
 
 #[derive(Default)]

@@ -68,10 +68,7 @@ pub struct Share {
     pub mounted: bool,
 }
 
-/// The id of root port `slot` (also the bus a share's device is plugged into).
-pub fn slot_bus(slot: u32) -> String {
-    format!("vcshare{slot}")
-}
+pub use super::qemu::slot_bus;
 
 fn tag(slot: u32) -> String {
     format!("vcvol{slot}")

@@ -36,8 +36,7 @@ use super::qmp::Qmp;
 use super::transport::{self, TransportKind};
 use crate::agent_client;
 
-/// The environment variable that turns snapshots off (`0`); they are on by default.
-pub const ENV: &str = "VCONTAINER_SNAPSHOT";
+pub use super::config::{snapshots_enabled as enabled, SNAPSHOT_ENV as ENV};
 
 /// Bumped whenever what a snapshot holds or how it is restored changes: old files then no
 /// longer match any key.
@@ -49,23 +48,7 @@ const GUEST_STATE_DEVICE: &str = "/dev/vdb";
 /// How long saving may take (the guest's RAM in use, written once).
 const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Why a snapshot could not be made or used.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error("QMP: {0}")]
-    Qmp(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("the migration {0}")]
-    Migration(String),
-    #[error("the restored guest: {0}")]
-    Resume(String),
-    #[error("no cache dir: neither XDG_CACHE_HOME nor HOME is an absolute path")]
-    NoCacheDir,
-}
+pub use super::error::SnapshotError;
 
 fn io(what: impl Into<String>, source: std::io::Error) -> SnapshotError {
     SnapshotError::Io {
@@ -82,8 +65,8 @@ pub enum Mode {
     Restore { file: PathBuf },
 }
 
-impl Mode {
-    pub fn layout(&self) -> SnapshotLayout {
+impl boot::SnapshotHook for Mode {
+    fn layout(&self) -> SnapshotLayout {
         match self {
             Mode::Save => SnapshotLayout::Save,
             Mode::Restore { .. } => SnapshotLayout::Restore,
@@ -92,7 +75,7 @@ impl Mode {
 
     /// Called once QEMU runs, before waiting for the agent: a restore loads the saved state,
     /// plugs the vsock device and the state disk, and lets the guest run.
-    pub(super) fn after_spawn(
+    fn after_spawn(
         &self,
         cfg: &VmConfig,
         paths: &VmPaths,
@@ -122,16 +105,6 @@ impl Mode {
         qmp.execute("cont", None).map_err(SnapshotError::Qmp)?;
         Ok(())
     }
-}
-
-/// Whether VMs start from snapshots by default (`VmConfig::snapshot`): yes, unless
-/// `VCONTAINER_SNAPSHOT=0`.
-pub fn enabled() -> bool {
-    enabled_by(std::env::var_os(ENV).as_deref())
-}
-
-fn enabled_by(value: Option<&std::ffi::OsStr>) -> bool {
-    value.is_none_or(|v| v != "0")
 }
 
 /// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
@@ -505,7 +478,7 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
     for v in vm.vhost.iter_mut() {
         v.terminate(Duration::from_secs(2));
     }
-    vm.paths.remove_sockets();
+    boot::remove_vm_files(&vm.paths);
     if let Err(e) = saved {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -795,6 +768,7 @@ mod tests {
 
     #[test]
     fn snapshots_are_on_unless_turned_off() {
+        use super::super::config::snapshots_enabled_by as enabled_by;
         assert!(enabled_by(None));
         assert!(enabled_by(Some("1".as_ref())));
         assert!(!enabled_by(Some("0".as_ref())));

@@ -113,7 +113,7 @@ pub fn main() -> i32 {
         for v in vm.vhost.iter_mut() {
             v.terminate(Duration::from_secs(2));
         }
-        vm.paths.remove_sockets();
+        super::boot::remove_vm_files(&vm.paths);
     } else {
         // without vhost-device-vsock the agent is unreachable: no point waiting for it
         let timeout = match why {
