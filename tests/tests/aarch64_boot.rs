@@ -30,11 +30,17 @@ const EXPECTED_VIRTIO: [(&str, &str); 3] = [
     ("0x0013", "vmw_vsock_virtio_transport"),
 ];
 
-/// What `scripts/build-aarch64-probe.sh` writes.
+/// What `scripts/build-aarch64-probe.sh` writes: `$PROBE_DIR` there, else
+/// `$CACHE_DIR/aarch64-probe/out` (the script's and `make`'s cache dir), else the tree's.
 fn probe_dir() -> PathBuf {
-    std::env::var_os("VCONTAINER_AARCH64_PROBE_DIR")
+    if let Some(dir) = std::env::var_os("VCONTAINER_AARCH64_PROBE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("CACHE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("build/cache/aarch64-probe/out"))
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| workspace_root().join("build/cache"));
+    cache.join("aarch64-probe/out")
 }
 
 struct Tools {
