@@ -3,7 +3,7 @@
 # plus a tiny initramfs whose /init is a busybox-static (arm64) script that loads the virtio
 # modules, prints one marker line (`VCPROBE arch=<uname -m> ... virtio=<id:driver,...>`) and
 # powers off. tests/tests/aarch64_boot.rs boots it with the QEMU command line our own code
-# builds for aarch64 (core/cli/src/vm/qemu.rs), which proves that command line boots an arm64
+# builds for aarch64 (core/vm/src/vm/qemu.rs), which proves that command line boots an arm64
 # Debian kernel, although this host cannot build an aarch64 agent (no aarch64 Rust target).
 #
 # The .debs come from a private apt state under the cache (APT::Architecture=arm64, its own

@@ -1,5 +1,5 @@
 //! The aarch64 boot smoke test: the QEMU command line our own code renders for an arm64 guest
-//! (`VmSpec` in core/cli/src/vm/qemu.rs: virt machine, `max` CPU with cheap pointer
+//! (`VmSpec` in core/vm/src/vm/qemu.rs: virt machine, `max` CPU with cheap pointer
 //! authentication under TCG, ttyAMA0 console, virtio-pci disk and network, hybrid vsock over
 //! vhost-user) boots Debian's real arm64 cloud kernel, and the guest sees every virtio device
 //! with its driver bound. It needs no guest blobs (a busybox probe initramfs,

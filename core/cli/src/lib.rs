@@ -3,11 +3,11 @@
 //! It is a library so that integration tests and benchmarks can drive the same code the
 //! binary runs; `main.rs` only maps the result to an exit code.
 
-pub mod agent_client;
 pub mod image_cmd;
 pub mod plugins;
 pub mod runner;
-pub mod vm;
+// the VM layer is its own crate; re-exported under the paths the core always used
+pub use vcontainer_vm::{agent_client, trust, vm};
 
 // input detection and import plans; registry options and auth files
 pub mod registry;
@@ -26,7 +26,6 @@ pub mod program_name;
 pub mod session;
 pub mod state_dir;
 pub mod tool;
-pub mod trust;
 pub mod ui;
 pub mod vconfig;
 pub mod vstorage;
