@@ -11,6 +11,7 @@ use vcontainer_abi::runtime::{CommandPlan, PortProtocol};
 use crate::vm::{Instance, PortForward, Protocol};
 
 use super::target::Target;
+use crate::vm::forwards::PublishError;
 pub use crate::vm::forwards::{
     clean, load, parse_published, record, release, ForwardRecord, Wanted, PUBLISHED_FORMAT,
 };
@@ -97,30 +98,12 @@ pub fn restore_started(target: &mut Target, binary: &str, operands: &[String]) -
             ));
             continue;
         };
-        let taken = load(&instance.state_dir);
-        let missing: Vec<Wanted> = published
-            .wanted
-            .into_iter()
-            .filter(|w| {
-                !taken
-                    .iter()
-                    .any(|r| r.host == w.forward.host && r.protocol == w.forward.protocol)
-            })
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        if let Err(e) = add(&instance, &missing) {
-            problems.push(format!("{operand}: {e:#}"));
-            continue;
-        }
-        if let Err(e) = record(
-            &instance.state_dir,
-            &missing,
-            Some(published.name),
-            Some(published.id),
-        ) {
-            problems.push(format!("recording port forwards: {e:#}"));
+        match crate::vm::forwards::forward_published(&instance, published) {
+            Ok(()) => {}
+            Err(PublishError::Add(e)) => problems.push(format!("{operand}: {e:#}")),
+            Err(PublishError::Record(e)) => {
+                problems.push(format!("recording port forwards: {e:#}"))
+            }
         }
     }
     problems

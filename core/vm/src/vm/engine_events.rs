@@ -211,26 +211,13 @@ fn forward_published(relay: &Relay, id: &str) -> Result<(), EventsError> {
     let Some(instance) = Instance::find(&relay.state_dir) else {
         return Ok(());
     };
-    let taken = ports::load(&relay.state_dir);
-    let missing: Vec<ports::Wanted> = p
-        .wanted
-        .into_iter()
-        .filter(|w| {
-            !taken
-                .iter()
-                .any(|r| r.host == w.forward.host && r.protocol == w.forward.protocol)
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
     // a port `vdkr run -p` (or `memres start -p`) forwards already is refused by QEMU here
-    if let Err(e) = ports::add_wanted(&instance, &missing) {
-        tracing::debug!("engine events: {id}: {e:#}");
-        return Ok(());
-    }
-    if let Err(e) = ports::record(&relay.state_dir, &missing, Some(p.name), Some(p.id)) {
-        tracing::warn!("engine events: recording the forwards of {id}: {e:#}");
+    match ports::forward_published(&instance, p) {
+        Ok(()) => {}
+        Err(ports::PublishError::Add(e)) => tracing::debug!("engine events: {id}: {e:#}"),
+        Err(ports::PublishError::Record(e)) => {
+            tracing::warn!("engine events: recording the forwards of {id}: {e:#}")
+        }
     }
     Ok(())
 }

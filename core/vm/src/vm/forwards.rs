@@ -275,3 +275,39 @@ pub fn clean(state: &Path, instance: Option<&Instance>) -> anyhow::Result<(usize
     save(state, &kept)?;
     Ok((gone.len(), problems))
 }
+
+/// Why [`forward_published`] stopped.
+#[derive(Debug)]
+pub enum PublishError {
+    /// QEMU refused a forward (a port in use): none of them was added.
+    Add(anyhow::Error),
+    /// The forwards run but could not be recorded.
+    Record(anyhow::Error),
+}
+
+/// Forwards the host ports a started container publishes that are not forwarded yet, and
+/// records them under its name and id (`vdkr start` of a stopped container, or a container
+/// started through the exposed engine API).
+pub fn forward_published(instance: &Instance, published: Published) -> Result<(), PublishError> {
+    let taken = load(&instance.state_dir);
+    let missing: Vec<Wanted> = published
+        .wanted
+        .into_iter()
+        .filter(|w| {
+            !taken
+                .iter()
+                .any(|r| r.host == w.forward.host && r.protocol == w.forward.protocol)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    add_wanted(instance, &missing).map_err(PublishError::Add)?;
+    record(
+        &instance.state_dir,
+        &missing,
+        Some(published.name),
+        Some(published.id),
+    )
+    .map_err(PublishError::Record)
+}
