@@ -34,4 +34,5 @@ pub mod vstorage;
 pub mod vrunner;
 
 #[cfg(test)]
+#[path = "tests/runtime_specs.rs"]
 mod test_specs;
