@@ -98,14 +98,9 @@ fn run_doctor(ctx: &CoreContext) -> anyhow::Result<i32> {
         Some(a) => a,
         None => Arch::host().context("choose an arch with --arch")?,
     };
-    let catalog = Catalog::from_plugins(&ctx.plugins);
     let tools: Vec<Tool> = match &ctx.tool {
         Some(t) => vec![t.clone()],
-        None => catalog
-            .runtimes()
-            .iter()
-            .filter_map(|r| catalog.tool(r).cloned())
-            .collect(),
+        None => Catalog::from_plugins(&ctx.plugins).tools().to_vec(),
     };
     let mut out = std::io::stdout().lock();
     let mut all_ok = true;

@@ -125,6 +125,11 @@ impl Catalog {
         &self.aliases
     }
 
+    /// Every runtime's tool, in catalog order.
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
     /// The runtimes, in catalog order.
     pub fn runtimes(&self) -> Vec<String> {
         self.tools.iter().map(|t| t.runtime.clone()).collect()

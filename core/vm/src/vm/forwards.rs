@@ -134,10 +134,7 @@ pub struct Wanted {
 }
 
 pub fn load(state: &Path) -> Vec<ForwardRecord> {
-    std::fs::read(state.join(PORT_FORWARDS_JSON))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    records::load(state, PORT_FORWARDS_JSON)
 }
 
 fn save(state: &Path, all: &[ForwardRecord]) -> anyhow::Result<()> {

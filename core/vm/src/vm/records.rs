@@ -32,6 +32,15 @@ pub fn lock(state: &Path, file: &str) -> anyhow::Result<RecordLock> {
     Ok(RecordLock(held))
 }
 
+/// The entries of the record file `state/<file>`: none when it is missing or unreadable (a
+/// record file is rewritten whole by rename, so a reader never sees half of one).
+pub fn load<T: serde::de::DeserializeOwned>(state: &Path, file: &str) -> Vec<T> {
+    std::fs::read(state.join(file))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

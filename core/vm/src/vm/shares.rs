@@ -230,10 +230,7 @@ fn mount(instance: &Instance, slot: u32, read_only: bool) -> Result<(), ShareErr
 
 /// The recorded shares (none when the file is missing or unreadable).
 pub fn load(state: &Path) -> Vec<Share> {
-    std::fs::read(state.join(SHARES_JSON))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    records::load(state, SHARES_JSON)
 }
 
 fn save(state: &Path, all: &[Share]) -> Result<(), ShareError> {

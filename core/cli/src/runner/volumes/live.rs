@@ -60,10 +60,7 @@ impl LiveRecord {
 }
 
 pub fn load(state: &Path) -> Vec<LiveRecord> {
-    std::fs::read(state.join(LIVE_VOLUMES_JSON))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    crate::vm::records::load(state, LIVE_VOLUMES_JSON)
 }
 
 fn save(state: &Path, all: &[LiveRecord]) -> anyhow::Result<()> {
