@@ -290,6 +290,44 @@ fn batch_boot_run_shutdown_leaves_nothing() {
     assert_fsck_clean(&cfg.state_disk_path());
 }
 
+/// A boot that fails once its processes run (here QEMU refuses a kernel that is not one)
+/// undoes itself: QEMU and vhost-device-vsock are gone, and so are the agent secret and the
+/// sockets; the error names QEMU's exit and the console log. No guest boots, so this is quick.
+#[test]
+fn a_boot_that_fails_after_starting_leaves_no_process_and_no_file() {
+    let Some(_one_vm) = blobs_or_skip() else {
+        return;
+    };
+    let (_tmp, state) = state_dir();
+    let blobs = vm::blobs::resolve(None, None, Arch::X86_64, "podman").expect("blobs");
+    let fake = state.join("fake-blobs");
+    std::fs::create_dir_all(&fake).expect("mkdir");
+    std::fs::write(fake.join("bzImage"), b"not a kernel").expect("kernel");
+    for f in [&blobs.initramfs, &blobs.rootfs] {
+        let name = f.file_name().expect("name");
+        std::os::unix::fs::symlink(f, fake.join(name)).expect("link");
+    }
+    let mut cfg = config(&state);
+    cfg.blob_dir = Some(fake);
+    cfg.transport = Some(vm::transport::TransportKind::Hybrid);
+    let e = vm::boot::boot(&cfg).expect_err("no kernel to boot");
+    assert!(
+        matches!(e, vm::VmError::BootExited { .. }),
+        "QEMU's exit is the error: {e}"
+    );
+    assert!(e.to_string().contains("console.log"), "{e}");
+    assert_no_vm_processes(&state);
+    let paths = vm::boot::VmPaths::new(&state).expect("paths");
+    for p in [
+        &paths.agent_secret,
+        &paths.qmp_socket,
+        &paths.vsock_socket,
+        &paths.vhost_user_socket,
+    ] {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}
+
 #[test]
 fn idle_timeout_stops_the_guest_cleanly_and_restart_clean_recreates_the_disk() {
     let Some(_one_vm) = blobs_or_skip() else {

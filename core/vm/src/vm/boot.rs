@@ -9,11 +9,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use scopeguard::ScopeGuard;
 use vcontainer_proto::auth::Secret;
 use vcontainer_proto::{HelloOk, AGENT_VSOCK_PORT};
 
@@ -122,92 +123,207 @@ pub(super) fn boot_snapshot(cfg: &VmConfig, mode: &dyn SnapshotHook) -> Result<R
 }
 
 /// One boot attempt: QEMU and the vsock backend started, up to the agent's Hello.
-/// On failure every process it started is stopped again.
+///
+/// From the first process on, guards undo a failed attempt in reverse order (QEMU killed,
+/// the vsock backend stopped, the VM's files removed); a booted VM disarms them.
 fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<RunningVm> {
-    let paths = VmPaths::new(&cfg.state_dir)?;
-    let blobs = blobs::resolve_for(cfg)?;
-    let program = cfg.arch.qemu_program();
-    let qemu_bin = process::which(program).ok_or_else(|| VmError::QemuNotFound {
-        program: program.into(),
-    })?;
-    let accel = accel::choose(cfg.arch, cfg.no_kvm);
-    let transport = transport::choose(cfg.transport)?;
+    let host = HostSide::find(cfg)?;
+    let paths = &host.paths;
+    let secret = fresh_run_files(cfg, paths)?;
+    let started = Instant::now();
+    let shares = HostShares::probe(cfg, paths);
+    let files = scopeguard::guard((), |()| remove_vm_files(paths));
+    let backend = VsockBackend::start(cfg, paths, host.transport.kind)?;
+    let mut vhost = scopeguard::guard(backend.vhost, |v| v.into_iter().for_each(stop_vhost));
+    let spec = vm_spec(cfg, &host, backend.device, shares.slots, snapshot);
+    let mut qemu = scopeguard::guard(spawn_qemu(&host, &spec, backend.claim)?, kill_qemu);
+    let deadline = started + cfg.boot_timeout();
+    if let Some(mode) = snapshot {
+        mode.after_spawn(cfg, paths, &mut qemu, deadline)?;
+    }
+    let gate = (host.transport.kind == TransportKind::Hybrid)
+        .then(|| VhostStartGate::new(&paths.qmp_socket));
+    let agent = Agent {
+        endpoint: &backend.endpoint,
+        secret: &secret,
+        gate,
+        deadline,
+    };
+    let hello = wait_for_hello(&mut qemu, vhost.as_mut(), agent, paths, cfg)?;
+    let (qemu, vhost) = (ScopeGuard::into_inner(qemu), ScopeGuard::into_inner(vhost));
+    ScopeGuard::into_inner(files);
+    let HostSide {
+        paths,
+        blobs,
+        accel,
+        transport,
+        ..
+    } = host;
+    Ok(RunningVm {
+        cfg: cfg.clone(),
+        paths,
+        qemu,
+        vhost,
+        share_slots: shares.slots,
+        host_share_note: shares.note,
+        endpoint: backend.endpoint,
+        accel,
+        transport,
+        blobs,
+        hello,
+        boot_time: started.elapsed(),
+        secret,
+        snapshot_note: None,
+    })
+}
+
+/// What a boot takes from the host before anything starts: the VM's paths, the guest blobs,
+/// the QEMU binary, the accelerator and the vsock transport.
+struct HostSide {
+    paths: VmPaths,
+    blobs: BlobSet,
+    qemu_bin: PathBuf,
+    accel: AccelChoice,
+    transport: TransportChoice,
+}
+
+impl HostSide {
+    fn find(cfg: &VmConfig) -> Result<Self> {
+        let paths = VmPaths::new(&cfg.state_dir)?;
+        let blobs = blobs::resolve_for(cfg)?;
+        let program = cfg.arch.qemu_program();
+        let qemu_bin = process::which(program).ok_or_else(|| VmError::QemuNotFound {
+            program: program.into(),
+        })?;
+        Ok(HostSide {
+            paths,
+            blobs,
+            qemu_bin,
+            accel: accel::choose(cfg.arch, cfg.no_kvm),
+            transport: transport::choose(cfg.transport)?,
+        })
+    }
+}
+
+/// The state disk made if missing, what an earlier boot left removed, and this boot's own
+/// agent secret: a connection made for an earlier boot proves nothing now.
+fn fresh_run_files(cfg: &VmConfig, paths: &VmPaths) -> Result<Secret> {
     if cfg.state_disk {
         statedisk::ensure(&cfg.state_disk_path(), cfg.state_disk_size_mib)?;
     }
-    remove_vm_files(&paths);
+    remove_vm_files(paths);
     std::fs::create_dir_all(&paths.socket_dir)
         .map_err(|e| VmError::io(format!("creating {}", paths.socket_dir.display()), e))?;
-    // a new secret for each boot: a connection made for an earlier boot proves nothing now
     let secret = secret::create(&paths.agent_secret)?;
     // keep the previous boot's console for post-mortems (e.g. after a crash)
     let _ = std::fs::rename(&paths.console_log, paths.state_dir.join("console.log.old"));
+    Ok(secret)
+}
 
-    let started = Instant::now();
-    // volumes are shared one dir at a time once the VM runs (vm::shares); here only the
-    // question whether this host can serve them at all
-    let (share_slots, host_share_note) = match cfg.host_share.then(virtiofs::program) {
-        Some(Ok(_)) => (shares::SLOTS, None),
-        Some(Err(why)) => {
-            log(&paths, &format!("no volume shares: {why}"));
-            (0, Some(why))
+/// Whether this host can serve volume shares at all. Dirs are shared one at a time once the
+/// VM runs (vm::shares); the boot only leaves empty slots for them.
+struct HostShares {
+    slots: u32,
+    /// Why shares that were asked for are not possible (for the user, once per VM).
+    note: Option<String>,
+}
+
+impl HostShares {
+    fn probe(cfg: &VmConfig, paths: &VmPaths) -> Self {
+        match cfg.host_share.then(virtiofs::program) {
+            Some(Ok(_)) => HostShares {
+                slots: shares::SLOTS,
+                note: None,
+            },
+            Some(Err(why)) => {
+                log(paths, &format!("no volume shares: {why}"));
+                HostShares {
+                    slots: 0,
+                    note: Some(why),
+                }
+            }
+            None => HostShares {
+                slots: 0,
+                note: None,
+            },
         }
-        None => (0, None),
-    };
-    let (vsock, endpoint, mut vhost, claim) = match transport.kind {
-        TransportKind::Hybrid => {
-            let child = spawn_vhost_device_vsock(&paths)?;
-            (
-                VsockDevice::Hybrid {
+    }
+}
+
+/// The guest's vsock device, how the host reaches the agent through it, and what serves it:
+/// vhost-device-vsock (hybrid) or a CID claimed on /dev/vhost-vsock (kernel).
+struct VsockBackend {
+    device: VsockDevice,
+    endpoint: Endpoint,
+    vhost: Option<Proc>,
+    claim: Option<transport::ClaimedCid>,
+}
+
+impl VsockBackend {
+    fn start(cfg: &VmConfig, paths: &VmPaths, kind: TransportKind) -> Result<Self> {
+        Ok(match kind {
+            TransportKind::Hybrid => VsockBackend {
+                vhost: Some(Proc::Child(spawn_vhost_device_vsock(paths)?)),
+                device: VsockDevice::Hybrid {
                     vhost_user_socket: paths.vhost_user_socket.clone(),
                 },
-                Endpoint::Hybrid {
+                endpoint: Endpoint::Hybrid {
                     uds_path: paths.vsock_socket.clone(),
                 },
-                Some(Proc::Child(child)),
-                None,
-            )
-        }
-        TransportKind::Vsock => {
-            let claim = transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes())?;
-            (
-                VsockDevice::Kernel {
-                    cid: claim.cid,
-                    vhostfd: Some(claim.device.as_raw_fd()),
-                },
-                Endpoint::Vsock { cid: claim.cid },
-                None,
-                Some(claim),
-            )
-        }
-    };
+                claim: None,
+            },
+            TransportKind::Vsock => {
+                let claim = transport::claim_cid(cfg.state_dir.as_os_str().as_encoded_bytes())?;
+                VsockBackend {
+                    device: VsockDevice::Kernel {
+                        cid: claim.cid,
+                        vhostfd: Some(claim.device.as_raw_fd()),
+                    },
+                    endpoint: Endpoint::Vsock { cid: claim.cid },
+                    vhost: None,
+                    claim: Some(claim),
+                }
+            }
+        })
+    }
+}
+
+/// The whole QEMU machine of this boot. A snapshot's VM always has the share slots, so one
+/// snapshot serves one-shot and memres VMs alike (the guest enumerated them before the save;
+/// unused ones cost nothing after), and its state disk is hot-plugged after the restore.
+fn vm_spec(
+    cfg: &VmConfig,
+    host: &HostSide,
+    vsock: VsockDevice,
+    share_slots: u32,
+    snapshot: Option<&dyn SnapshotHook>,
+) -> VmSpec {
+    let paths = &host.paths;
+    let state_disk = cfg.state_disk && snapshot.is_none();
     let mut disks = vec![Disk {
         role: DiskRole::Rootfs,
-        path: blobs.rootfs.clone(),
+        path: host.blobs.rootfs.clone(),
         read_only: true,
     }];
-    // a snapshot's state disk is hot-plugged after the restore
-    if cfg.state_disk && snapshot.is_none() {
+    if state_disk {
         disks.push(Disk {
             role: DiskRole::State,
             path: cfg.state_disk_path(),
             read_only: false,
         });
     }
-    let spec = VmSpec {
+    VmSpec {
         arch: cfg.arch,
-        accel: accel.accel,
+        accel: host.accel.accel,
         memory_mib: cfg.memory_mib,
         cpus: cfg.cpus,
-        kernel: blobs.kernel.clone(),
-        initrd: blobs.initramfs.clone(),
+        kernel: host.blobs.kernel.clone(),
+        initrd: host.blobs.initramfs.clone(),
         disks,
         port_forwards: cfg.port_forwards.clone(),
         console_log: paths.console_log.clone(),
         qmp_socket: paths.qmp_socket.clone(),
         vsock,
-        // a snapshot always has the share slots, so one serves one-shot and memres VMs
-        // alike (the guest enumerated them before the save; unused ones cost nothing after)
         share_slots: if snapshot.is_some() {
             shares::SLOTS
         } else {
@@ -216,23 +332,31 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
         agent_secret: paths.agent_secret.clone(),
         kernel_args: KernelArgs {
             runtime: cfg.runtime.clone(),
-            state_device: (cfg.state_disk && snapshot.is_none()).then(|| "/dev/vdb".to_string()),
+            state_device: state_disk.then(|| "/dev/vdb".to_string()),
             storage_path: cfg.storage_path.clone(),
             agent_port: AGENT_VSOCK_PORT,
             debug: cfg.debug,
         },
         snapshot: snapshot.map(|s| s.layout()),
-    };
-    let qemu_log = log_file(&paths.qemu_log)?;
-    let mut cmd = Command::new(&qemu_bin);
+    }
+}
+
+/// QEMU started on `spec`, logging to qemu.log, in its own process group: a Ctrl-C on the
+/// terminal goes to the CLI, which shuts the guest down cleanly, instead of making QEMU quit
+/// under a mounted state disk.
+fn spawn_qemu(
+    host: &HostSide,
+    spec: &VmSpec,
+    claim: Option<transport::ClaimedCid>,
+) -> Result<Proc> {
+    let qemu_log = log_file(&host.paths.qemu_log)?;
+    let mut cmd = Command::new(&host.qemu_bin);
     cmd.args(spec.render())
         .stdin(Stdio::null())
         .stdout(clone_file(&qemu_log)?)
         .stderr(qemu_log);
     process::die_with_parent(&mut cmd, Signal::SIGKILL);
     process::close_other_fds(&mut cmd);
-    // own process group: a Ctrl-C on the terminal goes to the CLI, which shuts the guest down
-    // cleanly, instead of making QEMU quit under a mounted state disk
     cmd.process_group(0);
     if let Some(c) = &claim {
         process::pass_fd(&mut cmd, c.device.as_raw_fd());
@@ -240,61 +364,19 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
     let spawned = cmd.spawn();
     // QEMU holds its own copy of the vhost fd (and with it the CID) from here on
     drop(claim);
-    let mut qemu = match spawned {
-        Ok(c) => Proc::Child(c),
-        Err(e) => {
-            for v in vhost.iter_mut() {
-                v.terminate(Duration::from_secs(2));
-            }
-            remove_vm_files(&paths);
-            return Err(VmError::io(format!("starting {}", qemu_bin.display()), e));
-        }
-    };
-    let deadline = started + cfg.boot_timeout();
-    // hybrid: no connection to vhost-device-vsock before the guest has started the device
-    let gate =
-        (transport.kind == TransportKind::Hybrid).then(|| VhostStartGate::new(&paths.qmp_socket));
-    let restored = match snapshot {
-        Some(mode) => mode.after_spawn(cfg, &paths, &mut qemu, deadline),
-        None => Ok(()),
-    };
-    match restored.and_then(|()| {
-        wait_for_hello(
-            &mut qemu,
-            vhost.as_mut(),
-            (&endpoint, &secret),
-            gate,
-            deadline,
-            &paths,
-            cfg,
-        )
-    }) {
-        Ok(hello) => Ok(RunningVm {
-            cfg: cfg.clone(),
-            paths,
-            qemu,
-            vhost,
-            share_slots,
-            host_share_note,
-            endpoint,
-            accel,
-            transport,
-            blobs,
-            hello,
-            boot_time: started.elapsed(),
-            secret,
-            snapshot_note: None,
-        }),
-        Err(e) => {
-            qemu.signal(Signal::SIGKILL);
-            qemu.wait(Duration::from_secs(5));
-            for v in vhost.iter_mut() {
-                v.terminate(Duration::from_secs(2));
-            }
-            remove_vm_files(&paths);
-            Err(e)
-        }
-    }
+    spawned
+        .map(Proc::Child)
+        .map_err(|e| VmError::io(format!("starting {}", host.qemu_bin.display()), e))
+}
+
+/// A failed boot's QEMU: nothing in the guest is worth a clean shutdown yet.
+fn kill_qemu(mut qemu: Proc) {
+    qemu.signal(Signal::SIGKILL);
+    qemu.wait(Duration::from_secs(5));
+}
+
+fn stop_vhost(mut vhost: Proc) {
+    vhost.terminate(Duration::from_secs(2));
 }
 
 fn log_file(path: &Path) -> Result<File> {
@@ -351,92 +433,118 @@ fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
     Ok(child)
 }
 
-/// Poll connect + Hello until the agent answers, QEMU exits, or the deadline passes.
-/// With a `gate` (hybrid transport), no connection is attempted before it opens: see
-/// vhost_gate for the vhost-device-vsock hang this avoids.
+/// How to reach the agent of a booting VM, and until when.
+struct Agent<'a> {
+    endpoint: &'a Endpoint,
+    secret: &'a Secret,
+    /// Hybrid transport: no connection before it opens (see vhost_gate for the
+    /// vhost-device-vsock hang this avoids).
+    gate: Option<VhostStartGate>,
+    deadline: Instant,
+}
+
+/// Poll connect + Hello until the agent answers, QEMU or the vsock backend dies, or the
+/// deadline passes.
 fn wait_for_hello(
     qemu: &mut Proc,
     mut vhost: Option<&mut Proc>,
-    (endpoint, secret): (&Endpoint, &Secret),
-    mut gate: Option<VhostStartGate>,
-    deadline: Instant,
+    mut agent: Agent<'_>,
     paths: &VmPaths,
     cfg: &VmConfig,
 ) -> Result<HelloOk> {
     let mut last_attempt = String::from("no connection attempt yet");
     let mut worker = WorkerWatch::default();
     loop {
-        if !qemu.is_running() {
-            let status = match qemu {
-                Proc::Child(c) => c
-                    .try_wait()
-                    .ok()
-                    .flatten()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "exited".into()),
-                Proc::Foreign(_) => "exited".into(),
-            };
-            return Err(VmError::BootExited {
-                status,
-                tail: paths.diagnostics(),
-                console_log: paths.console_log.clone(),
-            });
-        }
-        if let Some(v) = vhost.as_deref_mut() {
-            if !v.is_running() {
-                return Err(VmError::Other(format!(
-                    "vhost-device-vsock exited during boot:\n{}\n  see {}",
-                    process::tail_lines(&paths.vhost_log, 10),
-                    paths.vhost_log.display()
-                )));
-            }
-            // (QEMU going away also ends the worker: that is reported as such above)
-            if worker.lost(v.pid()) && qemu.is_running() {
-                return Err(VmError::VsockBackendLost {
-                    pid: v.pid(),
-                    diagnostics: paths.diagnostics(),
-                });
-            }
-        }
+        check_alive(qemu, vhost.as_deref_mut(), &mut worker, paths)?;
         let now = Instant::now();
-        if now >= deadline {
+        if now >= agent.deadline {
             return Err(VmError::BootTimeout {
                 secs: cfg.boot_timeout_secs,
                 tail: format!("{}\n  last attempt: {last_attempt}", paths.diagnostics()),
                 console_log: paths.console_log.clone(),
             });
         }
-        if let Some(g) = gate.as_mut() {
-            if !g.poll() {
+        let gate_open = agent.gate.as_mut().is_none_or(|g| g.poll());
+        if !gate_open {
+            if let Some(g) = &agent.gate {
                 last_attempt = format!("not connecting yet: {}", g.state());
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
             }
-        }
-        let budget = (deadline - now).min(Duration::from_secs(5));
-        match endpoint.connect(AGENT_VSOCK_PORT, budget, secret) {
-            Ok(s) => {
-                let _ = s.set_read_timeout(Some(budget));
-                let _ = s.set_write_timeout(Some(budget));
-                match agent_client::hello(s) {
-                    Ok(h) => return Ok(h),
-                    // not listening yet / went away mid-hello: try again
-                    Err(e @ ClientError::ConnectionLost { .. }) => {
-                        last_attempt = format!("hello: {e}")
-                    }
-                    // a version mismatch or garbage will not fix itself
-                    Err(e) => return Err(VmError::Hello(e.to_string())),
-                }
+        } else {
+            let budget = (agent.deadline - now).min(Duration::from_secs(5));
+            match try_hello(&agent, budget)? {
+                Ok(hello) => return Ok(hello),
+                Err(why) => last_attempt = why,
             }
-            // the agent holds the secret we just made, or never will (blobs without
-            // authentication, no fw_cfg): only a version mismatch is final at once, the rest
-            // shows in the boot timeout's last attempt and the console log
-            Err(VmError::Auth(e @ ClientError::VersionMismatch { .. })) => {
-                return Err(VmError::Hello(e.to_string()))
-            }
-            Err(e) => last_attempt = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An error when QEMU or the vsock backend is gone, or the backend lost its vring worker.
+fn check_alive(
+    qemu: &mut Proc,
+    vhost: Option<&mut Proc>,
+    worker: &mut WorkerWatch,
+    paths: &VmPaths,
+) -> Result<()> {
+    if !qemu.is_running() {
+        let status = match qemu {
+            Proc::Child(c) => c
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "exited".into()),
+            Proc::Foreign(_) => "exited".into(),
+        };
+        return Err(VmError::BootExited {
+            status,
+            tail: paths.diagnostics(),
+            console_log: paths.console_log.clone(),
+        });
+    }
+    let Some(v) = vhost else { return Ok(()) };
+    if !v.is_running() {
+        return Err(VmError::Other(format!(
+            "vhost-device-vsock exited during boot:\n{}\n  see {}",
+            process::tail_lines(&paths.vhost_log, 10),
+            paths.vhost_log.display()
+        )));
+    }
+    // (QEMU going away also ends the worker: that is reported as such above)
+    if worker.lost(v.pid()) && qemu.is_running() {
+        return Err(VmError::VsockBackendLost {
+            pid: v.pid(),
+            diagnostics: paths.diagnostics(),
+        });
+    }
+    Ok(())
+}
+
+/// One connect + Hello. `Ok(Err(why))`: not yet, try again; `Err`: final.
+fn try_hello(agent: &Agent<'_>, budget: Duration) -> Result<std::result::Result<HelloOk, String>> {
+    match agent
+        .endpoint
+        .connect(AGENT_VSOCK_PORT, budget, agent.secret)
+    {
+        Ok(s) => {
+            let _ = s.set_read_timeout(Some(budget));
+            let _ = s.set_write_timeout(Some(budget));
+            match agent_client::hello(s) {
+                Ok(h) => Ok(Ok(h)),
+                // not listening yet / went away mid-hello: try again
+                Err(e @ ClientError::ConnectionLost { .. }) => Ok(Err(format!("hello: {e}"))),
+                // a version mismatch or garbage will not fix itself
+                Err(e) => Err(VmError::Hello(e.to_string())),
+            }
+        }
+        // the agent holds the secret we just made, or never will (blobs without
+        // authentication, no fw_cfg): only a version mismatch is final at once, the rest
+        // shows in the boot timeout's last attempt and the console log
+        Err(VmError::Auth(e @ ClientError::VersionMismatch { .. })) => {
+            Err(VmError::Hello(e.to_string()))
+        }
+        Err(e) => Ok(Err(e.to_string())),
     }
 }
 

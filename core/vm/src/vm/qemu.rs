@@ -145,15 +145,34 @@ impl VmSpec {
         parts.join(" ")
     }
 
-    /// The argv after the program name.
+    /// The argv after the program name, section by section in a fixed order (a restore
+    /// needs the devices where the saved guest left them).
     pub fn render(&self) -> Vec<OsString> {
         let mut a = Argv::default();
-        let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
+        self.render_machine(&mut a);
+        self.render_kernel(&mut a);
+        self.render_host_channels(&mut a);
+        self.render_disks(&mut a);
+        self.render_network(&mut a);
+        self.render_snapshot_ports(&mut a);
+        self.render_vsock(&mut a);
+        // empty slots for volume shares: a running q35 or arm virt machine takes a new PCIe
+        // device only on a root port that existed at boot (see vm::shares)
+        for slot in 0..self.share_slots {
+            a.opt("-device", share_slot_device(slot));
+        }
+        if self.snapshot == Some(SnapshotLayout::Restore) {
+            a.opt("-incoming", "defer");
+        }
+        a.0
+    }
+
+    /// Machine, accelerator, CPU, memory and the flags that keep QEMU's defaults out.
+    fn render_machine(&self, a: &mut Argv) {
         // vhost-user backends (vhost-device-vsock, the virtiofsd of each hot-plugged share)
         // map the guest RAM: it must be a shared memfd, decided at boot
+        let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
         let shared_ram = hybrid || self.share_slots > 0;
-
-        // machine, accelerator, CPU
         let mut m = self.arch.qemu_machine().to_string();
         if shared_ram {
             m.push_str(",memory-backend=mem");
@@ -180,13 +199,17 @@ impl VmSpec {
             a.flag(flag);
         }
         a.opt("-display", "none");
+    }
 
-        // kernel
+    fn render_kernel(&self, a: &mut Argv) {
         a.opt_os("-kernel", self.kernel.as_os_str().to_owned());
         a.opt_os("-initrd", self.initrd.as_os_str().to_owned());
         a.opt("-append", self.kernel_cmdline());
+    }
 
-        // console to a file, QMP on a socket
+    /// The console to a file, QMP on a socket, and the agent secret by file (q35 and arm
+    /// virt both have fw_cfg).
+    fn render_host_channels(&self, a: &mut Argv) {
         a.opt_os(
             "-chardev",
             cat(&["file,id=console,path=".as_ref(), &escape(&self.console_log)]),
@@ -200,8 +223,6 @@ impl VmSpec {
             ]),
         );
         a.opt("-mon", "chardev=qmp,mode=control");
-
-        // the agent secret, by file (q35 and arm virt both have fw_cfg)
         a.opt_os(
             "-fw_cfg",
             cat(&[
@@ -209,8 +230,10 @@ impl VmSpec {
                 &escape(&self.agent_secret),
             ]),
         );
+    }
 
-        // disks, in guest order
+    /// The disks, in guest order.
+    fn render_disks(&self, a: &mut Argv) {
         for d in &self.disks {
             let id = d.role.id();
             let mut spec = cat(&[
@@ -228,8 +251,10 @@ impl VmSpec {
             a.opt_os("-drive", spec);
             a.opt("-device", format!("virtio-blk-pci,drive={id},serial={id}"));
         }
+    }
 
-        // user networking, id net0 (QMP hostfwd_add relies on that name)
+    /// User networking, id net0 (QMP hostfwd_add relies on that name), with the forwards.
+    fn render_network(&self, a: &mut Argv) {
         let mut net = "user,id=net0".to_string();
         for f in &self.port_forwards {
             let proto = match f.protocol {
@@ -244,20 +269,25 @@ impl VmSpec {
         a.opt("-netdev", net);
         // romfile= : no PXE option ROM to load, we boot with -kernel
         a.opt("-device", "virtio-net-pci,netdev=net0,romfile=");
+    }
 
-        if self.snapshot.is_some() {
-            for (id, chassis) in [SNAPSHOT_VSOCK_PORT, SNAPSHOT_STATE_PORT]
-                .iter()
-                .zip(SNAPSHOT_CHASSIS)
-            {
-                a.opt(
-                    "-device",
-                    format!("pcie-root-port,id={id},chassis={chassis},slot=0"),
-                );
-            }
+    /// The root ports a snapshot's vsock device and state disk are plugged into.
+    fn render_snapshot_ports(&self, a: &mut Argv) {
+        if self.snapshot.is_none() {
+            return;
         }
+        for (id, chassis) in [SNAPSHOT_VSOCK_PORT, SNAPSHOT_STATE_PORT]
+            .iter()
+            .zip(SNAPSHOT_CHASSIS)
+        {
+            a.opt(
+                "-device",
+                format!("pcie-root-port,id={id},chassis={chassis},slot=0"),
+            );
+        }
+    }
 
-        // vsock
+    fn render_vsock(&self, a: &mut Argv) {
         match &self.vsock {
             // restored: hot-plugged once the saved state is loaded
             _ if self.snapshot == Some(SnapshotLayout::Restore) => {}
@@ -291,16 +321,6 @@ impl VmSpec {
                 a.opt("-device", d);
             }
         }
-
-        // empty slots for volume shares: a running q35 or arm virt machine takes a new PCIe
-        // device only on a root port that existed at boot (see vm::shares)
-        for slot in 0..self.share_slots {
-            a.opt("-device", share_slot_device(slot));
-        }
-        if self.snapshot == Some(SnapshotLayout::Restore) {
-            a.opt("-incoming", "defer");
-        }
-        a.0
     }
 }
 
