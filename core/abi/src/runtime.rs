@@ -178,6 +178,30 @@ pub struct StorageExport {
     pub stop_services_first: bool,
     /// One line for humans: what the tar holds and how to deploy it.
     pub description: RString,
+    /// The storage drivers the export can be written in, and how the runtime is told.
+    pub drivers: StorageDrivers,
+}
+
+/// The storage drivers a runtime's store can be written in (`--storage-driver`). An exported
+/// store is deployed into a target rootfs, so it must be in the driver the *target's* runtime
+/// reads (docs/yocto.md, "Storage driver").
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct StorageDrivers {
+    /// The drivers `--storage-driver` may name ("vfs", "overlay"; docker: "overlay2").
+    pub supported: RVec<RString>,
+    /// The environment variable the guest runtime reads as an override of its configured
+    /// driver, set on every guest command of the invocation ("STORAGE_DRIVER" for
+    /// containers/storage); "" = the driver is fixed by the daemon's configuration, which the
+    /// target shares.
+    pub override_env: RString,
+    /// The driver of a batch export when none is asked for: what the target's runtime is
+    /// configured with ("vfs" for meta-virtualization's podman); "" = the guest's own.
+    pub batch_default: RString,
+    /// A store's tar keeps each driver's images under `<driver><suffix>/` at its top
+    /// ("-images" for containers/storage), so an `--input-storage` tar names its driver;
+    /// "" = the tar does not tell.
+    pub images_dir_suffix: RString,
 }
 
 /// How the core has to run a planned command.

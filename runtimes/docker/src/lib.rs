@@ -6,7 +6,8 @@
 //! [`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageExport,
+    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageDrivers,
+    StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -134,6 +135,13 @@ pub fn spec() -> RuntimeSpec {
             stop_services_first: true,
             description: "docker's data root as docker/...; deploy with `tar -xf F -C /var/lib/`"
                 .into(),
+            // dockerd's driver is its configuration's, in the guest as on the target
+            drivers: StorageDrivers {
+                supported: vec!["overlay2".into()].into(),
+                override_env: "".into(),
+                batch_default: "".into(),
+                images_dir_suffix: "".into(),
+            },
         },
         // dockerd serves the Docker API on its socket anyway
         engine_api: EngineApi {

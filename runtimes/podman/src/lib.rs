@@ -5,7 +5,8 @@
 //! shared with docker ([`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageExport,
+    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageDrivers,
+    StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -99,6 +100,16 @@ pub fn spec() -> RuntimeSpec {
             stop_services_first: false,
             description: "podman's graph root as ./...; deploy with `tar -xf F -C /var/lib/containers/storage`"
                 .into(),
+            // containers/storage reads STORAGE_DRIVER over storage.conf and keeps each
+            // driver's images in `<driver>-images/`; meta-virtualization's target podman is
+            // configured with vfs (container-host-config's storage.conf), while the guest's
+            // own podman uses overlay on its state disk (docs/yocto.md)
+            drivers: StorageDrivers {
+                supported: vec!["vfs".into(), "overlay".into()].into(),
+                override_env: "STORAGE_DRIVER".into(),
+                batch_default: "vfs".into(),
+                images_dir_suffix: "-images".into(),
+            },
         },
         // podman is daemonless: its API server runs only when the API is exposed, for the
         // VM's life (`--time=0`: no idle exit)

@@ -12,7 +12,8 @@
 
 use abi_stable::std_types::{ROption, RString, RVec};
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, ImageOperand, ImageUse, RegistrySetup, RuntimeSpec, StorageExport,
+    CommandPlan, EngineApi, ImageOperand, ImageUse, RegistrySetup, RuntimeSpec, StorageDrivers,
+    StorageExport,
 };
 use vcontainer_abi::PluginError;
 
@@ -41,6 +42,13 @@ pub fn spec() -> RuntimeSpec {
             archive_prefix: ".".into(),
             stop_services_first: false,
             description: "the toy runtime's graph root, entries relative to it".into(),
+            // it drives podman: containers/storage's drivers and override
+            drivers: StorageDrivers {
+                supported: vec!["vfs".into(), "overlay".into()].into(),
+                override_env: "STORAGE_DRIVER".into(),
+                batch_default: "vfs".into(),
+                images_dir_suffix: "-images".into(),
+            },
         },
         engine_api: EngineApi {
             guest_socket: "".into(),

@@ -2,14 +2,15 @@
 //!
 //! Why it exists: the storage a batch import exports is deployed into a target rootfs, and it
 //! must be in the driver the *target's* runtime reads. meta-virtualization configures the
-//! target's podman with `driver = "vfs"` (container-host-config's storage.conf), while the
-//! guest's own podman uses overlay on its state disk (faster). Docker's target daemon uses
-//! overlay2, as the guest's dockerd does, so docker has nothing to choose.
+//! target's podman with `driver = "vfs"`, while the guest's own podman uses overlay on its
+//! state disk (faster); docker's target daemon uses overlay2, as the guest's dockerd does
+//! (docs/yocto.md, "Facts vcontainer relies on").
 //!
-//! How: runtimes built on containers/storage (podman, and skopeo's `containers-storage:`
-//! transport) read the `STORAGE_DRIVER` environment variable as an override of storage.conf's
-//! `driver` (docs/yocto.md); every guest command of the invocation gets it. The runtime is
-//! recognised by its import transport, not by its name, so this module knows no plugin.
+//! How: the runtime's plugin declares its drivers (`StorageExport::drivers`): the ones it
+//! supports, the environment variable its guest runtime reads as an override (every guest
+//! command of the invocation gets it), the default of a batch export, and how a store's tar
+//! names its driver. A runtime with no override variable has its driver fixed by its daemon.
+//! This module knows no runtime and no driver name.
 //!
 //! A storage the command starts from (`--input-storage`) decides the driver when none is
 //! asked for: containers/storage keeps each driver's images in `<driver>-images/` of the
@@ -18,19 +19,7 @@
 
 use std::path::{Component, Path};
 
-use vcontainer_abi::runtime::RuntimeSpec;
-
-/// Skopeo's transport of a containers/storage store: the runtimes that read `STORAGE_DRIVER`.
-const CONTAINERS_STORAGE: &str = "containers-storage:";
-/// The environment variable containers/storage reads as the driver override.
-const DRIVER_ENV: &str = "STORAGE_DRIVER";
-/// The default driver of a batch export for a containers/storage runtime: what the target's
-/// podman is configured with in meta-virtualization.
-pub const BATCH_DEFAULT: &str = "vfs";
-/// containers/storage drivers a target can use and the guest kernel has.
-const KNOWN: &[&str] = &["vfs", "overlay"];
-/// docker's one driver, in the guest and on the target.
-const DOCKER_DRIVER: &str = "overlay2";
+use vcontainer_abi::runtime::{RuntimeSpec, StorageDrivers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -48,31 +37,45 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--storage-driver '{asked}': {runtime} supports {}", KNOWN.join(", "))]
-    Unknown { asked: String, runtime: String },
+    #[error("--storage-driver '{asked}': {runtime} supports {supported}")]
+    Unknown {
+        asked: String,
+        runtime: String,
+        supported: String,
+    },
     #[error(
-        "--storage-driver '{asked}': {runtime}'s storage driver is fixed by its daemon ({DOCKER_DRIVER}, as on the target)"
+        "--storage-driver '{asked}': {runtime}'s storage driver is fixed by its daemon ({supported}, as on the target)"
     )]
-    Fixed { asked: String, runtime: String },
+    Fixed {
+        asked: String,
+        runtime: String,
+        supported: String,
+    },
 }
 
 /// The guest environment that selects the driver: `asked` (the `--storage-driver` option),
-/// else the driver of the `input` storage tar, else [`BATCH_DEFAULT`] for a batch export,
-/// else the guest's own configuration (nothing). Checked before any VM work.
+/// else the driver of the `input` storage tar, else the runtime's batch default for a batch
+/// export, else the guest's own configuration (nothing). Checked before any VM work.
 pub fn env(
     spec: &RuntimeSpec,
     asked: Option<&str>,
     batch: bool,
     input: Option<&Path>,
 ) -> Result<Vec<(String, String)>, DriverError> {
+    let drivers = &spec.storage_export.drivers;
     let runtime = spec.runtime_binary.to_string();
+    let supported = drivers
+        .supported
+        .iter()
+        .map(|d| d.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let found = match input {
-        Some(tar) if spec.import_transport.as_str() == CONTAINERS_STORAGE => driver_of(tar)
-            .map_err(|source| DriverError::Read {
-                path: tar.display().to_string(),
-                source,
-            })?,
-        _ => None,
+        Some(tar) => driver_of(tar, drivers).map_err(|source| DriverError::Read {
+            path: tar.display().to_string(),
+            source,
+        })?,
+        None => None,
     };
     if let (Some(found), Some(asked), Some(tar)) = (&found, asked, input) {
         if found != asked {
@@ -83,37 +86,42 @@ pub fn env(
             });
         }
     }
-    if spec.import_transport.as_str() != CONTAINERS_STORAGE {
+    let is_supported = |d: &str| drivers.supported.iter().any(|s| s.as_str() == d);
+    if drivers.override_env.is_empty() {
         return match asked {
-            None => Ok(Vec::new()),
-            Some(d) if d == DOCKER_DRIVER => Ok(Vec::new()),
-            Some(d) => Err(DriverError::Fixed {
+            Some(d) if !is_supported(d) => Err(DriverError::Fixed {
                 asked: d.to_string(),
                 runtime,
+                supported,
             }),
+            _ => Ok(Vec::new()),
         };
     }
     let driver = match asked {
-        Some(d) if KNOWN.contains(&d) => d,
+        Some(d) if is_supported(d) => d,
         Some(d) => {
             return Err(DriverError::Unknown {
                 asked: d.to_string(),
                 runtime,
+                supported,
             })
         }
         None => match found.as_deref() {
             Some(d) => d,
-            None if batch => BATCH_DEFAULT,
+            None if batch && !drivers.batch_default.is_empty() => drivers.batch_default.as_str(),
             None => return Ok(Vec::new()),
         },
     };
-    Ok(vec![(DRIVER_ENV.to_string(), driver.to_string())])
+    Ok(vec![(drivers.override_env.to_string(), driver.to_string())])
 }
 
-/// The driver whose `<driver>-images/` a graph-root tar holds (entries relative to the
-/// graph root, with or without `./`); None for an empty or unknown one. Seeks over file
-/// data, so a large tar costs only its headers.
-fn driver_of(tar: &Path) -> std::io::Result<Option<String>> {
+/// The supported driver whose `<driver><suffix>/` a store's tar holds (entries relative to
+/// the store's root, with or without `./`); None for an empty or unknown one, or when the
+/// runtime's tars do not tell. Seeks over file data, so a large tar costs only its headers.
+fn driver_of(tar: &Path, drivers: &StorageDrivers) -> std::io::Result<Option<String>> {
+    if drivers.images_dir_suffix.is_empty() {
+        return Ok(None);
+    }
     let mut archive = tar::Archive::new(std::fs::File::open(tar)?);
     for entry in archive.entries_with_seek()? {
         let entry = entry?;
@@ -122,11 +130,12 @@ fn driver_of(tar: &Path) -> std::io::Result<Option<String>> {
             Component::Normal(n) => n.to_str(),
             _ => None,
         });
-        let Some(dir) = first.and_then(|f| f.strip_suffix("-images")) else {
+        let Some(dir) = first.and_then(|f| f.strip_suffix(drivers.images_dir_suffix.as_str()))
+        else {
             continue;
         };
-        if let Some(known) = KNOWN.iter().find(|k| **k == dir) {
-            return Ok(Some((*known).to_string()));
+        if let Some(known) = drivers.supported.iter().find(|k| k.as_str() == dir) {
+            return Ok(Some(known.to_string()));
         }
     }
     Ok(None)
@@ -136,24 +145,21 @@ fn driver_of(tar: &Path) -> std::io::Result<Option<String>> {
 mod tests {
     use super::*;
 
-    fn spec(transport: &str, binary: &str) -> RuntimeSpec {
-        let mut s = vcontainer_podman_like();
-        s.import_transport = transport.into();
-        s.runtime_binary = binary.into();
-        s
-    }
-
-    fn vcontainer_podman_like() -> RuntimeSpec {
+    fn podman() -> RuntimeSpec {
         crate::test_specs::podman()
     }
 
+    fn docker() -> RuntimeSpec {
+        crate::test_specs::docker()
+    }
+
     fn driver(d: &str) -> Vec<(String, String)> {
-        vec![(DRIVER_ENV.to_string(), d.to_string())]
+        vec![("STORAGE_DRIVER".to_string(), d.to_string())]
     }
 
     #[test]
     fn podman_batches_default_to_vfs_and_other_commands_to_the_guest_config() {
-        let p = spec(CONTAINERS_STORAGE, "podman");
+        let p = podman();
         assert_eq!(env(&p, None, true, None).expect("batch"), driver("vfs"));
         assert!(env(&p, None, false, None).expect("command").is_empty());
         assert_eq!(
@@ -170,7 +176,7 @@ mod tests {
 
     #[test]
     fn docker_keeps_overlay2() {
-        let d = spec("docker-daemon:", "docker");
+        let d = docker();
         assert!(env(&d, None, true, None).expect("batch").is_empty());
         assert!(env(&d, Some("overlay2"), true, None)
             .expect("o2")
@@ -195,7 +201,7 @@ mod tests {
     #[test]
     fn the_input_storage_decides_unless_asked_and_a_conflict_is_refused() {
         let t = tempfile::tempdir().expect("tmp");
-        let p = spec(CONTAINERS_STORAGE, "podman");
+        let p = podman();
         let overlay = storage_tar(
             t.path(),
             "o.tar",
@@ -218,7 +224,7 @@ mod tests {
         assert!(e.to_string().contains("holds overlay storage"), "{e}");
         assert!(env(&p, None, true, Some(&t.path().join("missing.tar"))).is_err());
         // docker storage is not looked into
-        let d = spec("docker-daemon:", "docker");
+        let d = docker();
         assert!(env(&d, None, true, Some(&overlay))
             .expect("docker")
             .is_empty());

@@ -131,12 +131,10 @@ mod tests {
     use super::*;
 
     fn export(source: &str, prefix: &str) -> StorageExport {
-        StorageExport {
-            source_dir: source.into(),
-            archive_prefix: prefix.into(),
-            stop_services_first: false,
-            description: "".into(),
-        }
+        let mut e = crate::test_specs::podman().storage_export;
+        e.source_dir = source.into();
+        e.archive_prefix = prefix.into();
+        e
     }
 
     #[test]

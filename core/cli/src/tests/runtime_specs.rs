@@ -3,7 +3,9 @@
 //! exports the same root-module symbol). The e2e suites load the real plugins.
 
 use vcontainer_abi::abi_stable::std_types::RVec;
-use vcontainer_abi::runtime::{EngineApi, RegistrySetup, RuntimeSpec, StorageExport};
+use vcontainer_abi::runtime::{
+    EngineApi, RegistrySetup, RuntimeSpec, StorageDrivers, StorageExport,
+};
 
 fn base(binary: &str, tool: &str, transport: &str, storage: &str) -> RuntimeSpec {
     RuntimeSpec {
@@ -22,6 +24,12 @@ fn base(binary: &str, tool: &str, transport: &str, storage: &str) -> RuntimeSpec
             archive_prefix: ".".into(),
             stop_services_first: false,
             description: "".into(),
+            drivers: StorageDrivers {
+                supported: RVec::new(),
+                override_env: "".into(),
+                batch_default: "".into(),
+                images_dir_suffix: "".into(),
+            },
         },
         engine_api: EngineApi {
             guest_socket: "".into(),
@@ -60,6 +68,7 @@ pub fn docker() -> RuntimeSpec {
     s.registry.auth_file_name = "config.json".into();
     s.registry.auth_env = "DOCKER_CONFIG".into();
     s.registry.auth_env_names_dir = true;
+    s.storage_export.drivers.supported = vec!["overlay2".into()].into();
     s
 }
 
@@ -76,5 +85,11 @@ pub fn podman() -> RuntimeSpec {
     s.registry.registries_dropin = "/etc/containers/registries.conf.d/50-vcontainer.conf".into();
     s.registry.auth_file_name = "auth.json".into();
     s.registry.auth_env = "REGISTRY_AUTH_FILE".into();
+    s.storage_export.drivers = StorageDrivers {
+        supported: vec!["vfs".into(), "overlay".into()].into(),
+        override_env: "STORAGE_DRIVER".into(),
+        batch_default: "vfs".into(),
+        images_dir_suffix: "-images".into(),
+    };
     s
 }
