@@ -78,12 +78,12 @@ fn next_wait(wait: Duration) -> Duration {
     (wait * 2).min(RETRY_MAX)
 }
 
-/// One event stream, until it ends. Once it is subscribed, the containers running already
-/// are looked at too: those that started before the stream (while the watcher waited for
-/// the engine, or before a reconnect) would have no forward otherwise.
+/// One event stream, until it ends. Once it is subscribed, the running containers are
+/// reconciled with the records: while the watcher waited for the engine, or before a
+/// reconnect, containers may have started (no forward yet) or died (a forward left).
 fn watch(relay: &Relay) -> Result<(), EventsError> {
     let mut body = get(relay, EVENTS_PATH)?;
-    if let Err(e) = forward_running(relay) {
+    if let Err(e) = reconcile(relay) {
         tracing::debug!("engine events: running containers: {e}");
     }
     let mut line = String::new();
@@ -105,7 +105,7 @@ fn watch(relay: &Relay) -> Result<(), EventsError> {
                     tracing::debug!("engine events: ports of {id}: {e}");
                 }
             }
-            "die" | "died" => release(&relay.state_dir, &id),
+            "die" | "died" => release(&relay.state_dir, &[id]),
             _ => {}
         }
     }
@@ -143,20 +143,57 @@ impl Event {
 struct Listed {
     #[serde(rename = "Id")]
     id: String,
+    /// `/web` (docker's and podman's compat API keep the leading slash).
+    #[serde(rename = "Names", default)]
+    names: Vec<String>,
 }
 
 /// Forwards the published ports of every running container (already forwarded ones are
-/// skipped by [`forward_published`]).
-fn forward_running(relay: &Relay) -> Result<(), EventsError> {
+/// skipped by [`forward_published`]) and releases the forwards of recorded containers that
+/// no longer run. The records are read *before* the list: a record is written once its
+/// container runs, so one written after the list must not be taken for a dead container's.
+fn reconcile(relay: &Relay) -> Result<(), EventsError> {
+    let recorded = ports::load(&relay.state_dir);
     let mut answer = Vec::new();
     get(relay, "/containers/json")?.read_to_end(&mut answer)?;
     let listed: Vec<Listed> = serde_json::from_slice(&answer)?;
-    for c in listed {
+    for c in &listed {
         if let Err(e) = forward_published(relay, &c.id) {
             tracing::debug!("engine events: ports of {}: {e}", c.id);
         }
     }
+    let gone = not_running(&recorded, &listed);
+    if !gone.is_empty() {
+        release(&relay.state_dir, &gone);
+    }
     Ok(())
+}
+
+/// The containers of `recorded` forwards (by id, else by name) that are not in `listed`;
+/// static forwards (no container) are never among them.
+fn not_running(recorded: &[ports::ForwardRecord], listed: &[Listed]) -> Vec<String> {
+    let runs = |r: &ports::ForwardRecord| {
+        listed.iter().any(|c| {
+            let by_id = r
+                .container_id
+                .as_deref()
+                .is_some_and(|id| !id.is_empty() && c.id.starts_with(id));
+            let by_name = r.container_id.is_none()
+                && c.names
+                    .iter()
+                    .any(|n| Some(n.trim_start_matches('/')) == r.container.as_deref());
+            by_id || by_name
+        })
+    };
+    let mut gone: Vec<String> = recorded
+        .iter()
+        .filter(|r| r.container.is_some() || r.container_id.is_some())
+        .filter(|r| !runs(r))
+        .filter_map(|r| r.container_id.clone().or_else(|| r.container.clone()))
+        .collect();
+    gone.sort();
+    gone.dedup();
+    gone
 }
 
 /// The part of `/containers/{id}/json` the forwards need.
@@ -222,14 +259,14 @@ fn forward_published(relay: &Relay, id: &str) -> Result<(), EventsError> {
     Ok(())
 }
 
-/// Removes the forwards recorded for container `id` (by whoever added them: it stopped).
-fn release(state_dir: &Path, id: &str) {
+/// Removes the forwards recorded for containers `ids` (by whoever added them: they stopped).
+fn release(state_dir: &Path, ids: &[String]) {
     let Some(instance) = Instance::find(state_dir) else {
         return;
     };
-    let (_, problems) = ports::release(&instance, &[id.to_string()]);
+    let (_, problems) = ports::release(&instance, ids);
     for p in problems {
-        tracing::debug!("engine events: releasing {id}: {p}");
+        tracing::debug!("engine events: releasing {ids:?}: {p}");
     }
 }
 
@@ -329,6 +366,44 @@ mod tests {
             .expect("a container");
         assert!(none.wanted.is_empty());
         assert!(published(b"not json").is_err());
+    }
+
+    fn record(name: Option<&str>, id: Option<&str>, host: u16) -> ports::ForwardRecord {
+        ports::ForwardRecord {
+            host,
+            guest: host,
+            protocol: Protocol::Tcp,
+            container: name.map(Into::into),
+            container_id: id.map(Into::into),
+            container_port: Some(80),
+            host_addr: Ipv4Addr::LOCALHOST,
+        }
+    }
+
+    #[test]
+    fn forwards_of_containers_that_died_unseen_are_found_and_static_ones_kept() {
+        let recorded = [
+            record(None, None, 1000),                  // static: memres start -p
+            record(Some("web"), Some("3f2a9c"), 8080), // runs (id prefix)
+            record(Some("db"), Some("77aa01"), 5432),  // died while unwatched
+            record(Some("db"), Some("77aa01"), 5433),  // same container, one operand
+            record(Some("cache"), None, 6379),         // id unknown, runs by name
+            record(Some("queue"), None, 5672),         // id unknown, gone
+        ];
+        let listed: Vec<Listed> = serde_json::from_str(
+            r#"[{"Id":"3f2a9c0d11ee","Names":["/web"]},{"Id":"9999","Names":["/cache"]}]"#,
+        )
+        .expect("list");
+        assert_eq!(not_running(&recorded, &listed), ["77aa01", "queue"]);
+        // nothing runs: every container's forward goes, the static one stays
+        assert_eq!(
+            not_running(&recorded, &[]),
+            ["3f2a9c", "77aa01", "cache", "queue"]
+        );
+        // a listed container's name does not save a record of another id
+        let listed: Vec<Listed> =
+            serde_json::from_str(r#"[{"Id":"1234","Names":["/db"]}]"#).expect("list");
+        assert!(not_running(&recorded, &listed).contains(&"77aa01".to_string()));
     }
 
     #[test]
