@@ -81,36 +81,10 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
     let program = parse_program_name(&argv0, catalog.aliases())?;
-
-    let usage = |error: clap::Error| {
-        use clap::error::ErrorKind;
-        let code = match error.kind() {
-            ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
-            _ => exit::TOOL_ERROR,
-        };
-        Invocation::Usage { error, code }
-    };
-    let parse_argv =
-        |argv: &[OsString]| cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv);
-    let mut matches = match parse_argv(argv) {
+    let matches = match command_line(argv, &program) {
         Ok(m) => m,
         Err(error) => return Ok(usage(error)),
     };
-    // `memres start --no-registry`: the old tool's global options after memres start
-    if let Some((name, sub)) = matches.subcommand().filter(|(name, _)| {
-        commands::RunnerCommand::from_name(name) == Some(commands::RunnerCommand::Memres)
-    }) {
-        match cli::lift_memres_globals(argv, &verbatim_args(name, sub)) {
-            Ok(None) => {}
-            Ok(Some(moved)) => match parse_argv(&moved) {
-                Ok(m) => matches = m,
-                Err(error) => return Ok(usage(error)),
-            },
-            Err(error) => return Ok(usage(error)),
-        }
-    }
     let options = GlobalOptions::from_arg_matches(&matches)?;
     if matches.get_flag("version") {
         return Ok(Invocation::Version {
@@ -118,7 +92,6 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         });
     }
     let tool = select_tool(&program, &options, &catalog)?;
-
     let Some((name, sub)) = matches.subcommand() else {
         return Ok(Invocation::Help {
             program: program.tool,
@@ -133,21 +106,9 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
             command,
         });
     }
-    let argv_rest = verbatim_args(name, sub);
+    let argv = verbatim_args(name, sub);
     if let Some(command) = commands::CoreCommand::from_name(name, tool.is_some()) {
-        let arch = match &options.arch {
-            Some(a) => Some(a.parse::<crate::arch::Arch>().context("--arch")?),
-            None => program.arch,
-        };
-        return Ok(Invocation::Core(CoreContext {
-            command,
-            program: program.tool,
-            tool,
-            arch,
-            options,
-            argv: argv_rest,
-            plugins,
-        }));
+        return core_invocation(command, program, tool, options, argv, plugins);
     }
     if !commands::is_runtime_command(name) {
         bail!(
@@ -159,9 +120,62 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         tool: require_tool(tool, name, &catalog)?,
         program,
         options,
-        argv: argv_rest,
+        argv,
         plugins,
     })
+}
+
+/// clap's matches of the whole command line. `memres start --no-registry`: the old tool took
+/// global options after `memres start`; they are lifted in front and parsed again.
+fn command_line(argv: &[OsString], program: &ProgramName) -> Result<ArgMatches, clap::Error> {
+    let parse_argv =
+        |argv: &[OsString]| cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv);
+    let matches = parse_argv(argv)?;
+    let Some((name, sub)) = matches.subcommand().filter(|(name, _)| {
+        commands::RunnerCommand::from_name(name) == Some(commands::RunnerCommand::Memres)
+    }) else {
+        return Ok(matches);
+    };
+    match cli::lift_memres_globals(argv, &verbatim_args(name, sub))? {
+        None => Ok(matches),
+        Some(moved) => parse_argv(&moved),
+    }
+}
+
+/// clap printed help or a usage error: help exits 0, a usage error as a tool error.
+fn usage(error: clap::Error) -> Invocation {
+    use clap::error::ErrorKind;
+    let code = match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::OK,
+        _ => exit::TOOL_ERROR,
+    };
+    Invocation::Usage { error, code }
+}
+
+/// A command the core implements itself, with the arch from `--arch` or the program name.
+fn core_invocation(
+    command: commands::CoreCommand,
+    program: ProgramName,
+    tool: Option<Tool>,
+    options: GlobalOptions,
+    argv: Vec<OsString>,
+    plugins: PluginSet,
+) -> anyhow::Result<Invocation> {
+    let arch = match &options.arch {
+        Some(a) => Some(a.parse::<crate::arch::Arch>().context("--arch")?),
+        None => program.arch,
+    };
+    Ok(Invocation::Core(CoreContext {
+        command,
+        program: program.tool,
+        tool,
+        arch,
+        options,
+        argv,
+        plugins,
+    }))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
