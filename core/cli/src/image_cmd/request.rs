@@ -111,165 +111,73 @@ pub fn build_request(
     file: BuildFile,
     defaults: &Defaults,
 ) -> anyhow::Result<BuildPlan> {
-    let layers_text = if args.layer.is_empty() {
-        file.layers
-    } else {
-        args.layer.clone()
-    };
-    let layers = layers_text
-        .iter()
-        .map(|l| LayerSpec::parse(l).map_err(|e| anyhow::anyhow!("--layer: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut notes = Vec::new();
-    let layers = match (args.layer_mode.or(file.layer_mode), layers.is_empty()) {
-        (Some(LayerMode::Multi), true) => {
-            bail!("--layer-mode multi needs at least one --layer NAME:TYPE:CONTENT")
-        }
-        (Some(LayerMode::Single), false) => {
-            notes.push(format!(
-                "--layer-mode single: {} layer definition(s) ignored, the whole rootfs is one layer",
-                layers.len()
-            ));
-            Vec::new()
-        }
-        _ => layers,
-    };
-
-    let rootfs = args.rootfs.clone().or(file.rootfs);
-    let rootfs = match rootfs {
-        Some(r) if !r.is_dir() => bail!("rootfs {} is not a directory", r.display()),
-        Some(r) => r,
-        // layer definitions of host copies or prepared dirs need no rootfs
-        None if !layers.is_empty() => PathBuf::new(),
-        None => bail!("missing --rootfs DIR (or rootfs in the settings file)"),
-    };
+    let layers = layers(args, file.layers, file.layer_mode, &mut notes)?;
+    let rootfs = rootfs(args.rootfs.clone().or(file.rootfs), !layers.is_empty())?;
     let Some(output) = args.output.clone().or(file.output) else {
         bail!("missing --output DIR (or output in the settings file)");
     };
-
-    let entrypoint = match (&args.entrypoint, file.entrypoint) {
-        (Some(line), _) => Some(split_words("entrypoint", line)?),
-        (None, Some(w)) => Some(words("entrypoint", w)?),
-        (None, None) => None,
-    };
-    let cmd = match (&args.cmd, file.cmd) {
-        (Some(line), _) => Some(split_words("cmd", line)?),
-        (None, Some(w)) => Some(words("cmd", w)?),
-        (None, None) => None,
-    };
+    let entrypoint = option_words("entrypoint", args.entrypoint.as_deref(), file.entrypoint)?;
+    let cmd = option_words("cmd", args.cmd.as_deref(), file.cmd)?;
     // image-oci: a non-empty OCI_IMAGE_ENTRYPOINT_ARGS is the Cmd, OCI_IMAGE_CMD is not used
-    let entrypoint_args = match (&args.entrypoint_args, file.entrypoint_args) {
-        (Some(line), _) => split_words("entrypoint-args", line)?,
-        (None, Some(w)) => words("entrypoint-args", w)?,
-        (None, None) => Vec::new(),
-    };
-    let cmd = if entrypoint_args.is_empty() {
-        cmd
-    } else {
-        Some(entrypoint_args)
-    };
+    let entrypoint_args = option_words(
+        "entrypoint-args",
+        args.entrypoint_args.as_deref(),
+        file.entrypoint_args,
+    )?
+    .filter(|words| !words.is_empty());
+    let cmd = entrypoint_args.or(cmd);
     let mut tags = if args.tag.is_empty() {
         file.tag.map(|t| t.into_vec()).unwrap_or_default()
     } else {
         args.tag.clone()
     }
     .into_iter();
-    let tag = tags.next();
-    let extra_tags = tags.collect();
-
     // file first, options after: the backend replaces an earlier NAME= in place
     let env = kv_list(&file.env, "env in the settings file")?
         .into_iter()
         .chain(args.env.iter().cloned())
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let trace: Vec<(String, String)> = [
-        (TRACE_REVISION, args.revision.clone().or(file.revision)),
-        (TRACE_BRANCH, args.branch.clone().or(file.branch)),
-        (TRACE_CREATED, args.created.clone().or(file.created)),
-        (TRACE_VERSION, args.version.clone().or(file.version)),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.filter(|v| !is_unset_trace(v)).map(|v| (k.to_string(), v)))
-    .collect();
+    let trace = trace(
+        args,
+        [file.revision, file.branch, file.created, file.version],
+    );
     let mut labels = file.labels;
     labels.extend(args.label.iter().cloned());
     labels.extend(trace.iter().cloned());
-    let mut ports: Vec<String> = Vec::new();
-    for p in file
-        .ports
-        .iter()
-        .map(|p| parse_port(p))
-        .chain(args.port.iter().cloned().map(Ok))
-    {
-        let p = p.map_err(|e| anyhow::anyhow!("ports in the settings file: {e}"))?;
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-
     let mut annotations: BTreeMap<String, String> = file.annotations;
     annotations.extend(args.annotation.iter().cloned());
     annotations.extend(trace);
-
-    let arch_text = args
-        .arch
-        .clone()
-        .or(file.arch)
-        .unwrap_or_else(|| defaults.arch.clone());
+    let arch_text = (args.arch.clone().or(file.arch)).unwrap_or_else(|| defaults.arch.clone());
     let (arch, implied_variant) = map_arch(&arch_text);
-    let variant = args.variant.clone().or(file.variant).or(implied_variant);
-
     let compression = match args.compression.or(file.compression) {
         Some(CompressionArg::Zstd) => Compression::Zstd,
         Some(CompressionArg::Gzip) | None => Compression::Gzip,
     };
     let compression_level = args.compression_level.or(file.compression_level);
     check_level(compression, compression_level)?;
-
     let base_tag = args.base_tag.clone().or(file.base_tag);
-    let base_image = args
-        .base_image
-        .clone()
-        .or(file.base_image)
-        .map(|text| match base_tag {
-            Some(tag) => BaseImage {
-                path: PathBuf::from(text),
-                tag: Some(tag),
-            },
-            None => {
-                let (path, tag) = split_layout_ref(&text);
-                BaseImage { path, tag }
-            }
-        });
-    if let Some(b) = &base_image {
-        if !b.path.join("index.json").is_file() {
-            bail!(
-                "base image {} is not an OCI layout (no index.json)",
-                b.path.display()
-            );
-        }
-    }
-
+    let base_image = base_image(args.base_image.clone().or(file.base_image), base_tag)?;
     Ok(BuildPlan {
         backend: args.backend.clone().or(file.backend),
         notes,
         request: BuildRequest {
             rootfs,
             output,
-            tag,
-            extra_tags,
+            tag: tags.next(),
+            extra_tags: tags.collect(),
             entrypoint,
             cmd,
             env,
             labels,
-            ports,
+            ports: ports(&file.ports, &args.port)?,
             user: args.user.clone().or(file.user),
             workdir: args.workdir.clone().or(file.workdir),
             stop_signal: args.stop_signal.clone().or(file.stop_signal),
             author: args.author.clone().or(file.author),
             arch,
-            variant,
+            variant: args.variant.clone().or(file.variant).or(implied_variant),
             os: args.os.clone().or(file.os),
             annotations,
             compression,
@@ -287,6 +195,115 @@ pub fn build_request(
             force: args.force,
         },
     })
+}
+
+/// The layer definitions (`--layer` replaces the file's list: order matters), checked
+/// against `--layer-mode`.
+fn layers(
+    args: &BuildArgs,
+    file_layers: Vec<String>,
+    file_mode: Option<LayerMode>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<LayerSpec>> {
+    let text = if args.layer.is_empty() {
+        file_layers
+    } else {
+        args.layer.clone()
+    };
+    let layers = text
+        .iter()
+        .map(|l| LayerSpec::parse(l).map_err(|e| anyhow::anyhow!("--layer: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(match (args.layer_mode.or(file_mode), layers.is_empty()) {
+        (Some(LayerMode::Multi), true) => {
+            bail!("--layer-mode multi needs at least one --layer NAME:TYPE:CONTENT")
+        }
+        (Some(LayerMode::Single), false) => {
+            notes.push(format!(
+                "--layer-mode single: {} layer definition(s) ignored, the whole rootfs is one layer",
+                layers.len()
+            ));
+            Vec::new()
+        }
+        _ => layers,
+    })
+}
+
+/// The rootfs dir; layer definitions of host copies or prepared dirs need none.
+fn rootfs(rootfs: Option<PathBuf>, has_layers: bool) -> anyhow::Result<PathBuf> {
+    match rootfs {
+        Some(r) if !r.is_dir() => bail!("rootfs {} is not a directory", r.display()),
+        Some(r) => Ok(r),
+        None if has_layers => Ok(PathBuf::new()),
+        None => bail!("missing --rootfs DIR (or rootfs in the settings file)"),
+    }
+}
+
+/// A word list: the option's line (split as a shell would) wins over the file's value.
+fn option_words(
+    what: &str,
+    line: Option<&str>,
+    file: Option<Words>,
+) -> anyhow::Result<Option<Vec<String>>> {
+    match (line, file) {
+        (Some(line), _) => split_words(what, line).map(Some),
+        (None, Some(w)) => words(what, w).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The traceability labels that write something (revision, branch, created, version).
+fn trace(args: &BuildArgs, file: [Option<String>; 4]) -> Vec<(String, String)> {
+    let [revision, branch, created, version] = file;
+    [
+        (TRACE_REVISION, args.revision.clone().or(revision)),
+        (TRACE_BRANCH, args.branch.clone().or(branch)),
+        (TRACE_CREATED, args.created.clone().or(created)),
+        (TRACE_VERSION, args.version.clone().or(version)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.filter(|v| !is_unset_trace(v)).map(|v| (k.to_string(), v)))
+    .collect()
+}
+
+/// The file's ports, then the options', each once.
+fn ports(file: &[String], options: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut ports: Vec<String> = Vec::new();
+    for p in file
+        .iter()
+        .map(|p| parse_port(p))
+        .chain(options.iter().cloned().map(Ok))
+    {
+        let p = p.map_err(|e| anyhow::anyhow!("ports in the settings file: {e}"))?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    Ok(ports)
+}
+
+/// The base image layout (`DIR[:TAG]`, or a separate tag), which must be an OCI layout.
+fn base_image(text: Option<String>, tag: Option<String>) -> anyhow::Result<Option<BaseImage>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let base = match tag {
+        Some(tag) => BaseImage {
+            path: PathBuf::from(text),
+            tag: Some(tag),
+        },
+        None => {
+            let (path, tag) = split_layout_ref(&text);
+            BaseImage { path, tag }
+        }
+    };
+    if !base.path.join("index.json").is_file() {
+        bail!(
+            "base image {} is not an OCI layout (no index.json)",
+            base.path.display()
+        );
+    }
+    Ok(Some(base))
 }
 
 /// `image unpack` options -> request.
