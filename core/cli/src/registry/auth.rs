@@ -74,10 +74,25 @@ fn refuse(path: &Path, reason: impl Into<String>) -> AuthConfigError {
     }
 }
 
-/// Opens, checks and reads the auth file at `path`.
+/// Opens, checks and reads the auth file at `path`: no symlink, a regular file of the
+/// user's own (else a warning), 0600/0400, at most 1 MiB, a JSON object.
 pub fn load(path: &Path) -> Result<AuthFile, AuthConfigError> {
-    // A symlink is refused by name first, so the message says so (O_NOFOLLOW alone gives
-    // ELOOP, which reads like a loop).
+    let mut file = open_no_symlink(path)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| refuse(path, format!("cannot be examined: {e}")))?;
+    let warnings = check(path, &meta)?;
+    let contents = read_json_object(path, &mut file, meta.len())?;
+    Ok(AuthFile {
+        path: path.to_path_buf(),
+        contents,
+        warnings,
+    })
+}
+
+/// Opens `path` for reading unless it is a symlink. A symlink is refused by name first, so
+/// the message says so (O_NOFOLLOW alone gives ELOOP, which reads like a loop).
+fn open_no_symlink(path: &Path) -> Result<File, AuthConfigError> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(refuse(path, "file not found"))
@@ -86,23 +101,21 @@ pub fn load(path: &Path) -> Result<AuthFile, AuthConfigError> {
         Ok(m) if m.file_type().is_symlink() => return Err(refuse(path, "must not be a symlink")),
         Ok(_) => {}
     }
-    let mut file = match File::options()
+    File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(refuse(path, "must not be a symlink"))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(refuse(path, "file is not readable"))
-        }
-        Err(e) => return Err(refuse(path, format!("cannot be opened: {e}"))),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| refuse(path, format!("cannot be examined: {e}")))?;
+        .map_err(|e| match e {
+            e if e.raw_os_error() == Some(libc::ELOOP) => refuse(path, "must not be a symlink"),
+            e if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                refuse(path, "file is not readable")
+            }
+            e => refuse(path, format!("cannot be opened: {e}")),
+        })
+}
+
+/// The opened file's kind, mode and size; a warning when someone else owns it.
+fn check(path: &Path, meta: &std::fs::Metadata) -> Result<Vec<String>, AuthConfigError> {
     if !meta.file_type().is_file() {
         return Err(refuse(path, "must be a regular file"));
     }
@@ -135,24 +148,24 @@ pub fn load(path: &Path) -> Result<AuthFile, AuthConfigError> {
             meta.uid()
         ));
     }
-    let mut contents = Vec::with_capacity(meta.len() as usize);
-    (&mut file)
-        .take(MAX_AUTH_BYTES + 1)
+    Ok(warnings)
+}
+
+/// The file's bytes (at most 1 MiB, however it grew since it was examined), which must
+/// hold a JSON object.
+fn read_json_object(path: &Path, file: &mut File, len: u64) -> Result<Vec<u8>, AuthConfigError> {
+    let mut contents = Vec::with_capacity(len.min(MAX_AUTH_BYTES) as usize);
+    file.take(MAX_AUTH_BYTES + 1)
         .read_to_end(&mut contents)
         .map_err(|e| refuse(path, format!("file is not readable: {e}")))?;
     if contents.len() as u64 > MAX_AUTH_BYTES {
         return Err(refuse(path, "file is too large (max 1 MiB)"));
     }
     match serde_json::from_slice::<serde_json::Value>(&contents) {
-        Ok(serde_json::Value::Object(_)) => {}
-        Ok(_) => return Err(refuse(path, "must hold a JSON object ({\"auths\": {...}})")),
-        Err(e) => return Err(refuse(path, format!("is not valid JSON: {e}"))),
+        Ok(serde_json::Value::Object(_)) => Ok(contents),
+        Ok(_) => Err(refuse(path, "must hold a JSON object ({\"auths\": {...}})")),
+        Err(e) => Err(refuse(path, format!("is not valid JSON: {e}"))),
     }
-    Ok(AuthFile {
-        path: path.to_path_buf(),
-        contents,
-        warnings,
-    })
 }
 
 #[cfg(test)]
