@@ -2,10 +2,10 @@
 //!
 //! Created on first use as a sparse file (only what the guest writes takes host space) and
 //! formatted with mkfs.ext4; never recreated when it exists, because it holds the user's
-//! images. It is built under a temporary name and renamed into place, so an interrupted
-//! creation never leaves a half-formatted disk that a later boot would trust.
+//! images. It is built under a temporary name and linked into place (tempfile's
+//! `persist_noclobber`), so an interrupted creation never leaves a half-formatted disk that a
+//! later boot would trust, and a disk another process made meanwhile is never replaced.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -36,57 +36,59 @@ pub fn ensure(path: &Path, size_mib: u64) -> Result<StateDisk> {
             "size {size_mib} MiB is too small (minimum 64)"
         )));
     }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| err("no file name".into()))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{file_name}.creating-{}", std::process::id()));
-    let result = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| err(format!("creating {}: {e}", tmp.display())))?;
-        f.set_len(size_mib * 1024 * 1024)
-            .map_err(|e| err(format!("sizing: {e}")))?;
-        drop(f);
-        let out = Command::new(mkfs_ext4())
-            .args([
-                "-q",
-                "-F",
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1",
-                "-L",
-                "vcstate",
-            ])
-            .arg(&tmp)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| err(format!("running mkfs.ext4 (install e2fsprogs): {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "mkfs.ext4 failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        // no-clobber: if another process created the disk meanwhile, keep theirs
-        std::fs::hard_link(&tmp, path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                err("created concurrently by another process".into())
-            } else {
-                err(format!("moving into place: {e}"))
-            }
-        })?;
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    match result {
+    match create(path, size_mib).map_err(err) {
         Ok(()) => Ok(StateDisk::Created),
+        // another process made the disk meanwhile: theirs is kept
         Err(_) if path.is_file() => Ok(StateDisk::Existing),
         Err(e) => Err(e),
     }
+}
+
+/// A sparse file formatted under a temporary name in the same dir (removed on any failure),
+/// then linked into place without replacing anything.
+fn create(path: &Path, size_mib: u64) -> std::result::Result<(), String> {
+    let dir = path.parent().ok_or("no parent dir")?;
+    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.creating-"))
+        .tempfile_in(dir)
+        .map_err(|e| format!("creating a temporary file in {}: {e}", dir.display()))?;
+    tmp.as_file()
+        .set_len(size_mib * 1024 * 1024)
+        .map_err(|e| format!("sizing: {e}"))?;
+    format_ext4(tmp.path())?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            "created concurrently by another process".to_string()
+        } else {
+            format!("moving into place: {}", e.error)
+        }
+    })?;
+    Ok(())
+}
+
+fn format_ext4(image: &Path) -> std::result::Result<(), String> {
+    let out = Command::new(mkfs_ext4())
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+            "-L",
+            "vcstate",
+        ])
+        .arg(image)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running mkfs.ext4 (install e2fsprogs): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mkfs.ext4 failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// mkfs.ext4: the SDK's bundled copy first, then PATH and the sbin dirs a non-root PATH
