@@ -32,126 +32,46 @@ const DRAIN_IDLE: Duration = Duration::from_millis(1000);
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 const READ_CHUNK: usize = 64 * 1024;
 
+/// One `Exec`: the program prepared and started, its output pumped and its input relayed,
+/// then its exit status once the output in flight is delivered.
 pub(crate) fn run(
     agent: &Agent,
     request: ExecRequest,
     reader: Box<dyn Read + Send>,
     sink: &FrameSink,
 ) -> Result<(), ProtoError> {
-    if request.argv.is_empty() {
-        return sink.finish(&Response::error(ErrorKind::BadRequest, "exec: empty argv"));
-    }
-    let env = environment(&request);
-    let cwd = request.cwd.clone().unwrap_or_else(|| "/".to_owned());
-    if !Path::new(&cwd).is_dir() {
-        return sink.finish(&Response::error(
-            ErrorKind::NotFound,
-            format!("exec: working directory {cwd} does not exist in the guest"),
-        ));
-    }
-    let search_path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    let program = match resolve(&request.argv[0], search_path, Path::new(&cwd)) {
-        Ok(program) => program,
-        Err(not_runnable) => {
-            return cannot_run(sink, not_runnable.code, &not_runnable.message);
-        }
+    let (mut command, io) = match prepare(&request) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refusal.send(sink),
     };
-
-    let mut command = Command::new(&program);
-    command
-        .arg0(&request.argv[0])
-        .args(&request.argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&cwd);
-
-    let io = match request.tty {
-        Some(size) => pty_io(&mut command, size),
-        None => pipe_io(&mut command, request.stdin),
-    };
-    let mut io = match io {
-        Ok(io) => io,
-        Err(e) => {
-            return sink.finish(&Response::error(
-                ErrorKind::Io,
-                format!("exec: cannot set up stdio: {e}"),
-            ))
-        }
-    };
-
     let (mut child, exit_rx) = match agent.reaper.spawn(&mut command) {
         Ok(spawned) => spawned,
-        Err(e) => {
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                exit::NOT_FOUND
-            } else {
-                exit::CANNOT_EXECUTE
-            };
-            return cannot_run(sink, code, &format!("{}: {e}", request.argv[0]));
-        }
+        Err(e) => return Refusal::spawn_failed(&request.argv[0], &e).send(sink),
     };
     // Close our copies of the child's ends (the PTY slave above all: the master only sees
     // EOF once every slave fd is gone).
     drop(command);
     let pid = child.id();
-    let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
     // the console log is a plain file on the host: no passwords in it
     crate::debug_log!(
         "exec pid {pid}: {:?}",
         vcontainer_proto::redact::argv(&request.argv)
     );
     sink.respond(&Response::Started { pid })?;
-
     let drain = Arc::new(Drain::default());
-    let mut stdin_target: Option<Box<dyn Write + Send>> = None;
-    match &mut io {
-        StdIo::Pipes => {
-            if let Some(stdout) = child.stdout.take() {
-                let fd = stdout.as_raw_fd();
-                drain.pump(Box::new(stdout), fd, FrameType::Stdout, sink.clone());
-            }
-            if let Some(stderr) = child.stderr.take() {
-                let fd = stderr.as_raw_fd();
-                drain.pump(Box::new(stderr), fd, FrameType::Stderr, sink.clone());
-            }
-            if let Some(stdin) = child.stdin.take() {
-                stdin_target = Some(Box::new(stdin));
-            }
-        }
-        StdIo::Pty { master } => {
-            let output = File::from(master.try_clone().map_err(ProtoError::Io)?);
-            let fd = output.as_raw_fd();
-            drain.pump(Box::new(output), fd, FrameType::Stdout, sink.clone());
-            sink.frame(FrameType::StderrEnd, &[])?;
-            if request.stdin {
-                stdin_target = Some(Box::new(File::from(
-                    master.try_clone().map_err(ProtoError::Io)?,
-                )));
-            }
-        }
-    }
+    let stdin_target = connect_output(&drain, &mut child, &io, request.stdin, sink)?;
     drop(child);
-
     let finished = Arc::new(AtomicBool::new(false));
-    let master_fd = match &io {
-        StdIo::Pty { master } => Some(master.as_raw_fd()),
-        StdIo::Pipes => None,
-    };
-    let stdin_tx = stdin_target.map(spawn_stdin_writer);
     let control = Control {
-        pgid,
-        master_fd,
+        pgid: i32::try_from(pid).unwrap_or(i32::MAX),
+        master_fd: io.master_fd(),
         finished: Arc::clone(&finished),
     };
+    let stdin_tx = stdin_target.map(spawn_stdin_writer);
     thread::Builder::new()
         .name(format!("exec-{pid}-in"))
         .spawn(move || control.relay(reader, stdin_tx))
         .map_err(ProtoError::Io)?;
-
     let status = exit_rx
         .recv()
         .unwrap_or(ExitStatus::Code(exit::STATUS_LOST));
@@ -161,6 +81,121 @@ pub(crate) fn run(
     // `io` (the PTY master) lives until here so Resize can reach it while the program runs.
     drop(io);
     sink.finish(&Response::Exited { status })
+}
+
+/// Why a program is not started: the answer the client gets instead.
+enum Refusal {
+    /// A request the agent cannot act on (an error response).
+    Error(Response),
+    /// The program cannot run: a shell-like message and status 126/127.
+    CannotRun { code: i32, message: String },
+}
+
+impl Refusal {
+    fn spawn_failed(argv0: &str, e: &io::Error) -> Self {
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            exit::NOT_FOUND
+        } else {
+            exit::CANNOT_EXECUTE
+        };
+        Refusal::CannotRun {
+            code,
+            message: format!("{argv0}: {e}"),
+        }
+    }
+
+    fn send(self, sink: &FrameSink) -> Result<(), ProtoError> {
+        match self {
+            Refusal::Error(response) => sink.finish(&response),
+            Refusal::CannotRun { code, message } => cannot_run(sink, code, &message),
+        }
+    }
+}
+
+/// The command for `request` (program found on its PATH, environment, working directory)
+/// with its stdio: pipes, or a PTY when a terminal is asked for.
+fn prepare(request: &ExecRequest) -> Result<(Command, StdIo), Refusal> {
+    if request.argv.is_empty() {
+        return Err(Refusal::Error(Response::error(
+            ErrorKind::BadRequest,
+            "exec: empty argv",
+        )));
+    }
+    let env = environment(request);
+    let cwd = request.cwd.clone().unwrap_or_else(|| "/".to_owned());
+    if !Path::new(&cwd).is_dir() {
+        return Err(Refusal::Error(Response::error(
+            ErrorKind::NotFound,
+            format!("exec: working directory {cwd} does not exist in the guest"),
+        )));
+    }
+    let search_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let program = resolve(&request.argv[0], search_path, Path::new(&cwd)).map_err(|n| {
+        Refusal::CannotRun {
+            code: n.code,
+            message: n.message,
+        }
+    })?;
+    let mut command = Command::new(&program);
+    command
+        .arg0(&request.argv[0])
+        .args(&request.argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&cwd);
+    let io = match request.tty {
+        Some(size) => pty_io(&mut command, size),
+        None => pipe_io(&mut command, request.stdin),
+    }
+    .map_err(|e| {
+        Refusal::Error(Response::error(
+            ErrorKind::Io,
+            format!("exec: cannot set up stdio: {e}"),
+        ))
+    })?;
+    Ok((command, io))
+}
+
+/// Starts the output pumps (stdout and stderr, or the PTY master as stdout with stderr
+/// ended at once) and returns where the client's stdin goes, if it sends any.
+fn connect_output(
+    drain: &Arc<Drain>,
+    child: &mut std::process::Child,
+    io: &StdIo,
+    stdin: bool,
+    sink: &FrameSink,
+) -> Result<Option<Box<dyn Write + Send>>, ProtoError> {
+    match io {
+        StdIo::Pipes => {
+            if let Some(stdout) = child.stdout.take() {
+                let fd = stdout.as_raw_fd();
+                drain.pump(Box::new(stdout), fd, FrameType::Stdout, sink.clone());
+            }
+            if let Some(stderr) = child.stderr.take() {
+                let fd = stderr.as_raw_fd();
+                drain.pump(Box::new(stderr), fd, FrameType::Stderr, sink.clone());
+            }
+            Ok(child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Write + Send>))
+        }
+        StdIo::Pty { master } => {
+            let output = File::from(master.try_clone().map_err(ProtoError::Io)?);
+            let fd = output.as_raw_fd();
+            drain.pump(Box::new(output), fd, FrameType::Stdout, sink.clone());
+            sink.frame(FrameType::StderrEnd, &[])?;
+            if !stdin {
+                return Ok(None);
+            }
+            let input = File::from(master.try_clone().map_err(ProtoError::Io)?);
+            Ok(Some(Box::new(input)))
+        }
+    }
 }
 
 /// The program could not be started: a shell-like message on stderr and status
@@ -194,6 +229,16 @@ fn environment(request: &ExecRequest) -> Vec<(String, String)> {
 enum StdIo {
     Pipes,
     Pty { master: OwnedFd },
+}
+
+impl StdIo {
+    /// The PTY master, where a Resize goes.
+    fn master_fd(&self) -> Option<RawFd> {
+        match self {
+            StdIo::Pty { master } => Some(master.as_raw_fd()),
+            StdIo::Pipes => None,
+        }
+    }
 }
 
 fn pipe_io(command: &mut Command, stdin: bool) -> io::Result<StdIo> {
