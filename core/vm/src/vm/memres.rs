@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -32,7 +32,8 @@ pub struct Started {
     pub already_running: bool,
 }
 
-/// Start the memres VM for `cfg.state_dir` unless one is running.
+/// Start the memres VM for `cfg.state_dir` unless one is running: the supervisor is spawned
+/// detached, and its one answer line says whether the VM is ready.
 pub fn start(cfg: &VmConfig) -> Result<Started> {
     let _lock = lock::exclusive(&cfg.state_dir)?;
     if let Some(instance) = Instance::find(&cfg.state_dir) {
@@ -42,23 +43,65 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
         });
     }
     reap_stale(&cfg.state_dir, cfg.shutdown_timeout());
+    let sup_cfg = supervisor_config(cfg)?;
+    let log_path = cfg.state_dir.join("supervisor.log");
+    let (mut child, stdout) = spawn_supervisor(cfg, &sup_cfg, &log_path)?;
+    let budget = cfg.boot_timeout() + cfg.shutdown_timeout() + Duration::from_secs(30);
+    match await_answer(stdout, budget) {
+        Answer::Ready => ready(cfg),
+        Answer::Failed(msg) => {
+            let _ = child.wait();
+            Err(VmError::Other(msg))
+        }
+        Answer::Exited => {
+            let st = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(VmError::Supervisor(format!(
+                "exited ({st}) before the VM was ready; see {}",
+                log_path.display()
+            )))
+        }
+        Answer::Unreadable(e) => Err(VmError::io("reading from the VM supervisor", e)),
+        Answer::Silent => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                Signal::SIGTERM,
+            );
+            Err(VmError::Supervisor(format!(
+                "no answer within {} s; see {}",
+                budget.as_secs(),
+                log_path.display()
+            )))
+        }
+    }
+}
 
-    // resolve here so a missing blob is reported by the CLI, not buried in a log
+/// The supervisor's copy of `cfg`: blobs resolved here (so a missing blob is reported by
+/// the CLI, not buried in a log), volume shares as the environment allows (memres VMs serve
+/// live volumes; batch VMs copy them), an absolute state dir (it runs in `/`).
+fn supervisor_config(cfg: &VmConfig) -> Result<VmConfig> {
     let blobs = blobs::resolve_for(cfg)?;
     let mut sup_cfg = cfg.clone();
     sup_cfg.blob_dir = Some(blobs.dir);
-    // memres VMs serve live volumes through volume shares (batch VMs copy them)
     sup_cfg.host_share = virtiofs::enabled_by_env();
     sup_cfg.state_dir = std::path::absolute(&cfg.state_dir)
         .map_err(|e| VmError::io("resolving the state dir", e))?;
+    Ok(sup_cfg)
+}
 
-    let json = serde_json::to_string(&sup_cfg).map_err(|e| VmError::Other(e.to_string()))?;
+/// The supervisor started in its own session (terminal signals, such as Ctrl-C in the shell
+/// that ran `memres start`, never reach the VM), logging to `log_path`, its config in the
+/// environment, with a pipe for its answer.
+fn spawn_supervisor(
+    cfg: &VmConfig,
+    sup_cfg: &VmConfig,
+    log_path: &Path,
+) -> Result<(std::process::Child, ChildStdout)> {
+    let json = serde_json::to_string(sup_cfg).map_err(|e| VmError::Other(e.to_string()))?;
     let argv = supervisor_argv(cfg)?;
-    let log_path = cfg.state_dir.join("supervisor.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
+        .open(log_path)
         .map_err(|e| VmError::io(format!("opening {}", log_path.display()), e))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -67,8 +110,7 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches from our session and terminal so
-    // terminal signals (Ctrl-C in the shell that ran `memres start`) never reach the VM.
+    // SAFETY: setsid is async-signal-safe; it detaches from our session and terminal.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
@@ -79,74 +121,67 @@ pub fn start(cfg: &VmConfig) -> Result<Started> {
     let mut child = cmd
         .spawn()
         .map_err(|e| VmError::io(format!("starting the VM supervisor {:?}", argv[0]), e))?;
-    let Some(stdout) = child.stdout.take() else {
-        return Err(VmError::Supervisor("no pipe to the supervisor".into()));
-    };
+    match child.stdout.take() {
+        Some(stdout) => Ok((child, stdout)),
+        None => Err(VmError::Supervisor("no pipe to the supervisor".into())),
+    }
+}
 
-    // one line: "ready" or "error <json>"; EOF (empty line) means it died. Other lines are
-    // skipped, so a supervisor run under a wrapper that prints something still works.
+/// What the supervisor answered on its stdout.
+#[derive(Debug)]
+enum Answer {
+    /// `ready`: the VM answered Hello and vm.json is written.
+    Ready,
+    /// `error <json string>`: the boot failed, with the message for the user.
+    Failed(String),
+    /// Its stdout closed first: it died.
+    Exited,
+    Unreadable(std::io::Error),
+    /// Nothing within the budget.
+    Silent,
+}
+
+/// Reads the supervisor's one answer line. Other lines are skipped, so a supervisor run
+/// under a wrapper that prints something still works.
+fn await_answer(stdout: impl std::io::Read + Send + 'static, budget: Duration) -> Answer {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
-        let r = loop {
+        let answer = loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
-                Ok(0) => break Ok(String::new()),
-                Ok(_) if line.trim_end() == "ready" || line.starts_with("error ") => {
-                    break Ok(line)
+                Ok(0) => break Answer::Exited,
+                Ok(_) if line.trim_end() == "ready" => break Answer::Ready,
+                Ok(_) => {
+                    if let Some(msg) = line.trim_end().strip_prefix("error ") {
+                        let msg = serde_json::from_str(msg).unwrap_or_else(|_| msg.to_string());
+                        break Answer::Failed(msg);
+                    }
                 }
-                Ok(_) => continue,
-                Err(e) => break Err(e),
+                Err(e) => break Answer::Unreadable(e),
             }
         };
-        let _ = tx.send(r);
+        let _ = tx.send(answer);
     });
-    let budget = cfg.boot_timeout() + cfg.shutdown_timeout() + Duration::from_secs(30);
-    let line = match rx.recv_timeout(budget) {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => return Err(VmError::io("reading from the VM supervisor", e)),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                Signal::SIGTERM,
-            );
-            return Err(VmError::Supervisor(format!(
-                "no answer within {} s; see {}",
-                budget.as_secs(),
-                log_path.display()
-            )));
-        }
-    };
-    let line = line.trim_end();
-    if line == "ready" {
-        return Instance::find(&cfg.state_dir)
-            .inspect(|instance| {
-                // the one-shot's `-v` line, from the supervisor's boot
-                if let Some(note) = &instance.record.snapshot_note {
-                    tracing::info!("{note}");
-                }
-            })
-            .map(|instance| Started {
-                instance,
-                already_running: false,
-            })
-            .ok_or_else(|| {
-                VmError::Supervisor(format!(
-                    "reported ready but the VM is gone; see {}",
-                    cfg.console_log().display()
-                ))
-            });
+    rx.recv_timeout(budget).unwrap_or(Answer::Silent)
+}
+
+/// The VM the supervisor reported ready, found through vm.json; its boot's snapshot note is
+/// the `-v` line a one-shot would print.
+fn ready(cfg: &VmConfig) -> Result<Started> {
+    let instance = Instance::find(&cfg.state_dir).ok_or_else(|| {
+        VmError::Supervisor(format!(
+            "reported ready but the VM is gone; see {}",
+            cfg.console_log().display()
+        ))
+    })?;
+    if let Some(note) = &instance.record.snapshot_note {
+        tracing::info!("{note}");
     }
-    if let Some(msg) = line.strip_prefix("error ") {
-        let msg: String = serde_json::from_str(msg).unwrap_or_else(|_| msg.to_string());
-        let _ = child.wait();
-        return Err(VmError::Other(msg));
-    }
-    let st = child.wait().map(|s| s.to_string()).unwrap_or_default();
-    Err(VmError::Supervisor(format!(
-        "exited ({st}) before the VM was ready; see {}",
-        log_path.display()
-    )))
+    Ok(Started {
+        instance,
+        already_running: false,
+    })
 }
 
 /// How to run the supervisor: `cfg.supervisor_command`, or this executable + the subcommand.
@@ -317,6 +352,32 @@ pub fn list(roots: &[PathBuf]) -> Vec<Instance> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_supervisors_answer_is_its_one_ready_or_error_line() {
+        let answer = |text: &'static str| {
+            await_answer(
+                std::io::Cursor::new(text.as_bytes()),
+                Duration::from_secs(5),
+            )
+        };
+        assert!(matches!(answer("wrapper noise\nready\n"), Answer::Ready));
+        assert!(
+            matches!(answer("error \"no kvm\"\n"), Answer::Failed(m) if m == "no kvm"),
+            "the JSON string is decoded"
+        );
+        assert!(
+            matches!(answer("error not json\n"), Answer::Failed(m) if m == "not json"),
+            "kept as written when it is not JSON"
+        );
+        assert!(matches!(answer("noise\n"), Answer::Exited));
+        // a pipe that stays open and silent
+        let (r, _w) = std::os::unix::net::UnixStream::pair().expect("pair");
+        assert!(matches!(
+            await_answer(r, Duration::from_millis(100)),
+            Answer::Silent
+        ));
+    }
 
     #[test]
     fn status_and_stop_on_an_empty_state_dir() {

@@ -38,51 +38,61 @@ pub fn main() -> i32 {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let cfg: VmConfig = match std::env::var(CONFIG_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string()))
-    {
+    let cfg = match read_config() {
         Ok(c) => c,
         Err(e) => {
-            report(&format!(
-                "error {}",
-                json_str(&format!("bad {CONFIG_ENV}: {e}"))
-            ));
+            report_error(&format!("bad {CONFIG_ENV}: {e}"));
             return 2;
         }
     };
-    std::env::remove_var(CONFIG_ENV);
     // from the snapshot when snapshots are on and one fits (vm/snapshot.rs), else cold
     let mut vm = match snapshot::boot(&cfg) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("boot failed: {e}");
-            report(&format!("error {}", json_str(&e.to_string())));
+            report_error(&e.to_string());
             return 1;
         }
     };
-    // from here a stop signal wakes the watch loop instead of killing us
-    let signals = match signal_pipe() {
-        Ok(s) => s,
-        Err(e) => {
-            report(&format!("error {}", json_str(&e)));
+    let signals = match set_up(&vm) {
+        Ok(signals) => signals,
+        Err((e, why)) => {
+            report_error(&e);
             let t = vm.cfg.shutdown_timeout();
-            stop_vm(&mut vm, "supervisor setup failed", t);
+            stop_vm(&mut vm, why, t);
             return 1;
         }
     };
-    if let Err(e) = write_record(&vm) {
-        report(&format!("error {}", json_str(&e.to_string())));
-        let t = vm.cfg.shutdown_timeout();
-        stop_vm(&mut vm, "cannot write vm.json", t);
-        return 1;
-    }
-    if let Err(e) = expose_api(&vm) {
-        report(&format!("error {}", json_str(&e)));
-        let t = vm.cfg.shutdown_timeout();
-        stop_vm(&mut vm, "cannot expose the engine API", t);
-        return 1;
-    }
+    announce_ready(&cfg, &vm);
+    let why = watch(&mut vm, &signals);
+    end(&mut vm, why);
+    cleanup_files(&cfg.state_dir);
+    0
+}
+
+/// The VmConfig the starter passed in the environment (removed from it: children of ours
+/// have no use for it).
+fn read_config() -> Result<VmConfig, String> {
+    let cfg = std::env::var(CONFIG_ENV)
+        .map_err(|e| e.to_string())
+        .and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string()))?;
+    std::env::remove_var(CONFIG_ENV);
+    Ok(cfg)
+}
+
+/// What a booted VM needs before it is reported ready: the stop signals caught (from here a
+/// signal wakes the watch loop instead of killing us), vm.json, the exposed engine API. On
+/// failure: the message and what the stop is for.
+fn set_up(vm: &RunningVm) -> Result<OwnedFd, (String, &'static str)> {
+    let signals = signal_pipe().map_err(|e| (e, "supervisor setup failed"))?;
+    write_record(vm).map_err(|e| (e.to_string(), "cannot write vm.json"))?;
+    expose_api(vm).map_err(|e| (e, "cannot expose the engine API"))?;
+    Ok(signals)
+}
+
+/// The VM's activity clock and static forwards recorded, its boot logged, `ready` reported
+/// and the starter's pipe closed.
+fn announce_ready(cfg: &VmConfig, vm: &RunningVm) {
     instance::touch_activity(&cfg.state_dir);
     let _ = instance::write_port_forwards(&cfg.state_dir, &cfg.port_forwards);
     boot::log(
@@ -103,8 +113,11 @@ pub fn main() -> i32 {
     }
     report("ready");
     detach_stdout();
+}
 
-    let why = watch(&mut vm, &signals);
+/// The VM's end after the watch: a clean guest shutdown, unless QEMU is gone already (then
+/// only what it leaves behind is cleaned up).
+fn end(vm: &mut RunningVm, why: Wake) {
     if matches!(why, Wake::QemuExited) {
         boot::log(
             &vm.paths,
@@ -114,16 +127,19 @@ pub fn main() -> i32 {
             v.terminate(Duration::from_secs(2));
         }
         super::boot::remove_vm_files(&vm.paths);
-    } else {
-        // without vhost-device-vsock the agent is unreachable: no point waiting for it
-        let timeout = match why {
-            Wake::VhostExited => Duration::ZERO,
-            _ => vm.cfg.shutdown_timeout(),
-        };
-        stop_vm(&mut vm, why.describe(), timeout);
+        return;
     }
-    cleanup_files(&cfg.state_dir);
-    0
+    // without vhost-device-vsock the agent is unreachable: no point waiting for it
+    let timeout = match why {
+        Wake::VhostExited => Duration::ZERO,
+        _ => vm.cfg.shutdown_timeout(),
+    };
+    stop_vm(vm, why.describe(), timeout);
+}
+
+/// The starter's `error <json string>` line.
+fn report_error(message: &str) {
+    report(&format!("error {}", json_str(message)));
 }
 
 /// Why the supervisor woke up for good.
