@@ -23,29 +23,10 @@ BLOB_ROOT=${VCONTAINER_BLOB_DIR:-$ROOT/build/blobs}
 ARCH=x86_64
 PING="$ROOT/scripts/lib/api-ping.pl"
 
-cargo build -q -p vcontainer -p vcontainer-runtime-docker -p vcontainer-runtime-podman
-cargo build -q -p vcontainer --example vm_bench
-BIN_DIR=$ROOT/target/debug
-PROBE=$BIN_DIR/examples/vm_bench
+BENCH_NAME=api
+BENCH_LINKS="vdkr vpdmn"
+. "$ROOT/scripts/lib/bench-prelude.sh"
 
-WORK=$(mktemp -d /tmp/vcontainer-bench-api.XXXXXX)
-started=""
-cleanup() {
-    for tool in $started; do
-        "$WORK/bin/$tool" memres stop >/dev/null 2>&1 || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$WORK/bin" "$WORK/home"
-for tool in vdkr vpdmn; do
-    ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"
-done
-export HOME="$WORK/home" XDG_CACHE_HOME="$WORK/home/.cache" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
-
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 diff_ms() { echo "$1 $2" | awk '{ printf "%+.3f", $1 - $2 }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -25,32 +25,13 @@ if [ -z "$ARCHES" ]; then
     for a in x86_64 aarch64; do [ -d "$BLOB_ROOT/$a" ] && ARCHES="$ARCHES $a"; done
 fi
 
-cargo build -q -p vcontainer -p vcontainer-runtime-docker -p vcontainer-runtime-podman
-cargo build -q -p vcontainer --example vm_bench
-BIN_DIR=$ROOT/target/debug
-PROBE=$BIN_DIR/examples/vm_bench
-
-WORK=$(mktemp -d /tmp/vcontainer-bench-vm.XXXXXX)
-started=""
-cleanup() {
-    for tool in $started; do
-        "$WORK/bin/$tool" memres stop >/dev/null 2>&1 || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$WORK/bin" "$WORK/home"
-for tool in vdkr vpdmn vdkr-x86_64 vpdmn-x86_64 vdkr-aarch64 vpdmn-aarch64; do
-    ln -s "$BIN_DIR/vcontainer" "$WORK/bin/$tool"
-done
-export HOME="$WORK/home" XDG_CACHE_HOME="$WORK/home/.cache" VCONTAINER_PLUGIN_PATH="$BIN_DIR" VCONTAINER_BLOB_DIR="$BLOB_ROOT"
+BENCH_NAME=vm
+BENCH_LINKS="vdkr vpdmn vdkr-x86_64 vpdmn-x86_64 vdkr-aarch64 vpdmn-aarch64"
+. "$ROOT/scripts/lib/bench-prelude.sh"
 
 now() { date +%s.%N; }
 elapsed() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
 ratio() { echo "$1 $2" | awk '{ printf "%.1f", $1 / $2 }'; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # --- baseline: bare kernel boot-to-init --------------------------------------------------
 # /init is busybox (static, of the guest's arch) powering off; -no-reboot turns that (or a
