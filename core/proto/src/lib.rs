@@ -16,7 +16,8 @@
 //! versions; see [`auth`]. A peer that fails gets the connection closed and nothing else.
 //!
 //! # Conversations (one connection per operation, after authentication)
-//! - `Hello` -> `HelloOk` | `Error{VersionMismatch}`.
+//! - `Hello` -> `HelloOk` | `Error{VersionMismatch}`. `HelloOk::capabilities` names the optional
+//!   requests the agent serves (`resume`), so a host asks only for what the agent has.
 //! - `Exec` (+ `Stdin`* `StdinEnd`, `Signal`, `Resize` at any time) -> [`Response::Started`]
 //!   (absent when the program could not be started), `Stdout`/`Stderr` chunks as produced,
 //!   `StdoutEnd`/`StderrEnd`, then exactly one `Exited`. A program that is not found or not
@@ -39,7 +40,7 @@ pub use frame::{
 };
 pub use message::{
     check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response, ResumeRequest,
-    ServiceStartRequest, SocketProbe, WindowSize,
+    ServiceStartRequest, SocketProbe, WindowSize, CAPABILITY_RESUME,
 };
 
 /// Version of this protocol. Bump it on any incompatible change of frames or messages; host

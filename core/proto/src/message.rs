@@ -204,6 +204,23 @@ pub struct HelloOk {
     /// fsck and runtime storage is on tmpfs), for the host to show.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Optional requests this agent serves, by name (e.g. [`CAPABILITY_RESUME`]). Absent from
+    /// agents that predate the field (serde's default: none), and hosts that predate it skip
+    /// it, so the protocol version stays the same: a capability is something a host may ask
+    /// for, never something it must understand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+}
+
+/// In `HelloOk::capabilities`: the agent was booted with `vcontainer.snapshot=1` and will
+/// answer [`Request::Resume`] after a restore, so its guest may be saved as a snapshot.
+pub const CAPABILITY_RESUME: &str = "resume";
+
+impl HelloOk {
+    /// Whether the agent says it serves the optional request named `capability`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
 }
 
 /// Guest -> host control messages.
@@ -253,6 +270,28 @@ pub fn check_version(host: u32, agent: u32) -> Result<(), ProtoError> {
 mod tests {
     use super::*;
     use crate::PROTOCOL_VERSION;
+
+    #[test]
+    fn capabilities_are_optional_both_ways() {
+        // an agent that predates the field: no capabilities
+        let old = r#"{"type":"hello_ok","protocol_version":3,"agent_version":"0.1.0","runtime":"podman","kernel":"6.1","warnings":[]}"#;
+        let Response::HelloOk(ok) = serde_json::from_str::<Response>(old).expect("old") else {
+            panic!("not HelloOk");
+        };
+        assert!(ok.capabilities.is_empty());
+        assert!(!ok.has_capability(CAPABILITY_RESUME));
+        // a new agent's answer keeps what an old host reads, and round-trips
+        let new = Response::HelloOk(HelloOk {
+            capabilities: vec![CAPABILITY_RESUME.into()],
+            ..ok
+        });
+        let json = serde_json::to_string(&new).expect("encode");
+        assert!(json.contains(r#""capabilities":["resume"]"#), "{json}");
+        let Response::HelloOk(back) = serde_json::from_str::<Response>(&json).expect("new") else {
+            panic!("not HelloOk");
+        };
+        assert!(back.has_capability(CAPABILITY_RESUME));
+    }
 
     #[test]
     fn version_mismatch_names_both_versions() {

@@ -85,8 +85,9 @@ pub(crate) fn run(
 
 /// Why a program is not started: the answer the client gets instead.
 enum Refusal {
-    /// A request the agent cannot act on (an error response).
-    Error(Response),
+    /// A request the agent cannot act on (an error response; boxed: `Response` is large since
+    /// `HelloOk` carries capabilities, and this travels in every `prepare` result).
+    Error(Box<Response>),
     /// The program cannot run: a shell-like message and status 126/127.
     CannotRun { code: i32, message: String },
 }
@@ -116,18 +117,18 @@ impl Refusal {
 /// with its stdio: pipes, or a PTY when a terminal is asked for.
 fn prepare(request: &ExecRequest) -> Result<(Command, StdIo), Refusal> {
     if request.argv.is_empty() {
-        return Err(Refusal::Error(Response::error(
+        return Err(Refusal::Error(Box::new(Response::error(
             ErrorKind::BadRequest,
             "exec: empty argv",
-        )));
+        ))));
     }
     let env = environment(request);
     let cwd = request.cwd.clone().unwrap_or_else(|| "/".to_owned());
     if !Path::new(&cwd).is_dir() {
-        return Err(Refusal::Error(Response::error(
+        return Err(Refusal::Error(Box::new(Response::error(
             ErrorKind::NotFound,
             format!("exec: working directory {cwd} does not exist in the guest"),
-        )));
+        ))));
     }
     let search_path = env
         .iter()
@@ -152,10 +153,10 @@ fn prepare(request: &ExecRequest) -> Result<(Command, StdIo), Refusal> {
         None => pipe_io(&mut command, request.stdin),
     }
     .map_err(|e| {
-        Refusal::Error(Response::error(
+        Refusal::Error(Box::new(Response::error(
             ErrorKind::Io,
             format!("exec: cannot set up stdio: {e}"),
-        ))
+        )))
     })?;
     Ok((command, io))
 }

@@ -26,7 +26,8 @@ use std::thread;
 use std::time::Duration;
 
 use vcontainer_proto::{
-    check_version, read_frame, ErrorKind, HelloOk, ProtoError, Request, Response, PROTOCOL_VERSION,
+    check_version, read_frame, ErrorKind, HelloOk, ProtoError, Request, Response,
+    CAPABILITY_RESUME, PROTOCOL_VERSION,
 };
 
 pub use vcontainer_proto::auth::Secret;
@@ -240,6 +241,17 @@ fn hello(agent: &Agent) -> HelloOk {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         warnings: agent.info.warnings.clone(),
+        capabilities: capabilities(agent.snapshot.is_some()),
+    }
+}
+
+/// What `HelloOk` advertises: `Resume` only when booted with `vcontainer.snapshot=1` (the
+/// only guest that serves it), so the host saves no guest that would refuse it.
+fn capabilities(snapshot: bool) -> Vec<String> {
+    if snapshot {
+        vec![CAPABILITY_RESUME.to_owned()]
+    } else {
+        Vec::new()
     }
 }
 
@@ -289,5 +301,17 @@ pub(crate) fn error_kind(e: &io::Error) -> ErrorKind {
         io::ErrorKind::NotFound => ErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
         _ => ErrorKind::Io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capabilities;
+    use vcontainer_proto::CAPABILITY_RESUME;
+
+    #[test]
+    fn resume_is_advertised_only_by_a_guest_booted_to_be_saved() {
+        assert_eq!(capabilities(true), [CAPABILITY_RESUME]);
+        assert!(capabilities(false).is_empty());
     }
 }

@@ -224,6 +224,7 @@ fn client_refuses_an_agent_with_another_version_naming_both() {
             runtime: "docker".into(),
             kernel: "6.1".into(),
             warnings: vec![],
+            capabilities: vec![],
         });
         let frame = Frame::control(&answer).expect("encode");
         let _ = write_frame(&mut fake_agent, FrameType::Control, &frame.payload);

@@ -109,6 +109,11 @@ pub enum SnapshotError {
     Migration(String),
     #[error("the restored guest: {0}")]
     Resume(String),
+    #[error(
+        "the guest's agent ({agent_version}) does not serve Resume (no `resume` capability in \
+         its Hello): a guest built with an older agent cannot be restored, so it is not saved"
+    )]
+    AgentWithoutResume { agent_version: String },
     #[error("no cache dir: neither XDG_CACHE_HOME nor HOME is an absolute path")]
     NoCacheDir,
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use vcontainer_proto::{ResumeRequest, AGENT_VSOCK_PORT};
+use vcontainer_proto::{HelloOk, ResumeRequest, AGENT_VSOCK_PORT, CAPABILITY_RESUME};
 
 use super::accel;
 use super::blobs;
@@ -130,15 +130,21 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     let mut saved = String::new();
     if !file.exists() {
         if let Some(why) = recent_failure(&file) {
-            return cold(format!(
-                "no snapshot: a save or restore of this one failed less than {} min ago ({why}); \
-                 `snapshot rm` retries at once",
-                FAILURE_PAUSE.as_secs() / 60
-            ));
+            return cold(match why.strip_prefix(PERMANENT) {
+                Some(why) => format!(
+                    "no snapshot: this guest build cannot be restored ({why}); \
+                     a new guest build is saved again"
+                ),
+                None => format!(
+                    "no snapshot: a save or restore of this one failed less than {} min ago \
+                     ({why}); `snapshot rm` retries at once",
+                    FAILURE_PAUSE.as_secs() / 60
+                ),
+            });
         }
         let started = Instant::now();
         if let Err(e) = save(cfg, &file) {
-            record_failure(&file, &format!("saving: {e}"));
+            record_failure(&file, &failure_reason(&e));
             return cold(format!("no snapshot: saving one failed: {e}"));
         }
         saved = format!(
@@ -178,6 +184,18 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
 /// too loaded to boot in time) is retried after this.
 const FAILURE_PAUSE: Duration = Duration::from_secs(3600);
 
+/// Starts the reason of a failure that holds as long as the key (the blobs) does: an agent
+/// without `Resume` stays without it until the guest is rebuilt, which is another key.
+const PERMANENT: &str = "until the guest is rebuilt: ";
+
+/// What the marker of a failed save says.
+fn failure_reason(e: &VmError) -> String {
+    match e {
+        VmError::Snapshot(SnapshotError::AgentWithoutResume { .. }) => format!("{PERMANENT}{e}"),
+        _ => format!("saving: {e}"),
+    }
+}
+
 /// `<file>.failed`: why the last save or restore of `file` failed.
 fn failure_marker(file: &Path) -> PathBuf {
     let mut m = file.as_os_str().to_owned();
@@ -190,7 +208,8 @@ fn record_failure(file: &Path, why: &str) {
     let _ = std::fs::write(failure_marker(file), why);
 }
 
-/// The reason recorded by a failure less than [`FAILURE_PAUSE`] ago.
+/// The reason recorded by a failure less than [`FAILURE_PAUSE`] ago, or by a [`PERMANENT`]
+/// one of any age.
 fn recent_failure(file: &Path) -> Option<String> {
     let marker = failure_marker(file);
     let age = std::fs::metadata(&marker)
@@ -198,15 +217,14 @@ fn recent_failure(file: &Path) -> Option<String> {
         .modified()
         .ok()?
         .elapsed()
-        .ok()?;
-    (age < FAILURE_PAUSE).then(|| {
-        std::fs::read_to_string(&marker)
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or("no reason recorded")
-            .to_string()
-    })
+        .unwrap_or_default();
+    let why = std::fs::read_to_string(&marker)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("no reason recorded")
+        .to_string();
+    (age < FAILURE_PAUSE || why.starts_with(PERMANENT)).then_some(why)
 }
 
 /// Why this VM cannot come from a snapshot (None: it can).
@@ -466,7 +484,8 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
     save_cfg.port_forwards.clear();
     save_cfg.host_share = false;
     let mut vm = boot::boot_snapshot(&save_cfg, &Mode::Save)?;
-    let saved = save_running(&vm, &tmp);
+    // checked before anything is written: a guest that would refuse `Resume` is not saved
+    let saved = may_save(&vm.hello).and_then(|()| save_running(&vm, &tmp));
     // the saved VM is never used again: no clean shutdown needed
     if let Ok(mut q) = Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(2)) {
         let _ = q.quit();
@@ -527,6 +546,19 @@ fn remove_stale_temporaries(dir: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether the booted guest may be saved: its agent must say in `HelloOk` that it serves
+/// `Resume` (agents that predate the capability ignore `vcontainer.snapshot=1` and would
+/// refuse it after every restore).
+fn may_save(hello: &HelloOk) -> Result<()> {
+    if hello.has_capability(CAPABILITY_RESUME) {
+        return Ok(());
+    }
+    Err(SnapshotError::AgentWithoutResume {
+        agent_version: hello.agent_version.clone(),
+    }
+    .into())
 }
 
 /// Unplug what cannot be saved, stop the guest and write its state to `tmp`.
@@ -751,6 +783,31 @@ fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, paths: &VmPaths) -> Result<()> 
 mod tests {
     use super::*;
 
+    fn hello_with(capabilities: &[&str]) -> HelloOk {
+        HelloOk {
+            protocol_version: vcontainer_proto::PROTOCOL_VERSION,
+            agent_version: "0.1.0".into(),
+            runtime: "podman".into(),
+            kernel: "6.1".into(),
+            warnings: vec![],
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_an_agent_that_serves_resume_is_saved() {
+        assert!(may_save(&hello_with(&[CAPABILITY_RESUME])).is_ok());
+        assert!(may_save(&hello_with(&["something-else", CAPABILITY_RESUME])).is_ok());
+        for caps in [&[][..], &["something-else"][..]] {
+            let err = may_save(&hello_with(caps)).expect_err("no resume");
+            let text = err.to_string();
+            assert!(
+                text.contains("0.1.0") && text.contains("Resume"),
+                "the reason names the agent and what it lacks: {text}"
+            );
+        }
+    }
+
     #[test]
     fn a_recent_failure_pauses_saving_that_key() {
         let t = tempfile::tempdir().expect("tmp");
@@ -763,6 +820,32 @@ mod tests {
         );
         // `snapshot rm` / clean take the marker too
         assert_eq!(remove_all_in(t.path(), "podman").expect("rm"), 1);
+        assert_eq!(recent_failure(&file), None);
+    }
+
+    #[test]
+    fn an_agent_without_resume_pauses_its_key_for_good() {
+        let t = tempfile::tempdir().expect("tmp");
+        let file = t.path().join("podman-x86_64-aaaa-1111.snap");
+        let old_agent = may_save(&hello_with(&[])).expect_err("no resume");
+        record_failure(&file, &failure_reason(&old_agent));
+        // an hour later it still holds: only another build (another key) changes the agent
+        let marker = failure_marker(&file);
+        let long_ago = SystemTime::now() - 2 * FAILURE_PAUSE;
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age the marker");
+        let why = recent_failure(&file).expect("still paused");
+        assert!(why.starts_with(PERMANENT), "{why}");
+        // an ordinary failure of that age no longer pauses
+        record_failure(&file, "saving: the disk was full");
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age the marker");
         assert_eq!(recent_failure(&file), None);
     }
 
