@@ -94,6 +94,14 @@ fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
         let (out, err) = (stdout(o), stderr(o));
         assert_eq!(o.status.code(), Some(0), "{err}");
         assert!(err.contains(RESTORED) && !err.contains(SAVED), "{err}");
+        // the -v line says where the restore's time went
+        let line = err
+            .lines()
+            .find(|l| l.contains(RESTORED))
+            .unwrap_or_default();
+        for phase in ["qemu ", "load ", "plug ", "hello ", "resume "] {
+            assert!(line.contains(phase), "no {phase}phase in: {line}");
+        }
         let lines: Vec<&str> = out.lines().map(str::trim).collect();
         // the state disk attached after the restore is the one of that state dir
         assert_eq!(lines.contains(&"snapvol"), has_volume, "{out}");
