@@ -433,6 +433,11 @@ fn spawn_vhost_device_vsock(paths: &VmPaths) -> Result<std::process::Child> {
     Ok(child)
 }
 
+/// How often the vhost start gate is asked while it is closed.
+const GATE_POLL: Duration = Duration::from_millis(10);
+/// The wait after a connection or Hello attempt that found no agent yet.
+const HELLO_RETRY: Duration = Duration::from_millis(50);
+
 /// How to reach the agent of a booting VM, and until when.
 struct Agent<'a> {
     endpoint: &'a Endpoint,
@@ -469,14 +474,18 @@ fn wait_for_hello(
             if let Some(g) = &agent.gate {
                 last_attempt = format!("not connecting yet: {}", g.state());
             }
-        } else {
-            let budget = (agent.deadline - now).min(Duration::from_secs(5));
-            match try_hello(&agent, budget)? {
-                Ok(hello) => return Ok(hello),
-                Err(why) => last_attempt = why,
-            }
+            // a QMP round trip on the host: cheap to repeat, and a restored guest's agent
+            // answers as soon as the gate opens
+            std::thread::sleep(GATE_POLL);
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let budget = (agent.deadline - now).min(Duration::from_secs(5));
+        match try_hello(&agent, budget)? {
+            Ok(hello) => return Ok(hello),
+            Err(why) => last_attempt = why,
+        }
+        // each failed attempt is a packet the (emulated) guest kernel has to refuse
+        std::thread::sleep(HELLO_RETRY);
     }
 }
 
