@@ -126,19 +126,27 @@ impl Digest {
     }
 
     /// Compares a computed digest and length with this digest and the descriptor's size.
-    pub fn check(&self, got: Digest, len: u64, size: Option<u64>, what: &str) -> Result<(), OciError> {
+    pub fn check(
+        &self,
+        got: Digest,
+        len: u64,
+        size: Option<u64>,
+        what: &str,
+    ) -> Result<(), OciError> {
         if let Some(size) = size {
             if size != len {
                 return Err(OciError::BlobMismatch {
                     what: what.to_string(),
-                    detail: format!("size is {len} bytes, the descriptor says {size}"),
+                    detail: format!(
+                        "size is {len} bytes, the descriptor says {size} (size mismatch)"
+                    ),
                 });
             }
         }
         if got != *self {
             return Err(OciError::BlobMismatch {
                 what: what.to_string(),
-                detail: format!("content digest is {got}, expected {self}"),
+                detail: format!("content digest is {got}, expected {self} (digest mismatch)"),
             });
         }
         Ok(())
@@ -284,7 +292,10 @@ mod tests {
         let long = format!("sha512:{}", "ab".repeat(64));
         let d512 = Digest::parse(&long).expect("sha512");
         assert_eq!(d512.to_string(), long);
-        assert_eq!(d512.blob_rel_path(), Path::new("blobs/sha512").join("ab".repeat(64)));
+        assert_eq!(
+            d512.blob_rel_path(),
+            Path::new("blobs/sha512").join("ab".repeat(64))
+        );
     }
 
     #[test]
@@ -296,8 +307,13 @@ mod tests {
         let e = d.verify_bytes(b"hellO", None, "x").expect_err("content");
         assert!(e.to_string().contains("content digest"), "{e}");
         let sha512 = Digest::Sha512([0; 64]);
-        let e = sha512.verify_bytes(b"", None, "y").expect_err("sha512 content");
-        assert!(e.to_string().contains("content digest is sha512:cf83"), "{e}");
+        let e = sha512
+            .verify_bytes(b"", None, "y")
+            .expect_err("sha512 content");
+        assert!(
+            e.to_string().contains("content digest is sha512:cf83"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use vcontainer_arch::Arch;
 use crate::digest::Digest;
 use crate::error::OciError;
 use crate::model::{
-    platform_string, DescriptorKind, ImageConfig, ImageManifest, Index, IndexEntry,
-    LayoutMarker, Platform,
+    platform_string, DescriptorKind, ImageConfig, ImageManifest, Index, IndexEntry, LayoutMarker,
+    Platform,
 };
 
 /// JSON documents (index, manifest, config) larger than this are refused: real ones are

@@ -236,11 +236,10 @@ fn plan_layout(
 ) -> Result<(), VimportError> {
     let selection = layout::select(dir, target.arch)?;
     if let Some(p) = &selection.selected_platform {
-        plan.notices
-            .push(format!(
-                "Selected platform: {} (from multi-arch image)",
-                vcontainer_oci::model::platform_string(p)
-            ));
+        plan.notices.push(format!(
+            "Selected platform: {} (from multi-arch image)",
+            vcontainer_oci::model::platform_string(p)
+        ));
     }
     plan.notices.extend(selection.warnings.iter().cloned());
     let image = name.unwrap_or_else(|| name::DEFAULT_NAME.to_string());

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use vcontainer_oci::digest::sha256_digest;
 use super::*;
+use vcontainer_oci::digest::sha256_digest;
 
 const GUEST: &str = "/run/vcontainer/import/1";
 
