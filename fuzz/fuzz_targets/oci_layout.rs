@@ -1,6 +1,5 @@
-//! Fuzz target: the OCI layout reader behind vimport (core/oci/src/read.rs via
-//! core/cli/src/vimport/), on untrusted
-//! layouts. The first byte picks how the rest is used:
+//! Fuzz target: the OCI layout reader behind vimport (core/oci/src/read.rs, through
+//! core/cli/src/vimport/), on untrusted layouts. The first byte picks how the rest is used:
 //! - 0: as `index.json` of a layout that holds one valid amd64 image's blobs;
 //! - 1: as an image manifest blob that index.json points to (digest and size match);
 //! - 2: as a blob with no media type in index.json (told index from manifest by shape);
