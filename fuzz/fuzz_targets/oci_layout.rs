@@ -1,5 +1,5 @@
-//! Fuzz target: the OCI layout reader behind vimport (core/cli/src/vimport/), on untrusted
-//! layouts. The first byte picks how the rest is used:
+//! Fuzz target: the OCI layout reader behind vimport (core/oci/src/read.rs, through
+//! core/cli/src/vimport/), on untrusted layouts. The first byte picks how the rest is used:
 //! - 0: as `index.json` of a layout that holds one valid amd64 image's blobs;
 //! - 1: as an image manifest blob that index.json points to (digest and size match);
 //! - 2: as a blob with no media type in index.json (told index from manifest by shape);
@@ -16,10 +16,10 @@ use std::io::Read;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use vcontainer::vimport::digest::sha256_digest;
 use vcontainer::vimport::{layout, plan_import, ImportRequest, ImportTarget};
 use vcontainer_arch::Arch;
 use vcontainer_fuzz::Scratch;
+use vcontainer_oci::digest::sha256_digest;
 
 const CONFIG: &[u8] = br#"{"architecture":"amd64","os":"linux"}"#;
 const LAYER: &[u8] = b"not really a layer";
@@ -68,7 +68,7 @@ fn select_and_read(dir: &Path, arch: Arch) {
     let Ok(selection) = layout::select(dir, arch) else {
         return;
     };
-    let Ok(payload) = selection.payload() else {
+    let Ok(payload) = layout::payload(&selection) else {
         return;
     };
     let _ = std::io::copy(&mut payload.reader(), &mut std::io::sink());

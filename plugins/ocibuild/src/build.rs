@@ -21,6 +21,7 @@ use crate::imageread::{image_tree, open_image};
 use crate::layer::write_layer;
 use crate::layerdef::LayerDef;
 use crate::layout::LayoutWriter;
+use crate::media;
 use crate::plan::{apply_plan, plan_layer, Plan, Source, StampRules};
 use crate::settings::ImageOptions;
 use crate::spec::{self, Descriptor, History, ImageConfig, Index, Manifest, RootFs};
@@ -431,13 +432,13 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
 
     req.config.apply(&mut config)?;
     config.created = Some(created.clone());
-    let config_desc = layout.write_json(spec::MEDIA_CONFIG, &config)?;
+    let config_desc = layout.write_json(media::MEDIA_OCI_CONFIG, &config)?;
 
     let mut annotations = extra_annotations;
     for (k, v) in [
-        (spec::ANNOTATION_CREATED, &req.annotations.created),
-        (spec::ANNOTATION_REVISION, &req.annotations.revision),
-        (spec::ANNOTATION_VERSION, &req.annotations.version),
+        (media::ANNOTATION_CREATED, &req.annotations.created),
+        (media::ANNOTATION_REVISION, &req.annotations.revision),
+        (media::ANNOTATION_VERSION, &req.annotations.version),
     ] {
         if let Some(v) = v {
             annotations.insert(k.to_string(), v.clone());
@@ -445,12 +446,12 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
     }
     let manifest = Manifest {
         schema_version: 2,
-        media_type: Some(spec::MEDIA_MANIFEST.into()),
+        media_type: Some(media::MEDIA_OCI_MANIFEST.into()),
         config: config_desc.clone(),
         layers,
         annotations: annotations.clone(),
     };
-    let mut manifest_desc = layout.write_json(spec::MEDIA_MANIFEST, &manifest)?;
+    let mut manifest_desc = layout.write_json(media::MEDIA_OCI_MANIFEST, &manifest)?;
     manifest_desc.annotations = annotations;
     // one entry per tag, all naming the same manifest (as `umoci tag` adds them); the
     // index entry's ref.name is always the tag, whatever the manifest's annotations say
@@ -459,13 +460,13 @@ pub fn build(req: &BuildRequest, log: &mut dyn FnMut(&str)) -> Result<BuildRepor
         .map(|t| {
             let mut d = manifest_desc.clone();
             d.annotations
-                .insert(spec::ANNOTATION_REF_NAME.into(), t.clone());
+                .insert(media::ANNOTATION_REF_NAME.into(), t.clone());
             d
         })
         .collect();
     layout.write_index(&Index {
         schema_version: 2,
-        media_type: Some(spec::MEDIA_INDEX.into()),
+        media_type: Some(media::MEDIA_OCI_INDEX.into()),
         manifests: entries,
         annotations: BTreeMap::new(),
     })?;

@@ -88,7 +88,7 @@ pub fn cache_key(
                     let d = contents
                         .next()
                         .ok_or_else(|| Error::invalid("cache key: file digests out of step"))?;
-                    field(&mut h, &d.0);
+                    field(&mut h, d.as_bytes());
                 }
             }
             Op::Whiteout { path } => {

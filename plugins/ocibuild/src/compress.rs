@@ -44,9 +44,9 @@ pub enum Compression {
 impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => crate::spec::MEDIA_LAYER_GZIP,
-            Compression::Zstd => crate::spec::MEDIA_LAYER_ZSTD,
-            Compression::None => crate::spec::MEDIA_LAYER_TAR,
+            Compression::Gzip => crate::media::MEDIA_OCI_LAYER_GZIP,
+            Compression::Zstd => crate::media::MEDIA_OCI_LAYER_ZSTD,
+            Compression::None => crate::media::MEDIA_OCI_LAYER_TAR,
         }
     }
 
@@ -140,7 +140,7 @@ impl LayerSink {
     }
 
     pub fn finish(self) -> io::Result<(File, StreamDigests)> {
-        let diff_id = Digest(self.raw_hash.finalize().into());
+        let diff_id = Digest::Sha256(self.raw_hash.finalize().into());
         let hw = match self.engine {
             Engine::Plain(hw) => hw,
             Engine::Zstd(enc) => enc.finish()?,

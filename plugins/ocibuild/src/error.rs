@@ -26,6 +26,9 @@ pub enum Error {
     },
     #[error("{0}: already exists (remove it or pass --force)")]
     OutputExists(PathBuf),
+    /// A layout read through the shared untrusted-layout reader (core/oci) is unusable.
+    #[error(transparent)]
+    Oci(#[from] vcontainer_oci::OciError),
     #[error("json {path}: {source}")]
     Json {
         path: PathBuf,

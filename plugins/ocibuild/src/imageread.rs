@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
 use crate::fsmeta::{Kind, Meta};
-use crate::layout::{self, check_blob};
-use crate::spec::{self, Descriptor, ImageConfig, Index, Manifest};
+use crate::layout::check_blob;
+use crate::media;
+use crate::spec::{Descriptor, ImageConfig, Manifest};
 use crate::tree::{self, Content, Node, Tree, ROOT};
-
-const INDEX_LIMIT: u64 = 16 << 20;
+use vcontainer_oci::model::{self, IndexEntry};
+use vcontainer_oci::read;
 
 /// One image selected from a layout, with its manifest and config verified.
 #[derive(Debug, Clone)]
@@ -26,46 +27,36 @@ pub struct Image {
     pub config: ImageConfig,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        source: e,
-    })
+/// Reads a small blob through the shared untrusted-layout reader (size bound, symlink and
+/// digest checks) and parses it into the writer's own structs, which a rebuild reuses.
+fn read_blob<T: serde::de::DeserializeOwned>(layout: &Path, d: &Digest, size: u64) -> Result<T> {
+    let what = format!("blob {d}");
+    let (bytes, path) = read::read_blob_bytes(layout, d, Some(size), &what)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path, source: e })
 }
 
-pub fn read_index(layout: &Path) -> Result<Index> {
-    let path = layout.join("index.json");
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut bytes = Vec::new();
-    f.take(INDEX_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 > INDEX_LIMIT {
-        return Err(Error::unsafe_image(layout, "index.json is too large"));
-    }
-    parse_json(&path, &bytes)
-}
-
-fn is_index_type(mt: &str) -> bool {
-    mt == spec::MEDIA_INDEX || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
+/// `<layout>/index.json`, size-bounded, entries as the layout wrote them.
+pub fn read_index(layout: &Path) -> Result<model::Index> {
+    Ok(read::read_index(layout)?)
 }
 
 /// Picks the manifest for `tag` (or the only one), descending into a nested image index
 /// by platform (`arch` as GOARCH, e.g. `amd64`).
 pub fn open_image(layout: &Path, tag: Option<&str>, arch: Option<&str>) -> Result<Image> {
     let index = read_index(layout)?;
-    let mut desc = select_entry(layout, &index.manifests, tag)?;
+    let mut desc = select_entry(layout, &index.manifests, tag)?.clone();
     let mut depth = 0;
-    while is_index_type(&desc.media_type) {
+    while media::is_index(&desc.media_type) {
         depth += 1;
-        if depth > 4 {
+        if depth > read::MAX_INDEX_DEPTH {
             return Err(Error::unsafe_image(
                 layout,
                 "image indexes nested too deeply",
             ));
         }
-        let bytes = layout::read_verified_small(layout, &desc.digest, Some(desc.size))?;
-        let nested: Index = parse_json(&layout::blob_path(layout, &desc.digest), &bytes)?;
+        let what = format!("image index {}", desc.digest);
+        let (nested, _, _) =
+            read::read_blob_json::<model::Index>(layout, &desc.digest, desc.size, &what)?;
         let want = match arch {
             Some(a) => crate::settings::map_arch(a)?.0,
             None => crate::settings::map_arch(crate::settings::host_arch())?.0,
@@ -73,7 +64,11 @@ pub fn open_image(layout: &Path, tag: Option<&str>, arch: Option<&str>) -> Resul
         desc = nested
             .manifests
             .iter()
-            .find(|m| m.platform.as_ref().is_some_and(|p| p.architecture == want))
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.architecture().to_string() == want)
+            })
             .cloned()
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -82,18 +77,15 @@ pub fn open_image(layout: &Path, tag: Option<&str>, arch: Option<&str>) -> Resul
                 ))
             })?;
     }
-    if desc.media_type != spec::MEDIA_MANIFEST && desc.media_type != spec::DOCKER_MANIFEST {
+    if !media::is_manifest(&desc.media_type) {
         return Err(Error::unsafe_image(
             layout,
             format!("unsupported manifest media type {:?}", desc.media_type),
         ));
     }
-    let mbytes = layout::read_verified_small(layout, &desc.digest, Some(desc.size))?;
-    let manifest: Manifest = parse_json(&layout::blob_path(layout, &desc.digest), &mbytes)?;
-    let cbytes =
-        layout::read_verified_small(layout, &manifest.config.digest, Some(manifest.config.size))?;
-    let config: ImageConfig =
-        parse_json(&layout::blob_path(layout, &manifest.config.digest), &cbytes)?;
+    let digest = Digest::parse(&desc.digest)?;
+    let manifest: Manifest = read_blob(layout, &digest, desc.size)?;
+    let config: ImageConfig = read_blob(layout, &manifest.config.digest, manifest.config.size)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(Error::unsafe_image(
             layout,
@@ -106,30 +98,24 @@ pub fn open_image(layout: &Path, tag: Option<&str>, arch: Option<&str>) -> Resul
     }
     Ok(Image {
         layout: layout.to_path_buf(),
-        manifest_desc: desc,
+        manifest_desc: Descriptor::new(&desc.media_type, digest, desc.size),
         manifest,
         config,
     })
 }
 
-fn select_entry(layout: &Path, entries: &[Descriptor], tag: Option<&str>) -> Result<Descriptor> {
+fn select_entry<'e>(
+    layout: &Path,
+    entries: &'e [IndexEntry],
+    tag: Option<&str>,
+) -> Result<&'e IndexEntry> {
     match tag {
         Some(t) => entries
             .iter()
             .rev()
-            .find(|d| {
-                d.annotations
-                    .get(spec::ANNOTATION_REF_NAME)
-                    .map(String::as_str)
-                    == Some(t)
-            })
-            .cloned()
+            .find(|d| d.ref_name() == Some(t))
             .ok_or_else(|| {
-                let tags: Vec<&str> = entries
-                    .iter()
-                    .filter_map(|d| d.annotations.get(spec::ANNOTATION_REF_NAME))
-                    .map(String::as_str)
-                    .collect();
+                let tags: Vec<&str> = entries.iter().filter_map(IndexEntry::ref_name).collect();
                 Error::invalid(format!(
                     "{}: no image tagged {t:?} (tags: {})",
                     layout.display(),
@@ -141,7 +127,7 @@ fn select_entry(layout: &Path, entries: &[Descriptor], tag: Option<&str>) -> Res
                 ))
             }),
         None => match entries {
-            [one] => Ok(one.clone()),
+            [one] => Ok(one),
             [] => Err(Error::invalid(format!(
                 "{}: index.json lists no image",
                 layout.display()
@@ -211,11 +197,11 @@ pub fn clean_entry_path(image: &Path, raw: &[u8]) -> Result<Vec<u8>> {
 
 fn decompressor<'a, R: Read + 'a>(media_type: &str, r: R) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match media_type {
-        spec::MEDIA_LAYER_GZIP | spec::DOCKER_LAYER_GZIP => Box::new(
+        media::MEDIA_OCI_LAYER_GZIP | media::MEDIA_DOCKER_LAYER_GZIP => Box::new(
             flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, r)),
         ),
-        spec::MEDIA_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(r)?),
-        spec::MEDIA_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
+        media::MEDIA_OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(r)?),
+        media::MEDIA_OCI_LAYER_TAR | media::MEDIA_DOCKER_LAYER_TAR => {
             Box::new(BufReader::with_capacity(1 << 20, r))
         }
         other => {
@@ -279,7 +265,7 @@ fn entry_meta(image: &Path, e: &mut tar::Entry<'_, impl Read>, kind: Kind) -> Re
 pub fn read_layer(img: &Image, i: usize, tree: &mut Tree, visit: &mut Visitor<'_>) -> Result<()> {
     let desc = &img.manifest.layers[i];
     let diff_id = img.config.rootfs.diff_ids[i];
-    let path = layout::blob_path(&img.layout, &desc.digest);
+    let path = desc.digest.blob_path(&img.layout);
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let mut blob = HashingReader::new(file);
     let raw = decompressor(&desc.media_type, &mut blob).map_err(|e| Error::io(&path, e))?;
@@ -468,7 +454,7 @@ pub fn image_tree(img: &Image) -> Result<Tree> {
                 use sha2::Digest as _;
                 let mut h = sha2::Sha256::new();
                 io::copy(r, &mut h).map_err(|e| Error::io(&img.layout, e))?;
-                Ok(Some(Digest(h.finalize().into())))
+                Ok(Some(Digest::Sha256(h.finalize().into())))
             }
             _ => Ok(None),
         })?;

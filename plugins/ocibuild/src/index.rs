@@ -15,7 +15,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::imageread::open_image;
 use crate::layout::LayoutWriter;
-use crate::spec::{self, Descriptor, Index, Platform};
+use crate::media;
+use crate::spec::{Descriptor, Index, Platform};
 use crate::staging::Staged;
 use crate::tarout::{check_tars, stage_tars, top_name, LayoutTar};
 
@@ -141,7 +142,7 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
             platform.architecture
         ));
         let mut d = Descriptor::new(
-            spec::MEDIA_MANIFEST,
+            media::MEDIA_OCI_MANIFEST,
             img.manifest_desc.digest,
             img.manifest_desc.size,
         );
@@ -153,11 +154,11 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
     let index_digest = if req.flat {
         for e in &mut entries {
             e.annotations
-                .insert(spec::ANNOTATION_REF_NAME.into(), tag.clone());
+                .insert(media::ANNOTATION_REF_NAME.into(), tag.clone());
         }
         out.write_index(&Index {
             schema_version: 2,
-            media_type: Some(spec::MEDIA_INDEX.into()),
+            media_type: Some(media::MEDIA_OCI_INDEX.into()),
             manifests: entries,
             annotations: BTreeMap::new(),
         })?;
@@ -165,17 +166,17 @@ pub fn build_index(req: &IndexRequest, log: &mut dyn FnMut(&str)) -> Result<Inde
     } else {
         let nested = Index {
             schema_version: 2,
-            media_type: Some(spec::MEDIA_INDEX.into()),
+            media_type: Some(media::MEDIA_OCI_INDEX.into()),
             manifests: entries,
             annotations: req.annotations.clone(),
         };
-        let mut desc = out.write_json(spec::MEDIA_INDEX, &nested)?;
+        let mut desc = out.write_json(media::MEDIA_OCI_INDEX, &nested)?;
         desc.annotations = req.annotations.clone();
         desc.annotations
-            .insert(spec::ANNOTATION_REF_NAME.into(), tag.clone());
+            .insert(media::ANNOTATION_REF_NAME.into(), tag.clone());
         out.write_index(&Index {
             schema_version: 2,
-            media_type: Some(spec::MEDIA_INDEX.into()),
+            media_type: Some(media::MEDIA_OCI_INDEX.into()),
             manifests: vec![desc.clone()],
             annotations: BTreeMap::new(),
         })?;

@@ -3,7 +3,7 @@
 //! digest name.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::error::{Error, Result};
 use crate::gojson;
+use crate::media;
 use crate::spec::{self, Descriptor};
 
 pub struct LayoutWriter {
@@ -23,8 +24,8 @@ impl LayoutWriter {
     pub fn init(root: &Path) -> Result<Self> {
         let blobs = root.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
-        let marker = root.join(spec::OCI_LAYOUT_FILE);
-        fs::write(&marker, spec::OCI_LAYOUT_CONTENT).map_err(|e| Error::io(&marker, e))?;
+        let marker = root.join(media::OCI_LAYOUT_FILE);
+        fs::write(&marker, media::OCI_LAYOUT_CONTENT).map_err(|e| Error::io(&marker, e))?;
         Ok(LayoutWriter {
             root: root.to_path_buf(),
         })
@@ -35,7 +36,7 @@ impl LayoutWriter {
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        blob_path(&self.root, d)
+        d.blob_path(&self.root)
     }
 
     /// A temp file inside `blobs/sha256` (same filesystem, so the final rename is atomic).
@@ -79,7 +80,7 @@ impl LayoutWriter {
         if self.blob_path(d).exists() {
             return Ok(());
         }
-        let src = blob_path(src_layout, d);
+        let src = vcontainer_oci::read::blob_path(src_layout, d, "blob")?;
         let f = File::open(&src).map_err(|e| Error::io(&src, e))?;
         let mut reader = HashingReader::new(f);
         let mut tmp = self.temp_blob()?;
@@ -113,10 +114,9 @@ impl LayoutWriter {
     }
 }
 
-pub fn blob_path(layout: &Path, d: &Digest) -> PathBuf {
-    layout.join("blobs").join("sha256").join(d.hex())
-}
-
+/// Compares a blob's computed sha256 and length with its descriptor. Blobs are hashed with
+/// sha256 while they are copied or read, so a descriptor with another (valid) algorithm is
+/// refused as such rather than reported as a mismatch.
 pub fn check_blob(
     path: &Path,
     want: &Digest,
@@ -124,6 +124,13 @@ pub fn check_blob(
     got: Digest,
     n: u64,
 ) -> Result<()> {
+    if want.algorithm() != got.algorithm() {
+        return Err(Error::invalid(format!(
+            "{}: {want} uses {}; only sha256 blobs can be read here",
+            path.display(),
+            want.algorithm()
+        )));
+    }
     if got != *want {
         return Err(Error::DigestMismatch {
             what: "blob".into(),
@@ -143,22 +150,47 @@ pub fn check_blob(
     Ok(())
 }
 
-/// Reads a small blob (manifest, config, index) completely, verifying digest and size.
-/// The limit keeps a hostile layout from making us read gigabytes into memory.
-pub fn read_verified_small(layout: &Path, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
-    const LIMIT: u64 = 16 << 20;
-    let path = blob_path(layout, d);
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut bytes = Vec::new();
-    f.take(LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 > LIMIT {
-        return Err(Error::unsafe_image(
-            layout,
-            format!("{}: blob too large", d),
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copying_refuses_corrupt_and_non_sha256_blobs() {
+        let src = tempfile::tempdir().expect("tmp");
+        let dst = tempfile::tempdir().expect("tmp");
+        let w = LayoutWriter::init(dst.path()).expect("init");
+        // a blob whose content does not match its name
+        let d = Digest::of(b"good");
+        let dir = src.path().join("blobs/sha256");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(d.hex()), b"evil").expect("write");
+        let e = w
+            .copy_blob_from(src.path(), &d, Some(4))
+            .expect_err("corrupt");
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert!(
+            !w.blob_path(&d).exists(),
+            "nothing written under the digest name"
+        );
+        // a valid sha512 digest is read from blobs/sha512 and refused as such
+        let d512 = Digest::parse(&format!("sha512:{}", "ab".repeat(64))).expect("sha512");
+        let dir = src.path().join("blobs/sha512");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(d512.hex()), b"x").expect("write");
+        let e = w
+            .copy_blob_from(src.path(), &d512, None)
+            .expect_err("sha512");
+        assert!(e.to_string().contains("only sha256 blobs"), "{e}");
+        // a blob that is a symlink out of the layout
+        let outside = tempfile::tempdir().expect("tmp");
+        let target = outside.path().join("x");
+        fs::write(&target, b"x").expect("write");
+        let dx = Digest::of(b"x");
+        std::os::unix::fs::symlink(&target, src.path().join("blobs/sha256").join(dx.hex()))
+            .expect("symlink");
+        let e = w
+            .copy_blob_from(src.path(), &dx, Some(1))
+            .expect_err("escape");
+        assert!(e.to_string().contains("outside the layout"), "{e}");
     }
-    check_blob(&path, d, size, Digest::of(&bytes), bytes.len() as u64)?;
-    Ok(bytes)
 }

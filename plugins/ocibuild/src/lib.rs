@@ -11,7 +11,6 @@ pub mod abi_glue;
 pub mod build;
 pub mod cache;
 pub mod compress;
-pub mod digest;
 pub mod error;
 pub mod fsmeta;
 pub mod gojson;
@@ -29,6 +28,9 @@ pub mod tarout;
 pub mod timefmt;
 pub mod tree;
 pub mod unpack;
+
+/// The OCI model shared with vimport (core/oci): one digest type, one set of media types.
+pub use vcontainer_oci::{digest, media};
 
 pub use build::{build, BuildReport, BuildRequest, Flavor};
 pub use compress::Compression;

@@ -398,7 +398,7 @@ pub fn file_digest(p: &Path) -> Result<Digest> {
     let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(p, e))?;
-    Ok(Digest(h.finalize().into()))
+    Ok(Digest::Sha256(h.finalize().into()))
 }
 
 /// Computes the layer for `sources` on top of `tree`.

@@ -1,11 +1,12 @@
-//! The OCI image-spec documents we read and write, with fields in the order of the Go
-//! structs of image-spec v1.1 (what umoci, skopeo and podman write), so that our JSON has
-//! the same shape as theirs. Unknown fields of input documents are kept (`extra`) so a base
-//! image's config survives a rebuild.
-//!
-//! Why own structs rather than oci-spec's: byte-level output control (field order, Go's
-//! `omitempty` rules, HTML escaping in `gojson`) and tolerant parsing of foreign configs
-//! (Docker's `null` lists, extra keys) matter more here than a builder API.
+//! The writer's OCI documents: the one place where vcontainer keeps its own OCI structs
+//! instead of oci-spec's (the rest of the model, and the reader of untrusted layouts, is
+//! core/oci). Why own structs here: the layouts we write must be byte-for-byte what umoci,
+//! skopeo and podman write for the same image, so fields are in the order of the Go structs
+//! of image-spec v1.1 with Go's `omitempty` rules (and `gojson`'s escaping); oci-spec
+//! serialises in its own field order, and its `Descriptor` and config types drop unknown
+//! fields, which a base image's config must keep (`extra`) to survive a rebuild. Parsing is
+//! tolerant of foreign configs (Docker's `null` lists, extra keys) for the same reason.
+//! Media types, annotations and the digest type come from core/oci.
 
 use std::collections::BTreeMap;
 
@@ -14,24 +15,8 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 
-pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
-pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
-pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 /// umoci's manifest annotation with the uncompressed layer size.
 pub const ANNOTATION_UNCOMPRESSED_SIZE: &str = "ci.umo.uncompressed_blob_size";
-
-pub const OCI_LAYOUT_FILE: &str = "oci-layout";
-pub const OCI_LAYOUT_CONTENT: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}\n";
 
 fn is_false(b: &bool) -> bool {
     !*b

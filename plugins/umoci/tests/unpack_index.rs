@@ -165,12 +165,12 @@ fn index_combines_arches_with_platform_and_variant() {
     assert_eq!(idx.manifests.len(), 1);
     assert_eq!(
         idx.manifests[0].media_type,
-        vcontainer_ocibuild::spec::MEDIA_INDEX
+        vcontainer_ocibuild::media::MEDIA_OCI_INDEX
     );
     assert_eq!(
         idx.manifests[0]
             .annotations
-            .get(vcontainer_ocibuild::spec::ANNOTATION_REF_NAME),
+            .get(vcontainer_ocibuild::media::ANNOTATION_REF_NAME),
         Some(&"1.0".to_string())
     );
     let nested: vcontainer_ocibuild::spec::Index =

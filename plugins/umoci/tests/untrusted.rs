@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use vcontainer_ocibuild::digest::Digest;
 use vcontainer_ocibuild::gotar::{self, Header};
 use vcontainer_ocibuild::layout::LayoutWriter;
-use vcontainer_ocibuild::spec::{self, Descriptor, ImageConfig, Index, Manifest, RootFs};
+use vcontainer_ocibuild::media;
+use vcontainer_ocibuild::spec::{Descriptor, ImageConfig, Index, Manifest, RootFs};
 use vcontainer_ocibuild::{BuildRequest, Flavor, UnpackRequest};
 
 enum E {
@@ -64,22 +65,24 @@ fn layout_with_layer(dir: &Path, tar: &[u8]) -> PathBuf {
         },
         ..ImageConfig::default()
     };
-    let cd = w.write_json(spec::MEDIA_CONFIG, &config).expect("config");
+    let cd = w
+        .write_json(media::MEDIA_OCI_CONFIG, &config)
+        .expect("config");
     let manifest = Manifest {
         schema_version: 2,
-        media_type: Some(spec::MEDIA_MANIFEST.into()),
+        media_type: Some(media::MEDIA_OCI_MANIFEST.into()),
         config: cd,
-        layers: vec![Descriptor::new(spec::MEDIA_LAYER_GZIP, ld, lsize)],
+        layers: vec![Descriptor::new(media::MEDIA_OCI_LAYER_GZIP, ld, lsize)],
         annotations: BTreeMap::new(),
     };
     let mut md = w
-        .write_json(spec::MEDIA_MANIFEST, &manifest)
+        .write_json(media::MEDIA_OCI_MANIFEST, &manifest)
         .expect("manifest");
     md.annotations
-        .insert(spec::ANNOTATION_REF_NAME.into(), "latest".into());
+        .insert(media::ANNOTATION_REF_NAME.into(), "latest".into());
     w.write_index(&Index {
         schema_version: 2,
-        media_type: Some(spec::MEDIA_INDEX.into()),
+        media_type: Some(media::MEDIA_OCI_INDEX.into()),
         manifests: vec![md],
         annotations: BTreeMap::new(),
     })

@@ -7,10 +7,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use super::digest::sha256_digest;
 use super::error::VimportError;
 use super::layout::MAX_JSON_BYTES;
-use super::oci::{DockerArchiveEntry, ImageConfig};
+use vcontainer_oci::digest::sha256_digest;
+use vcontainer_oci::model::{DockerArchiveEntry, ImageConfig};
 
 /// Compression of a tar file, from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

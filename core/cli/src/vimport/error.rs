@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::arch::Arch;
-
 #[derive(Debug, thiserror::Error)]
 pub enum VimportError {
     #[error("Not found: {}", .0.display())]
@@ -27,15 +25,6 @@ pub enum VimportError {
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
 
-    #[error("invalid blob digest '{0}' (expected sha256:<64 hex> or sha512:<128 hex>)")]
-    BadDigest(String),
-
-    #[error("{what} does not match its descriptor: {detail}")]
-    BlobMismatch { what: String, detail: String },
-
-    #[error("{what} is missing: {} does not exist", .path.display())]
-    MissingBlob { what: String, path: PathBuf },
-
     #[error("{what}: refusing unsafe entry '{entry}': {reason}")]
     Unsafe {
         what: String,
@@ -56,39 +45,9 @@ pub enum VimportError {
         tool: String,
     },
 
-    #[error(
-        "Architecture {target} ({}) not found in multi-arch image {}\nAvailable platforms: {}\n{}",
-        .target.oci_name(),
-        .path.display(),
-        .available.join(", "),
-        arch_hint(.available_arches, "it")
-    )]
-    PlatformMissing {
-        path: PathBuf,
-        target: Arch,
-        available: Vec<String>,
-        available_arches: Vec<Arch>,
-    },
-
-    #[error(
-        "Architecture mismatch: {} is an image for {} but the target is {target} ({})\n{}",
-        .path.display(),
-        describe_oci_arch(.image_arch),
-        .target.oci_name(),
-        arch_hint(&Arch::for_oci_arch(.image_arch).into_iter().collect::<Vec<_>>(), "it")
-    )]
-    ArchMismatch {
-        path: PathBuf,
-        image_arch: String,
-        target: Arch,
-    },
-
-    #[error("{} holds {count} images without platforms ({}); vimport needs one image, or one per platform", .path.display(), .refs.join(", "))]
-    Ambiguous {
-        path: PathBuf,
-        count: usize,
-        refs: Vec<String>,
-    },
+    /// The image itself: digests, missing blobs, platforms (the shared OCI reader's errors).
+    #[error(transparent)]
+    Oci(#[from] vcontainer_oci::OciError),
 
     #[error("invalid image name '{name}': {reason}")]
     BadName { name: String, reason: String },
@@ -107,28 +66,5 @@ impl VimportError {
             what: what.to_string(),
             reason: reason.into(),
         }
-    }
-}
-
-/// `aarch64 (arm64)` for an arch we can run, the raw OCI name otherwise.
-fn describe_oci_arch(oci: &str) -> String {
-    match oci.parse::<Arch>() {
-        Ok(a) => format!("{a} ({})", a.oci_name()),
-        Err(_) => oci.to_string(),
-    }
-}
-
-/// The `--arch` hint with our arch names, or why there is none.
-fn arch_hint(arches: &[Arch], what: &str) -> String {
-    match arches {
-        [] => format!("No guest architecture this tool supports can run {what} (x86_64, aarch64)"),
-        [a] => format!("Use --arch {a} to import {what} into an {a} environment"),
-        many => format!(
-            "Use --arch with one of: {}",
-            many.iter()
-                .map(|a| a.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
     }
 }

@@ -18,12 +18,10 @@
 
 pub mod archive;
 pub mod batch;
-pub mod digest;
 pub mod error;
 pub mod execute;
 pub mod layout;
 pub mod name;
-pub mod oci;
 pub mod payload;
 #[cfg(test)]
 mod tests;
@@ -238,13 +236,15 @@ fn plan_layout(
 ) -> Result<(), VimportError> {
     let selection = layout::select(dir, target.arch)?;
     if let Some(p) = &selection.selected_platform {
-        plan.notices
-            .push(format!("Selected platform: {p} (from multi-arch image)"));
+        plan.notices.push(format!(
+            "Selected platform: {} (from multi-arch image)",
+            vcontainer_oci::model::platform_string(p)
+        ));
     }
     plan.notices.extend(selection.warnings.iter().cloned());
     let image = name.unwrap_or_else(|| name::DEFAULT_NAME.to_string());
     plan.input = input;
-    plan.payload = selection.payload()?;
+    plan.payload = layout::payload(&selection)?;
     plan.commands = vec![skopeo_argv(plan, &image, target)];
     plan.image = Some(image);
     Ok(())
@@ -286,11 +286,12 @@ fn plan_file(
                 if let Some((config, _)) = configs.get(&e.config) {
                     if let Some(arch) = config.architecture.as_deref().filter(|a| !a.is_empty()) {
                         if target.arch.runs_oci_arch(arch).is_none() {
-                            return Err(VimportError::ArchMismatch {
+                            return Err(vcontainer_oci::OciError::ArchMismatch {
                                 path: path.to_path_buf(),
                                 image_arch: arch.to_string(),
                                 target: target.arch,
-                            });
+                            }
+                            .into());
                         }
                     }
                 }

@@ -97,7 +97,7 @@ pub fn normalize(name: &str) -> Result<String, VimportError> {
         }
     }
     if let Some(d) = digest {
-        if super::digest::BlobDigest::parse(d).is_err() {
+        if vcontainer_oci::Digest::parse(d).is_err() {
             return Err(bad(name, "invalid digest after '@'"));
         }
     }

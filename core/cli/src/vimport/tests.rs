@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::digest::sha256_digest;
 use super::*;
+use vcontainer_oci::digest::sha256_digest;
 
 const GUEST: &str = "/run/vcontainer/import/1";
 
@@ -727,4 +727,22 @@ fn reduced_layout_is_accepted_by_skopeo() {
         "skopeo refused the reduced layout: {}",
         String::from_utf8_lossy(&status.stderr)
     );
+}
+
+#[test]
+fn reduced_index_keeps_every_field_of_the_chosen_entry() {
+    // oci-spec's Descriptor drops fields it does not know; the copy must not
+    let d = tempfile::tempdir().expect("tmp");
+    let mut amd = with_platform(image(d.path(), Some("amd64")), "amd64", None);
+    amd["artifactType"] = json!("application/x.test");
+    amd["urls"] = json!(["https://example.invalid/blob"]);
+    amd["annotations"] = json!({"org.opencontainers.image.ref.name": "v1", "x.keep": "yes"});
+    amd["x-vendor"] = json!({"nested": [1, 2]});
+    let arm = with_platform(image(d.path(), Some("arm64")), "arm64", Some("v8"));
+    write_index(d.path(), vec![arm, amd.clone()], false);
+    let plan = planned(d.path(), None, &docker_x86());
+    let out = unpack_payload(&plan);
+    let index = read_json(&out.path().join("index.json"));
+    assert_eq!(index["manifests"].as_array().expect("list").len(), 1);
+    assert_eq!(index["manifests"][0], amd, "the entry is copied whole");
 }
