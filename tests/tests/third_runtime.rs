@@ -118,10 +118,22 @@ fn a_third_runtime_plugin_runs_containers_with_no_change_to_the_core() {
     // the plugin is listed under its own name, and its grammar is its own: no VM needed
     let listed = toy.ok(&["plugins"]);
     assert!(listed.contains("toy"), "{listed}");
+    // its commands are the ones its spec declares: help lists them (and not docker's), the
+    // front refuses another name, and its planner refuses a declared one used wrongly
+    let help = toy.ok(&["--help"]);
+    assert!(help.contains("List the images"), "{help}");
+    assert!(!help.contains("pause"), "{help}");
     let bad = toy.run(&["ps", "-a"]);
     assert_eq!(bad.status.code(), Some(125), "{}", stderr(&bad));
     assert!(
-        stderr(&bad).contains("toy knows 'run IMAGE [CMD...]' and 'images', not 'ps'"),
+        stderr(&bad).contains("unknown command 'ps'"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = toy.run(&["images", "--all"]);
+    assert_eq!(bad.status.code(), Some(125), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("toy images (no options)"),
         "{}",
         stderr(&bad)
     );

@@ -63,6 +63,31 @@ pub struct RuntimeSpec {
     /// How the runtime is told about registries (`--registry`, `--insecure-registry`,
     /// `--ca-cert`, per-command credentials).
     pub registry: RegistrySetup,
+    /// The commands [`RuntimeModule::plan`] accepts, for help, completion and the front's
+    /// "unknown command" check; the core's own VM commands (vimport, memres, vshell, ...) are
+    /// never here.
+    pub commands: RVec<CommandInfo>,
+}
+
+/// One command of the runtime's grammar, as `--help` lists it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct CommandInfo {
+    pub name: RString,
+    /// One line for `--help`.
+    pub about: RString,
+}
+
+impl CommandInfo {
+    /// Rows of a `(name, about)` table, as a spec's `commands`.
+    pub fn table(rows: &[(&str, &str)]) -> RVec<CommandInfo> {
+        rows.iter()
+            .map(|(name, about)| CommandInfo {
+                name: (*name).into(),
+                about: (*about).into(),
+            })
+            .collect()
+    }
 }
 
 /// Where and how the runtime reads its registry settings. The core writes the files named

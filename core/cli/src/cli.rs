@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{value_parser, Arg, ArgAction, Args, ColorChoice, Command, Subcommand};
 
-use crate::commands::{CORE_COMMANDS, RUNTIME_COMMANDS};
+use crate::commands::{RunnerCommand, CORE_COMMANDS};
 
 // Options given before the command, with the old tool's names. (A plain comment: a doc
 // comment would become the about text of the top-level command.)
@@ -187,10 +187,15 @@ pub enum VstorageAction {
     },
 }
 
-fn command_list(title: &str, rows: &[(&str, &str)]) -> String {
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+fn command_list<N: AsRef<str>, A: AsRef<str>>(title: &str, rows: &[(N, A)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(n, _)| n.as_ref().len())
+        .max()
+        .unwrap_or(0);
     let mut text = format!("{title}\n");
     for (name, about) in rows {
+        let (name, about) = (name.as_ref(), about.as_ref());
         text.push_str(&format!("  {name:<width$}  {about}\n"));
     }
     text
@@ -202,13 +207,23 @@ fn static_name(name: &str) -> &'static str {
     Box::leak(name.to_string().into_boxed_str())
 }
 
-fn base_command(tool_name: &str, color: ColorChoice) -> Command {
+/// The runtime's commands with their help lines (from its plugin), or None when no runtime
+/// is selected or its plugin is not found.
+pub type RuntimeCommands<'a> = Option<&'a [(String, String)]>;
+
+fn base_command(tool_name: &str, runtime: RuntimeCommands<'_>, color: ColorChoice) -> Command {
+    let runtime_list = match runtime {
+        Some(rows) => command_list("Runtime commands (run in the VM):", rows),
+        None => "Runtime commands: those of the runtime's plugin (`<tool> --help`, e.g. \
+                 `vdkr --help`, lists them)\n"
+            .to_string(),
+    };
     let after_help = format!(
-        "{}\n{}\nArguments after a command are passed to it unchanged.\n\
+        "{runtime_list}\n{}\n{}\nArguments after a command are passed to it unchanged.\n\
          Exit status: the container's, or 125 when {tool_name} itself failed.",
         command_list(
-            "Runtime commands (run in the VM; need a runtime):",
-            RUNTIME_COMMANDS
+            "VM commands (carried out by the tool; need a runtime):",
+            &RunnerCommand::help_rows()
         ),
         command_list("Core commands:", CORE_COMMANDS),
     );
@@ -228,8 +243,8 @@ fn base_command(tool_name: &str, color: ColorChoice) -> Command {
 
 /// The parser used at run time: runtime and core commands are external subcommands, so their
 /// arguments arrive verbatim.
-pub fn parser(tool_name: &str, color: ColorChoice) -> Command {
-    let cmd = base_command(tool_name, color)
+pub fn parser(tool_name: &str, runtime: RuntimeCommands<'_>, color: ColorChoice) -> Command {
+    let cmd = base_command(tool_name, runtime, color)
         .allow_external_subcommands(true)
         .external_subcommand_value_parser(value_parser!(OsString));
     let cmd = <GlobalOptions as Args>::augment_args(cmd);
@@ -294,13 +309,23 @@ pub fn lift_memres_globals(
 
 /// The grammar for completion scripts: the same, plus the runtime and core command names as
 /// real subcommands so shells can complete them.
-pub fn completion_grammar(tool_name: &str) -> Command {
-    let mut cmd = base_command(tool_name, ColorChoice::Never);
+pub fn completion_grammar(tool_name: &str, runtime: RuntimeCommands<'_>) -> Command {
+    let mut cmd = base_command(tool_name, runtime, ColorChoice::Never);
     cmd = <GlobalOptions as Args>::augment_args(cmd);
     cmd = <FrontCommand as Subcommand>::augment_subcommands(cmd);
-    for (name, about) in RUNTIME_COMMANDS.iter().chain(CORE_COMMANDS) {
+    let rows = runtime
+        .unwrap_or_default()
+        .iter()
+        .cloned()
+        .chain(RunnerCommand::help_rows())
+        .chain(
+            CORE_COMMANDS
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string())),
+        );
+    for (name, about) in rows {
         cmd = cmd.subcommand(
-            Command::new(*name).about(*about).arg(
+            Command::new(static_name(&name)).about(about).arg(
                 Arg::new("args")
                     .num_args(0..)
                     .trailing_var_arg(true)
@@ -317,7 +342,7 @@ mod tests {
     use clap::FromArgMatches;
 
     fn parse(args: &[&str]) -> clap::ArgMatches {
-        parser("vdkr", ColorChoice::Never)
+        parser("vdkr", None, ColorChoice::Never)
             .try_get_matches_from(args)
             .unwrap()
     }
@@ -333,8 +358,8 @@ mod tests {
 
     #[test]
     fn grammar_is_valid() {
-        parser("vdkr", ColorChoice::Never).debug_assert();
-        completion_grammar("vdkr").debug_assert();
+        parser("vdkr", None, ColorChoice::Never).debug_assert();
+        completion_grammar("vdkr", None).debug_assert();
     }
 
     #[test]
@@ -449,7 +474,7 @@ mod tests {
                 action: Some(VstorageAction::Clean { all: true, .. })
             }
         ));
-        assert!(parser("vdkr", ColorChoice::Never)
+        assert!(parser("vdkr", None, ColorChoice::Never)
             .try_get_matches_from(["vdkr", "vconfig", "arch", "x", "--reset"])
             .is_err());
     }

@@ -47,8 +47,11 @@ pub enum Invocation {
     Usage { error: clap::Error, code: i32 },
     /// `--version`
     Version { program: String },
-    /// no command: print help
-    Help { program: String },
+    /// no command: print help (with the runtime's commands when argv[0] names a runtime)
+    Help {
+        program: String,
+        runtime_commands: Option<Vec<(String, String)>>,
+    },
     /// `vconfig`, `vstorage`, `clean`, `completion`
     Front {
         program: ProgramName,
@@ -81,7 +84,11 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
     let program = parse_program_name(&argv0, catalog.aliases())?;
-    let matches = match command_line(argv, &program) {
+    // help can only list a runtime's commands when argv[0] names it (`--runtime` is not
+    // parsed yet when clap prints help)
+    let named = program.runtime.as_deref().and_then(|r| catalog.tool(r));
+    let runtime_commands = named.and_then(|t| t.commands.clone());
+    let matches = match command_line(argv, &program, runtime_commands.as_deref()) {
         Ok(m) => m,
         Err(error) => return Ok(usage(error)),
     };
@@ -95,6 +102,7 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     let Some((name, sub)) = matches.subcommand() else {
         return Ok(Invocation::Help {
             program: program.tool,
+            runtime_commands,
         });
     };
     if FrontCommand::has_subcommand(name) {
@@ -110,7 +118,12 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
     if let Some(command) = commands::CoreCommand::from_name(name, tool.is_some()) {
         return core_invocation(command, program, tool, options, argv, plugins);
     }
-    if !commands::is_runtime_command(name) {
+    let known = commands::RunnerCommand::from_name(name).is_some()
+        || match &tool {
+            Some(t) => t.accepts(name),
+            None => catalog.any_accepts(name),
+        };
+    if !known {
         bail!(
             "unknown command '{name}'; run '{} --help' for the list",
             program.tool
@@ -127,9 +140,14 @@ pub fn parse(argv: &[OsString]) -> anyhow::Result<Invocation> {
 
 /// clap's matches of the whole command line. `memres start --no-registry`: the old tool took
 /// global options after `memres start`; they are lifted in front and parsed again.
-fn command_line(argv: &[OsString], program: &ProgramName) -> Result<ArgMatches, clap::Error> {
-    let parse_argv =
-        |argv: &[OsString]| cli::parser(&program.tool, ui::clap_color()).try_get_matches_from(argv);
+fn command_line(
+    argv: &[OsString],
+    program: &ProgramName,
+    runtime_commands: cli::RuntimeCommands<'_>,
+) -> Result<ArgMatches, clap::Error> {
+    let parse_argv = |argv: &[OsString]| {
+        cli::parser(&program.tool, runtime_commands, ui::clap_color()).try_get_matches_from(argv)
+    };
     let matches = parse_argv(argv)?;
     let Some((name, sub)) = matches.subcommand().filter(|(name, _)| {
         commands::RunnerCommand::from_name(name) == Some(commands::RunnerCommand::Memres)
@@ -213,8 +231,11 @@ fn execute(invocation: Invocation) -> anyhow::Result<i32> {
             )?;
             Ok(0)
         }
-        Invocation::Help { program } => {
-            cli::parser(&program, ui::clap_color())
+        Invocation::Help {
+            program,
+            runtime_commands,
+        } => {
+            cli::parser(&program, runtime_commands.as_deref(), ui::clap_color())
                 .print_help()
                 .context("printing help")?;
             Ok(0)
@@ -316,7 +337,8 @@ fn run_front_command(
     let name = match &command {
         FrontCommand::Completion { shell } => {
             // generated into memory: clap_complete panics when its writer fails (closed pipe)
-            let mut grammar = cli::completion_grammar(&program.tool);
+            let commands = tool.as_ref().and_then(|t| t.commands.as_deref());
+            let mut grammar = cli::completion_grammar(&program.tool, commands);
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut grammar, &program.tool, &mut script);
             std::io::stdout()

@@ -20,6 +20,10 @@ pub struct Tool {
     /// `VDKR`: each tool reads only its own prefix (the old runner's cross-talk between
     /// VDKR_* and VPDMN_* is a bug we do not copy).
     pub env_prefix: String,
+    /// The runtime's commands with their help lines, from its plugin's spec; None when no
+    /// plugin provides the runtime (then any name is passed on, and loading the plugin says
+    /// what is missing).
+    pub commands: Option<Vec<(String, String)>>,
 }
 
 impl Tool {
@@ -30,7 +34,15 @@ impl Tool {
             runtime: runtime.to_string(),
             state_dir_name: format!(".{name}"),
             env_prefix: name.to_ascii_uppercase().replace('-', "_"),
+            commands: None,
         }
+    }
+
+    /// Whether the runtime's plugin plans `command` (always, when its plugin is not found).
+    pub fn accepts(&self, command: &str) -> bool {
+        self.commands
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|(name, _)| name == command))
     }
 
     /// `VDKR_<suffix>`.
@@ -97,6 +109,12 @@ impl Catalog {
                 runtime: loaded.name.clone(),
                 state_dir_name: spec.state_dir_name.to_string(),
                 env_prefix: spec.env_prefix.to_string(),
+                commands: Some(
+                    spec.commands
+                        .iter()
+                        .map(|c| (c.name.to_string(), c.about.to_string()))
+                        .collect(),
+                ),
             };
             let aliases: Vec<&str> = loaded.aliases.iter().map(String::as_str).collect();
             catalog.add(tool, &aliases);
@@ -138,6 +156,12 @@ impl Catalog {
     /// The tool of a runtime (`docker` -> vdkr).
     pub fn tool(&self, runtime: &str) -> Option<&Tool> {
         self.tools.iter().find(|t| t.runtime == runtime)
+    }
+
+    /// Whether some runtime accepts `command` (for a runtime command given with no runtime
+    /// selected: it then needs one, rather than being unknown).
+    pub fn any_accepts(&self, command: &str) -> bool {
+        self.tools.iter().any(|t| t.accepts(command))
     }
 
     /// The tool for `--runtime X`, where X may be a runtime (`docker`), a tool (`vdkr`) or

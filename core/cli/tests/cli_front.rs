@@ -441,12 +441,15 @@ fn version_help_and_completion() {
     let o = f.run("vdkr", &["--help"]);
     assert_eq!(o.status.code(), Some(0));
     let help = stdout(&o);
+    // the runtime's commands come from its plugin, the VM and core commands from the core
     for word in [
         "--insecure-registry",
         "--stateless",
         "vconfig",
         "vrun",
+        "Pause containers",
         "memres",
+        "doctor",
     ] {
         assert!(help.contains(word), "{word} missing in help");
     }
@@ -456,9 +459,10 @@ fn version_help_and_completion() {
         assert_eq!(o.status.code(), Some(0), "{shell}");
         let script = stdout(&o);
         assert!(script.contains("vdkr"), "{shell}");
+        assert!(script.contains("vimport"), "{shell}: VM commands completed");
         assert!(
-            script.contains("vimport"),
-            "{shell}: runtime commands completed"
+            script.contains("unpause"),
+            "{shell}: the plugin's commands completed"
         );
     }
 }

@@ -6,8 +6,8 @@
 //! [`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageDrivers,
-    StorageExport,
+    CommandInfo, CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec,
+    StorageDrivers, StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -165,6 +165,7 @@ pub fn spec() -> RuntimeSpec {
             auth_env: "DOCKER_CONFIG".into(),
             auth_env_names_dir: true,
         },
+        commands: CommandInfo::table(plan_kit::COMMANDS),
     }
 }
 

@@ -89,6 +89,61 @@ const EXEC_SHORT_VALUES: &[char] = &['e', 'u', 'w'];
 const BUILD_SHORT_VALUES: &[char] = &['f', 't', 'o', 'm'];
 const IO_SHORT_VALUES: &[char] = &['i', 'o', 'c', 'm', 'u', 'p'];
 
+/// The commands docker and podman share that [`plan`] accepts, with their `--help` lines:
+/// the plugins' `RuntimeSpec::commands` (the core lists and checks them, and knows none of
+/// them itself).
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("run", "Run a command in a new container"),
+    (
+        "vrun",
+        "Run a container with its entrypoint cleared (run --rm [-it] IMAGE CMD)",
+    ),
+    ("exec", "Run a command in a running container"),
+    ("images", "List images"),
+    (
+        "image",
+        "Manage images (ls, rm, ...); plain vcontainer: build|unpack|index",
+    ),
+    ("pull", "Pull an image from a registry"),
+    ("push", "Push an image to a registry"),
+    ("load", "Load an image from a tar archive (-i FILE)"),
+    ("save", "Save an image to a tar archive (-o FILE)"),
+    ("import", "Import a tarball as an image"),
+    ("tag", "Tag an image"),
+    ("rmi", "Remove images"),
+    ("build", "Build an image"),
+    ("history", "Show the history of an image"),
+    ("commit", "Create an image from a container"),
+    ("ps", "List containers"),
+    ("create", "Create a container"),
+    ("start", "Start containers"),
+    ("stop", "Stop containers"),
+    ("restart", "Restart containers"),
+    ("kill", "Kill containers"),
+    ("pause", "Pause containers"),
+    ("unpause", "Unpause containers"),
+    ("rm", "Remove containers"),
+    ("logs", "Show a container's logs"),
+    ("inspect", "Show low-level information on objects"),
+    ("top", "Show the processes of a container"),
+    ("stats", "Show container resource usage"),
+    ("port", "List a container's port mappings"),
+    (
+        "wait",
+        "Wait for containers to stop and print their exit codes",
+    ),
+    ("cp", "Copy files between a container and the host"),
+    ("container", "Manage containers"),
+    ("volume", "Manage volumes"),
+    ("network", "Manage networks"),
+    ("system", "Manage the runtime (df, prune, events, info)"),
+    ("info", "Show runtime information"),
+    ("version", "Show the runtime's version"),
+    ("search", "Search a registry for images"),
+    ("login", "Log in to a registry"),
+    ("logout", "Log out from a registry"),
+];
+
 /// Commands that only group subcommands (`docker image ls`, `podman pod ps`). Without a
 /// subcommand docker prints its help and exits 0, which a script cannot tell from success;
 /// the old tool refused them, exit 1, saying a subcommand is required, and so do we (before

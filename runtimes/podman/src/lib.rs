@@ -5,8 +5,8 @@
 //! shared with docker ([`vcontainer_runtime_kit`]).
 
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec, StorageDrivers,
-    StorageExport,
+    CommandInfo, CommandPlan, EngineApi, GuestFile, RegistrySetup, RuntimeSpec, ServiceSpec,
+    StorageDrivers, StorageExport,
 };
 use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
@@ -150,6 +150,7 @@ pub fn spec() -> RuntimeSpec {
             auth_env: "REGISTRY_AUTH_FILE".into(),
             auth_env_names_dir: false,
         },
+        commands: CommandInfo::table(plan_kit::COMMANDS),
     }
 }
 

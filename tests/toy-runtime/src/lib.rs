@@ -12,8 +12,8 @@
 
 use abi_stable::std_types::{ROption, RString, RVec};
 use vcontainer_abi::runtime::{
-    CommandPlan, EngineApi, ImageOperand, ImageUse, RegistrySetup, RuntimeSpec, StorageDrivers,
-    StorageExport,
+    CommandInfo, CommandPlan, EngineApi, ImageOperand, ImageUse, RegistrySetup, RuntimeSpec,
+    StorageDrivers, StorageExport,
 };
 use vcontainer_abi::PluginError;
 
@@ -69,6 +69,13 @@ pub fn spec() -> RuntimeSpec {
             auth_env: "REGISTRY_AUTH_FILE".into(),
             auth_env_names_dir: false,
         },
+        commands: CommandInfo::table(&[
+            (
+                "run",
+                "Run IMAGE [CMD...] in a new container, removed afterwards",
+            ),
+            ("images", "List the images"),
+        ]),
     }
 }
 
@@ -84,6 +91,7 @@ pub fn plan(args: &[String]) -> Result<CommandPlan, PluginError> {
             "--format",
             "{{.Repository}}:{{.Tag}}",
         ]))),
+        "images" => Err(PluginError::usage("toy images (no options)")),
         "run" => {
             let Some(image) = rest.first().filter(|i| !i.starts_with('-')) else {
                 return Err(PluginError::usage("toy run IMAGE [CMD...] (no options)"));

@@ -4,7 +4,7 @@
 
 use vcontainer_abi::abi_stable::std_types::RVec;
 use vcontainer_abi::runtime::{
-    EngineApi, RegistrySetup, RuntimeSpec, StorageDrivers, StorageExport,
+    CommandInfo, EngineApi, RegistrySetup, RuntimeSpec, StorageDrivers, StorageExport,
 };
 
 fn base(binary: &str, tool: &str, transport: &str, storage: &str) -> RuntimeSpec {
@@ -50,6 +50,7 @@ fn base(binary: &str, tool: &str, transport: &str, storage: &str) -> RuntimeSpec
             auth_env: "".into(),
             auth_env_names_dir: false,
         },
+        commands: CommandInfo::table(&[("run", "Run a container"), ("images", "List images")]),
     }
 }
 
