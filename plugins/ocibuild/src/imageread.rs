@@ -196,17 +196,16 @@ pub fn clean_entry_path(image: &Path, raw: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn decompressor<'a, R: Read + 'a>(media_type: &str, r: R) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match media_type {
-        media::MEDIA_OCI_LAYER_GZIP | media::MEDIA_DOCKER_LAYER_GZIP => Box::new(
-            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, r)),
-        ),
-        media::MEDIA_OCI_LAYER_ZSTD => Box::new(zstd::stream::read::Decoder::new(r)?),
-        media::MEDIA_OCI_LAYER_TAR | media::MEDIA_DOCKER_LAYER_TAR => {
-            Box::new(BufReader::with_capacity(1 << 20, r))
-        }
-        other => {
+    use media::LayerCompression;
+    Ok(match media::layer_compression(media_type) {
+        Some(LayerCompression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(
+            BufReader::with_capacity(1 << 20, r),
+        )),
+        Some(LayerCompression::Zstd) => Box::new(zstd::stream::read::Decoder::new(r)?),
+        Some(LayerCompression::None) => Box::new(BufReader::with_capacity(1 << 20, r)),
+        None => {
             return Err(io::Error::other(format!(
-                "unsupported layer media type {other:?}"
+                "unsupported layer media type {media_type:?}"
             )));
         }
     })
