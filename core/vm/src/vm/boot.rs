@@ -106,11 +106,13 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
 pub(super) trait SnapshotHook {
     /// How QEMU's command line differs (devices left for hot-plug, `-incoming defer`).
     fn layout(&self) -> SnapshotLayout;
-    /// Called once QEMU runs, before waiting for the agent.
+    /// Called once QEMU runs, before waiting for the agent; `vsock` is this run's device
+    /// (a restore plugs it).
     fn after_spawn(
         &self,
         cfg: &VmConfig,
         paths: &VmPaths,
+        vsock: &VsockDevice,
         qemu: &mut Proc,
         deadline: Instant,
     ) -> Result<()>;
@@ -135,11 +137,11 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
     let files = scopeguard::guard((), |()| remove_vm_files(paths));
     let backend = VsockBackend::start(cfg, paths, host.transport.kind)?;
     let mut vhost = scopeguard::guard(backend.vhost, |v| v.into_iter().for_each(stop_vhost));
-    let spec = vm_spec(cfg, &host, backend.device, shares.slots, snapshot);
+    let spec = vm_spec(cfg, &host, backend.device.clone(), shares.slots, snapshot);
     let mut qemu = scopeguard::guard(spawn_qemu(&host, &spec, backend.claim)?, kill_qemu);
     let deadline = started + cfg.boot_timeout();
     if let Some(mode) = snapshot {
-        mode.after_spawn(cfg, paths, &mut qemu, deadline)?;
+        mode.after_spawn(cfg, paths, &backend.device, &mut qemu, deadline)?;
     }
     let gate = (host.transport.kind == TransportKind::Hybrid)
         .then(|| VhostStartGate::new(&paths.qmp_socket));

@@ -55,8 +55,8 @@ pub fn slot_bus(slot: u32) -> String {
 
 /// How the command line of a VM saved as a snapshot, or restored from one, differs from a cold
 /// boot's (docs/snapshot.md). Both render the same machine except for what QEMU cannot save
-/// (the vhost-user vsock device) and what belongs to one run (the state disk): those hang on
-/// hot-pluggable root ports, plugged after the restore.
+/// or belongs to one run (the vsock device, vhost-user or in-kernel with this run's CID; the
+/// state disk): those hang on hot-pluggable root ports, plugged after the restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotLayout {
     /// Booted to be saved: the vsock device on its root port (unplugged before the save), no
@@ -317,6 +317,12 @@ impl VmSpec {
                 let mut d = format!("vhost-vsock-pci,guest-cid={cid}");
                 if let Some(fd) = vhostfd {
                     d.push_str(&format!(",vhostfd={fd}"));
+                }
+                // booted to be saved: on its root port, unplugged before the save
+                if self.snapshot.is_some() {
+                    d.push_str(&format!(
+                        ",id={SNAPSHOT_VSOCK_ID},bus={SNAPSHOT_VSOCK_PORT}"
+                    ));
                 }
                 a.opt("-device", d);
             }
@@ -638,6 +644,29 @@ mod tests {
         assert!(!cold
             .iter()
             .any(|a| a.contains("snapshot") || a.contains("vc-snap")));
+    }
+
+    #[test]
+    fn a_kernel_vsock_guest_to_be_saved_has_its_device_on_the_snapshot_port() {
+        let kernel = VsockDevice::Kernel {
+            cid: 77,
+            vhostfd: Some(9),
+        };
+        let mut save = spec(Arch::X86_64, kernel);
+        save.snapshot = Some(SnapshotLayout::Save);
+        let argv = strings(&save.render());
+        let vsock: Vec<_> = values(&argv, "-device")
+            .into_iter()
+            .filter(|d| d.starts_with("vhost"))
+            .collect();
+        assert_eq!(
+            vsock,
+            ["vhost-vsock-pci,guest-cid=77,vhostfd=9,id=vc-snap-vsock,bus=vc-snap-rp-vsock"]
+        );
+        // restored: plugged after the load, with the restoring run's own CID
+        save.snapshot = Some(SnapshotLayout::Restore);
+        let argv = strings(&save.render());
+        assert!(!argv.iter().any(|a| a.starts_with("vhost")), "{argv:?}");
     }
 
     #[test]

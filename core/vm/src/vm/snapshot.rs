@@ -29,11 +29,11 @@ use super::config::{Arch, VmConfig};
 use super::error::{Result, VmError};
 use super::process::{self, Proc};
 use super::qemu::{
-    SnapshotLayout, SNAPSHOT_STATE_ID, SNAPSHOT_STATE_PORT, SNAPSHOT_VSOCK_CHARDEV,
+    SnapshotLayout, VsockDevice, SNAPSHOT_STATE_ID, SNAPSHOT_STATE_PORT, SNAPSHOT_VSOCK_CHARDEV,
     SNAPSHOT_VSOCK_ID, SNAPSHOT_VSOCK_PORT,
 };
 use super::qmp::Qmp;
-use super::transport::{self, TransportKind};
+use super::transport;
 use crate::agent_client;
 
 pub use super::config::{snapshots_enabled as enabled, SNAPSHOT_ENV as ENV};
@@ -113,6 +113,7 @@ impl boot::SnapshotHook for Mode {
         &self,
         cfg: &VmConfig,
         paths: &VmPaths,
+        vsock: &VsockDevice,
         qemu: &mut Proc,
         deadline: Instant,
     ) -> Result<()> {
@@ -143,7 +144,7 @@ impl boot::SnapshotHook for Mode {
                 other => other,
             });
         }
-        plug_run_devices(&mut qmp, cfg, paths)?;
+        plug_run_devices(&mut qmp, cfg, vsock)?;
         qmp.execute("cont", None).map_err(SnapshotError::Qmp)?;
         lap(&phases.plug);
         Ok(())
@@ -278,15 +279,9 @@ fn unusable(cfg: &VmConfig) -> Option<String> {
             cfg.arch
         ));
     }
-    match transport::choose(cfg.transport) {
-        Ok(t) if t.kind == TransportKind::Hybrid => None,
-        Ok(_) => Some(
-            "the kernel vsock device needs its /dev/vhost-vsock fd passed over QMP to be \
-             hot-plugged, which is not done yet"
-                .into(),
-        ),
-        Err(e) => Some(e.to_string()),
-    }
+    transport::choose(cfg.transport)
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// What a snapshot depends on that changes under the user's feet (a new build of the
@@ -781,28 +776,11 @@ fn incoming(q: &mut Qmp, file: &Path, qemu: &mut Proc, deadline: Instant) -> Res
 
 /// The run's own devices, on the root ports the saved guest knows: vsock, then the state
 /// disk (so the guest names it /dev/vdb, as after a cold boot).
-fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, paths: &VmPaths) -> Result<()> {
-    q.execute(
-        "chardev-add",
-        Some(json!({
-            "id": SNAPSHOT_VSOCK_CHARDEV,
-            "backend": { "type": "socket", "data": {
-                "addr": { "type": "unix", "data": { "path": paths.vhost_user_socket.to_string_lossy() } },
-                "server": false
-            }}
-        })),
-    )
-    .map_err(SnapshotError::Qmp)?;
-    q.execute(
-        "device_add",
-        Some(json!({
-            "driver": "vhost-user-vsock-pci",
-            "chardev": SNAPSHOT_VSOCK_CHARDEV,
-            "id": SNAPSHOT_VSOCK_ID,
-            "bus": SNAPSHOT_VSOCK_PORT
-        })),
-    )
-    .map_err(SnapshotError::Qmp)?;
+fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, vsock: &VsockDevice) -> Result<()> {
+    for (command, arguments) in vsock_plug(vsock) {
+        q.execute(command, Some(arguments))
+            .map_err(SnapshotError::Qmp)?;
+    }
     if cfg.state_disk {
         // as the cold boot's -drive: raw, writeback cache, discard=unmap, detect-zeroes=unmap
         q.execute(
@@ -829,6 +807,48 @@ fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, paths: &VmPaths) -> Result<()> 
         .map_err(SnapshotError::Qmp)?;
     }
     Ok(())
+}
+
+/// The QMP commands that plug this run's vsock device into the restored guest. vhost-user:
+/// a chardev to vhost-device-vsock's socket, then the device. In-kernel: the device with this
+/// run's claimed CID and its /dev/vhost-vsock fd, which QEMU inherited at spawn; QMP takes a
+/// numeric `vhostfd` as an fd of QEMU's own (no `getfd` needed; docs/snapshot.md).
+fn vsock_plug(vsock: &VsockDevice) -> Vec<(&'static str, Value)> {
+    match vsock {
+        VsockDevice::Hybrid { vhost_user_socket } => vec![
+            (
+                "chardev-add",
+                json!({
+                    "id": SNAPSHOT_VSOCK_CHARDEV,
+                    "backend": { "type": "socket", "data": {
+                        "addr": { "type": "unix", "data": { "path": vhost_user_socket.to_string_lossy() } },
+                        "server": false
+                    }}
+                }),
+            ),
+            (
+                "device_add",
+                json!({
+                    "driver": "vhost-user-vsock-pci",
+                    "chardev": SNAPSHOT_VSOCK_CHARDEV,
+                    "id": SNAPSHOT_VSOCK_ID,
+                    "bus": SNAPSHOT_VSOCK_PORT
+                }),
+            ),
+        ],
+        VsockDevice::Kernel { cid, vhostfd } => {
+            let mut device = json!({
+                "driver": "vhost-vsock-pci",
+                "guest-cid": cid,
+                "id": SNAPSHOT_VSOCK_ID,
+                "bus": SNAPSHOT_VSOCK_PORT
+            });
+            if let Some(fd) = vhostfd {
+                device["vhostfd"] = fd.to_string().into();
+            }
+            vec![("device_add", device)]
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1019,6 +1039,7 @@ mod tests {
 
     #[test]
     fn only_what_can_be_restored_is_restored() {
+        use super::transport::TransportKind;
         let t = tempfile::tempdir().expect("tmp");
         let mut cfg = VmConfig::new(Arch::Aarch64, "podman", t.path());
         assert!(unusable(&cfg).expect("arm").contains("x86_64"));
@@ -1028,5 +1049,98 @@ mod tests {
         cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
         cfg.transport = Some(TransportKind::Hybrid);
         assert_eq!(unusable(&cfg), None);
+        // the kernel transport restores too, where the host has it
+        cfg.transport = Some(TransportKind::Vsock);
+        assert_eq!(
+            unusable(&cfg),
+            transport::choose(cfg.transport)
+                .err()
+                .map(|e| e.to_string())
+        );
+    }
+
+    #[test]
+    fn each_transport_plugs_its_own_vsock_device() {
+        let hybrid = vsock_plug(&VsockDevice::Hybrid {
+            vhost_user_socket: "/run/x/vhost.sock".into(),
+        });
+        let names: Vec<_> = hybrid.iter().map(|(c, _)| *c).collect();
+        assert_eq!(names, ["chardev-add", "device_add"]);
+        assert_eq!(
+            hybrid[0].1["backend"]["data"]["addr"]["data"]["path"],
+            "/run/x/vhost.sock"
+        );
+        assert_eq!(hybrid[1].1["driver"], "vhost-user-vsock-pci");
+        let kernel = vsock_plug(&VsockDevice::Kernel {
+            cid: 1234,
+            vhostfd: Some(7),
+        });
+        assert_eq!(
+            kernel,
+            [(
+                "device_add",
+                json!({
+                    "driver": "vhost-vsock-pci",
+                    "guest-cid": 1234,
+                    "vhostfd": "7",
+                    "id": "vc-snap-vsock",
+                    "bus": "vc-snap-rp-vsock"
+                })
+            )]
+        );
+    }
+
+    /// The kernel transport cannot be run here (no /dev/vhost-vsock), so this checks the
+    /// part QEMU decides: the restore's `device_add` reaches the fd QEMU inherited. With
+    /// /dev/null as that fd, QEMU takes it and fails at the first vhost ioctl, which it could
+    /// only do with the fd found (a name it does not know fails with "has not been found").
+    #[test]
+    fn a_kernel_vsock_plug_reaches_the_fd_qemu_inherited() {
+        let Some(qemu) = process::which("qemu-system-x86_64") else {
+            assert!(
+                std::env::var("VCONTAINER_E2E").as_deref() != Ok("1"),
+                "VCONTAINER_E2E is set but qemu-system-x86_64 is missing"
+            );
+            return;
+        };
+        let t = tempfile::tempdir().expect("tmp");
+        let sock = t.path().join("qmp.sock");
+        let null = std::fs::File::open("/dev/null").expect("null");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
+        let mut cmd = std::process::Command::new(qemu);
+        cmd.args([
+            "-machine",
+            "q35,accel=tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .args([
+            "-device",
+            &format!("pcie-root-port,id={SNAPSHOT_VSOCK_PORT},chassis=240,slot=0"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        process::pass_fd(&mut cmd, fd);
+        let mut child = Proc::Child(cmd.spawn().expect("qemu"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let plugged = connect_qmp(&sock, &mut child, deadline).map(|mut q| {
+            let kernel = VsockDevice::Kernel {
+                cid: 99,
+                vhostfd: Some(fd),
+            };
+            let (command, arguments) = vsock_plug(&kernel).remove(0);
+            let r = q.execute(command, Some(arguments));
+            let _ = q.quit();
+            r
+        });
+        child.wait(Duration::from_secs(10));
+        let e = plugged
+            .expect("qmp")
+            .expect_err("/dev/null is no vhost device");
+        assert!(e.contains("vhost_set_owner"), "{e}");
     }
 }
