@@ -168,6 +168,15 @@ fn assert_no_vm_processes(state: &Path) {
     }
 }
 
+/// The running VM's console log has `line`.
+fn assert_console(state: &Path, line: &str) {
+    let console = std::fs::read_to_string(state.join("console.log")).expect("console.log");
+    assert!(
+        console.contains(line),
+        "no {line:?} in the console:\n{console}"
+    );
+}
+
 fn assert_fsck_clean(img: &Path) {
     let o = std::process::Command::new("e2fsck")
         .args(["-n", "-f"])
@@ -218,6 +227,11 @@ fn memres_start_exec_kill_restart_stop() {
 
     let line = memres::status(&state).expect("running");
     assert!(line.starts_with("running"), "{line}");
+    // a new disk is clean: mounted without e2fsck (docs/guest-contract.md, "The state disk")
+    assert_console(
+        &state,
+        "state disk /dev/vdb was cleanly unmounted: not checked",
+    );
     let i = vm::Instance::find(&state).expect("instance");
     let hello = agent_client::hello(i.connect().expect("connect")).expect("hello");
     assert_eq!(hello.runtime, "podman");
@@ -248,6 +262,12 @@ fn memres_start_exec_kill_restart_stop() {
     assert_ne!(again.instance.record.qemu_pid, qemu_pid);
     let (st, out, _) = run(&again.instance, &["uname", "-m"]).expect("exec");
     assert_eq!((st, out.as_str()), (ExitStatus::Code(0), "x86_64\n"));
+    // the killed VM left its disk mounted (ext4 with a journal: marked for recovery), so
+    // this boot checked it
+    assert_console(
+        &state,
+        "checking the state disk /dev/vdb: the journal needs recovery",
+    );
 
     // stop leaves nothing running and a clean disk
     let stopped = memres::stop(&state, cfg.shutdown_timeout()).expect("stop");

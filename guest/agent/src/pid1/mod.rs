@@ -12,6 +12,7 @@ mod secret;
 pub mod shares;
 mod snapshot;
 mod storage;
+mod superblock;
 mod tools;
 
 use std::fs::{self, OpenOptions};

@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use vcontainer_proto::ExitStatus;
 
 use super::mounts::{mount_fs, wait_for_device};
+use super::superblock;
 use super::tools;
 use crate::log;
 use crate::reaper::Reaper;
@@ -65,7 +66,8 @@ pub fn mount_temporary(storage: &Path) -> Option<String> {
     }
 }
 
-/// `e2fsck -p`; true when the disk may be mounted.
+/// `e2fsck -p` unless the superblock says the disk was cleanly unmounted (what e2fsck would
+/// find, without its start-up: superblock.rs); true when the disk may be mounted.
 fn check(reaper: &Reaper, device: &Path, warnings: &mut Vec<String>) -> bool {
     if !wait_for_device(device, Duration::from_secs(10)) {
         let text = format!(
@@ -77,6 +79,16 @@ fn check(reaper: &Reaper, device: &Path, warnings: &mut Vec<String>) -> bool {
         return false;
     }
     let dev = device.to_string_lossy();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match superblock::needs_check(device, now) {
+        None => {
+            log!("state disk {dev} was cleanly unmounted: not checked");
+            return true;
+        }
+        Some(why) => log!("checking the state disk {dev}: {why}"),
+    }
     match tools::run(reaper, &["e2fsck", "-p", &dev]) {
         // 0: clean, 1: errors corrected, 2: corrected, reboot advised (nothing is mounted
         // from this disk yet, so carrying on is safe).
