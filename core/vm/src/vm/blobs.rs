@@ -154,24 +154,9 @@ fn find_in_root(
     runtime: &str,
     source: &str,
 ) -> std::result::Result<BlobSet, String> {
-    let candidates = [
-        root.join(arch.as_str()).join(runtime),
-        root.join(arch.as_str()),
-        root.to_path_buf(),
-    ];
     let kernel = arch.kernel_file_name();
     let files = [kernel, INITRAMFS, ROOTFS];
-    let Some(dir) = candidates
-        .iter()
-        .find(|d| files.iter().any(|f| d.join(f).is_file()))
-    else {
-        return Err(format!(
-            "{} ({source}) has no {kernel}/{INITRAMFS}/{ROOTFS} under {}/{}/",
-            root.display(),
-            arch.as_str(),
-            runtime
-        ));
-    };
+    let dir = blob_dir(root, arch, runtime, &files, source)?;
     let absent: Vec<&str> = files
         .iter()
         .copied()
@@ -184,26 +169,8 @@ fn find_in_root(
             absent.join(", ")
         ));
     }
-    let meta = match std::fs::read(dir.join(META)) {
-        Ok(bytes) => Some(
-            serde_json::from_slice::<BlobsMeta>(&bytes)
-                .map_err(|e| format!("{}: {e}", dir.join(META).display()))?,
-        ),
-        Err(_) => None,
-    };
-    if let Some(m) = &meta {
-        if let Some(a) = &m.arch {
-            if a != arch.as_str() {
-                return Err(format!("{} holds {a} blobs, not {arch}", dir.display()));
-            }
-        }
-        if let Some(r) = &m.runtime {
-            if r != runtime {
-                return Err(format!("{} holds {r} blobs, not {runtime}", dir.display()));
-            }
-        }
-    }
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    let meta = read_meta(&dir, arch, runtime)?;
+    let dir = dir.canonicalize().unwrap_or(dir);
     Ok(BlobSet {
         kernel: dir.join(kernel),
         initramfs: dir.join(INITRAMFS),
@@ -212,6 +179,53 @@ fn find_in_root(
         meta,
         source: source.to_string(),
     })
+}
+
+/// The first of `<root>/<arch>/<runtime>`, `<root>/<arch>`, `<root>` holding any blob file.
+fn blob_dir(
+    root: &Path,
+    arch: Arch,
+    runtime: &str,
+    files: &[&str],
+    source: &str,
+) -> std::result::Result<PathBuf, String> {
+    let candidates = [
+        root.join(arch.as_str()).join(runtime),
+        root.join(arch.as_str()),
+        root.to_path_buf(),
+    ];
+    candidates
+        .into_iter()
+        .find(|d| files.iter().any(|f| d.join(f).is_file()))
+        .ok_or_else(|| {
+            format!(
+                "{} ({source}) has no {} under {}/{}/",
+                root.display(),
+                files.join("/"),
+                arch.as_str(),
+                runtime
+            )
+        })
+}
+
+/// The dir's blobs.json, if any; refused when it names another arch or runtime.
+fn read_meta(
+    dir: &Path,
+    arch: Arch,
+    runtime: &str,
+) -> std::result::Result<Option<BlobsMeta>, String> {
+    let Ok(bytes) = std::fs::read(dir.join(META)) else {
+        return Ok(None);
+    };
+    let m = serde_json::from_slice::<BlobsMeta>(&bytes)
+        .map_err(|e| format!("{}: {e}", dir.join(META).display()))?;
+    if let Some(a) = m.arch.as_deref().filter(|a| *a != arch.as_str()) {
+        return Err(format!("{} holds {a} blobs, not {arch}", dir.display()));
+    }
+    if let Some(r) = m.runtime.as_deref().filter(|r| *r != runtime) {
+        return Err(format!("{} holds {r} blobs, not {runtime}", dir.display()));
+    }
+    Ok(Some(m))
 }
 
 #[cfg(test)]

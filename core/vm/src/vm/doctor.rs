@@ -91,96 +91,114 @@ fn plugin_search_path() -> Vec<PathBuf> {
     vcontainer_abi::host::default_search_dirs()
 }
 
-impl std::fmt::Display for DoctorReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
-        writeln!(f, "guest: {} {}", self.runtime, self.arch)?;
+/// One checked line of the report: whether it is fine, and what it says.
+type Line = (bool, String);
+
+impl DoctorReport {
+    /// The report's lines after the `guest:` header, one per thing checked.
+    fn lines(&self) -> Vec<Line> {
+        let mut lines = vec![
+            self.qemu_line(),
+            (
+                true,
+                format!("accel: {} ({})", self.accel.accel, self.accel.reason),
+            ),
+            self.transport_line(),
+            self.volumes_line(),
+            self.state_disk_line(),
+            self.blobs_line(),
+        ];
+        lines.extend(self.plugin_dirs.iter().map(|(p, exists)| {
+            let absent = if *exists { "" } else { " (absent)" };
+            (true, format!("plugin dir: {}{absent}", p.display()))
+        }));
+        lines
+    }
+
+    fn qemu_line(&self) -> Line {
         match &self.qemu {
-            Ok((p, v)) => writeln!(
-                f,
-                "[{}] qemu: {} ({v}; {})",
-                mark(true),
+            Ok((p, v)) => (
+                true,
+                format!("qemu: {} ({v}; {})", p.display(), process::origin(p)),
+            ),
+            Err(e) => (false, format!("qemu: {e}")),
+        }
+    }
+
+    fn transport_line(&self) -> Line {
+        let t = match &self.transport {
+            Ok(t) => t,
+            Err(e) => return (false, format!("transport: {e}")),
+        };
+        let mut text = format!("transport: {} ({})", t.kind, t.reason);
+        if t.kind != TransportKind::Hybrid {
+            return (true, text);
+        }
+        match &self.vhost_device_vsock {
+            Some(p) => text.push_str(&format!(
+                "; vhost-device-vsock at {} ({})",
                 p.display(),
                 process::origin(p)
-            )?,
-            Err(e) => writeln!(f, "[{}] qemu: {e}", mark(false))?,
+            )),
+            None => text.push_str("; vhost-device-vsock NOT found"),
         }
-        writeln!(
-            f,
-            "[ok  ] accel: {} ({})",
-            self.accel.accel, self.accel.reason
-        )?;
-        match &self.transport {
-            Ok(t) => {
-                let ok = t.kind != TransportKind::Hybrid || self.vhost_device_vsock.is_some();
-                write!(f, "[{}] transport: {} ({})", mark(ok), t.kind, t.reason)?;
-                if t.kind == TransportKind::Hybrid {
-                    match &self.vhost_device_vsock {
-                        Some(p) => write!(
-                            f,
-                            "; vhost-device-vsock at {} ({})",
-                            p.display(),
-                            process::origin(p)
-                        )?,
-                        None => write!(f, "; vhost-device-vsock NOT found")?,
-                    }
-                }
-                writeln!(f)?;
-            }
-            Err(e) => writeln!(f, "[{}] transport: {e}", mark(false))?,
-        }
-        match &self.virtiofsd {
-            Some(p) if virtiofs::enabled_by_env() => writeln!(
-                f,
-                "[ok  ] live volumes: memres VMs share each volume dir (and nothing else) with {} ({})",
+        (self.vhost_device_vsock.is_some(), text)
+    }
+
+    fn volumes_line(&self) -> Line {
+        let text = match &self.virtiofsd {
+            Some(p) if virtiofs::enabled_by_env() => format!(
+                "live volumes: memres VMs share each volume dir (and nothing else) with {} ({})",
                 p.display(),
                 process::origin(p)
-            )?,
-            Some(_) => writeln!(
-                f,
-                "[ok  ] live volumes: off ({}=off); volumes are copied",
+            ),
+            Some(_) => format!(
+                "live volumes: off ({}=off); volumes are copied",
                 virtiofs::DISABLE_ENV
-            )?,
-            None => writeln!(
-                f,
-                "[ok  ] live volumes: virtiofsd NOT found; volumes are copied (detached containers' changes come back at stop)"
-            )?,
-        }
+            ),
+            None => "live volumes: virtiofsd NOT found; volumes are copied (detached containers' \
+                     changes come back at stop)"
+                .to_string(),
+        };
+        (true, text)
+    }
+
+    fn state_disk_line(&self) -> Line {
         match &self.mkfs_ext4 {
-            Some(p) => writeln!(
-                f,
-                "[ok  ] state disks: mkfs.ext4 at {} ({})",
-                p.display(),
-                process::origin(p)
-            )?,
-            None => writeln!(
-                f,
-                "[FAIL] state disks: mkfs.ext4 NOT found (Debian: apt-get install e2fsprogs)"
-            )?,
+            Some(p) => (
+                true,
+                format!(
+                    "state disks: mkfs.ext4 at {} ({})",
+                    p.display(),
+                    process::origin(p)
+                ),
+            ),
+            None => (
+                false,
+                "state disks: mkfs.ext4 NOT found (Debian: apt-get install e2fsprogs)".into(),
+            ),
         }
+    }
+
+    fn blobs_line(&self) -> Line {
         match &self.blobs {
             Ok(b) => {
-                write!(
-                    f,
-                    "[{}] blobs: {} (from {})",
-                    mark(true),
-                    b.dir.display(),
-                    b.source
-                )?;
+                let mut text = format!("blobs: {} (from {})", b.dir.display(), b.source);
                 if let Some(k) = b.meta.as_ref().and_then(|m| m.kernel_version.as_deref()) {
-                    write!(f, ", kernel {k}")?;
+                    text.push_str(&format!(", kernel {k}"));
                 }
-                writeln!(f)?;
+                (true, text)
             }
-            Err(e) => writeln!(f, "[{}] blobs: {e}", mark(false))?,
+            Err(e) => (false, format!("blobs: {e}")),
         }
-        for (p, exists) in &self.plugin_dirs {
-            writeln!(
-                f,
-                "[ok  ] plugin dir: {}{}",
-                p.display(),
-                if *exists { "" } else { " (absent)" }
-            )?;
+    }
+}
+
+impl std::fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "guest: {} {}", self.runtime, self.arch)?;
+        for (ok, text) in self.lines() {
+            writeln!(f, "[{}] {text}", if ok { "ok  " } else { "FAIL" })?;
         }
         Ok(())
     }
