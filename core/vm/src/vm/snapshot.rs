@@ -603,36 +603,7 @@ fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     let mut q =
         Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(10)).map_err(SnapshotError::Qmp)?;
     // vhost-user-vsock is not migratable (QEMU: "State blocked by non-migratable device")
-    let unplugging = Instant::now();
-    let released = vm.cfg.arch == Arch::Aarch64
-        && power_off_vsock_slot(vm)
-        && vsock_gone(&mut q, unplugging + SLOT_POWER_OFF_WAIT);
-    if released {
-        // QEMU removes the device as the guest powers the slot off; pciehp then sleeps 1 s
-        // and drops the presence change that caused. Saved before that, the restored guest
-        // would drop the re-plug's presence change too and power it on after the button's
-        // 5 s (docs/snapshot.md, "Facts")
-        std::thread::sleep(SLOT_SETTLE);
-    }
-    if !released {
-        q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
-            .map_err(SnapshotError::Qmp)?;
-        if !vsock_gone(&mut q, Instant::now() + Duration::from_secs(30)) {
-            return Err(SnapshotError::Migration(
-                "could not start: the guest did not release the vsock device within 30 s".into(),
-            )
-            .into());
-        }
-    }
-    tracing::info!(
-        "the guest released the vsock device in {:.2} s ({})",
-        unplugging.elapsed().as_secs_f64(),
-        if released {
-            "slot powered off by the guest"
-        } else {
-            "device_del"
-        }
-    );
+    release_vsock(vm, &mut q)?;
     let _ = q.execute(
         "chardev-remove",
         Some(json!({ "id": SNAPSHOT_VSOCK_CHARDEV })),
@@ -671,6 +642,41 @@ fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// Removes the vsock device from the running guest: on aarch64 the guest powers its slot
+/// off (see [`power_off_vsock_slot`]), else (or when that fails) `device_del`.
+fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
+    let unplugging = Instant::now();
+    let released = vm.cfg.arch == Arch::Aarch64
+        && power_off_vsock_slot(vm)
+        && vsock_gone(q, unplugging + SLOT_POWER_OFF_WAIT);
+    if released {
+        // QEMU removes the device as the guest powers the slot off; pciehp then sleeps 1 s
+        // and drops the presence change that caused. Saved before that, the restored guest
+        // would drop the re-plug's presence change too and power it on after the button's
+        // 5 s (docs/snapshot.md, "Facts")
+        std::thread::sleep(SLOT_SETTLE);
+    } else {
+        q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
+            .map_err(SnapshotError::Qmp)?;
+        if !vsock_gone(q, Instant::now() + Duration::from_secs(30)) {
+            return Err(SnapshotError::Migration(
+                "could not start: the guest did not release the vsock device within 30 s".into(),
+            )
+            .into());
+        }
+    }
+    let how = if released {
+        "slot powered off by the guest"
+    } else {
+        "device_del"
+    };
+    tracing::info!(
+        "the guest released the vsock device in {:.2} s ({how})",
+        unplugging.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// How long the guest's own power-off of the vsock slot may take before `device_del` is used.
