@@ -5,7 +5,9 @@
 //! `aarch64` proves the guest ran arm64 code, not an amd64 image under another label.
 //!
 //! One memres VM per runtime carries most checks (a TCG boot costs seconds); one-shot
-//! (`--no-daemon`) runs are checked once per runtime, on the state the memres VM left.
+//! (`--no-daemon`) runs are checked once per runtime, on the state the memres VM left. All
+//! of them start from the runtime's aarch64 snapshot in the harness's shared cache (saved by
+//! the first `memres start` of a build): the `-v` lines prove it (docs/snapshot.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +16,9 @@ use vcontainer_tests::fixtures::{BusyboxLayouts, MemresGuard};
 use vcontainer_tests::net::{httpd, wait_http};
 use vcontainer_tests::terminal::on_terminal;
 use vcontainer_tests::{assert_no_vm_processes, stderr, stdout, vm_or_skip, World};
+
+/// The `-v` line of a VM started from a snapshot (vcontainer_vm::vm::snapshot).
+const RESTORED: &str = "restored from the snapshot";
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -78,7 +83,10 @@ fn aarch64_end_to_end(tool: &str) {
     let state = w.home.path().join(format!(".{base}/aarch64"));
     let stop = MemresGuard::new(&w, tool);
 
-    expect(&w, tool, &["memres", "start"], 0);
+    // snapshots are on (docs/snapshot.md): the suite's shared cache holds this runtime's
+    // aarch64 snapshot (saved here on the first run of a build), and the VM is restored
+    let (_, err) = expect(&w, tool, &["-v", "memres", "start"], 0);
+    assert!(err.contains(RESTORED), "{tool} memres start -v: {err}");
     let (out, _) = expect(&w, tool, &["memres", "status"], 0);
     assert!(out.contains("running"), "{tool} memres status: {out}");
 
@@ -203,24 +211,27 @@ fn aarch64_end_to_end(tool: &str) {
     assert_no_vm_processes(w.home.path());
     drop(stop);
 
-    // one-shot VMs on the state the memres VM left
-    let (out, _) = expect(
+    // one-shot VMs on the state the memres VM left, restored from the same snapshot (the
+    // state disk is hot-plugged after the restore: the image imported above is there)
+    let (out, err) = expect(
         &w,
         tool,
-        &["--no-daemon", "vrun", "multi:1", "uname", "-m"],
+        &["-v", "--no-daemon", "vrun", "multi:1", "uname", "-m"],
         0,
     );
     assert_eq!(out.trim(), "aarch64", "{tool} --no-daemon vrun");
+    assert!(err.contains(RESTORED), "{tool} --no-daemon vrun -v: {err}");
     assert_no_vm_processes(&state);
 
     // a batch import for aarch64 makes a storage tar in one boot (one-shot, as the Yocto
     // classes run it)
     let batch = w.home.path().join("batch.tar");
     let entry = format!("{}:batch:1", p(&images.multi));
-    expect(
+    let (_, err) = expect(
         &w,
         tool,
         &[
+            "-v",
             "--no-daemon",
             "vimport-batch",
             "--output",
@@ -230,6 +241,7 @@ fn aarch64_end_to_end(tool: &str) {
         ],
         0,
     );
+    assert!(err.contains(RESTORED), "{tool} vimport-batch -v: {err}");
     assert!(
         std::fs::metadata(&batch)
             .map(|m| m.len() > 0)

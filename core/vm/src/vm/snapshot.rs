@@ -273,12 +273,6 @@ fn recent_failure(file: &Path) -> Option<String> {
 
 /// Why this VM cannot come from a snapshot (None: it can).
 fn unusable(cfg: &VmConfig) -> Option<String> {
-    if cfg.arch != Arch::X86_64 {
-        return Some(format!(
-            "snapshots are only made for x86_64 guests so far, not {}",
-            cfg.arch
-        ));
-    }
     transport::choose(cfg.transport)
         .err()
         .map(|e| e.to_string())
@@ -604,19 +598,7 @@ fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     let mut q =
         Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(10)).map_err(SnapshotError::Qmp)?;
     // vhost-user-vsock is not migratable (QEMU: "State blocked by non-migratable device")
-    q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
-        .map_err(SnapshotError::Qmp)?;
-    let path = format!("/machine/peripheral/{SNAPSHOT_VSOCK_ID}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while q.execute("qom-list", Some(json!({ "path": path }))).is_ok() {
-        if Instant::now() > deadline {
-            return Err(SnapshotError::Migration(
-                "could not start: the guest did not release the vsock device within 30 s".into(),
-            )
-            .into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    release_vsock(vm, &mut q)?;
     let _ = q.execute(
         "chardev-remove",
         Some(json!({ "id": SNAPSHOT_VSOCK_CHARDEV })),
@@ -655,6 +637,99 @@ fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// Removes the vsock device from the running guest: on aarch64 the guest powers its slot
+/// off (see [`power_off_vsock_slot`]), else (or when that fails) `device_del`.
+fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
+    let unplugging = Instant::now();
+    let released = vm.cfg.arch == Arch::Aarch64
+        && power_off_vsock_slot(vm)
+        && vsock_gone(q, unplugging + SLOT_POWER_OFF_WAIT);
+    if released {
+        // QEMU removes the device as the guest powers the slot off; pciehp then sleeps 1 s
+        // and drops the presence change that caused. Saved before that, the restored guest
+        // would drop the re-plug's presence change too and power it on after the button's
+        // 5 s (docs/snapshot.md, "Facts")
+        std::thread::sleep(SLOT_SETTLE);
+    } else {
+        q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
+            .map_err(SnapshotError::Qmp)?;
+        if !vsock_gone(q, Instant::now() + Duration::from_secs(30)) {
+            return Err(SnapshotError::Migration(
+                "could not start: the guest did not release the vsock device within 30 s".into(),
+            )
+            .into());
+        }
+    }
+    let how = if released {
+        "slot powered off by the guest"
+    } else {
+        "device_del"
+    };
+    tracing::info!(
+        "the guest released the vsock device in {:.2} s ({how})",
+        unplugging.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// How long the guest's own power-off of the vsock slot may take before `device_del` is used.
+const SLOT_POWER_OFF_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the guest is left to finish powering the vsock slot off (its pciehp waits 1 s
+/// after the power-off, see `save_running`).
+const SLOT_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Run in the guest: find the vsock device (virtio 1af4:1053), and in a detached process (the
+/// exec's answer travels over that very device) power its hot-plug slot off through sysfs.
+const POWER_OFF_VSOCK_SLOT: &str = r#"for d in /sys/bus/pci/devices/*; do
+  [ "$(cat "$d/vendor")" = 0x1af4 ] && [ "$(cat "$d/device")" = 0x1053 ] && a=${d##*/}
+done
+[ -n "$a" ] || exit 3
+for s in /sys/bus/pci/slots/*; do
+  [ "$(cat "$s/address")" = "${a%.*}" ] || continue
+  exec setsid -f sh -c "sleep 0.1; echo 0 > '$s/power'" </dev/null >/dev/null 2>&1
+done
+exit 4"#;
+
+/// arm virt's root ports use native PCIe hotplug: `device_del` presses the slot's attention
+/// button and the guest's pciehp waits a fixed 5 s before releasing the device. A slot the
+/// guest powers off itself (sysfs `power`) is released at once, and QEMU removes the device
+/// of a slot powered off (docs/snapshot.md, "Facts"). False when the guest could not start
+/// it (the caller falls back to `device_del`).
+fn power_off_vsock_slot(vm: &RunningVm) -> bool {
+    let Ok(conn) = vm
+        .endpoint
+        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), &vm.secret)
+    else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = vcontainer_proto::ExecRequest::new(["sh", "-c", POWER_OFF_VSOCK_SLOT]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    match agent_client::exec(conn, request, None, &mut out, &mut err) {
+        Ok(vcontainer_proto::ExitStatus::Code(0)) => true,
+        other => {
+            tracing::debug!(
+                "the guest did not power the vsock slot off ({other:?}, {}); using device_del",
+                String::from_utf8_lossy(&err).trim()
+            );
+            false
+        }
+    }
+}
+
+/// Waits until the vsock device's QOM path is gone (QEMU removed it), until `deadline`.
+fn vsock_gone(q: &mut Qmp, deadline: Instant) -> bool {
+    let path = format!("/machine/peripheral/{SNAPSHOT_VSOCK_ID}");
+    while q.execute("qom-list", Some(json!({ "path": path }))).is_ok() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// mapped-ram: RAM pages at fixed offsets in the file (zero pages skipped, sparse), the format
@@ -1041,22 +1116,23 @@ mod tests {
     fn only_what_can_be_restored_is_restored() {
         use super::transport::TransportKind;
         let t = tempfile::tempdir().expect("tmp");
-        let mut cfg = VmConfig::new(Arch::Aarch64, "podman", t.path());
-        assert!(unusable(&cfg).expect("arm").contains("x86_64"));
-        // memres VMs (share slots, port forwards) restore like one-shot ones
-        cfg.arch = Arch::X86_64;
-        cfg.host_share = true;
-        cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
-        cfg.transport = Some(TransportKind::Hybrid);
-        assert_eq!(unusable(&cfg), None);
-        // the kernel transport restores too, where the host has it
-        cfg.transport = Some(TransportKind::Vsock);
-        assert_eq!(
-            unusable(&cfg),
-            transport::choose(cfg.transport)
-                .err()
-                .map(|e| e.to_string())
-        );
+        // both arches; memres VMs (share slots, port forwards) restore like one-shot ones
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let mut cfg = VmConfig::new(arch, "podman", t.path());
+            cfg.host_share = true;
+            cfg.port_forwards = vec!["8080:80".parse().expect("fwd")];
+            cfg.transport = Some(TransportKind::Hybrid);
+            assert_eq!(unusable(&cfg), None, "{arch}");
+            // the kernel transport restores too, where the host has it
+            cfg.transport = Some(TransportKind::Vsock);
+            assert_eq!(
+                unusable(&cfg),
+                transport::choose(cfg.transport)
+                    .err()
+                    .map(|e| e.to_string()),
+                "{arch}"
+            );
+        }
     }
 
     #[test]
