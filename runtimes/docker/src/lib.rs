@@ -45,15 +45,28 @@ const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 /// dockerd settings that must hold in a systemd-less VM. They live in daemon.json rather than
 /// on the command line: dockerd refuses to start when a setting is given in both places.
-/// overlay2 on the ext4 state disk; cgroupfs (no systemd); no userland proxy (host ports
-/// reach the guest through QEMU's port forwarding, then docker's iptables DNAT).
+/// overlay2 on the ext4 state disk; cgroupfs (no systemd). `iptables: false` because dockerd
+/// 20.10 tears down and rebuilds its chains with ~100 execs of iptables at each start, 8-9 s
+/// under TCG (docs/differences.md, "Container networking"); published ports then go through
+/// docker-proxy (`userland-proxy`) and container egress through [`DOCKERD_START`]'s rule.
 const DAEMON_JSON: &str = r#"{
     "storage-driver": "overlay2",
     "data-root": "/var/lib/docker",
     "exec-opts": ["native.cgroupdriver=cgroupfs"],
-    "userland-proxy": false
+    "iptables": false,
+    "userland-proxy": true
 }
 "#;
+
+/// Runs as `sh -c` before dockerd (its arguments follow): the one NAT rule containers need
+/// to reach past the guest (QEMU's user network answers only the guest's own address), in
+/// place of dockerd's own chains (`iptables: false` in [`DAEMON_JSON`]). `-C` first: a
+/// restarted dockerd in the same VM finds the rule already there. eth0 is the uplink the agent
+/// configures (guest/agent/src/pid1/net.rs). Fixed text; dockerd's argv are `$@`.
+const DOCKERD_START: &str = "iptables -w -t nat -C POSTROUTING -o eth0 -j MASQUERADE 2>/dev/null \
+  || iptables -w -t nat -A POSTROUTING -o eth0 -j MASQUERADE \
+  || echo 'cannot add the MASQUERADE rule: containers will not reach the network' >&2
+exec dockerd \"$@\"";
 
 fn strings(words: &[&str]) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
     words.iter().map(|w| (*w).into()).collect()
@@ -112,6 +125,9 @@ pub fn spec() -> RuntimeSpec {
             ServiceSpec {
                 name: "dockerd".into(),
                 argv: strings(&[
+                    "sh",
+                    "-c",
+                    DOCKERD_START,
                     "dockerd",
                     "--containerd",
                     CONTAINERD_SOCKET,
@@ -123,7 +139,7 @@ pub fn spec() -> RuntimeSpec {
                 // dockerd listens before it has initialised: wait for its API to answer.
                 readiness_socket: DOCKER_SOCKET.into(),
                 readiness_http_path: "/_ping".into(),
-                // dockerd initialises iptables and the overlay2 driver: slow under TCG.
+                // dockerd initialises the overlay2 driver and the bridge: slow under TCG.
                 timeout_secs: 120,
             },
         ]
@@ -284,10 +300,29 @@ mod tests {
         // dockerd exits when a setting is both a flag and in daemon.json.
         let s = spec();
         let argv: Vec<&str> = s.services[1].argv.iter().map(|a| a.as_str()).collect();
-        for key in ["storage-driver", "data-root", "exec-opt", "userland-proxy"] {
-            assert!(!argv.iter().any(|a| a.contains(key)), "{key}");
+        for key in [
+            "storage-driver",
+            "data-root",
+            "exec-opt",
+            "userland-proxy",
+            "iptables",
+        ] {
+            let flags = argv.iter().filter(|a| a.starts_with("--"));
+            assert!(!flags.clone().any(|a| a.contains(key)), "{key}");
             assert!(DAEMON_JSON.contains(key.trim_end_matches("-opt")));
         }
+    }
+
+    #[test]
+    fn dockerd_runs_without_its_iptables_and_with_our_nat_rule() {
+        // docs/differences.md, "Container networking"
+        assert!(DAEMON_JSON.contains(r#""iptables": false"#));
+        assert!(DAEMON_JSON.contains(r#""userland-proxy": true"#));
+        let s = spec();
+        let argv: Vec<&str> = s.services[1].argv.iter().map(|a| a.as_str()).collect();
+        assert_eq!(argv[..4], ["sh", "-c", DOCKERD_START, "dockerd"]);
+        assert!(DOCKERD_START.contains("-t nat -A POSTROUTING -o eth0 -j MASQUERADE"));
+        assert!(DOCKERD_START.ends_with(r#"exec dockerd "$@""#));
     }
 
     #[test]
