@@ -219,18 +219,19 @@ mod tests {
         let plan = vpdmn
             .plan(&["vrun".to_string(), "alpine".to_string(), "true".to_string()])
             .expect("plan");
-        assert_eq!(
-            plan.argv_strings(),
-            [
-                "podman",
-                "run",
-                "--rm",
-                "--entrypoint",
-                "",
-                "alpine",
-                "true"
-            ]
-        );
+        // podman's vrun: no --rm, a cidfile, and the removal as follow-up steps (issue 16)
+        let argv = plan.argv_strings();
+        assert_eq!(argv[..3], ["podman", "run", "--cidfile"]);
+        assert_eq!(argv[4..], ["--entrypoint", "", "alpine", "true"]);
+        let removal: Vec<&str> = plan.after[0].argv.iter().map(|a| a.as_str()).collect();
+        assert_eq!(removal[..2], ["podman", "rm"]);
+        assert_eq!(removal.last(), Some(&argv[3].as_str()));
+        assert_eq!(plan.after.len(), 2);
+        let plan = vdkr
+            .plan(&["vrun".to_string(), "alpine".to_string()])
+            .expect("plan");
+        assert_eq!(plan.argv_strings(), ["docker", "run", "--rm", "alpine"]);
+        assert!(plan.after.is_empty());
         assert!(set.backend("vdkr").is_none());
         assert_eq!(
             set.runtime_aliases(),
