@@ -289,7 +289,7 @@ pub struct CommandPlan {
     /// the same VM before it is released, with the same environment, its output kept from
     /// the user unless it fails (then a warning on stderr). Empty for most commands; the
     /// podman plugin removes a foreground `run --rm`'s container here, after its status was
-    /// read (docs/runtimes.md, "run --rm and the exit status").
+    /// read (docs/plugins.md, "Follow-up steps").
     pub after: RVec<FollowUp>,
 }
 
