@@ -743,7 +743,11 @@ fn run_rm_leaves_nothing(w: &World, tool: &str, global: &[&str]) {
         (Some(0), "hi\n"),
         "{tool} {global:?}: {err}"
     );
-    assert!(!err.contains("warning"), "{tool} {global:?}: {err}");
+    assert!(!err.contains("follow-up"), "{tool} {global:?}: {err}");
+    // no container was created: nothing to remove, and no warning about it
+    let (c, _, err) = code(&["run", "--rm", "localhost/no-such-image:1", "true"]);
+    assert_eq!(c, Some(125), "{tool} {global:?}: {err}");
+    assert!(!err.contains("follow-up"), "{tool} {global:?}: {err}");
     let left = all_containers(w, tool, global);
     assert!(
         left.is_empty(),

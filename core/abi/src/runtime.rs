@@ -297,7 +297,7 @@ pub struct CommandPlan {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct FollowUp {
-    /// Program and arguments, starting with the runtime binary.
+    /// A guest program and its arguments (never a shell string of the user's words).
     pub argv: RVec<RString>,
     /// What it does to containers; applied to the core's records when it succeeds, as a
     /// planned command's (a removal drops the containers' forwards and live volumes).

@@ -894,35 +894,25 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
 
 /// A foreground `run --rm` on a runtime that can lose its exit status to the removal
 /// ([`Dialect::remove_after_exit`]): the container's id goes to a cidfile in the guest's
-/// /tmp, and the follow-up steps remove the container it names (at once, with its anonymous
-/// volumes, as `--rm` would; nothing when it was never created) and the cidfile. A cidfile,
+/// /tmp, and the follow-up step removes the container it names (at once, with its anonymous
+/// volumes, as `--rm` would) and then the cidfile; with no cidfile (the container was never
+/// created) it does nothing, where podman 4.3's `rm --ignore --cidfile` fails. A cidfile,
 /// not the `--name`: when that name is taken, the run fails and the container of that name
 /// is someone else's. The container has no records of the core (a foreground run's
 /// forwards last as long as the command; only detached containers keep live volumes), so
-/// the step's effect is none.
+/// the step's effect is none. The cidfile reaches the script as `$1`, never inside it.
 fn remove_after_exit(b: &mut Builder<'_>) {
     let cidfile = format!("/tmp/vcontainer-run-{}.cid", (b.token)());
     b.push_all(&["--cidfile", &cidfile]);
-    let binary = b.dialect.binary;
-    let rm = [
-        binary,
-        "rm",
-        "--force",
-        "--time",
-        "0",
-        "--volumes",
-        "--ignore",
-    ];
-    let steps = [
-        [&rm[..], &["--cidfile", &cidfile]].concat(),
-        vec!["rm", "-f", &cidfile],
-    ];
-    for argv in steps {
-        b.after.push(FollowUp {
-            argv: argv.into_iter().map(RString::from).collect(),
-            effect: ContainerEffect::none(),
-        });
-    }
+    let script = format!(
+        r#"[ ! -e "$1" ] || {} rm --force --time 0 --volumes --ignore --cidfile "$1" && rm -f "$1""#,
+        b.dialect.binary
+    );
+    let argv = ["sh", "-c", script.as_str(), "sh", cidfile.as_str()];
+    b.after.push(FollowUp {
+        argv: argv.into_iter().map(RString::from).collect(),
+        effect: ContainerEffect::none(),
+    });
 }
 
 /// `system|image|container|volume|network|builder|pod prune`: unless forced, the runtime asks
@@ -1243,10 +1233,8 @@ mod tests {
     const CID: &str = "/tmp/vcontainer-run-t0k.cid";
 
     fn podman_removal() -> Vec<Vec<String>> {
-        let rm = "podman rm --force --time 0 --volumes --ignore --cidfile";
-        let mut first: Vec<String> = rm.split(' ').map(String::from).collect();
-        first.push(CID.into());
-        vec![first, vec!["rm".into(), "-f".into(), CID.into()]]
+        let script = r#"[ ! -e "$1" ] || podman rm --force --time 0 --volumes --ignore --cidfile "$1" && rm -f "$1""#;
+        vec![["sh", "-c", script, "sh", CID].map(String::from).to_vec()]
     }
 
     #[test]

@@ -223,10 +223,11 @@ mod tests {
         let argv = plan.argv_strings();
         assert_eq!(argv[..3], ["podman", "run", "--cidfile"]);
         assert_eq!(argv[4..], ["--entrypoint", "", "alpine", "true"]);
+        assert_eq!(plan.after.len(), 1);
         let removal: Vec<&str> = plan.after[0].argv.iter().map(|a| a.as_str()).collect();
-        assert_eq!(removal[..2], ["podman", "rm"]);
+        assert_eq!(removal[..2], ["sh", "-c"]);
+        assert!(removal[2].contains("podman rm --force"), "{removal:?}");
         assert_eq!(removal.last(), Some(&argv[3].as_str()));
-        assert_eq!(plan.after.len(), 2);
         let plan = vdkr
             .plan(&["vrun".to_string(), "alpine".to_string()])
             .expect("plan");
