@@ -11,7 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use vcontainer_runtime_kit::{plan, Dialect};
 
 /// runtimes/docker's `DIALECT`.
-const DOCKER: Dialect = Dialect { binary: "docker" };
+const DOCKER: Dialect = Dialect {
+    binary: "docker",
+    remove_after_exit: false,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {

@@ -1,7 +1,8 @@
 //! End-to-end tests of the runner (issue 4 items 1, 4, 5, 6 and the exit-code rules): real
 //! QEMU, real guest, real podman/docker, through the installed multi-call names with a
-//! private HOME; foreground `vrun -p` (forwarded while it runs, freed after, also on Ctrl-C)
-//! and one-shot volumes. Offline: the only image is a busybox rootfs imported from the host.
+//! private HOME; foreground `vrun -p` (forwarded while it runs, freed after, also on Ctrl-C,
+//! its container gone), `run --rm`'s status and removal, and one-shot volumes. Offline: the
+//! only image is a busybox rootfs imported from the host.
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
@@ -700,5 +701,88 @@ fn interrupted_foreground_publish_frees_its_port() {
             "round {round}: host port {port} still forwarded after Ctrl-C; stderr: {}",
             stderr(&o)
         );
+        // the memres VM lives on: the interrupted vrun's container must not
+        let left = all_containers(&w, tool, &[]);
+        assert!(left.is_empty(), "round {round}: containers left: {left:?}");
+    }
+}
+
+/// The containers in `ps -a -q` (one id per line), through `global` (`--no-daemon` or none).
+fn all_containers(w: &World, tool: &str, global: &[&str]) -> Vec<String> {
+    let args: Vec<&str> = global.iter().copied().chain(["ps", "-a", "-q"]).collect();
+    ok(w, tool, &args)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `run --rm` / `vrun` give the container's own status and leave no container, with the
+/// user's `--name` or without, and the removal prints nothing of its own; a `--name` that is
+/// taken fails the run and leaves the container of that name alone.
+fn run_rm_leaves_nothing(w: &World, tool: &str, global: &[&str]) {
+    let with = |args: &[&str]| -> Vec<String> {
+        global.iter().chain(args).map(|a| a.to_string()).collect()
+    };
+    let code = |args: &[&str]| {
+        let o = w.run(tool, with(args));
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    let (c, _, err) = code(&["run", "--rm", "bb:1", "sh", "-c", "exit 7"]);
+    assert_eq!(c, Some(7), "{tool} {global:?}: {err}");
+    let (c, _, err) = code(&[
+        "run", "--rm", "--name", "named", "bb:1", "sh", "-c", "exit 5",
+    ]);
+    assert_eq!(c, Some(5), "{tool} {global:?} --name: {err}");
+    let (c, _, err) = code(&["vrun", "bb:1", "sh", "-c", "exit 3"]);
+    assert_eq!(c, Some(3), "{tool} {global:?} vrun: {err}");
+    let (c, out, err) = code(&["run", "--rm", "bb:1", "echo", "hi"]);
+    assert_eq!(
+        (c, out.as_str()),
+        (Some(0), "hi\n"),
+        "{tool} {global:?}: {err}"
+    );
+    assert!(!err.contains("follow-up"), "{tool} {global:?}: {err}");
+    // no container was created: nothing to remove, and no warning about it
+    let (c, _, err) = code(&["run", "--rm", "localhost/no-such-image:1", "true"]);
+    assert_eq!(c, Some(125), "{tool} {global:?}: {err}");
+    assert!(!err.contains("follow-up"), "{tool} {global:?}: {err}");
+    let left = all_containers(w, tool, global);
+    assert!(
+        left.is_empty(),
+        "{tool} {global:?}: containers left: {left:?}"
+    );
+    // a taken name: the run fails before creating anything, and `taken` stays
+    w.run_ok(tool, with(&["create", "--name", "taken", "bb:1", "true"]));
+    let (c, _, err) = code(&["run", "--rm", "--name", "taken", "bb:1", "true"]);
+    assert_eq!(c, Some(125), "{tool} {global:?}: taken name: {err}");
+    assert_eq!(
+        all_containers(w, tool, global).len(),
+        1,
+        "{tool} {global:?}: taken removed"
+    );
+    w.run_ok(tool, with(&["rm", "taken"]));
+}
+
+/// Issue 16 item 1 (the follow-up step): podman's `run --rm` can lose the container's exit
+/// status to the removal (docs/plugins.md, "Follow-up steps"), so vpdmn runs it without
+/// `--rm` and removes the container afterwards, on a memres VM and in a one-shot VM; vdkr
+/// keeps docker's own `--rm`, with the same results.
+#[test]
+fn run_rm_gives_the_status_and_leaves_no_container() {
+    for (tool, runtime) in TOOLS {
+        vm_or_skip!(runtime);
+        let w = World::new();
+        ok(&w, tool, &["memres", "start"]);
+        let guard = MemresGuard::new(&w, tool);
+        import_busybox(&w, tool, "bb:1");
+        run_rm_leaves_nothing(&w, tool, &[]);
+        ok(&w, tool, &["memres", "stop"]);
+        drop(guard);
+        if tool == "vpdmn" {
+            run_rm_leaves_nothing(&w, tool, &["--no-daemon"]);
+        }
+        assert_no_vm_processes(w.home.path());
     }
 }

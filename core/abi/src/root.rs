@@ -15,8 +15,8 @@ use crate::{BackendModuleRef, RuntimeModuleRef};
 /// keeps its type but changes its meaning). Bump it for every such change.
 /// 2: `RuntimeSpec::engine_api`. 3: `RuntimeSpec::registry`. 4: `CommandPlan::effect` and
 /// `CommandPlan::offline`. 5: `EngineApi::context_create` and `EngineApi::docker_api_events`.
-/// 6: `StorageExport::drivers`. 7: `RuntimeSpec::commands`.
-pub const INTERFACE_VERSION: u32 = 7;
+/// 6: `StorageExport::drivers`. 7: `RuntimeSpec::commands`. 8: `CommandPlan::after`.
+pub const INTERFACE_VERSION: u32 = 8;
 
 /// What a plugin provides. The core looks up runtime plugins by argv[0] alias and backend
 /// plugins by `--backend NAME`.

@@ -283,6 +283,25 @@ pub struct CommandPlan {
     /// runtime's "no network" arguments (empty when the command names a network itself).
     /// None for any other command: `--no-network` then refuses one that needs the network.
     pub offline: ROption<ArgsInsert>,
+    /// Guest commands the core runs, in order, after `argv` once it was started, whatever
+    /// its status (also when the wait for it was interrupted or timed out; not when it
+    /// could not be started). The exit status the user gets stays `argv`'s. Each runs on
+    /// the same VM before it is released, with the same environment, its output kept from
+    /// the user unless it fails (then a warning on stderr). Empty for most commands; the
+    /// podman plugin removes a foreground `run --rm`'s container here, after its status was
+    /// read (docs/plugins.md, "Follow-up steps").
+    pub after: RVec<FollowUp>,
+}
+
+/// A guest command run after a plan's main one (see [`CommandPlan::after`]).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    /// A guest program and its arguments (never a shell string of the user's words).
+    pub argv: RVec<RString>,
+    /// What it does to containers; applied to the core's records when it succeeds, as a
+    /// planned command's (a removal drops the containers' forwards and live volumes).
+    pub effect: ContainerEffect,
 }
 
 /// What a command does to containers that exist already.
@@ -456,6 +475,7 @@ impl CommandPlan {
             image: ROption::RNone,
             effect: ContainerEffect::none(),
             offline: ROption::RNone,
+            after: RVec::new(),
         }
     }
 

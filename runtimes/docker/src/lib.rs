@@ -13,7 +13,10 @@ use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
 
 /// The docker CLI in the guest.
-pub const DIALECT: Dialect = Dialect { binary: "docker" };
+pub const DIALECT: Dialect = Dialect {
+    binary: "docker",
+    remove_after_exit: false,
+};
 
 /// Guest mount point of the state disk; dockerd's data root.
 pub const STORAGE_PATH: &str = "/var/lib/docker";

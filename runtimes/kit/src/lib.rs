@@ -20,7 +20,7 @@ use abi_stable::std_types::{RString, RVec};
 use vcontainer_abi::runtime::GUEST_IO_DIR;
 use vcontainer_abi::runtime::{
     ArgsInsert, CommandClass, CommandPlan, ContainerEffect, EffectKind, FileInput, FileOutput,
-    ImageOperand, ImageUse, InputKind, PortMapping, PortProtocol, PortRange,
+    FollowUp, ImageOperand, ImageUse, InputKind, PortMapping, PortProtocol, PortRange,
 };
 use vcontainer_abi::PluginError;
 
@@ -29,6 +29,12 @@ use vcontainer_abi::PluginError;
 pub struct Dialect {
     /// The runtime CLI binary in the guest ("docker" / "podman"); first word of every argv.
     pub binary: &'static str,
+    /// A foreground `run --rm` (and `vrun`) is run without `--rm` and its container removed
+    /// by a follow-up step once its exit status was read ([`CommandPlan::after`]): podman
+    /// can lose the status when its cleanup process removes the container first
+    /// (docs/plugins.md, "Follow-up steps"). Docker's daemon reports the status before it
+    /// removes the container, so docker keeps `--rm`.
+    pub remove_after_exit: bool,
 }
 
 /// Long options that never take a separate value, in any docker/podman command we classify.
@@ -170,6 +176,21 @@ pub const GROUP_COMMANDS: &[&str] = &[
 
 /// Classifies `args` (the user's command after the global options) for the runtime `dialect`.
 pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginError> {
+    plan_with(dialect, args, &fresh_token)
+}
+
+/// A token no other command of this VM uses (names the cidfile of a run that is removed
+/// after it exits).
+fn fresh_token() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// [`plan`] with the source of fresh tokens given (fixed in tests).
+fn plan_with(
+    dialect: &Dialect,
+    args: &[String],
+    token: &dyn Fn() -> String,
+) -> Result<CommandPlan, PluginError> {
     let Some(command) = args.first() else {
         return Err(PluginError::usage("no command given"));
     };
@@ -179,7 +200,7 @@ pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginErr
             "requires a subcommand; `{command} --help` lists them"
         )));
     }
-    let mut b = Builder::new(dialect);
+    let mut b = Builder::new(dialect, token);
     match command.as_str() {
         "vrun" => vrun(&mut b, rest)?,
         "container" | "image" => {
@@ -366,6 +387,7 @@ fn subcommand(
 /// Accumulates the plan while the arguments are walked.
 struct Builder<'d> {
     dialect: &'d Dialect,
+    token: &'d dyn Fn() -> String,
     argv: Vec<String>,
     inputs: Vec<FileInput>,
     outputs: Vec<FileOutput>,
@@ -376,12 +398,14 @@ struct Builder<'d> {
     needs_network: bool,
     name: Option<String>,
     image: Option<ImageOperand>,
+    after: Vec<FollowUp>,
 }
 
 impl<'d> Builder<'d> {
-    fn new(dialect: &'d Dialect) -> Self {
+    fn new(dialect: &'d Dialect, token: &'d dyn Fn() -> String) -> Self {
         Builder {
             dialect,
+            token,
             argv: vec![dialect.binary.to_string()],
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -392,6 +416,7 @@ impl<'d> Builder<'d> {
             needs_network: false,
             name: None,
             image: None,
+            after: Vec::new(),
         }
     }
 
@@ -462,6 +487,7 @@ impl<'d> Builder<'d> {
             image: self.image.into(),
             effect: ContainerEffect::none(),
             offline: None.into(),
+            after: RVec::from(self.after),
         }
         .with_derived_class()
     }
@@ -756,6 +782,11 @@ fn guest_publish(spec: &str, mapping: &PortMapping) -> Option<String> {
 struct RunOptions {
     has_entrypoint: bool,
     has_rm: bool,
+    /// `--rm` was given and true (`--rm=false` keeps the container).
+    rm: bool,
+    /// The user named a `--cidfile`: podman takes the last one, so a follow-up cannot name
+    /// the container by its own.
+    cidfile: bool,
     no_network: bool,
 }
 
@@ -801,6 +832,9 @@ fn scan_run_options(
                 seen.has_entrypoint = true;
             } else if opt.is(&["--rm"]) {
                 seen.has_rm = true;
+                seen.rm = opt.flag();
+            } else if opt.is(&["--cidfile"]) {
+                seen.cidfile = true;
             } else if vrun && opt.is(&["--no-network"]) {
                 seen.no_network = true;
             }
@@ -815,13 +849,21 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
     let seen = scan_run_options(b, &mut groups, vrun)?;
     let operands = &args[operands_at..];
     b.needs_network = !seen.no_network;
+    // `create --rm` removes the container when it later exits: the runtime's to do
+    let runs = vrun || b.argv.last().is_some_and(|w| w == "run");
+    let removes = seen.rm || (vrun && !seen.has_rm);
+    let remove_after = runs && removes && b.dialect.remove_after_exit && !b.detach && !seen.cidfile;
+    if remove_after {
+        groups.retain(|g| !(g.opts.len() == 1 && g.opts[0].is(&["--rm"])));
+        remove_after_exit(b);
+    }
     if vrun {
         let Some((image, command)) = operands.split_first() else {
             return Err(PluginError::usage(
                 "vrun requires an image: vrun [options] <image> [command...]",
             ));
         };
-        if !seen.has_rm {
+        if !seen.has_rm && !remove_after {
             b.push_all(&["--rm"]);
         }
         for g in &groups {
@@ -848,6 +890,29 @@ fn run_like(b: &mut Builder<'_>, args: &[String], vrun: bool) -> Result<(), Plug
         }
     }
     Ok(())
+}
+
+/// A foreground `run --rm` on a runtime that can lose its exit status to the removal
+/// ([`Dialect::remove_after_exit`]): the container's id goes to a cidfile in the guest's
+/// /tmp, and the follow-up step removes the container it names (at once, with its anonymous
+/// volumes, as `--rm` would) and then the cidfile; with no cidfile (the container was never
+/// created) it does nothing, where podman 4.3's `rm --ignore --cidfile` fails. A cidfile,
+/// not the `--name`: when that name is taken, the run fails and the container of that name
+/// is someone else's. The container has no records of the core (a foreground run's
+/// forwards last as long as the command; only detached containers keep live volumes), so
+/// the step's effect is none. The cidfile reaches the script as `$1`, never inside it.
+fn remove_after_exit(b: &mut Builder<'_>) {
+    let cidfile = format!("/tmp/vcontainer-run-{}.cid", (b.token)());
+    b.push_all(&["--cidfile", &cidfile]);
+    let script = format!(
+        r#"[ ! -e "$1" ] || {} rm --force --time 0 --volumes --ignore --cidfile "$1" && rm -f "$1""#,
+        b.dialect.binary
+    );
+    let argv = ["sh", "-c", script.as_str(), "sh", cidfile.as_str()];
+    b.after.push(FollowUp {
+        argv: argv.into_iter().map(RString::from).collect(),
+        effect: ContainerEffect::none(),
+    });
 }
 
 /// `system|image|container|volume|network|builder|pod prune`: unless forced, the runtime asks
@@ -1128,7 +1193,10 @@ mod tests {
     use super::*;
     use abi_stable::std_types::ROption;
 
-    const DOCKER: Dialect = Dialect { binary: "docker" };
+    const DOCKER: Dialect = Dialect {
+        binary: "docker",
+        remove_after_exit: false,
+    };
 
     fn p(args: &[&str]) -> CommandPlan {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -1142,6 +1210,162 @@ mod tests {
     fn effect(args: &[&str]) -> (EffectKind, Vec<String>) {
         let e = p(args).effect;
         (e.kind, e.containers.iter().map(|c| c.to_string()).collect())
+    }
+
+    const PODMAN: Dialect = Dialect {
+        binary: "podman",
+        remove_after_exit: true,
+    };
+
+    /// A plan with the fresh token fixed at "t0k".
+    fn planned(dialect: &Dialect, args: &[&str]) -> CommandPlan {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        plan_with(dialect, &args, &|| "t0k".to_string()).expect("plan")
+    }
+
+    fn follow_ups(plan: &CommandPlan) -> Vec<Vec<String>> {
+        plan.after
+            .iter()
+            .map(|f| f.argv.iter().map(|a| a.to_string()).collect())
+            .collect()
+    }
+
+    const CID: &str = "/tmp/vcontainer-run-t0k.cid";
+
+    fn podman_removal() -> Vec<Vec<String>> {
+        let script = r#"[ ! -e "$1" ] || podman rm --force --time 0 --volumes --ignore --cidfile "$1" && rm -f "$1""#;
+        vec![["sh", "-c", script, "sh", CID].map(String::from).to_vec()]
+    }
+
+    #[test]
+    fn podman_foreground_run_rm_is_removed_after_its_status() {
+        let plan = planned(&PODMAN, &["run", "--rm", "bb:1", "sh", "-c", "exit 7"]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "podman",
+                "run",
+                "--cidfile",
+                CID,
+                "bb:1",
+                "sh",
+                "-c",
+                "exit 7"
+            ]
+        );
+        assert_eq!(follow_ups(&plan), podman_removal());
+        assert!(plan.after.iter().all(|f| f.effect.kind == EffectKind::None));
+        assert_eq!(plan.image_ref(), Some(("bb:1", ImageUse::Run)));
+        // the user's name stays; the cidfile, not the name, says which container to remove
+        let plan = planned(&PODMAN, &["run", "-it", "--name", "web", "--rm", "bb:1"]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "podman",
+                "run",
+                "--cidfile",
+                CID,
+                "-it",
+                "--name",
+                "web",
+                "bb:1"
+            ]
+        );
+        assert_eq!(plan.container_name, ROption::RSome("web".into()));
+        assert_eq!(follow_ups(&plan), podman_removal());
+        let plan = planned(&PODMAN, &["container", "run", "--rm=true", "bb:1"]);
+        assert_eq!(
+            argv(&plan),
+            ["podman", "container", "run", "--cidfile", CID, "bb:1"]
+        );
+        assert_eq!(follow_ups(&plan), podman_removal());
+    }
+
+    #[test]
+    fn podman_vrun_is_removed_after_its_status() {
+        let plan = planned(&PODMAN, &["vrun", "bb:1", "true"]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "podman",
+                "run",
+                "--cidfile",
+                CID,
+                "--entrypoint",
+                "",
+                "bb:1",
+                "true"
+            ]
+        );
+        assert_eq!(follow_ups(&plan), podman_removal());
+        let plan = planned(&PODMAN, &["vrun", "--rm", "--name", "n", "bb:1"]);
+        assert_eq!(
+            argv(&plan),
+            ["podman", "run", "--cidfile", CID, "--name", "n", "bb:1"]
+        );
+        assert_eq!(follow_ups(&plan), podman_removal());
+    }
+
+    #[test]
+    fn runs_the_runtime_removes_itself_have_no_follow_up() {
+        let cases: &[(&Dialect, &[&str], &[&str])] = &[
+            // docker's daemon reports the status before removing: --rm stays
+            (
+                &DOCKER,
+                &["run", "--rm", "bb:1", "true"],
+                &["docker", "run", "--rm", "bb:1", "true"],
+            ),
+            (
+                &DOCKER,
+                &["run", "--rm", "--name", "w", "bb:1"],
+                &["docker", "run", "--rm", "--name", "w", "bb:1"],
+            ),
+            (
+                &DOCKER,
+                &["vrun", "bb:1"],
+                &["docker", "run", "--rm", "bb:1"],
+            ),
+            // detached: the runtime removes it when it exits, long after the command
+            (
+                &PODMAN,
+                &["run", "-d", "--rm", "bb:1"],
+                &["podman", "run", "-d", "--rm", "bb:1"],
+            ),
+            (
+                &PODMAN,
+                &["vrun", "-d", "bb:1"],
+                &["podman", "run", "--rm", "-d", "bb:1"],
+            ),
+            // nothing to remove
+            (&PODMAN, &["run", "bb:1"], &["podman", "run", "bb:1"]),
+            (
+                &PODMAN,
+                &["run", "--rm=false", "bb:1"],
+                &["podman", "run", "--rm=false", "bb:1"],
+            ),
+            (
+                &PODMAN,
+                &["create", "--rm", "bb:1"],
+                &["podman", "create", "--rm", "bb:1"],
+            ),
+            // the user's own cidfile names the container: the runtime's own --rm stays
+            (
+                &PODMAN,
+                &["run", "--rm", "--cidfile", "/c", "bb:1"],
+                &["podman", "run", "--rm", "--cidfile", "/c", "bb:1"],
+            ),
+        ];
+        for (dialect, args, want) in cases {
+            let plan = planned(dialect, args);
+            assert_eq!(argv(&plan), *want, "{args:?}");
+            assert!(plan.after.is_empty(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn fresh_tokens_differ() {
+        assert_ne!(fresh_token(), fresh_token());
+        assert_eq!(fresh_token().len(), 16);
     }
 
     #[test]

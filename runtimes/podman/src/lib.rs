@@ -12,7 +12,10 @@ use vcontainer_abi::PluginError;
 use vcontainer_runtime_kit::{self as plan_kit, Dialect};
 
 /// The podman CLI in the guest.
-pub const DIALECT: Dialect = Dialect { binary: "podman" };
+pub const DIALECT: Dialect = Dialect {
+    binary: "podman",
+    remove_after_exit: true,
+};
 
 /// Guest mount point of the state disk.
 pub const STORAGE_PATH: &str = "/var/lib/containers";

@@ -219,18 +219,20 @@ mod tests {
         let plan = vpdmn
             .plan(&["vrun".to_string(), "alpine".to_string(), "true".to_string()])
             .expect("plan");
-        assert_eq!(
-            plan.argv_strings(),
-            [
-                "podman",
-                "run",
-                "--rm",
-                "--entrypoint",
-                "",
-                "alpine",
-                "true"
-            ]
-        );
+        // podman's vrun: no --rm, a cidfile, and the removal as follow-up steps (issue 16)
+        let argv = plan.argv_strings();
+        assert_eq!(argv[..3], ["podman", "run", "--cidfile"]);
+        assert_eq!(argv[4..], ["--entrypoint", "", "alpine", "true"]);
+        assert_eq!(plan.after.len(), 1);
+        let removal: Vec<&str> = plan.after[0].argv.iter().map(|a| a.as_str()).collect();
+        assert_eq!(removal[..2], ["sh", "-c"]);
+        assert!(removal[2].contains("podman rm --force"), "{removal:?}");
+        assert_eq!(removal.last(), Some(&argv[3].as_str()));
+        let plan = vdkr
+            .plan(&["vrun".to_string(), "alpine".to_string()])
+            .expect("plan");
+        assert_eq!(plan.argv_strings(), ["docker", "run", "--rm", "alpine"]);
+        assert!(plan.after.is_empty());
         assert!(set.backend("vdkr").is_none());
         assert_eq!(
             set.runtime_aliases(),

@@ -77,12 +77,18 @@ fn prefixed(
 }
 
 fn plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
-    let dialect = vcontainer_runtime_kit::Dialect { binary: "docker" };
+    let dialect = vcontainer_runtime_kit::Dialect {
+        binary: "docker",
+        remove_after_exit: false,
+    };
     vcontainer_runtime_kit::plan(&dialect, &s(args)).expect("plan")
 }
 
 fn podman_plan(args: &[&str]) -> vcontainer_abi::runtime::CommandPlan {
-    let dialect = vcontainer_runtime_kit::Dialect { binary: "podman" };
+    let dialect = vcontainer_runtime_kit::Dialect {
+        binary: "podman",
+        remove_after_exit: true,
+    };
     vcontainer_runtime_kit::plan(&dialect, &s(args)).expect("plan")
 }
 

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use vcontainer_abi::runtime::{CommandPlan, EffectKind, FileInput, InputKind, RuntimeSpec};
+use vcontainer_abi::runtime::{
+    CommandPlan, ContainerEffect, EffectKind, FileInput, InputKind, RuntimeSpec,
+};
 
+use super::follow_up;
 use super::guest_registry;
 use super::ports;
 use super::rebase;
@@ -294,19 +297,15 @@ const WRITES_IMAGES: &[&str] = &["pull", "load", "import", "build", "commit", "t
 fn run_planned(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyhow::Result<i32> {
     let vols = push_inputs(target, run)?;
     let forwards = detached_forwards(ctx, target, &run.plan)?;
-    let effect = &run.plan.effect;
-    let operands: Vec<String> = effect.containers.iter().map(|c| c.to_string()).collect();
-    let starts = matches!(effect.kind, EffectKind::Start | EffectKind::AttachedStart);
-    if starts && target.instance().is_some() {
-        // a stopped detached container sees the host's edits to its volumes when it starts
-        let binary = runtime_binary(&run.plan);
-        for p in volumes::live::refresh(target, &binary, &operands) {
-            ui::warn(&ctx.tool.name, &p);
-        }
-    }
+    let binary = runtime_binary(&run.plan);
+    refresh_started(ctx, target, &run.plan.effect, &binary);
     let live_vols = live_volumes(ctx, target, &run.plan, &vols);
     let detached = !forwards.is_empty() || live_vols;
     let (status, stdout) = exec(ctx, target, run, detached)?;
+    // before anything below can fail: the container must not outlive the command
+    for step in follow_up::run(target, &run.plan, &run.env) {
+        bookkeeping(ctx, target, &step.effect, &binary, 0)?;
+    }
     if detached {
         finish_detached(
             target,
@@ -325,8 +324,26 @@ fn run_planned(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> anyh
     if code == 0 {
         pull_outputs(ctx, target, run)?;
     }
-    bookkeeping(ctx, target, &run.plan, &operands, code)?;
+    bookkeeping(ctx, target, &run.plan.effect, &binary, code)?;
     Ok(code)
+}
+
+/// A stopped detached container on a memres VM sees the host's edits to its volumes when it
+/// starts.
+fn refresh_started(
+    ctx: &RuntimeContext,
+    target: &mut Target,
+    effect: &ContainerEffect,
+    binary: &str,
+) {
+    let starts = matches!(effect.kind, EffectKind::Start | EffectKind::AttachedStart);
+    if !starts || target.instance().is_none() {
+        return;
+    }
+    let operands: Vec<String> = effect.containers.iter().map(|c| c.to_string()).collect();
+    for p in volumes::live::refresh(target, binary, &operands) {
+        ui::warn(&ctx.tool.name, &p);
+    }
 }
 
 /// Creates the output dirs and pushes every input (a volume's contents are recorded for the
@@ -499,19 +516,22 @@ fn pull_outputs(ctx: &RuntimeContext, target: &mut Target, run: &RunPlan) -> any
     Ok(())
 }
 
-/// The plan's container effect on the core's records: after a successful stop/rm/kill the
-/// containers' live volumes and forwards go; after a start their ports are forwarded again;
-/// a container list is followed by the forwards table.
+/// A container effect (the plan's, or a follow-up step's) on the core's records: after a
+/// successful stop/rm/kill the containers' live volumes and forwards go; after a start their
+/// ports are forwarded again; a container list is followed by the forwards table. `binary`
+/// is the runtime CLI that inspects restarted containers.
 fn bookkeeping(
     ctx: &RuntimeContext,
     target: &mut Target,
-    plan: &CommandPlan,
-    operands: &[String],
+    effect: &ContainerEffect,
+    binary: &str,
     code: i32,
 ) -> anyhow::Result<()> {
     let tool = ctx.tool.name.as_str();
     let warn_all = |problems: Vec<String>| problems.iter().for_each(|p| ui::warn(tool, p));
-    match plan.effect.kind {
+    let operands: Vec<String> = effect.containers.iter().map(|c| c.to_string()).collect();
+    let operands = operands.as_slice();
+    match effect.kind {
         kind @ (EffectKind::Stop | EffectKind::Remove) if code == 0 => {
             // detached containers' volumes come back when they stop or go
             let removes = kind == EffectKind::Remove;
@@ -521,11 +541,7 @@ fn bookkeeping(
             }
         }
         EffectKind::Start | EffectKind::Restart if code == 0 => {
-            warn_all(ports::restore_started(
-                target,
-                &runtime_binary(plan),
-                operands,
-            ));
+            warn_all(ports::restore_started(target, binary, operands));
         }
         EffectKind::List => {
             if let Some(instance) = target.instance() {

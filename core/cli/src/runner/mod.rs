@@ -10,12 +10,13 @@
 //! dirs), `transfer` (tar streams to and from the guest, atomic host writes), `volumes`
 //! (`-v` manifests and sync-back), `ports` (QEMU forwards for `run -d -p`), `records` (the lock
 //! on the record files), `storage`
-//! (`--storage` / `--input-storage`), `command` (one planned command end to end), `memres`
+//! (`--storage` / `--input-storage`), `command` (one planned command end to end), `follow_up` (a plan's steps after it), `memres`
 //! (`memres ...`), `vshell`, `snapshot` (`snapshot build|ls|rm`).
 
 mod command;
 mod context;
 mod driver;
+mod follow_up;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guest_registry;

@@ -149,7 +149,14 @@ mod tests {
 
     fn planned(args: &[&str]) -> CommandPlan {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        plan(&Dialect { binary: "docker" }, &args).expect("plan")
+        plan(
+            &Dialect {
+                binary: "docker",
+                remove_after_exit: false,
+            },
+            &args,
+        )
+        .expect("plan")
     }
 
     /// (host, guest, protocol, container port) of each wanted forward.

@@ -113,7 +113,14 @@ mod tests {
     use vcontainer_runtime_kit::{plan, Dialect};
 
     fn planned(args: &[String]) -> CommandPlan {
-        plan(&Dialect { binary: "docker" }, args).expect("plan")
+        plan(
+            &Dialect {
+                binary: "docker",
+                remove_after_exit: false,
+            },
+            args,
+        )
+        .expect("plan")
     }
 
     #[test]
