@@ -29,6 +29,8 @@ mod snapshot;
 
 mod storage;
 mod target;
+#[cfg(test)]
+mod test_plans;
 mod transfer;
 mod vmconfig;
 mod volumes;

@@ -144,20 +144,8 @@ pub fn table(records: &[ForwardRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runner::test_plans::docker as planned;
     use std::net::Ipv4Addr;
-    use vcontainer_runtime_kit::{plan, Dialect};
-
-    fn planned(args: &[&str]) -> CommandPlan {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        plan(
-            &Dialect {
-                binary: "docker",
-                remove_after_exit: false,
-            },
-            &args,
-        )
-        .expect("plan")
-    }
 
     /// (host, guest, protocol, container port) of each wanted forward.
     fn tuples(wanted: &[Wanted]) -> Vec<(u16, u16, Protocol, u16)> {

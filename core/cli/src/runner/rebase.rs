@@ -120,19 +120,7 @@ fn rebase_arg(arg: &str, known: &[String], run_dir: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcontainer_runtime_kit::{plan, Dialect};
-
-    fn planned(args: &[&str]) -> CommandPlan {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        plan(
-            &Dialect {
-                binary: "docker",
-                remove_after_exit: false,
-            },
-            &args,
-        )
-        .expect("plan")
-    }
+    use crate::runner::test_plans::docker as planned;
 
     #[test]
     fn no_network_gives_containers_network_none_and_refuses_registry_commands() {

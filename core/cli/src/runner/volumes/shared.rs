@@ -110,17 +110,10 @@ pub fn copy_mode_notice(instance: &Instance) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vcontainer_runtime_kit::{plan, Dialect};
 
     fn planned(args: &[String]) -> CommandPlan {
-        plan(
-            &Dialect {
-                binary: "docker",
-                remove_after_exit: false,
-            },
-            args,
-        )
-        .expect("plan")
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::runner::test_plans::docker(&args)
     }
 
     #[test]
