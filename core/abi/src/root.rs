@@ -50,7 +50,7 @@ impl std::fmt::Display for PluginKind {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
-    /// Unique name among plugins of the same kind ("docker", "podman", "sloci", "umoci").
+    /// Unique name among plugins of the same kind (what `--runtime` or `--backend` selects).
     /// The first plugin found with a name wins; later ones are reported as shadowed.
     pub name: RString,
     /// The plugin's own version (its crate version).

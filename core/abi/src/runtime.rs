@@ -34,7 +34,7 @@ pub struct RuntimeModule {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSpec {
-    /// The runtime's CLI binary in the guest: "docker" / "podman".
+    /// The runtime's CLI binary in the guest (the first word of every planned argv).
     pub runtime_binary: RString,
     /// The user-facing tool name: "vdkr" / "vpdmn" (used in messages and `[vdkr]` prefixes).
     pub tool_name: RString,
@@ -196,8 +196,9 @@ pub struct EngineApi {
 pub struct StorageExport {
     /// Guest directory whose contents are archived.
     pub source_dir: RString,
-    /// Path prefix of the entries in the tar: "docker" (deploy with `tar -xf F -C /var/lib/`)
-    /// or "." (entries relative to the storage dir).
+    /// Path prefix of the entries in the tar: the storage dir's own name (deploy with
+    /// `tar -xf F -C` its parent, e.g. `/var/lib/`) or "." (entries relative to the storage
+    /// dir).
     pub archive_prefix: RString,
     /// Stop the runtime's services before archiving, so the files are consistent.
     pub stop_services_first: bool,

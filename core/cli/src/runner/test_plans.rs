@@ -1,6 +1,8 @@
 //! Plans made by the docker grammar of the runtime kit, for the runner's unit tests: the
 //! runner acts on plans, and these tests need real ones rather than hand-built values.
 
+#![cfg(test)]
+
 use vcontainer_abi::runtime::CommandPlan;
 use vcontainer_runtime_kit::{plan, Dialect};
 
