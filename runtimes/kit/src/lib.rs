@@ -182,7 +182,15 @@ pub fn plan(dialect: &Dialect, args: &[String]) -> Result<CommandPlan, PluginErr
 /// A token no other command of this VM uses (names the cidfile of a run that is removed
 /// after it exits).
 fn fresh_token() -> String {
-    format!("{:016x}", fastrand::u64(..))
+    // the OS's random source, as the agent secret's; should it fail, time and pid still
+    // differ between the commands of one VM
+    let n = getrandom::u64().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        t ^ u64::from(std::process::id()).rotate_left(48)
+    });
+    format!("{n:016x}")
 }
 
 /// [`plan`] with the source of fresh tokens given (fixed in tests).
