@@ -144,8 +144,16 @@ pub enum Request {
         path: String,
     },
     /// Only to an agent booted with `vcontainer.snapshot=1`, once after each restore: set the
-    /// clock, reseed entropy, mount the run's storage; answered `Done`.
+    /// clock, reseed entropy, mount the run's storage (or thaw it, after a `Suspend`);
+    /// answered `Done`.
     Resume(ResumeRequest),
+    /// Only to an agent that advertises [`CAPABILITY_SUSPEND`], when the host's command is
+    /// done and it would save the guest with its storage (docs/snapshot.md, "Suspended
+    /// VMs"): answered `Done` when services run, nothing else does (no container), and the
+    /// state disk is synced and frozen, so the disk alone is complete and consistent
+    /// whatever happens to the saved guest; the next `Resume` thaws it. Otherwise an error
+    /// (`Busy`: what still runs) and nothing changed.
+    Suspend,
 }
 
 /// How a program ended: a value, never parsed from text.
@@ -186,6 +194,8 @@ pub enum ErrorKind {
     Timeout,
     Io,
     Internal,
+    /// The guest is not idle: something the request would disturb still runs.
+    Busy,
     /// A kind this side does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -215,6 +225,10 @@ pub struct HelloOk {
 /// In `HelloOk::capabilities`: the agent was booted with `vcontainer.snapshot=1` and will
 /// answer [`Request::Resume`] after a restore, so its guest may be saved as a snapshot.
 pub const CAPABILITY_RESUME: &str = "resume";
+
+/// In `HelloOk::capabilities`: a guest restored from a snapshot that serves
+/// [`Request::Suspend`], so it may be saved again with its storage when a command is done.
+pub const CAPABILITY_SUSPEND: &str = "suspend";
 
 impl HelloOk {
     /// Whether the agent says it serves the optional request named `capability`.

@@ -9,6 +9,7 @@ pub mod console;
 mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
+mod idle;
 pub mod listener;
 pub mod pid1;
 mod readiness;
@@ -20,14 +21,14 @@ mod sink;
 mod tarx;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use vcontainer_proto::{
     check_version, read_frame, ErrorKind, HelloOk, ProtoError, Request, Response,
-    CAPABILITY_RESUME, PROTOCOL_VERSION,
+    CAPABILITY_RESUME, CAPABILITY_SUSPEND, PROTOCOL_VERSION,
 };
 
 pub use vcontainer_proto::auth::Secret;
@@ -68,6 +69,9 @@ pub trait SnapshotHook: Send + Sync {
     fn current_secret(&self) -> Option<Secret>;
     /// Make this restore the host's run: clock, entropy, storage. Errors go to the host.
     fn resume(&self, request: &vcontainer_proto::ResumeRequest) -> Result<(), String>;
+    /// Make the run's storage safe to be saved with the guest (sync and freeze the state
+    /// disk) and expect a `Resume` again. The caller checked that the guest is idle.
+    fn suspend(&self) -> Result<(), String>;
 }
 
 /// A hook that does nothing (not PID 1, unit tests).
@@ -225,6 +229,7 @@ fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError>
             };
             sink.finish(&response)
         }
+        Request::Suspend => sink.finish(&suspend(agent)),
         Request::Signal { .. } | Request::Resize(_) => sink.finish(&Response::error(
             ErrorKind::BadRequest,
             "Signal and Resize are only valid on an Exec connection",
@@ -245,13 +250,48 @@ fn hello(agent: &Agent) -> HelloOk {
     }
 }
 
-/// What `HelloOk` advertises: `Resume` only when booted with `vcontainer.snapshot=1` (the
-/// only guest that serves it), so the host saves no guest that would refuse it.
+/// What `HelloOk` advertises: `Resume` and `Suspend` only when booted with
+/// `vcontainer.snapshot=1` (the only guest that serves them), so the host saves no guest
+/// that would refuse them.
 fn capabilities(snapshot: bool) -> Vec<String> {
     if snapshot {
-        vec![CAPABILITY_RESUME.to_owned()]
+        vec![CAPABILITY_RESUME.to_owned(), CAPABILITY_SUSPEND.to_owned()]
     } else {
         Vec::new()
+    }
+}
+
+/// `Suspend`: refused when no service runs (nothing to keep) and (`Busy`, naming them) while
+/// anything but the services runs, else the storage is frozen for the save.
+fn suspend(agent: &Agent) -> Response {
+    let Some(hook) = &agent.snapshot else {
+        return Response::error(
+            ErrorKind::BadRequest,
+            "Suspend is only valid on a guest booted with vcontainer.snapshot=1",
+        );
+    };
+    let services = agent.services.pids();
+    if services.is_empty() {
+        // what a suspend keeps is a running engine; without one a restore of the shared
+        // snapshot is as fast, and the save would only cost time
+        return Response::error(
+            ErrorKind::BadRequest,
+            "no service runs: a suspended guest would keep nothing",
+        );
+    }
+    let strays = idle::strays(Path::new("/proc"), &services);
+    if !strays.is_empty() {
+        return Response::error(
+            ErrorKind::Busy,
+            format!("still running: {}", strays.join(", ")),
+        );
+    }
+    match hook.suspend() {
+        Ok(()) => {
+            log!("suspended: storage frozen for the save");
+            Response::Done
+        }
+        Err(message) => Response::error(ErrorKind::Io, message),
     }
 }
 
@@ -307,11 +347,11 @@ pub(crate) fn error_kind(e: &io::Error) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::capabilities;
-    use vcontainer_proto::CAPABILITY_RESUME;
+    use vcontainer_proto::{CAPABILITY_RESUME, CAPABILITY_SUSPEND};
 
     #[test]
     fn resume_is_advertised_only_by_a_guest_booted_to_be_saved() {
-        assert_eq!(capabilities(true), [CAPABILITY_RESUME]);
+        assert_eq!(capabilities(true), [CAPABILITY_RESUME, CAPABILITY_SUSPEND]);
         assert!(capabilities(false).is_empty());
     }
 }

@@ -269,6 +269,15 @@ impl Services {
         }
     }
 
+    /// The pids of the services that run.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.table()
+            .1
+            .values_mut()
+            .filter_map(|running| running.alive().then_some(running.pid))
+            .collect()
+    }
+
     /// SIGTERM each service (last started first), SIGKILL after [`STOP_GRACE`].
     pub(crate) fn stop_all(&self) {
         let mut table = self.table();

@@ -26,7 +26,7 @@ pub struct Pid1Snapshot {
     pub storage: Option<PathBuf>,
     /// Shared with the shutdown hook, which unmounts what `resume` mounted.
     pub state_mount: Arc<Mutex<Option<PathBuf>>>,
-    /// Set by the first `Resume`: a restore is resumed once.
+    /// Set by the first `Resume`: a restore is resumed once (and again after a `Suspend`).
     pub resumed: Mutex<bool>,
 }
 
@@ -48,6 +48,18 @@ impl SnapshotHook for Pid1Snapshot {
         }
         set_clock(request.unix_time_ns)?;
         reseed(&request.entropy)?;
+        // saved with its storage (`Suspend`): the same disk is attached again, still mounted
+        let frozen = self
+            .state_mount
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(mount) = frozen {
+            storage::thaw(&mount);
+            *resumed = true;
+            log!("resumed from a suspended guest");
+            return Ok(());
+        }
         let Some(storage) = &self.storage else {
             *resumed = true;
             return Ok(());
@@ -82,6 +94,19 @@ impl SnapshotHook for Pid1Snapshot {
         }
         *resumed = true;
         log!("resumed from a snapshot");
+        Ok(())
+    }
+
+    fn suspend(&self) -> Result<(), String> {
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mount = self
+            .state_mount
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or("no state disk is mounted: nothing of this run would outlive it")?;
+        storage::freeze(&mount)?;
+        *resumed = false;
         Ok(())
     }
 }
