@@ -7,6 +7,7 @@
 //! One test per runtime; the podman one carries the checks that are the same for both.
 //! A memres VM starts from the same snapshot: its live volumes (virtiofs hot-plugged after
 //! the restore), static port forwards and exposed engine API work as after a cold boot.
+//! A docker VM is suspended with its disk after its command and restored with dockerd running.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -160,6 +161,104 @@ fn docker_one_shot_command_restores_a_snapshot() {
         .output()
         .expect("debugfs (e2fsprogs)");
     assert!(stdout(&ls).contains("snapvol"), "{}", stdout(&ls));
+    assert_no_vm_processes(w.home.path());
+}
+
+const SUSPENDED: &str = "suspended the VM into";
+const RESUMED: &str = "restored the suspended VM";
+
+/// A one-shot docker VM is suspended (saved with its disk, dockerd running) instead of shut
+/// down, and the next command of that state dir restores it with dockerd up. The disk alone
+/// stays complete (the guest froze it: fsck clean, the volume on it); a cold boot that wrote
+/// the disk since makes the next command drop the suspended VM; anything still running in
+/// the guest keeps it from being suspended; `memres start`/`stop` restore and suspend too.
+#[test]
+fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
+    vm_or_skip!("docker");
+    let w = World::new();
+    let state = w.home.path().join(".vdkr/x86_64");
+    let img = state.join("docker-state.img");
+    let suspended = state.join("suspended.snap");
+    let (_, err) = ok(&w, "vdkr", &["--no-daemon", "volume", "create", "snapvol"]);
+    assert!(err.contains(RESTORED) && err.contains(SUSPENDED), "{err}");
+    assert!(suspended.exists() && state.join("suspended.json").exists());
+    // the disk alone is complete while its guest is suspended
+    assert_fsck_clean(&img);
+    let ls = std::process::Command::new("debugfs")
+        .args(["-R", "ls /volumes"])
+        .arg(&img)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    assert!(stdout(&ls).contains("snapvol"), "{}", stdout(&ls));
+    assert_no_vm_processes(w.home.path());
+
+    // the next command: dockerd was running already (its log has one start only)
+    let (out, err) = ok(
+        &w,
+        "vdkr",
+        &[
+            "--no-daemon",
+            "vshell",
+            "-c",
+            "docker volume ls -q; grep -c 'API listen' /var/log/vcontainer/dockerd.log",
+        ],
+    );
+    assert!(err.contains(RESUMED) && err.contains(SUSPENDED), "{err}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["snapvol", "1"]);
+
+    // a cold boot writes the disk: the suspended VM no longer fits it
+    let o = w
+        .cmd("vdkr")
+        .env("VCONTAINER_SNAPSHOT", "0")
+        .env_remove("XDG_CACHE_HOME")
+        .args(["-v", "--no-daemon", "volume", "create", "coldvol"])
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        suspended.exists(),
+        "a cold boot leaves the file to the next check"
+    );
+    // a process left running in the guest keeps it from being suspended
+    let (out, err) = ok(
+        &w,
+        "vdkr",
+        &[
+            "--no-daemon",
+            "vshell",
+            "-c",
+            "docker volume ls -q; setsid -f sleep 600",
+        ],
+    );
+    assert!(
+        err.contains("dropped the suspended VM: the state disk changed") && err.contains(RESTORED),
+        "{err}"
+    );
+    assert!(
+        err.contains("not suspending the VM") && err.contains("sleep (pid"),
+        "{err}"
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["coldvol", "snapvol"]
+    );
+    assert!(!suspended.exists());
+
+    // memres: `start` restores a suspended VM, `stop` suspends it
+    ok(&w, "vdkr", &["--no-daemon", "volume", "ls"]);
+    assert!(suspended.exists());
+    let (_, err) = ok(&w, "vdkr", &["memres", "start"]);
+    assert!(err.contains(RESUMED), "{err}");
+    let (out, _) = ok(&w, "vdkr", &["volume", "ls", "-q"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["coldvol", "snapvol"]
+    );
+    ok(&w, "vdkr", &["memres", "stop"]);
+    let log = std::fs::read_to_string(state.join("vm.log")).unwrap_or_default();
+    assert!(log.contains("suspended in"), "{log}");
+    assert!(suspended.exists());
+    assert_fsck_clean(&img);
     assert_no_vm_processes(w.home.path());
 }
 

@@ -13,7 +13,7 @@ use vcontainer_abi::runtime::RuntimeSpec;
 use super::vmconfig;
 use crate::context::RuntimeContext;
 use crate::ui;
-use crate::vm::snapshot;
+use crate::vm::{self, snapshot};
 
 const USAGE: &str = "snapshot build | ls | rm";
 
@@ -88,7 +88,8 @@ fn list(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `snapshot rm`: removes this runtime's snapshots.
+/// `snapshot rm`: removes this runtime's snapshots, and the suspended VM of the state dir
+/// (after a one-shot VM of it has ended: its lock).
 fn remove(ctx: &RuntimeContext) -> anyhow::Result<i32> {
     let tool = ctx.tool.name.as_str();
     let (n, dir) = snapshot::remove_all(&ctx.tool.runtime).context("removing the snapshots")?;
@@ -96,5 +97,14 @@ fn remove(ctx: &RuntimeContext) -> anyhow::Result<i32> {
         tool,
         &format!("removed {n} snapshot file(s) from {}", dir.display()),
     );
+    if ctx.state.path.is_dir() {
+        let _lock = vm::lock::exclusive(&ctx.state.path)?;
+        if vm::suspend::forget(&ctx.state.path) {
+            ui::info(
+                tool,
+                &format!("removed the suspended VM of {}", ctx.state.path.display()),
+            );
+        }
+    }
     Ok(0)
 }

@@ -679,8 +679,14 @@ impl Target {
 
     fn release(&mut self) -> anyhow::Result<()> {
         self.release_held();
+        // a batch import's state dir goes with it: nothing to suspend into
+        let lasting = self.isolated.is_none();
         let result = match self.vm.take() {
-            Some(Vm::Batch(b)) => match b.shutdown() {
+            Some(Vm::Batch(b)) => match if lasting {
+                b.suspend_or_shutdown()
+            } else {
+                b.shutdown()
+            } {
                 vm::boot::StopOutcome::Forced => Err(anyhow!(
                     "the VM did not shut down cleanly and was stopped by force; see {}",
                     self.console_log.display()

@@ -24,7 +24,7 @@ pub use error::ClientError;
 pub use exec::exec;
 pub use interactive::{exec_interactive, exec_relaying_signals, terminal_size};
 pub use simple::{
-    connect_socket, hello, mount_share, resume, service_start, service_status, shutdown,
+    connect_socket, hello, mount_share, resume, service_start, service_status, shutdown, suspend,
     ServiceState,
 };
 pub use tar::{pull_tar, pull_tar_contents, push_tar};

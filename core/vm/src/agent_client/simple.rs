@@ -146,6 +146,18 @@ pub fn resume<C: AgentConn>(
     }
 }
 
+/// Ask a guest restored from a snapshot to get ready to be saved with its storage (see
+/// vm/snapshot.rs, "suspend"): `Ok` once its state disk is frozen; an error (kind `Busy`
+/// when something besides the services still runs) leaves it as it was.
+pub fn suspend<C: AgentConn>(mut conn: C) -> Result<(), ClientError> {
+    const DURING: &str = "while suspending the guest";
+    send_request(&mut conn, &Request::Suspend, DURING)?;
+    match read_response(&mut conn, DURING)? {
+        Response::Done => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Turn `conn` into a byte pipe to the guest's Unix socket `path` (the engine API relay):
 /// once this returns, the socket's bytes travel as `Stdin`/`Stdout` frames (see
 /// `vm::engine_api`).

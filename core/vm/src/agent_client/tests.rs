@@ -1089,6 +1089,9 @@ impl vcontainer_agent::SnapshotHook for TestSnapshot {
         self.resumed.lock().expect("lock").push(request.clone());
         Ok(())
     }
+    fn suspend(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[test]

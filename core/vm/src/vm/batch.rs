@@ -4,6 +4,8 @@
 //! killed mid-run takes QEMU with it; dropping the `BatchVm` shuts the guest down through the
 //! agent and waits for QEMU to exit. vm.lock is held for the VM's whole life: a memres start
 //! or another batch run on the same state dir waits instead of opening the same state disk.
+//! A VM whose state dir outlives it may instead be suspended (`vm::suspend`): saved with its
+//! disk, so the next command's VM comes back with its engine running.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use super::config::VmConfig;
 use super::error::{Result, VmError};
 use super::instance::Instance;
 use super::lock::{self, VmLock};
+use super::suspend::{self, Suspended};
 use super::transport::AgentStream;
 
 pub struct BatchVm {
@@ -78,6 +81,35 @@ impl BatchVm {
     /// does not within the shutdown timeout).
     pub fn shutdown(mut self) -> StopOutcome {
         self.stop()
+    }
+
+    /// End the VM as a command on a lasting state dir does: suspended when it may be (see
+    /// `vm::suspend`, which says why not at `-v`), else shut down as [`Self::shutdown`].
+    pub fn suspend_or_shutdown(mut self) -> StopOutcome {
+        let Some(vm) = self.vm.as_mut() else {
+            return StopOutcome::AlreadyGone;
+        };
+        match suspend::suspend(vm) {
+            Suspended::Saved(took) => {
+                tracing::info!(
+                    "suspended the VM into {} in {:.2} s: the next command on it restores it",
+                    vm.cfg.state_dir.display(),
+                    took.as_secs_f64()
+                );
+                self.vm = None;
+                StopOutcome::Clean
+            }
+            Suspended::Failed(why) => {
+                // the guest had frozen its disk: ending the VM lost nothing
+                tracing::info!("suspending the VM failed, it was ended instead: {why}");
+                self.vm = None;
+                StopOutcome::Clean
+            }
+            Suspended::Declined(why) => {
+                tracing::info!("not suspending the VM: {why}");
+                self.stop()
+            }
+        }
     }
 
     fn stop(&mut self) -> StopOutcome {

@@ -67,6 +67,9 @@ pub struct RunningVm {
     pub secret: Secret,
     /// With snapshots on: how this VM came up (restored, or cold and why), the `-v` line.
     pub snapshot_note: Option<String>,
+    /// Restored from a snapshot (its devices sit on hot-plug ports, so it can be saved again:
+    /// `vm::suspend`).
+    pub restored: bool,
 }
 
 /// What happened when a VM was stopped.
@@ -176,6 +179,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
         boot_time: started.elapsed(),
         secret,
         snapshot_note: None,
+        restored: false,
     })
 }
 

@@ -35,6 +35,7 @@ pub mod shares;
 pub mod snapshot;
 pub mod statedisk;
 pub mod supervisor;
+pub mod suspend;
 pub mod transport;
 pub mod vhost_gate;
 pub mod virtiofs;

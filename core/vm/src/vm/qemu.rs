@@ -141,6 +141,10 @@ impl VmSpec {
         }
         if self.snapshot.is_some() {
             parts.push("vcontainer.snapshot=1".into());
+            // freed pages zeroed: a save skips zero pages, so memory the guest used and
+            // freed (a finished command, a dropped page cache) is not written and loaded
+            // again (docs/snapshot.md, "Suspended VMs")
+            parts.push("init_on_free=1".into());
         }
         parts.join(" ")
     }
@@ -607,7 +611,7 @@ mod tests {
         restore.snapshot = Some(SnapshotLayout::Restore);
         let (s, r) = (strings(&save.render()), strings(&restore.render()));
         for argv in [&s, &r] {
-            assert!(values(argv, "-append")[0].ends_with(" vcontainer.snapshot=1"));
+            assert!(values(argv, "-append")[0].ends_with(" vcontainer.snapshot=1 init_on_free=1"));
             let ports: Vec<_> = values(argv, "-device")
                 .into_iter()
                 .filter(|d| d.starts_with("pcie-root-port"))

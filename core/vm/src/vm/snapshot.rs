@@ -33,6 +33,7 @@ use super::qemu::{
     SNAPSHOT_VSOCK_ID, SNAPSHOT_VSOCK_PORT,
 };
 use super::qmp::Qmp;
+use super::suspend;
 use super::transport;
 use crate::agent_client;
 
@@ -66,6 +67,9 @@ pub enum Mode {
         file: PathBuf,
         /// Where the restore's time went, filled in as it goes (for the `-v` line).
         phases: RestorePhases,
+        /// A suspended VM (`vm::suspend`): saved with the state disk plugged, which must
+        /// then be there before the state is loaded.
+        with_disk: bool,
     },
 }
 
@@ -117,7 +121,12 @@ impl boot::SnapshotHook for Mode {
         qemu: &mut Proc,
         deadline: Instant,
     ) -> Result<()> {
-        let Mode::Restore { file, phases } = self else {
+        let Mode::Restore {
+            file,
+            phases,
+            with_disk,
+        } = self
+        else {
             return Ok(());
         };
         let mut at = Instant::now();
@@ -127,6 +136,9 @@ impl boot::SnapshotHook for Mode {
         };
         let mut qmp = connect_qmp(&paths.qmp_socket, qemu, deadline)?;
         lap(&phases.qemu_start);
+        if *with_disk {
+            plug_state_disk(&mut qmp, cfg)?;
+        }
         let loaded = incoming(&mut qmp, file, qemu, deadline);
         lap(&phases.load);
         if let Err(e) = loaded {
@@ -144,7 +156,15 @@ impl boot::SnapshotHook for Mode {
                 other => other,
             });
         }
-        plug_run_devices(&mut qmp, cfg, vsock)?;
+        if *with_disk {
+            // loaded: from here on the guest may write the disk, which the file no longer
+            // matches (a run killed now must not restore it again)
+            super::suspend::forget(&cfg.state_dir);
+        }
+        plug_vsock(&mut qmp, vsock)?;
+        if cfg.state_disk && !*with_disk {
+            plug_state_disk(&mut qmp, cfg)?;
+        }
         qmp.execute("cont", None).map_err(SnapshotError::Qmp)?;
         lap(&phases.plug);
         Ok(())
@@ -169,9 +189,14 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         Ok(file) => file,
         Err(why) => return cold(format!("no snapshot: {why}")),
     };
+    // a suspended VM of this state dir comes first: its engine runs already
+    let dropped = match suspend::restore(cfg, &file) {
+        Ok(vm) => return Ok(vm),
+        Err(why) => why.map(|why| format!("{why}; ")).unwrap_or_default(),
+    };
     // the save's own line goes into the note too: a memres supervisor's log is not the
     // user's terminal
-    let mut saved = String::new();
+    let mut saved = dropped;
     if !file.exists() {
         if let Some(why) = recent_failure(&file) {
             return cold(match why.strip_prefix(PERMANENT) {
@@ -191,14 +216,14 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
             record_failure(&file, &failure_reason(&e));
             return cold(format!("no snapshot: saving one failed: {e}"));
         }
-        saved = format!(
+        saved.push_str(&format!(
             "saved the snapshot {} in {:?}; ",
             file.display(),
             started.elapsed()
-        );
+        ));
     }
     let started = Instant::now();
-    match restore(cfg, &file) {
+    match restore(cfg, &file, false) {
         Ok((mut vm, phases)) => {
             vm.boot_time = started.elapsed();
             let restored = format!(
@@ -304,7 +329,7 @@ struct Choice {
     debug: bool,
 }
 
-fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), String> {
+pub(super) fn identity(path: &Path) -> std::result::Result<(PathBuf, u64, i128, u64), String> {
     let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let m = std::fs::metadata(&canonical).map_err(|e| format!("{}: {e}", path.display()))?;
     let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
@@ -323,7 +348,7 @@ fn family(runtime: &str, arch: Arch) -> String {
 
 /// The snapshot file of `cfg` in the cache dir (it may not exist yet):
 /// `<runtime>-<arch>-<env hash>-<choice hash>.snap`.
-fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
+pub(super) fn snapshot_file(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
     let set = blobs::resolve_for(cfg).map_err(|e| e.to_string())?;
     let program = cfg.arch.qemu_program();
     let qemu = process::which(program).ok_or_else(|| format!("{program} not found"))?;
@@ -519,17 +544,7 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
     // checked before anything is written: a guest that would refuse `Resume` is not saved
     let saved = may_save(&vm.hello).and_then(|()| save_running(&vm, &tmp));
     // the saved VM is never used again: no clean shutdown needed
-    if let Ok(mut q) = Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(2)) {
-        let _ = q.quit();
-    }
-    if !vm.qemu.wait(Duration::from_secs(5)) {
-        vm.qemu.signal(nix::sys::signal::Signal::SIGKILL);
-        vm.qemu.wait(Duration::from_secs(5));
-    }
-    for v in vm.vhost.iter_mut() {
-        v.terminate(Duration::from_secs(2));
-    }
-    boot::remove_vm_files(&vm.paths);
+    discard(&mut vm);
     if let Err(e) = saved {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -553,6 +568,22 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
         tracing::info!("removed the stale snapshot {name} (another guest build or QEMU)");
     }
     Ok(())
+}
+
+/// End a VM whose state was saved (or need not be kept): QEMU quit without a guest
+/// shutdown, its helpers stopped, its sockets removed.
+pub(super) fn discard(vm: &mut RunningVm) {
+    if let Ok(mut q) = Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(2)) {
+        let _ = q.quit();
+    }
+    if !vm.qemu.wait(Duration::from_secs(5)) {
+        vm.qemu.signal(nix::sys::signal::Signal::SIGKILL);
+        vm.qemu.wait(Duration::from_secs(5));
+    }
+    for v in vm.vhost.iter_mut() {
+        v.terminate(Duration::from_secs(2));
+    }
+    boot::remove_vm_files(&vm.paths);
 }
 
 /// Temporary files of saves whose process is gone (killed mid-save).
@@ -594,7 +625,7 @@ fn may_save(hello: &HelloOk) -> Result<()> {
 }
 
 /// Unplug what cannot be saved, stop the guest and write its state to `tmp`.
-fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
+pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     let mut q =
         Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(10)).map_err(SnapshotError::Qmp)?;
     // vhost-user-vsock is not migratable (QEMU: "State blocked by non-migratable device")
@@ -752,12 +783,15 @@ fn file_channel(path: &Path) -> Value {
 }
 
 /// Restore `file` for `cfg` and make it the host's run; also says where the time went.
-fn restore(cfg: &VmConfig, file: &Path) -> Result<(RunningVm, String)> {
+/// `with_disk`: a suspended VM of this state dir (`vm::suspend`).
+pub(super) fn restore(cfg: &VmConfig, file: &Path, with_disk: bool) -> Result<(RunningVm, String)> {
     let mode = Mode::Restore {
         file: file.to_path_buf(),
         phases: RestorePhases::default(),
+        with_disk,
     };
     let mut vm = boot::boot_snapshot(cfg, &mode)?;
+    vm.restored = true;
     let started = Instant::now();
     let resumed = resume(&vm, cfg.state_disk);
     let phases = match &mode {
@@ -849,14 +883,20 @@ fn incoming(q: &mut Qmp, file: &Path, qemu: &mut Proc, deadline: Instant) -> Res
     }
 }
 
-/// The run's own devices, on the root ports the saved guest knows: vsock, then the state
-/// disk (so the guest names it /dev/vdb, as after a cold boot).
-fn plug_run_devices(q: &mut Qmp, cfg: &VmConfig, vsock: &VsockDevice) -> Result<()> {
+/// The run's vsock device, on the root port the saved guest knows. Plugged before the state
+/// disk, so the guest names that /dev/vdb, as after a cold boot.
+fn plug_vsock(q: &mut Qmp, vsock: &VsockDevice) -> Result<()> {
     for (command, arguments) in vsock_plug(vsock) {
         q.execute(command, Some(arguments))
             .map_err(SnapshotError::Qmp)?;
     }
-    if cfg.state_disk {
+    Ok(())
+}
+
+/// The run's state disk, on its root port (after a load, or before loading a suspended VM,
+/// which was saved with it).
+fn plug_state_disk(q: &mut Qmp, cfg: &VmConfig) -> Result<()> {
+    {
         // as the cold boot's -drive: raw, writeback cache, discard=unmap, detect-zeroes=unmap
         q.execute(
             "blockdev-add",

@@ -6,7 +6,8 @@
 //! pipe held by a daemon (the old tool's 30-minute hang). It boots the VM (its children die
 //! with it through PR_SET_PDEATHSIG), writes vm.json, then sleeps in poll() on a signal self-pipe
 //! and a pidfd of QEMU, waking up for: SIGTERM/SIGINT/SIGHUP (`memres stop`), QEMU exiting, or the
-//! idle check. Every stop it makes is a clean guest shutdown through the agent.
+//! idle check. Every stop it makes is a clean guest shutdown through the agent, or a suspend
+//! (`vm::suspend`: the VM saved with its disk, for the next start) when it may be.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -24,7 +25,9 @@ use super::instance::{self, VmRecord};
 use super::lock;
 use super::process::{Proc, ProcId};
 use super::snapshot;
+use super::suspend::{self, Suspended};
 use super::transport::Endpoint;
+use super::{forwards, shares};
 
 /// Environment variable carrying the VmConfig as JSON to the supervisor.
 pub const CONFIG_ENV: &str = "VCONTAINER_VM_SUPERVISOR_CONFIG";
@@ -368,6 +371,26 @@ fn stop_vm(vm: &mut RunningVm, why: &str, timeout: Duration) {
     boot::log(&vm.paths, &format!("stopping: {why}"));
     // an idle stop must not race a start or stop in progress: take the lock when we can
     let _lock = lock::try_exclusive(&vm.cfg.state_dir).ok().flatten();
+    // no time for a clean stop (its vsock backend gone): no time for a save either
+    if !timeout.is_zero() {
+        let suspended = match held_on_the_host(&vm.cfg.state_dir) {
+            Some(why) => Suspended::Declined(why),
+            None => suspend::suspend(vm),
+        };
+        match suspended {
+            Suspended::Saved(took) => {
+                let took = took.as_secs_f64();
+                boot::log(&vm.paths, &format!("suspended in {took:.2} s"));
+                return;
+            }
+            Suspended::Failed(why) => {
+                // the guest had frozen its disk: ending the VM lost nothing
+                boot::log(&vm.paths, &format!("suspending failed, ended: {why}"));
+                return;
+            }
+            Suspended::Declined(why) => boot::log(&vm.paths, &format!("not suspended: {why}")),
+        }
+    }
     let outcome = boot::stop(
         &mut vm.qemu,
         vm.vhost.as_mut(),
@@ -376,6 +399,19 @@ fn stop_vm(vm: &mut RunningVm, why: &str, timeout: Duration) {
         timeout,
     );
     boot::log(&vm.paths, &format!("stopped: {outcome:?}"));
+}
+
+/// What a memres VM holds on the host that a suspended VM could not take along: volume
+/// shares (virtiofs devices, which QEMU cannot save) and forwards added while it ran (the
+/// restoring QEMU's network has only its command line's).
+fn held_on_the_host(state_dir: &Path) -> Option<String> {
+    if !shares::load(state_dir).is_empty() {
+        Some("it shares volumes with the host".into())
+    } else if !forwards::load(state_dir).is_empty() {
+        Some("it forwards ports of containers".into())
+    } else {
+        None
+    }
 }
 
 /// Remove what describes a running VM, but only if vm.json still names this supervisor.

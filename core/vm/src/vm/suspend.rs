@@ -1,0 +1,331 @@
+//! Suspended VMs (docs/snapshot.md, "Suspended VMs"): a VM restored from a snapshot is, when
+//! its command is done and nothing but the engine runs in it, saved again *with* its state
+//! disk into its state dir instead of shut down; the next VM of that state dir is restored
+//! from it with the engine already running.
+//!
+//! Why: the shared snapshot (vm/snapshot.rs) cannot hold a running engine, whose data is the
+//! user's state disk, attached only after the restore; so dockerd started after every restore,
+//! seconds under TCG. A suspended VM holds the engine as it ran on this very disk.
+//!
+//! Owns `<state dir>/suspended.snap` and `suspended.json`. The saved guest is valid only with
+//! the disk exactly as its QEMU left it: the JSON records the disk's identity (device, inode,
+//! size, mtime, ctime) and the key of the snapshot it descends from (guest build, QEMU,
+//! memory, cpus...), and any difference drops it. The guest froze the disk before the save
+//! (`Suspend`), so the disk alone is always complete and consistent: dropping a suspended VM
+//! loses nothing but the engine's start.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vcontainer_proto::{AGENT_VSOCK_PORT, CAPABILITY_SUSPEND};
+
+use super::boot::RunningVm;
+use super::config::VmConfig;
+use super::instance::write_atomic;
+use super::snapshot;
+use crate::agent_client;
+
+/// The saved guest, and what it was saved with.
+const FILE: &str = "suspended.snap";
+const META: &str = "suspended.json";
+
+/// What a suspended VM was saved with; it is restored only when all of it still holds.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    /// The file name of the snapshot its VM was restored from: the same name today means the
+    /// same guest build, QEMU, arch, runtime, memory, cpus, storage path and debug.
+    snapshot: String,
+    disk: DiskIdentity,
+}
+
+/// The state disk as QEMU left it. ctime as well as mtime: a tool can put an old mtime back,
+/// never a ctime.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct DiskIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl DiskIdentity {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        })
+    }
+}
+
+/// How a [`suspend`] ended.
+#[derive(Debug)]
+pub enum Suspended {
+    /// Saved into the state dir; the VM is gone.
+    Saved(Duration),
+    /// Not saved and nothing changed: the VM runs on (shut it down as usual). Why, for `-v`.
+    Declined(String),
+    /// The guest froze its disk but the save failed: the VM was ended without a shutdown,
+    /// which loses nothing (the frozen disk is complete).
+    Failed(String),
+}
+
+/// Save `vm` with its state disk into its state dir instead of shutting it down, when it may
+/// be: restored from a snapshot (its devices are on hot-plug ports), a state disk, no port
+/// forwards (the restoring QEMU has the next run's), and the guest idle (its agent checks).
+/// The caller holds the state dir's vm.lock.
+pub fn suspend(vm: &mut RunningVm) -> Suspended {
+    if let Some(why) = not_suspendable(vm) {
+        return Suspended::Declined(why);
+    }
+    let started = Instant::now();
+    if let Err(why) = freeze(vm) {
+        return Suspended::Declined(why);
+    }
+    let frozen = started.elapsed();
+    let dir = vm.cfg.state_dir.clone();
+    let tmp = dir.join(format!("{FILE}.tmp-{}", std::process::id()));
+    let saved = snapshot::save_running(vm, &tmp);
+    let written = started.elapsed();
+    snapshot::discard(vm);
+    let ended = started.elapsed();
+    let kept = saved
+        .map_err(|e| e.to_string())
+        .and_then(|()| keep(vm, &tmp));
+    tracing::debug!(?frozen, ?written, ?ended, kept = ?started.elapsed(), "suspend phases");
+    match kept {
+        Ok(()) => Suspended::Saved(started.elapsed()),
+        Err(why) => {
+            let _ = std::fs::remove_file(&tmp);
+            forget(&dir);
+            Suspended::Failed(why)
+        }
+    }
+}
+
+/// Why `vm` cannot be suspended (None: it may, if its guest is idle).
+fn not_suspendable(vm: &RunningVm) -> Option<String> {
+    if !vm.restored {
+        Some("it was not restored from a snapshot".into())
+    } else if !vm.cfg.state_disk {
+        Some("it has no state disk".into())
+    } else if !vm.cfg.port_forwards.is_empty() {
+        Some("it forwards ports".into())
+    } else if !vm.hello.has_capability(CAPABILITY_SUSPEND) {
+        Some(format!(
+            "its agent ({}) cannot suspend",
+            vm.hello.agent_version
+        ))
+    } else {
+        None
+    }
+}
+
+/// `Suspend`: the agent checks that only the services run, then freezes the state disk.
+fn freeze(vm: &RunningVm) -> std::result::Result<(), String> {
+    let conn = vm
+        .endpoint
+        .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), &vm.secret)
+        .map_err(|e| e.to_string())?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    agent_client::suspend(conn).map_err(|e| format!("the guest declined: {e}"))
+}
+
+/// The save is complete and QEMU gone: record the disk as QEMU left it, then put the file in
+/// place (the JSON last, so a file without one is never used).
+fn keep(vm: &RunningVm, tmp: &Path) -> std::result::Result<(), String> {
+    let dir = &vm.cfg.state_dir;
+    let snapshot = snapshot::snapshot_file(&vm.cfg)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or("the snapshot file has no name")?;
+    let disk = DiskIdentity::of(&vm.cfg.state_disk_path())
+        .map_err(|e| format!("{}: {e}", vm.cfg.state_disk_path().display()))?;
+    let meta = serde_json::to_vec(&Meta { snapshot, disk }).map_err(|e| e.to_string())?;
+    let file = dir.join(FILE);
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(tmp, &file))
+        .map_err(|e| format!("finishing {}: {e}", file.display()))?;
+    write_atomic(&dir.join(META), &meta).map_err(|e| e.to_string())
+}
+
+/// Restore the suspended VM of `cfg`'s state dir, when there is one that fits (`snapshot` is
+/// the file of the snapshot `cfg` would restore). Err(None): there is none; Err(Some(why)):
+/// there was one and it was dropped, for the `-v` line.
+pub(super) fn restore(
+    cfg: &VmConfig,
+    snapshot: &Path,
+) -> std::result::Result<RunningVm, Option<String>> {
+    let file = take(cfg, snapshot)?;
+    let started = Instant::now();
+    match snapshot::restore(cfg, &file, true) {
+        Ok((mut vm, phases)) => {
+            vm.boot_time = started.elapsed();
+            let note = format!(
+                "restored the suspended VM {} in {:.2} s ({phases})",
+                file.display(),
+                vm.boot_time.as_secs_f64()
+            );
+            tracing::info!("{note}");
+            vm.snapshot_note = Some(note);
+            Ok(vm)
+        }
+        Err(e) => {
+            forget(&cfg.state_dir);
+            let why = format!("restoring the suspended VM failed (removed it): {e}");
+            tracing::info!("{why}");
+            Err(Some(why))
+        }
+    }
+}
+
+/// The suspended VM file of `cfg`'s state dir when it fits; one that does not is removed.
+fn take(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<PathBuf, Option<String>> {
+    let dir = &cfg.state_dir;
+    let (file, meta) = (dir.join(FILE), dir.join(META));
+    if !file.exists() && !meta.exists() {
+        return Err(None);
+    }
+    let why = match mismatch(cfg, snapshot, &file, &meta) {
+        None => return Ok(file),
+        Some(why) => format!("dropped the suspended VM: {why}"),
+    };
+    forget(dir);
+    tracing::info!("{why}");
+    Err(Some(why))
+}
+
+/// Why the suspended VM in `file` (described by `meta`) does not fit `cfg` (None: it does).
+fn mismatch(cfg: &VmConfig, snapshot: &Path, file: &Path, meta: &Path) -> Option<String> {
+    if !file.exists() {
+        return Some(format!("{} is missing", file.display()));
+    }
+    let saved: Meta = match std::fs::read(meta)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", meta.display())),
+    };
+    let name = snapshot.file_name().map(|n| n.to_string_lossy());
+    if name.as_deref() != Some(saved.snapshot.as_str()) {
+        return Some(
+            "it was saved for another guest build, QEMU or VM size (--memory, --cpus)".into(),
+        );
+    }
+    match DiskIdentity::of(&cfg.state_disk_path()) {
+        Ok(now) if now == saved.disk => None,
+        Ok(_) => Some("the state disk changed since it was saved".into()),
+        Err(e) => Some(format!("{}: {e}", cfg.state_disk_path().display())),
+    }
+}
+
+/// Remove the suspended VM of `state_dir`, if any (it no longer matches its disk, or the
+/// user asked: `snapshot rm`); true when there was one.
+pub fn forget(state_dir: &Path) -> bool {
+    let mut removed = false;
+    for name in [META, FILE] {
+        removed |= std::fs::remove_file(state_dir.join(name)).is_ok();
+    }
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        let tmp = format!("{FILE}.tmp-");
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&tmp) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_in(dir: &Path) -> VmConfig {
+        let mut cfg = VmConfig::new(super::super::config::Arch::X86_64, "podman", dir);
+        cfg.state_disk = true;
+        cfg
+    }
+
+    fn suspended(cfg: &VmConfig, snapshot: &str) {
+        std::fs::write(cfg.state_disk_path(), b"disk").expect("disk");
+        std::fs::write(cfg.state_dir.join(FILE), b"saved guest").expect("file");
+        let meta = Meta {
+            snapshot: snapshot.into(),
+            disk: DiskIdentity::of(&cfg.state_disk_path()).expect("identity"),
+        };
+        std::fs::write(
+            cfg.state_dir.join(META),
+            serde_json::to_vec(&meta).expect("json"),
+        )
+        .expect("meta");
+    }
+
+    #[test]
+    fn a_suspended_vm_fits_only_its_snapshot_key_and_its_disk_as_saved() {
+        let t = tempfile::tempdir().expect("tmp");
+        let cfg = cfg_in(t.path());
+        let key = t.path().join("podman-x86_64-aaaa-1111.snap");
+        assert_eq!(take(&cfg, &key).expect_err("none"), None);
+
+        suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
+        assert_eq!(take(&cfg, &key).expect("fits"), t.path().join(FILE));
+
+        // another guest build or VM size: dropped
+        let other = t.path().join("podman-x86_64-bbbb-1111.snap");
+        let why = take(&cfg, &other).expect_err("dropped").expect("why");
+        assert!(why.contains("another guest build"), "{why}");
+        assert!(!t.path().join(FILE).exists() && !t.path().join(META).exists());
+
+        // the disk written since (by a cold boot, say): dropped
+        suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(cfg.state_disk_path(), b"diskX").expect("write");
+        let why = take(&cfg, &key).expect_err("dropped").expect("why");
+        assert!(why.contains("state disk changed"), "{why}");
+        assert!(!t.path().join(FILE).exists());
+    }
+
+    #[test]
+    fn a_half_written_suspended_vm_is_dropped() {
+        let t = tempfile::tempdir().expect("tmp");
+        let cfg = cfg_in(t.path());
+        let key = t.path().join("podman-x86_64-aaaa-1111.snap");
+        // the file without its JSON (killed before the JSON was written)
+        std::fs::write(t.path().join(FILE), b"saved guest").expect("file");
+        let why = take(&cfg, &key).expect_err("dropped").expect("why");
+        assert!(why.contains(META), "{why}");
+        assert!(!t.path().join(FILE).exists());
+        // a JSON without its file
+        suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
+        std::fs::remove_file(t.path().join(FILE)).expect("rm");
+        assert!(take(&cfg, &key).expect_err("dropped").is_some());
+        assert!(!t.path().join(META).exists());
+    }
+
+    #[test]
+    fn forget_removes_unfinished_saves_too() {
+        let t = tempfile::tempdir().expect("tmp");
+        let cfg = cfg_in(t.path());
+        suspended(&cfg, "k.snap");
+        std::fs::write(t.path().join(format!("{FILE}.tmp-123")), b"x").expect("tmp");
+        forget(t.path());
+        let left: Vec<_> = std::fs::read_dir(t.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            [cfg.state_disk_path().file_name().unwrap().to_string_lossy()]
+        );
+    }
+}
