@@ -259,6 +259,21 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
     assert!(log.contains("suspended in"), "{log}");
     assert!(suspended.exists());
     assert_fsck_clean(&img);
+
+    // a VM given a secret is never written to a file
+    let (_, err) = ok(
+        &w,
+        "vdkr",
+        &[
+            "--no-daemon",
+            "vshell",
+            "-c",
+            "echo pw-Zr48sQ | docker login -u me --password-stdin 127.0.0.1:1 || true",
+        ],
+    );
+    assert!(err.contains(RESUMED), "{err}");
+    assert!(err.contains("a command gave it a secret"), "{err}");
+    assert!(!suspended.exists());
     assert_no_vm_processes(w.home.path());
 }
 

@@ -419,6 +419,19 @@ fn live_volumes(
     live
 }
 
+/// Whether a command may give the guest a secret, so that its VM is never suspended (its
+/// memory written to a file, vm::suspend): a secret option (`redact`), a word that names one
+/// (`login` reads a password from stdin or a prompt; `-e DB_PASSWORD=...`; a `sh -c` script),
+/// or a terminal, where a person may type anything. Errs on the side of no suspend.
+pub(super) fn may_carry_secret(argv: &[String], tty: bool) -> bool {
+    const WORDS: &[&str] = &["login", "passw", "secret", "token", "creds", "auth"];
+    tty || vcontainer_proto::redact::has_secret(argv)
+        || argv.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            WORDS.iter().any(|w| a.contains(w))
+        })
+}
+
 /// Runs the plan's argv in the guest: on a terminal or with stdin when the plan asks, else
 /// streamed, under the `timeout` setting. With `capture`, stdout is also kept (a detached
 /// container's id is read from it).
@@ -431,6 +444,9 @@ fn exec(
     let plan = &run.plan;
     let argv = plan.argv_strings();
     tracing::debug!(argv = ?vcontainer_proto::redact::argv(&argv), "exec in the guest");
+    if may_carry_secret(&argv, plan.tty) {
+        target.note_secret()?;
+    }
     let mut request = ExecRequest::new(argv);
     request.env.extend_from_slice(&run.env);
     let (conn, _watch) = target.connect_watched()?;
@@ -628,5 +644,23 @@ mod tests {
         assert_eq!(host_path("/abs", cwd).expect("p"), PathBuf::from("/abs"));
         let home = crate::tool::home_dir().expect("home");
         assert_eq!(host_path("~/x", cwd).expect("p"), home.join("x"));
+    }
+
+    #[test]
+    fn commands_that_may_give_the_guest_a_secret_are_told_apart() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        for secret in [
+            "docker login -u me --password-stdin reg:5000",
+            "podman pull --creds me:pw reg/x",
+            "docker run -e DB_PASSWORD=x alpine",
+            "sh -c echo $TOKEN | docker login",
+            "docker --registry-password pw pull x",
+        ] {
+            assert!(may_carry_secret(&words(secret), false), "{secret}");
+        }
+        for plain in ["docker images", "podman run --rm -p 8080:80 alpine true"] {
+            assert!(!may_carry_secret(&words(plain), false), "{plain}");
+            assert!(may_carry_secret(&words(plain), true), "a terminal: {plain}");
+        }
     }
 }

@@ -113,6 +113,9 @@ pub fn apply_registry(
     for path in &setup.cleanup {
         guest.target.hold(Held::GuestPath(path.clone()));
     }
+    if setup.auth_push.is_some() || setup.options.credentials.is_some() {
+        guest.target.note_secret()?;
+    }
     registry::push_auth(setup, &mut guest)
 }
 

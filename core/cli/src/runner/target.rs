@@ -645,6 +645,18 @@ impl Target {
     }
 
     /// Takes `held` under the guard of this target (see [`Held`]).
+    /// Before a secret (a password, registry credentials) goes to the VM: that VM is then
+    /// never suspended, i.e. its memory never written to a file (vm::suspend).
+    pub fn note_secret(&self) -> anyhow::Result<()> {
+        let dir = match &self.vm {
+            Some(Vm::Batch(b)) => &b.running().cfg.state_dir,
+            Some(Vm::Memres(i)) => &i.state_dir,
+            None => return Ok(()),
+        };
+        vm::suspend::note_secret(dir)
+            .with_context(|| format!("marking {} as holding a secret", dir.display()))
+    }
+
     pub fn hold(&mut self, held: Held) {
         self.held.push(held);
     }

@@ -20,10 +20,13 @@ pub fn run(ctx: &RuntimeContext, spec: &RuntimeSpec, args: &[String]) -> anyhow:
     target.ensure_services()?;
     let mut argv = vec!["/bin/sh".to_string()];
     argv.extend(args.iter().cloned());
+    let terminal = std::io::stdin().is_terminal();
+    if super::command::may_carry_secret(&argv, terminal) {
+        target.note_secret()?;
+    }
     let mut request = ExecRequest::new(argv);
     request.env = driver_env;
     request.stdin = true;
-    let terminal = std::io::stdin().is_terminal();
     if terminal {
         request.tty = Some(WindowSize { rows: 24, cols: 80 });
         if args.is_empty() {

@@ -175,6 +175,7 @@ impl boot::SnapshotHook for Mode {
 /// cold. Never fails because of the snapshot: every problem with it means a cold boot. With
 /// snapshots on, the returned VM's `snapshot_note` says which it was (and logged at `-v`).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
+    suspend::new_vm(&cfg.state_dir);
     if !cfg.snapshot {
         return boot::boot(cfg);
     }

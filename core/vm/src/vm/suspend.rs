@@ -30,6 +30,9 @@ use crate::agent_client;
 /// The saved guest, and what it was saved with.
 const FILE: &str = "suspended.snap";
 const META: &str = "suspended.json";
+/// Present while the state dir's VM has been given a secret (docs/security.md): its memory
+/// may hold it, so that VM is never written to a file.
+const SECRET_SEEN: &str = "secret-seen";
 
 /// What a suspended VM was saved with; it is restored only when all of it still holds.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +114,11 @@ pub fn suspend(vm: &mut RunningVm) -> Suspended {
 
 /// Why `vm` cannot be suspended (None: it may, if its guest is idle).
 fn not_suspendable(vm: &RunningVm) -> Option<String> {
-    if !vm.restored {
+    if secret_seen(&vm.cfg.state_dir) {
+        Some("a command gave it a secret (a password or registry credentials), which its memory may hold".into())
+    } else if vm.cfg.expose.is_some() {
+        Some("its engine API is exposed: what host clients gave it is unknown".into())
+    } else if !vm.restored {
         Some("it was not restored from a snapshot".into())
     } else if !vm.cfg.state_disk {
         Some("it has no state disk".into())
@@ -225,6 +232,21 @@ fn mismatch(cfg: &VmConfig, snapshot: &Path, file: &Path, meta: &Path) -> Option
         Ok(_) => Some("the state disk changed since it was saved".into()),
         Err(e) => Some(format!("{}: {e}", cfg.state_disk_path().display())),
     }
+}
+
+/// Record that the VM of `state_dir` (the one running, or the one a command is about to use)
+/// is given a secret: it will not be suspended. Call before the secret is sent.
+pub fn note_secret(state_dir: &Path) -> std::io::Result<()> {
+    std::fs::write(state_dir.join(SECRET_SEEN), b"")
+}
+
+fn secret_seen(state_dir: &Path) -> bool {
+    state_dir.join(SECRET_SEEN).exists()
+}
+
+/// A new VM of `state_dir` starts: no secret given to it yet (see [`note_secret`]).
+pub(super) fn new_vm(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(SECRET_SEEN));
 }
 
 /// Remove the suspended VM of `state_dir`, if any (it no longer matches its disk, or the
