@@ -7,7 +7,11 @@
 #             VCONTAINER_SNAPSHOT=0): the first run saves the snapshot, then the median of 3
 #             restored runs and its ratio to baseline (both arches; a restore that fails
 #             boots cold, so the bench still runs, and its -v reason is printed)
-#   memres    `memres start` cold, and restored from the snapshot, as ratios to baseline
+#   suspended the same from the state dir's suspended VM (docker: saved with its disk and
+#             dockerd running after each command; the save is part of each run's time),
+#             median of 3; the restored runs above set VCONTAINER_SUSPEND=0
+#   memres    `memres start` cold, restored from the snapshot, and from a suspended VM (a
+#             `memres stop` suspends it), as ratios to baseline
 #   warm      with `memres start`: /bin/true through the agent vs the same in a guest loop
 #             (scripts/../core/cli/examples/vm_bench.rs), and `<tool> images` wall time
 #   stream    push/pull of a VCONTAINER_BENCH_STREAM_MIB (default 256) MiB file, guest /tmp
@@ -87,7 +91,7 @@ for base_tool in $TOOLS; do
     if pgrep -f "qemu-system.*$state" >/dev/null; then echo "WARNING: QEMU left running after --no-daemon" >&2; fi
 
     t0=$(now)
-    VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" -v --no-daemon images 2>"$WORK/first-snapshot.log" >/dev/null
+    VCONTAINER_SUSPEND=0 VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" -v --no-daemon images 2>"$WORK/first-snapshot.log" >/dev/null
     echo "first snapshot run (boot, save, restore, command): $(elapsed "$t0" "$(now)")s"
     if ! grep -q "restored from the snapshot" "$WORK/first-snapshot.log"; then
         echo "WARNING: no restore, the runs below are cold: $(grep -m1 'no snapshot' "$WORK/first-snapshot.log")" >&2
@@ -95,11 +99,28 @@ for base_tool in $TOOLS; do
     runs=""
     for _ in 1 2 3; do
         t0=$(now)
-        VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" --no-daemon images >/dev/null
+        VCONTAINER_SUSPEND=0 VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" --no-daemon images >/dev/null
         runs="$runs $(elapsed "$t0" "$(now)")"
     done
     restored=$(echo "$runs" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
     echo "restored '$tool --no-daemon images' (median of 3): ${restored}s = $(ratio "$restored" "$base")x baseline (goal <= 0.5x), $(ratio "$restored" "$cold")x cold  [load $(load)]"
+
+    # suspended: the first run suspends (when the runtime has services to keep), the next
+    # ones restore that and suspend again
+    VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" --no-daemon images >/dev/null 2>&1
+    runs=""
+    for _ in 1 2 3; do
+        t0=$(now)
+        VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" -v --no-daemon images 2>"$WORK/suspended.log" >/dev/null
+        runs="$runs $(elapsed "$t0" "$(now)")"
+    done
+    if grep -q "restored the suspended VM" "$WORK/suspended.log"; then
+        susp=$(echo "$runs" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
+        echo "suspended '$tool --no-daemon images' (median of 3, save included): ${susp}s = $(ratio "$susp" "$base")x baseline, $(ratio "$susp" "$cold")x cold  [load $(load)]"
+        grep -o "restored the suspended VM .* in [0-9.]* s\|suspended the VM into .* in [0-9.]* s" "$WORK/suspended.log" | sed 's/ [^ ]*\/[^ ]* / /; s/^/  last run: /'
+    else
+        echo "no suspended VM for $tool: $(grep -m1 -o 'not suspending the VM: .*' "$WORK/suspended.log")"
+    fi
 
     t0=$(now)
     started="$started $tool"
@@ -120,11 +141,23 @@ for base_tool in $TOOLS; do
     "$PROBE" stream "$state" "$STREAM_MIB" | sed 's/^/stream: /'
     echo "load average: $(load)"
     "$WORK/bin/$tool" memres stop >/dev/null
-    # the snapshot saved above fits the memres VM too (same key: docs/snapshot.md)
+    # the snapshot saved above fits the memres VM too (same key: docs/snapshot.md); the
+    # cold memres VM wrote the disk since the last suspend, so that suspended VM is dropped
     t0=$(now)
     VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" memres start >/dev/null
     mrest=$(elapsed "$t0" "$(now)")
     echo "restored memres start (restore + runtime services ready): ${mrest}s = $(ratio "$mrest" "$base")x baseline (goal < 1 s), $(ratio "$mrest" "$mcold")x cold  [load $(load)]"
+    t0=$(now)
+    "$WORK/bin/$tool" memres stop >/dev/null
+    echo "memres stop (suspends when it may): $(elapsed "$t0" "$(now)")s"
+    t0=$(now)
+    VCONTAINER_SNAPSHOT=1 "$WORK/bin/$tool" -v memres start >/dev/null 2>"$WORK/memres-suspended.log"
+    msusp=$(elapsed "$t0" "$(now)")
+    if grep -q "restored the suspended VM" "$WORK/memres-suspended.log"; then
+        echo "memres start from a suspended VM: ${msusp}s = $(ratio "$msusp" "$base")x baseline (goal < 1 s), $(ratio "$msusp" "$mcold")x cold  [load $(load)]"
+    else
+        echo "memres start (no suspended VM: $(grep -m1 -o 'not suspended: .*' "$state/vm.log")): ${msusp}s"
+    fi
     "$WORK/bin/$tool" memres stop >/dev/null
     started=$(echo "$started" | sed "s/ $tool//")
 done

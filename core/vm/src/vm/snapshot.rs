@@ -223,17 +223,11 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
             started.elapsed()
         ));
     }
-    let started = Instant::now();
-    match restore(cfg, &file, false) {
-        Ok((mut vm, phases)) => {
-            vm.boot_time = started.elapsed();
-            let restored = format!(
-                "restored from the snapshot {} in {:.2} s ({phases})",
-                file.display(),
-                vm.boot_time.as_secs_f64()
-            );
-            tracing::info!("{restored}");
-            vm.snapshot_note = Some(format!("{saved}{restored}"));
+    match restore(cfg, &file, false, "restored from the snapshot") {
+        Ok(mut vm) => {
+            vm.snapshot_note = vm
+                .snapshot_note
+                .map(|restored| format!("{saved}{restored}"));
             Ok(vm)
         }
         Err(e) => {
@@ -783,9 +777,16 @@ fn file_channel(path: &Path) -> Value {
     })
 }
 
-/// Restore `file` for `cfg` and make it the host's run; also says where the time went.
-/// `with_disk`: a suspended VM of this state dir (`vm::suspend`).
-pub(super) fn restore(cfg: &VmConfig, file: &Path, with_disk: bool) -> Result<(RunningVm, String)> {
+/// Restore `file` for `cfg` and make it the host's run. `with_disk`: a suspended VM of this
+/// state dir (`vm::suspend`). The VM's `snapshot_note` (also logged) is `<what> <file> in
+/// <s> (<phases>)`: where the time went.
+pub(super) fn restore(
+    cfg: &VmConfig,
+    file: &Path,
+    with_disk: bool,
+    what: &str,
+) -> Result<RunningVm> {
+    let started = Instant::now();
     let mode = Mode::Restore {
         file: file.to_path_buf(),
         phases: RestorePhases::default(),
@@ -793,11 +794,11 @@ pub(super) fn restore(cfg: &VmConfig, file: &Path, with_disk: bool) -> Result<(R
     };
     let mut vm = boot::boot_snapshot(cfg, &mode)?;
     vm.restored = true;
-    let started = Instant::now();
+    let resuming = Instant::now();
     let resumed = resume(&vm, cfg.state_disk);
     let phases = match &mode {
         Mode::Restore { phases, .. } => {
-            phases.resume.set(started.elapsed());
+            phases.resume.set(resuming.elapsed());
             phases.describe(vm.boot_time)
         }
         Mode::Save => String::new(),
@@ -812,7 +813,15 @@ pub(super) fn restore(cfg: &VmConfig, file: &Path, with_disk: bool) -> Result<(R
         );
         return Err(e);
     }
-    Ok((vm, phases))
+    vm.boot_time = started.elapsed();
+    let note = format!(
+        "{what} {} in {:.2} s ({phases})",
+        file.display(),
+        vm.boot_time.as_secs_f64()
+    );
+    tracing::info!("{note}");
+    vm.snapshot_note = Some(note);
+    Ok(vm)
 }
 
 fn resume(vm: &RunningVm, state_disk: bool) -> Result<()> {

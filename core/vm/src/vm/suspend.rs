@@ -112,9 +112,16 @@ pub fn suspend(vm: &mut RunningVm) -> Suspended {
     }
 }
 
+/// `VCONTAINER_SUSPEND=0`: never suspend (every VM shuts down; a suspended VM already saved
+/// is still restored). Read by the process that ends the VM: the command of a one-shot VM,
+/// the supervisor (i.e. `memres start`'s environment) of a memres VM.
+pub const ENV: &str = "VCONTAINER_SUSPEND";
+
 /// Why `vm` cannot be suspended (None: it may, if its guest is idle).
 fn not_suspendable(vm: &RunningVm) -> Option<String> {
-    if secret_seen(&vm.cfg.state_dir) {
+    if std::env::var_os(ENV).is_some_and(|v| v == "0") {
+        Some(format!("{ENV}=0 is set"))
+    } else if secret_seen(&vm.cfg.state_dir) {
         Some("a command gave it a secret (a password or registry credentials), which its memory may hold".into())
     } else if vm.cfg.expose.is_some() {
         Some("its engine API is exposed: what host clients gave it is unknown".into())
@@ -171,19 +178,8 @@ pub(super) fn restore(
     snapshot: &Path,
 ) -> std::result::Result<RunningVm, Option<String>> {
     let file = take(cfg, snapshot)?;
-    let started = Instant::now();
-    match snapshot::restore(cfg, &file, true) {
-        Ok((mut vm, phases)) => {
-            vm.boot_time = started.elapsed();
-            let note = format!(
-                "restored the suspended VM {} in {:.2} s ({phases})",
-                file.display(),
-                vm.boot_time.as_secs_f64()
-            );
-            tracing::info!("{note}");
-            vm.snapshot_note = Some(note);
-            Ok(vm)
-        }
+    match snapshot::restore(cfg, &file, true, "restored the suspended VM") {
+        Ok(vm) => Ok(vm),
         Err(e) => {
             forget(&cfg.state_dir);
             let why = format!("restoring the suspended VM failed (removed it): {e}");
