@@ -29,6 +29,12 @@ pub struct ExecRequest {
     /// The host sends stdin frames; otherwise the program's stdin is /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// Programs (argv each) the agent runs in turn once the program has ended, when the host
+    /// is gone by then (its connection closed before the exit status could reach it: a
+    /// client killed mid-command). A host that stays runs its follow-up steps itself; these
+    /// are their safety net, so a killed client leaves nothing behind (podman's `run --rm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub if_host_lost: Vec<Vec<String>>,
 }
 
 impl ExecRequest {
@@ -44,6 +50,7 @@ impl ExecRequest {
             cwd: None,
             tty: None,
             stdin: false,
+            if_host_lost: Vec::new(),
         }
     }
 }
@@ -329,7 +336,9 @@ mod tests {
                 cwd: Some("/tmp".into()),
                 tty: Some(WindowSize { rows: 24, cols: 80 }),
                 stdin: true,
+                if_host_lost: vec![vec!["sh".into(), "-c".into(), "rm x".into()]],
             }),
+            Request::Suspend,
             Request::Signal { signal: 15 },
             Request::Resize(WindowSize { rows: 1, cols: 2 }),
             Request::PushTar { dest: "/x".into() },

@@ -62,10 +62,12 @@ pub(crate) fn run(
     let stdin_target = connect_output(&drain, &mut child, &io, request.stdin, sink)?;
     drop(child);
     let finished = Arc::new(AtomicBool::new(false));
+    let host_lost = Arc::new(AtomicBool::new(false));
     let control = Control {
         pgid: i32::try_from(pid).unwrap_or(i32::MAX),
         master_fd: io.master_fd(),
         finished: Arc::clone(&finished),
+        host_lost: Arc::clone(&host_lost),
     };
     let stdin_tx = stdin_target.map(spawn_stdin_writer);
     thread::Builder::new()
@@ -80,7 +82,38 @@ pub(crate) fn run(
     crate::debug_log!("exec pid {pid}: exited {status:?}");
     // `io` (the PTY master) lives until here so Resize can reach it while the program runs.
     drop(io);
-    sink.finish(&Response::Exited { status })
+    let answered = sink.finish(&Response::Exited { status });
+    if host_lost.load(Ordering::Acquire) || answered.is_err() {
+        run_orphaned_steps(agent, &request);
+    }
+    answered
+}
+
+/// The request's `if_host_lost` programs, in turn, each waited for: the host that would have
+/// run its follow-up steps is gone. Their output goes nowhere; failures go to the log.
+fn run_orphaned_steps(agent: &Agent, request: &ExecRequest) {
+    for argv in &request.if_host_lost {
+        let mut step = ExecRequest::new(argv.iter().cloned());
+        step.env.clone_from(&request.env);
+        let outcome = match prepare(&step) {
+            Ok((mut command, _io)) => {
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                agent
+                    .reaper
+                    .spawn(&mut command)
+                    .map(|(_child, exited)| exited.recv())
+                    .map_err(|e| e.to_string())
+            }
+            Err(_) => Err("cannot run".to_owned()),
+        };
+        crate::log!(
+            "host gone: ran {:?}: {outcome:?}",
+            vcontainer_proto::redact::argv(argv)
+        );
+    }
 }
 
 /// Why a program is not started: the answer the client gets instead.
@@ -440,6 +473,8 @@ struct Control {
     pgid: i32,
     master_fd: Option<RawFd>,
     finished: Arc<AtomicBool>,
+    /// Set when the host's connection closed while the program ran.
+    host_lost: Arc<AtomicBool>,
 }
 
 impl Control {
@@ -451,6 +486,7 @@ impl Control {
                     // The host went away while the program runs: hang up on it, as a closed
                     // terminal would.
                     if !self.finished.load(Ordering::Acquire) {
+                        self.host_lost.store(true, Ordering::Release);
                         crate::log!(
                             "exec pgid {}: host connection lost, sending SIGHUP",
                             self.pgid

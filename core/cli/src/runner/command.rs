@@ -449,6 +449,12 @@ fn exec(
     }
     let mut request = ExecRequest::new(argv);
     request.env.extend_from_slice(&run.env);
+    // the follow-up steps run by the agent if this client dies mid-command (follow_up.rs)
+    request.if_host_lost = plan
+        .after
+        .iter()
+        .map(|step| step.argv.iter().map(|a| a.to_string()).collect())
+        .collect();
     let (conn, _watch) = target.connect_watched()?;
     if plan.tty || plan.stdin {
         if plan.tty {

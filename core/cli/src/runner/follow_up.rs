@@ -3,7 +3,9 @@
 //! its exit status was read, docs/plugins.md "Follow-up steps"). They run on the same VM
 //! before it is released, with the command's environment, whatever the main status was;
 //! their output stays out of the user's stdout/stderr unless one fails, and then it is a
-//! warning: the status the user gets stays the main command's.
+//! warning: the status the user gets stays the main command's. The same steps travel with
+//! the main exec (`ExecRequest::if_host_lost`, set in command.rs), so the agent runs them
+//! when this client is killed mid-command.
 
 use anyhow::bail;
 use vcontainer_abi::runtime::{CommandPlan, FollowUp};

@@ -659,6 +659,57 @@ fn connection_lost_mid_exec_is_a_distinct_error() {
     assert_eq!(out.seen, b"started\n");
 }
 
+/// A client killed mid-command: the agent hangs up on the program and runs the request's
+/// `if_host_lost` steps (the follow-up steps that client would have run); a client that stays
+/// gets its status and the agent runs none of them.
+#[test]
+fn steps_for_a_lost_host_run_only_when_the_host_is_gone() {
+    let agent = TestAgent::start();
+    let mark = agent.dir.path().join("cleaned");
+    let step = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("echo \"$STEP_ENV\" > {}", mark.display()),
+    ];
+    let request = |script: &str| {
+        let mut r = ExecRequest::new(["sh", "-c", script]);
+        r.env.push(("STEP_ENV".into(), "from-request".into()));
+        r.if_host_lost = vec![step.clone()];
+        r
+    };
+    let (_, _, status) = agent.exec_with(request("exit 3"), None);
+    assert_eq!(status, ExitStatus::Code(3));
+    thread::sleep(Duration::from_millis(300));
+    assert!(!mark.exists(), "ran although the host stayed");
+
+    let (conn, cut) = cutting_proxy(&agent);
+    let (seen_tx, seen_rx) = channel();
+    thread::spawn(move || {
+        let _ = seen_rx.recv();
+        let _ = cut.send(());
+    });
+    let mut out = Notify {
+        seen: Vec::new(),
+        tx: Some(seen_tx),
+    };
+    let result = exec(
+        conn,
+        request("echo started; sleep 30"),
+        None,
+        &mut out,
+        &mut Vec::new(),
+    );
+    assert!(result.is_err(), "{result:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mark.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&mark).expect("the step ran"),
+        "from-request\n"
+    );
+}
+
 /// A tar archive built in memory with the given (name, contents) files.
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = ::tar::Builder::new(Vec::new());
