@@ -765,6 +765,34 @@ fn run_rm_leaves_nothing(w: &World, tool: &str, global: &[&str]) {
     w.run_ok(tool, with(&["rm", "taken"]));
 }
 
+/// A `vpdmn run --rm` whose CLI is SIGKILLed while the container runs: the agent runs the
+/// removal the CLI would have (`ExecRequest::if_host_lost`), so no container is left.
+fn killed_client_leaves_no_container(w: &World, tool: &str) {
+    use std::io::BufRead;
+    let mut child = w
+        .cmd(tool)
+        .args(["run", "--rm", "bb:1", "sh", "-c", "echo up; sleep 120"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read");
+    assert_eq!(first, "up\n");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut left = all_containers(w, tool, &[]);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        left = all_containers(w, tool, &[]);
+    }
+    assert!(left.is_empty(), "{tool}: left by a killed client: {left:?}");
+}
+
 /// Issue 16 item 1 (the follow-up step): podman's `run --rm` can lose the container's exit
 /// status to the removal (docs/plugins.md, "Follow-up steps"), so vpdmn runs it without
 /// `--rm` and removes the container afterwards, on a memres VM and in a one-shot VM; vdkr
@@ -778,6 +806,9 @@ fn run_rm_gives_the_status_and_leaves_no_container() {
         let guard = MemresGuard::new(&w, tool);
         import_busybox(&w, tool, "bb:1");
         run_rm_leaves_nothing(&w, tool, &[]);
+        if tool == "vpdmn" {
+            killed_client_leaves_no_container(&w, tool);
+        }
         ok(&w, tool, &["memres", "stop"]);
         drop(guard);
         if tool == "vpdmn" {

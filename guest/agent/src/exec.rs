@@ -31,6 +31,10 @@ const DRAIN_IDLE: Duration = Duration::from_millis(1000);
 /// How often the drain looks at the pipes again while it waits for silence.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a program whose host went away has after SIGHUP before it is killed: nobody
+/// waits for it any more, and a container's PID 1 ignores SIGHUP (so `podman run` would wait
+/// for ever, and the request's `if_host_lost` steps never run).
+const HOST_LOST_GRACE: Duration = Duration::from_secs(5);
 
 /// One `Exec`: the program prepared and started, its output pumped and its input relayed,
 /// then its exit status once the output in flight is delivered.
@@ -484,7 +488,7 @@ impl Control {
                 Ok(Some(frame)) => frame,
                 Ok(None) | Err(_) => {
                     // The host went away while the program runs: hang up on it, as a closed
-                    // terminal would.
+                    // terminal would, and kill it if it ignores that.
                     if !self.finished.load(Ordering::Acquire) {
                         self.host_lost.store(true, Ordering::Release);
                         crate::log!(
@@ -492,6 +496,11 @@ impl Control {
                             self.pgid
                         );
                         self.signal(libc::SIGHUP);
+                        thread::sleep(HOST_LOST_GRACE);
+                        if !self.finished.load(Ordering::Acquire) {
+                            crate::log!("exec pgid {}: still running, killing it", self.pgid);
+                            self.signal(libc::SIGKILL);
+                        }
                     }
                     return;
                 }

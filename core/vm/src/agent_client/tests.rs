@@ -659,7 +659,8 @@ fn connection_lost_mid_exec_is_a_distinct_error() {
     assert_eq!(out.seen, b"started\n");
 }
 
-/// A client killed mid-command: the agent hangs up on the program and runs the request's
+/// A client killed mid-command: the agent hangs up on the program (and kills it when it
+/// ignores that) and runs the request's
 /// `if_host_lost` steps (the follow-up steps that client would have run); a client that stays
 /// gets its status and the agent runs none of them.
 #[test]
@@ -694,13 +695,14 @@ fn steps_for_a_lost_host_run_only_when_the_host_is_gone() {
     };
     let result = exec(
         conn,
-        request("echo started; sleep 30"),
+        // a container's PID 1 ignores SIGHUP: the agent kills what ignores it
+        request("trap '' HUP; echo started; sleep 30"),
         None,
         &mut out,
         &mut Vec::new(),
     );
     assert!(result.is_err(), "{result:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !mark.exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
