@@ -645,7 +645,15 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
             .execute("query-migrate", None)
             .map_err(SnapshotError::Qmp)?;
         match r.get("status").and_then(Value::as_str) {
-            Some("completed") => return Ok(()),
+            Some("completed") => {
+                tracing::debug!(
+                    total_ms = ?r.get("total-time"),
+                    setup_ms = ?r.get("setup-time"),
+                    ram = ?r.get("ram"),
+                    "saved"
+                );
+                return Ok(());
+            }
             Some(s @ ("failed" | "cancelled")) => {
                 let why = r
                     .get("error-desc")
