@@ -32,7 +32,7 @@ pub fn boot_batch(cfg: &VmConfig) -> Result<BatchVm> {
             cfg.state_dir.display()
         )));
     }
-    let vm = super::snapshot::boot(cfg)?;
+    let vm = suspend::boot(cfg)?;
     Ok(BatchVm {
         vm: Some(vm),
         _lock: lock,

@@ -33,7 +33,6 @@ use super::qemu::{
     SNAPSHOT_VSOCK_ID, SNAPSHOT_VSOCK_PORT,
 };
 use super::qmp::Qmp;
-use super::suspend;
 use super::transport;
 use crate::agent_client;
 
@@ -68,7 +67,8 @@ pub enum Mode {
         /// Where the restore's time went, filled in as it goes (for the `-v` line).
         phases: RestorePhases,
         /// A suspended VM (`vm::suspend`): saved with the state disk plugged, which must
-        /// then be there before the state is loaded.
+        /// then be there before the state is loaded; and the file is this run's alone, removed
+        /// once loaded (from then on the guest may write the disk, which it no longer matches).
         with_disk: bool,
     },
 }
@@ -157,9 +157,8 @@ impl boot::SnapshotHook for Mode {
             });
         }
         if *with_disk {
-            // loaded: from here on the guest may write the disk, which the file no longer
-            // matches (a run killed now must not restore it again)
-            super::suspend::forget(&cfg.state_dir);
+            // a run killed from here on must not restore it again
+            let _ = std::fs::remove_file(file);
         }
         plug_vsock(&mut qmp, vsock)?;
         if cfg.state_disk && !*with_disk {
@@ -172,10 +171,9 @@ impl boot::SnapshotHook for Mode {
 }
 
 /// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
-/// cold. Never fails because of the snapshot: every problem with it means a cold boot. With
+/// cold (`vm::suspend::boot` tries the state dir's suspended VM first). Never fails because of the snapshot: every problem with it means a cold boot. With
 /// snapshots on, the returned VM's `snapshot_note` says which it was (and logged at `-v`).
 pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
-    suspend::new_vm(&cfg.state_dir);
     if !cfg.snapshot {
         return boot::boot(cfg);
     }
@@ -190,14 +188,9 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         Ok(file) => file,
         Err(why) => return cold(format!("no snapshot: {why}")),
     };
-    // a suspended VM of this state dir comes first: its engine runs already
-    let dropped = match suspend::restore(cfg, &file) {
-        Ok(vm) => return Ok(vm),
-        Err(why) => why.map(|why| format!("{why}; ")).unwrap_or_default(),
-    };
     // the save's own line goes into the note too: a memres supervisor's log is not the
     // user's terminal
-    let mut saved = dropped;
+    let mut saved = String::new();
     if !file.exists() {
         if let Some(why) = recent_failure(&file) {
             return cold(match why.strip_prefix(PERMANENT) {

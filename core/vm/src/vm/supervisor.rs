@@ -24,7 +24,6 @@ use super::engine_api;
 use super::instance::{self, VmRecord};
 use super::lock;
 use super::process::{Proc, ProcId};
-use super::snapshot;
 use super::suspend::{self, Suspended};
 use super::transport::Endpoint;
 use super::{forwards, shares};
@@ -48,8 +47,8 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    // from the snapshot when snapshots are on and one fits (vm/snapshot.rs), else cold
-    let mut vm = match snapshot::boot(&cfg) {
+    // the suspended VM, else the snapshot when snapshots are on and one fits, else cold
+    let mut vm = match suspend::boot(&cfg) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("boot failed: {e}");

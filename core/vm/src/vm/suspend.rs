@@ -170,13 +170,32 @@ fn keep(vm: &RunningVm, tmp: &Path) -> std::result::Result<(), String> {
     write_atomic(&dir.join(META), &meta).map_err(|e| e.to_string())
 }
 
+/// Boot the VM of `cfg`: the state dir's suspended VM when one fits (its engine runs
+/// already), else as `snapshot::boot` does (the shared snapshot, else cold). A `-v` line says
+/// why a suspended VM was dropped.
+pub fn boot(cfg: &VmConfig) -> super::Result<RunningVm> {
+    new_vm(&cfg.state_dir);
+    let dropped = match snapshot::snapshot_file(cfg) {
+        Ok(key) if cfg.snapshot => match restore(cfg, &key) {
+            Ok(vm) => return Ok(vm),
+            Err(why) => why,
+        },
+        _ => None,
+    };
+    let mut vm = snapshot::boot(cfg)?;
+    if let Some(why) = dropped {
+        vm.snapshot_note = Some(format!(
+            "{why}; {}",
+            vm.snapshot_note.take().unwrap_or_default()
+        ));
+    }
+    Ok(vm)
+}
+
 /// Restore the suspended VM of `cfg`'s state dir, when there is one that fits (`snapshot` is
 /// the file of the snapshot `cfg` would restore). Err(None): there is none; Err(Some(why)):
 /// there was one and it was dropped, for the `-v` line.
-pub(super) fn restore(
-    cfg: &VmConfig,
-    snapshot: &Path,
-) -> std::result::Result<RunningVm, Option<String>> {
+fn restore(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<RunningVm, Option<String>> {
     let file = take(cfg, snapshot)?;
     match snapshot::restore(cfg, &file, true, "restored the suspended VM") {
         Ok(vm) => Ok(vm),
@@ -197,7 +216,12 @@ fn take(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<PathBuf, Option<
         return Err(None);
     }
     let why = match mismatch(cfg, snapshot, &file, &meta) {
-        None => return Ok(file),
+        None => {
+            // taken: the restore removes the file once loaded; a file left without its JSON
+            // (a run killed before that) is dropped by the next one
+            let _ = std::fs::remove_file(&meta);
+            return Ok(file);
+        }
         Some(why) => format!("dropped the suspended VM: {why}"),
     };
     forget(dir);
@@ -296,8 +320,11 @@ mod tests {
 
         suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
         assert_eq!(take(&cfg, &key).expect("fits"), t.path().join(FILE));
+        // taken: its JSON goes at once, the file once the restore loaded it
+        assert!(!t.path().join(META).exists());
 
         // another guest build or VM size: dropped
+        suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
         let other = t.path().join("podman-x86_64-bbbb-1111.snap");
         let why = take(&cfg, &other).expect_err("dropped").expect("why");
         assert!(why.contains("another guest build"), "{why}");
