@@ -161,6 +161,13 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
         "{err}"
     );
     assert!(suspended.exists() && state.join("suspended.json").exists());
+    let (listed, _) = ok(&w, "vdkr", &["snapshot", "ls"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&*suspended.to_string_lossy()) && l.ends_with("\tsuspended")),
+        "{listed}"
+    );
     // the disk alone is complete while its guest is suspended: dockerd made the volume on it
     // (its root is /var/lib/docker), not in RAM
     assert_fsck_clean(&img);

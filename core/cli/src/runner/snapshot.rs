@@ -66,7 +66,8 @@ fn build(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `snapshot ls`: the saved files, the one this configuration would restore marked.
+/// `snapshot ls`: the saved files, the one this configuration would restore marked, and the
+/// state dir's suspended VM (vm::suspend) if there is one.
 fn list(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<i32> {
     let tool = ctx.tool.name.as_str();
     let cfg = vmconfig::build(ctx, spec, &ctx.state.path, true, Vec::new());
@@ -84,6 +85,9 @@ fn list(ctx: &RuntimeContext, spec: &RuntimeSpec) -> anyhow::Result<i32> {
     }
     if files.is_empty() {
         ui::info(tool, &format!("no snapshots in {}", dir.display()));
+    }
+    if let Some((file, mb, saved_at)) = vm::suspend::describe(&ctx.state.path) {
+        writeln!(out, "{}\t{mb} MB\t{saved_at}\tsuspended", file.display())?;
     }
     Ok(0)
 }

@@ -254,6 +254,17 @@ fn mismatch(cfg: &VmConfig, snapshot: &Path, file: &Path, meta: &Path) -> Option
     }
 }
 
+/// The suspended VM of `state_dir`, if any: its file, MB on disk (sparse) and save time
+/// (seconds since the epoch), for `snapshot ls`.
+pub fn describe(state_dir: &Path) -> Option<(PathBuf, u64, i64)> {
+    let file = state_dir.join(FILE);
+    let m = std::fs::metadata(&file).ok()?;
+    state_dir
+        .join(META)
+        .exists()
+        .then(|| (file, m.blocks() * 512 / 1_000_000, m.mtime()))
+}
+
 /// Record that the VM of `state_dir` (the one running, or the one a command is about to use)
 /// is given a secret: it will not be suspended. Call before the secret is sent.
 pub fn note_secret(state_dir: &Path) -> std::io::Result<()> {
