@@ -117,7 +117,7 @@ for base_tool in $TOOLS; do
     if grep -q "restored the suspended VM" "$WORK/suspended.log"; then
         susp=$(echo "$runs" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
         echo "suspended '$tool --no-daemon images' (median of 3, save included): ${susp}s = $(ratio "$susp" "$base")x baseline, $(ratio "$susp" "$cold")x cold  [load $(load)]"
-        grep -o "restored the suspended VM .* in [0-9.]* s\|suspended the VM into .* in [0-9.]* s" "$WORK/suspended.log" | sed 's/ [^ ]*\/[^ ]* / /; s/^/  last run: /'
+        grep -o "restored the suspended VM .* in [0-9.]* s\|suspended the VM into .* in [0-9.]* s" "$WORK/suspended.log" | sed 's/ [^ ]*\/[^ ]* / /; s/ into in / in /; s/^/  last run: /'
     else
         echo "no suspended VM for $tool: $(grep -m1 -o 'not suspending the VM: .*' "$WORK/suspended.log")"
     fi
@@ -156,7 +156,7 @@ for base_tool in $TOOLS; do
     if grep -q "restored the suspended VM" "$WORK/memres-suspended.log"; then
         echo "memres start from a suspended VM: ${msusp}s = $(ratio "$msusp" "$base")x baseline (goal < 1 s), $(ratio "$msusp" "$mcold")x cold  [load $(load)]"
     else
-        echo "memres start (no suspended VM: $(grep -m1 -o 'not suspended: .*' "$state/vm.log")): ${msusp}s"
+        echo "memres start (no suspended VM: $(grep -o 'not suspended: .*' "$state/vm.log" | tail -1)): ${msusp}s"
     fi
     "$WORK/bin/$tool" memres stop >/dev/null
     started=$(echo "$started" | sed "s/ $tool//")
