@@ -609,6 +609,22 @@ fn cutting_proxy(agent: &TestAgent) -> (UnixStream, Sender<()>) {
     (client, cut_tx)
 }
 
+/// A connection through [`cutting_proxy`] that is cut as soon as the program's first output
+/// reached the returned sink.
+fn cut_at_first_output(agent: &TestAgent) -> (UnixStream, Notify) {
+    let (conn, cut) = cutting_proxy(agent);
+    let (seen_tx, seen_rx) = channel();
+    thread::spawn(move || {
+        let _ = seen_rx.recv();
+        let _ = cut.send(());
+    });
+    let out = Notify {
+        seen: Vec::new(),
+        tx: Some(seen_tx),
+    };
+    (conn, out)
+}
+
 /// Tells the test when the program's first output arrived.
 struct Notify {
     seen: Vec<u8>,
@@ -631,16 +647,7 @@ impl Write for Notify {
 #[test]
 fn connection_lost_mid_exec_is_a_distinct_error() {
     let agent = TestAgent::start();
-    let (conn, cut) = cutting_proxy(&agent);
-    let (seen_tx, seen_rx) = channel();
-    thread::spawn(move || {
-        let _ = seen_rx.recv();
-        let _ = cut.send(());
-    });
-    let mut out = Notify {
-        seen: Vec::new(),
-        tx: Some(seen_tx),
-    };
+    let (conn, mut out) = cut_at_first_output(&agent);
     let mut err = Vec::new();
     let result = exec(
         conn,
@@ -683,16 +690,7 @@ fn steps_for_a_lost_host_run_only_when_the_host_is_gone() {
     thread::sleep(Duration::from_millis(300));
     assert!(!mark.exists(), "ran although the host stayed");
 
-    let (conn, cut) = cutting_proxy(&agent);
-    let (seen_tx, seen_rx) = channel();
-    thread::spawn(move || {
-        let _ = seen_rx.recv();
-        let _ = cut.send(());
-    });
-    let mut out = Notify {
-        seen: Vec::new(),
-        tx: Some(seen_tx),
-    };
+    let (conn, mut out) = cut_at_first_output(&agent);
     let result = exec(
         conn,
         // a container's PID 1 ignores SIGHUP: the agent kills what ignores it
