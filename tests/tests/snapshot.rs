@@ -137,6 +137,11 @@ fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
     assert_no_vm_processes(w.home.path());
 }
 
+/// `vdkr --no-daemon vshell -c <script>`: its stdout and stderr, exit 0 asserted.
+fn vdkr_sh(w: &World, script: &str) -> (String, String) {
+    ok(w, "vdkr", &["--no-daemon", "vshell", "-c", script])
+}
+
 const SUSPENDED: &str = "suspended the VM into";
 const RESUMED: &str = "restored the suspended VM";
 
@@ -180,15 +185,9 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
     assert_no_vm_processes(w.home.path());
 
     // the next command: dockerd was running already (its log has one start only)
-    let (out, err) = ok(
+    let (out, err) = vdkr_sh(
         &w,
-        "vdkr",
-        &[
-            "--no-daemon",
-            "vshell",
-            "-c",
-            "docker volume ls -q; grep -c 'API listen' /var/log/vcontainer/dockerd.log",
-        ],
+        "docker volume ls -q; grep -c 'API listen' /var/log/vcontainer/dockerd.log",
     );
     assert!(err.contains(RESUMED) && err.contains(SUSPENDED), "{err}");
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["snapvol", "1"]);
@@ -207,16 +206,7 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
         "a cold boot leaves the file to the next check"
     );
     // a process left running in the guest keeps it from being suspended
-    let (out, err) = ok(
-        &w,
-        "vdkr",
-        &[
-            "--no-daemon",
-            "vshell",
-            "-c",
-            "docker volume ls -q; setsid -f sleep 600",
-        ],
-    );
+    let (out, err) = vdkr_sh(&w, "docker volume ls -q; setsid -f sleep 600");
     assert!(
         err.contains("dropped the suspended VM: the state disk changed") && err.contains(RESTORED),
         "{err}"
@@ -248,15 +238,9 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
     assert_fsck_clean(&img);
 
     // a VM given a secret is never written to a file
-    let (_, err) = ok(
+    let (_, err) = vdkr_sh(
         &w,
-        "vdkr",
-        &[
-            "--no-daemon",
-            "vshell",
-            "-c",
-            "echo pw-Zr48sQ | docker login -u me --password-stdin 127.0.0.1:1 || true",
-        ],
+        "echo pw-Zr48sQ | docker login -u me --password-stdin 127.0.0.1:1 || true",
     );
     assert!(err.contains(RESUMED), "{err}");
     assert!(err.contains("a command gave it a secret"), "{err}");
