@@ -153,6 +153,7 @@ fn probe_spec(t: &Tools, dir: &Path, disk: &Path) -> VmSpec {
             debug: false,
         },
         snapshot: None,
+        guest_ram: None,
     }
 }
 

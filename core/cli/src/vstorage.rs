@@ -158,6 +158,8 @@ fn remove_state_dir(session: &Session, dir: &Path) -> anyhow::Result<bool> {
     }
     refuse_if_running(session, dir)?;
     ui::info(tool, &format!("Removing {}", dir.display()));
+    // its suspended VM's RAM is on a tmpfs, outside the dir
+    crate::vm::suspend::forget(dir);
     fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     Ok(true)
 }

@@ -43,6 +43,8 @@ pub use super::paths::VmPaths;
 pub fn remove_vm_files(paths: &VmPaths) {
     shares::stop_all(&paths.state_dir, &paths.socket_dir);
     paths.remove_sockets();
+    // guest memory: never left behind by a VM that ended (a suspended one's was moved aside)
+    super::ramfile::remove_running(&paths.state_dir);
 }
 
 /// A VM that answered Hello: its processes and how to reach it.
@@ -70,6 +72,8 @@ pub struct RunningVm {
     /// Restored from a snapshot (its devices sit on hot-plug ports, so it can be saved again:
     /// `vm::suspend`).
     pub restored: bool,
+    /// The named tmpfs file holding the guest RAM (vm/ramfile.rs); None: a memfd.
+    pub guest_ram: Option<PathBuf>,
 }
 
 /// What happened when a VM was stopped.
@@ -109,6 +113,9 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
 pub(super) trait SnapshotHook {
     /// How QEMU's command line differs (devices left for hot-plug, `-incoming defer`).
     fn layout(&self) -> SnapshotLayout;
+    /// The file QEMU maps as the guest RAM (None: a memfd), once the boot removed what an
+    /// earlier one left.
+    fn guest_ram(&self, cfg: &VmConfig) -> Option<PathBuf>;
     /// Called once QEMU runs, before waiting for the agent; `vsock` is this run's device
     /// (a restore plugs it).
     fn after_spawn(
@@ -140,7 +147,9 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
     let files = scopeguard::guard((), |()| remove_vm_files(paths));
     let backend = VsockBackend::start(cfg, paths, host.transport.kind)?;
     let mut vhost = scopeguard::guard(backend.vhost, |v| v.into_iter().for_each(stop_vhost));
-    let spec = vm_spec(cfg, &host, backend.device.clone(), shares.slots, snapshot);
+    let guest_ram = snapshot.and_then(|mode| mode.guest_ram(cfg));
+    let mut spec = vm_spec(cfg, &host, backend.device.clone(), shares.slots, snapshot);
+    spec.guest_ram = guest_ram.clone();
     let mut qemu = scopeguard::guard(spawn_qemu(&host, &spec, backend.claim)?, kill_qemu);
     let deadline = started + cfg.boot_timeout();
     if let Some(mode) = snapshot {
@@ -180,6 +189,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
         secret,
         snapshot_note: None,
         restored: false,
+        guest_ram,
     })
 }
 
@@ -344,6 +354,7 @@ fn vm_spec(
             debug: cfg.debug,
         },
         snapshot: snapshot.map(|s| s.layout()),
+        guest_ram: None,
     }
 }
 

@@ -29,6 +29,7 @@ pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod ramfile;
 pub mod records;
 pub mod secret;
 pub mod shares;

@@ -108,6 +108,8 @@ pub struct VmSpec {
     pub kernel_args: KernelArgs,
     /// Set when the VM is saved as a snapshot or restored from one.
     pub snapshot: Option<SnapshotLayout>,
+    /// The guest RAM as this named file on a tmpfs (vm/ramfile.rs) instead of a memfd.
+    pub guest_ram: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -176,7 +178,7 @@ impl VmSpec {
         // vhost-user backends (vhost-device-vsock, the virtiofsd of each hot-plugged share)
         // map the guest RAM: it must be a shared memfd, decided at boot
         let hybrid = matches!(self.vsock, VsockDevice::Hybrid { .. });
-        let shared_ram = hybrid || self.share_slots > 0;
+        let shared_ram = hybrid || self.share_slots > 0 || self.guest_ram.is_some();
         let mut m = self.arch.qemu_machine().to_string();
         if shared_ram {
             m.push_str(",memory-backend=mem");
@@ -190,14 +192,28 @@ impl VmSpec {
         a.opt("-cpu", cpu);
         a.opt("-m", format!("{}M", self.memory_mib));
         a.opt("-smp", self.cpus.to_string());
-        if shared_ram {
-            a.opt(
+        match &self.guest_ram {
+            // a named file, so that QEMU's x-ignore-shared leaves it out of a save
+            // (docs/snapshot.md, "The guest RAM in a file")
+            Some(file) => a.opt_os(
+                "-object",
+                cat(&[
+                    format!(
+                        "memory-backend-file,id=mem,size={}M,share=on,mem-path=",
+                        self.memory_mib
+                    )
+                    .as_ref(),
+                    &escape(file),
+                ]),
+            ),
+            None if shared_ram => a.opt(
                 "-object",
                 format!(
                     "memory-backend-memfd,id=mem,size={}M,share=on",
                     self.memory_mib
                 ),
-            );
+            ),
+            None => {}
         }
         for flag in ["-nodefaults", "-no-user-config", "-no-reboot"] {
             a.flag(flag);
@@ -415,6 +431,7 @@ mod tests {
                 debug: false,
             },
             snapshot: None,
+            guest_ram: None,
         }
     }
 
@@ -434,6 +451,24 @@ mod tests {
         VsockDevice::Hybrid {
             vhost_user_socket: "/s/vhost-vsock.sock".into(),
         }
+    }
+
+    #[test]
+    fn guest_ram_in_a_file_replaces_the_memfd() {
+        let mut s = spec(
+            Arch::X86_64,
+            VsockDevice::Kernel {
+                cid: 5,
+                vhostfd: None,
+            },
+        );
+        s.guest_ram = Some("/dev/shm/v,c/guest.ram".into());
+        let argv = strings(&s.render());
+        assert_eq!(values(&argv, "-machine"), ["q35,memory-backend=mem"]);
+        assert_eq!(
+            values(&argv, "-object"),
+            ["memory-backend-file,id=mem,size=2048M,share=on,mem-path=/dev/shm/v,,c/guest.ram"]
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::qemu::{
     SNAPSHOT_VSOCK_ID, SNAPSHOT_VSOCK_PORT,
 };
 use super::qmp::Qmp;
+use super::ramfile;
 use super::transport;
 use crate::agent_client;
 
@@ -70,7 +71,21 @@ pub enum Mode {
         /// then be there before the state is loaded; and the file is this run's alone, removed
         /// once loaded (from then on the guest may write the disk, which it no longer matches).
         with_disk: bool,
+        /// A suspended VM saved without its RAM (`x-ignore-shared`): the tmpfs file holding
+        /// it, which QEMU maps as the guest RAM (vm/ramfile.rs).
+        suspended_ram: Option<PathBuf>,
     },
+}
+
+/// How the guest RAM travels in a migration file. Both sides must set the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// mapped-ram: RAM pages at fixed offsets in the file (zero pages skipped, sparse).
+    MappedRam,
+    /// x-ignore-shared: the RAM is a named shared file that stays where it is; the file holds
+    /// the device state only. (QEMU 10.0 fails such a save with mapped-ram as well: "Failed
+    /// to write bitmap to file: Bad address", so this one is a plain stream.)
+    IgnoreShared,
 }
 
 /// Where a restore's time goes: the `-v` line names each phase, so a slow one shows (issue
@@ -111,6 +126,25 @@ impl boot::SnapshotHook for Mode {
         }
     }
 
+    /// A restored VM's RAM is a fresh tmpfs file (so it can be suspended without writing
+    /// it), or the suspended VM's own; the VM booted to be saved keeps its memfd.
+    fn guest_ram(&self, cfg: &VmConfig) -> Option<PathBuf> {
+        match self {
+            Mode::Save => None,
+            Mode::Restore {
+                suspended_ram: Some(file),
+                ..
+            } => Some(file.clone()),
+            Mode::Restore { .. } => match ramfile::fresh(&cfg.state_dir, cfg.memory_mib) {
+                Ok(file) => Some(file),
+                Err(why) => {
+                    tracing::info!("the guest RAM stays a memfd: {why}");
+                    None
+                }
+            },
+        }
+    }
+
     /// Called once QEMU runs, before waiting for the agent: a restore loads the saved state,
     /// plugs the vsock device and the state disk, and lets the guest run.
     fn after_spawn(
@@ -125,6 +159,7 @@ impl boot::SnapshotHook for Mode {
             file,
             phases,
             with_disk,
+            suspended_ram,
         } = self
         else {
             return Ok(());
@@ -139,7 +174,11 @@ impl boot::SnapshotHook for Mode {
         if *with_disk {
             plug_state_disk(&mut qmp, cfg)?;
         }
-        let loaded = incoming(&mut qmp, file, qemu, deadline);
+        let format = match suspended_ram {
+            Some(_) => Format::IgnoreShared,
+            None => Format::MappedRam,
+        };
+        let loaded = incoming(&mut qmp, file, format, qemu, deadline);
         lap(&phases.load);
         if let Err(e) = loaded {
             // QEMU says why on its stderr (e.g. "load of migration failed: ...")
@@ -159,6 +198,10 @@ impl boot::SnapshotHook for Mode {
         if *with_disk {
             // a run killed from here on must not restore it again
             let _ = std::fs::remove_file(file);
+        }
+        if suspended_ram.is_some() {
+            ramfile::resume_suspended(&cfg.state_dir)
+                .map_err(|e| io("taking the suspended VM's RAM file", e))?;
         }
         plug_vsock(&mut qmp, vsock)?;
         if cfg.state_disk && !*with_disk {
@@ -216,7 +259,7 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
             started.elapsed()
         ));
     }
-    match restore(cfg, &file, false, "restored from the snapshot") {
+    match restore(cfg, &file, false, None, "restored from the snapshot") {
         Ok(mut vm) => {
             vm.snapshot_note = vm
                 .snapshot_note
@@ -561,6 +604,12 @@ fn save(cfg: &VmConfig, file: &Path) -> Result<()> {
 /// End a VM whose state was saved (or need not be kept): QEMU quit without a guest
 /// shutdown, its helpers stopped, its sockets removed.
 pub(super) fn discard(vm: &mut RunningVm) {
+    quit(vm);
+    boot::remove_vm_files(&vm.paths);
+}
+
+/// QEMU quit (without a guest shutdown) and its helpers stopped; the VM's files stay.
+pub(super) fn quit(vm: &mut RunningVm) {
     if let Ok(mut q) = Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(2)) {
         let _ = q.quit();
     }
@@ -571,7 +620,6 @@ pub(super) fn discard(vm: &mut RunningVm) {
     for v in vm.vhost.iter_mut() {
         v.terminate(Duration::from_secs(2));
     }
-    boot::remove_vm_files(&vm.paths);
 }
 
 /// Temporary files of saves whose process is gone (killed mid-save).
@@ -612,7 +660,8 @@ fn may_save(hello: &HelloOk) -> Result<()> {
     .into())
 }
 
-/// Unplug what cannot be saved, stop the guest and write its state to `tmp`.
+/// Unplug what cannot be saved, stop the guest and write its state to `tmp` (without the
+/// RAM when that is a named file: `x-ignore-shared`).
 pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     let mut q =
         Qmp::connect(&vm.paths.qmp_socket, Duration::from_secs(10)).map_err(SnapshotError::Qmp)?;
@@ -623,7 +672,11 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
         Some(json!({ "id": SNAPSHOT_VSOCK_CHARDEV })),
     );
     q.execute("stop", None).map_err(SnapshotError::Qmp)?;
-    set_capabilities(&mut q)?;
+    let format = match vm.guest_ram {
+        Some(_) => Format::IgnoreShared,
+        None => Format::MappedRam,
+    };
+    set_capabilities(&mut q, format)?;
     // the default bandwidth cap (128 MiB/s) is for live migration over a network
     q.execute(
         "migrate-set-parameters",
@@ -759,12 +812,17 @@ fn vsock_gone(q: &mut Qmp, deadline: Instant) -> bool {
     true
 }
 
-/// mapped-ram: RAM pages at fixed offsets in the file (zero pages skipped, sparse), the format
-/// QEMU has for saving to and restoring from a file. Both sides must set it.
-fn set_capabilities(q: &mut Qmp) -> Result<()> {
+/// The migration capabilities of `format` (see [`Format`]); both sides must set the same.
+/// Both are set, on or off: a restored QEMU still has the mapped-ram of its own load when it
+/// is suspended.
+fn set_capabilities(q: &mut Qmp, format: Format) -> Result<()> {
+    let mapped = format == Format::MappedRam;
     q.execute(
         "migrate-set-capabilities",
-        Some(json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] })),
+        Some(json!({ "capabilities": [
+            { "capability": "mapped-ram", "state": mapped },
+            { "capability": "x-ignore-shared", "state": !mapped }
+        ] })),
     )
     .map_err(SnapshotError::Qmp)?;
     Ok(())
@@ -779,12 +837,14 @@ fn file_channel(path: &Path) -> Value {
 }
 
 /// Restore `file` for `cfg` and make it the host's run. `with_disk`: a suspended VM of this
-/// state dir (`vm::suspend`). The VM's `snapshot_note` (also logged) is `<what> <file> in
+/// state dir (`vm::suspend`), whose RAM is in `suspended_ram` when it was saved without it.
+/// The VM's `snapshot_note` (also logged) is `<what> <file> in
 /// <s> (<phases>)`: where the time went.
 pub(super) fn restore(
     cfg: &VmConfig,
     file: &Path,
     with_disk: bool,
+    suspended_ram: Option<&Path>,
     what: &str,
 ) -> Result<RunningVm> {
     let started = Instant::now();
@@ -792,6 +852,7 @@ pub(super) fn restore(
         file: file.to_path_buf(),
         phases: RestorePhases::default(),
         with_disk,
+        suspended_ram: suspended_ram.map(Path::to_path_buf),
     };
     let mut vm = boot::boot_snapshot(cfg, &mode)?;
     vm.restored = true;
@@ -865,8 +926,14 @@ fn connect_qmp(socket: &Path, qemu: &mut Proc, deadline: Instant) -> Result<Qmp>
 }
 
 /// Load the saved state; the guest stays paused (it was saved paused).
-fn incoming(q: &mut Qmp, file: &Path, qemu: &mut Proc, deadline: Instant) -> Result<()> {
-    set_capabilities(q)?;
+fn incoming(
+    q: &mut Qmp,
+    file: &Path,
+    format: Format,
+    qemu: &mut Proc,
+    deadline: Instant,
+) -> Result<()> {
+    set_capabilities(q, format)?;
     q.execute(
         "migrate-incoming",
         Some(json!({ "channels": [file_channel(file)] })),

@@ -7,7 +7,8 @@
 //! user's state disk, attached only after the restore; so dockerd started after every restore,
 //! seconds under TCG. A suspended VM holds the engine as it ran on this very disk.
 //!
-//! Owns `<state dir>/suspended.snap` and `suspended.json`. The saved guest is valid only with
+//! Owns `<state dir>/suspended.snap` and `suspended.json` (and, through vm/ramfile.rs, the
+//! suspended guest's RAM file on a tmpfs when it was saved without its RAM). The saved guest is valid only with
 //! the disk exactly as its QEMU left it: the JSON records the disk's identity (device, inode,
 //! size, mtime, ctime) and the key of the snapshot it descends from (guest build, QEMU,
 //! memory, cpus...), and any difference drops it. The guest froze the disk before the save
@@ -40,13 +41,17 @@ struct Meta {
     /// The file name of the snapshot its VM was restored from: the same name today means the
     /// same guest build, QEMU, arch, runtime, memory, cpus, storage path and debug.
     snapshot: String,
-    disk: DiskIdentity,
+    disk: FileIdentity,
+    /// The tmpfs file holding the guest RAM when the save left it out (`x-ignore-shared`,
+    /// vm/ramfile.rs); None: the RAM is in the saved file.
+    #[serde(default)]
+    ram: Option<FileIdentity>,
 }
 
-/// The state disk as QEMU left it. ctime as well as mtime: a tool can put an old mtime back,
+/// A file as QEMU left it (the state disk, the RAM file). ctime as well as mtime: a tool can put an old mtime back,
 /// never a ctime.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct DiskIdentity {
+struct FileIdentity {
     dev: u64,
     ino: u64,
     size: u64,
@@ -54,7 +59,7 @@ struct DiskIdentity {
     ctime_ns: i128,
 }
 
-impl DiskIdentity {
+impl FileIdentity {
     fn of(path: &Path) -> std::io::Result<Self> {
         let m = std::fs::metadata(path)?;
         Ok(Self {
@@ -96,11 +101,12 @@ pub fn suspend(vm: &mut RunningVm) -> Suspended {
     let tmp = dir.join(format!("{FILE}.tmp-{}", std::process::id()));
     let saved = snapshot::save_running(vm, &tmp);
     let written = started.elapsed();
-    snapshot::discard(vm);
+    snapshot::quit(vm);
+    // QEMU is gone: the RAM it left is the suspended VM's (before the VM's files go)
+    let ram = saved.map_err(|e| e.to_string()).and_then(|()| keep_ram(vm));
+    super::boot::remove_vm_files(&vm.paths);
     let ended = started.elapsed();
-    let kept = saved
-        .map_err(|e| e.to_string())
-        .and_then(|()| keep(vm, &tmp));
+    let kept = ram.and_then(|ram| keep(vm, &tmp, ram));
     tracing::debug!(?frozen, ?written, ?ended, kept = ?started.elapsed(), "suspend phases");
     match kept {
         Ok(()) => Suspended::Saved(started.elapsed()),
@@ -151,17 +157,35 @@ fn freeze(vm: &RunningVm) -> std::result::Result<(), String> {
     agent_client::suspend(conn).map_err(|e| format!("the guest declined: {e}"))
 }
 
-/// The save is complete and QEMU gone: record the disk as QEMU left it, then put the file in
-/// place (the JSON last, so a file without one is never used).
-fn keep(vm: &RunningVm, tmp: &Path) -> std::result::Result<(), String> {
+/// A VM whose RAM is a tmpfs file was saved without it: the file becomes the suspended VM's.
+/// Its identity, for the JSON (None: the RAM is in the saved file).
+fn keep_ram(vm: &RunningVm) -> std::result::Result<Option<FileIdentity>, String> {
+    if vm.guest_ram.is_none() {
+        return Ok(None);
+    }
+    let kept = super::ramfile::keep_suspended(&vm.cfg.state_dir)
+        .map_err(|e| format!("keeping the guest RAM file: {e}"))?;
+    FileIdentity::of(&kept)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", kept.display()))
+}
+
+/// The save is complete and QEMU gone: record the disk (and RAM file) as QEMU left them, then
+/// put the file in place (the JSON last, so a file without one is never used).
+fn keep(vm: &RunningVm, tmp: &Path, ram: Option<FileIdentity>) -> std::result::Result<(), String> {
     let dir = &vm.cfg.state_dir;
     let snapshot = snapshot::snapshot_file(&vm.cfg)?
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or("the snapshot file has no name")?;
-    let disk = DiskIdentity::of(&vm.cfg.state_disk_path())
+    let disk = FileIdentity::of(&vm.cfg.state_disk_path())
         .map_err(|e| format!("{}: {e}", vm.cfg.state_disk_path().display()))?;
-    let meta = serde_json::to_vec(&Meta { snapshot, disk }).map_err(|e| e.to_string())?;
+    let meta = serde_json::to_vec(&Meta {
+        snapshot,
+        disk,
+        ram,
+    })
+    .map_err(|e| e.to_string())?;
     let file = dir.join(FILE);
     std::fs::File::open(tmp)
         .and_then(|f| f.sync_all())
@@ -196,8 +220,14 @@ pub fn boot(cfg: &VmConfig) -> super::Result<RunningVm> {
 /// the file of the snapshot `cfg` would restore). Err(None): there is none; Err(Some(why)):
 /// there was one and it was dropped, for the `-v` line.
 fn restore(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<RunningVm, Option<String>> {
-    let file = take(cfg, snapshot)?;
-    match snapshot::restore(cfg, &file, true, "restored the suspended VM") {
+    let (file, ram) = take(cfg, snapshot)?;
+    match snapshot::restore(
+        cfg,
+        &file,
+        true,
+        ram.as_deref(),
+        "restored the suspended VM",
+    ) {
         Ok(vm) => Ok(vm),
         Err(e) => {
             forget(&cfg.state_dir);
@@ -208,61 +238,79 @@ fn restore(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<RunningVm, Op
     }
 }
 
-/// The suspended VM file of `cfg`'s state dir when it fits; one that does not is removed.
-fn take(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<PathBuf, Option<String>> {
+/// The suspended VM file of `cfg`'s state dir when it fits, with its RAM file when it was
+/// saved without its RAM; one that does not fit is removed.
+type Taken = (PathBuf, Option<PathBuf>);
+fn take(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<Taken, Option<String>> {
     let dir = &cfg.state_dir;
     let (file, meta) = (dir.join(FILE), dir.join(META));
     if !file.exists() && !meta.exists() {
         return Err(None);
     }
     let why = match mismatch(cfg, snapshot, &file, &meta) {
-        None => {
+        Ok(ram) => {
             // taken: the restore removes the file once loaded; a file left without its JSON
             // (a run killed before that) is dropped by the next one
             let _ = std::fs::remove_file(&meta);
-            return Ok(file);
+            return Ok((file, ram));
         }
-        Some(why) => format!("dropped the suspended VM: {why}"),
+        Err(why) => format!("dropped the suspended VM: {why}"),
     };
     forget(dir);
     tracing::info!("{why}");
     Err(Some(why))
 }
 
-/// Why the suspended VM in `file` (described by `meta`) does not fit `cfg` (None: it does).
-fn mismatch(cfg: &VmConfig, snapshot: &Path, file: &Path, meta: &Path) -> Option<String> {
+/// Why the suspended VM in `file` (described by `meta`) does not fit `cfg` (Ok: it does,
+/// with its RAM file if it was saved without its RAM).
+fn mismatch(
+    cfg: &VmConfig,
+    snapshot: &Path,
+    file: &Path,
+    meta: &Path,
+) -> std::result::Result<Option<PathBuf>, String> {
     if !file.exists() {
-        return Some(format!("{} is missing", file.display()));
+        return Err(format!("{} is missing", file.display()));
     }
-    let saved: Meta = match std::fs::read(meta)
+    let saved: Meta = std::fs::read(meta)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(m) => m,
-        Err(e) => return Some(format!("{}: {e}", meta.display())),
-    };
+        .map_err(|e| format!("{}: {e}", meta.display()))?;
     let name = snapshot.file_name().map(|n| n.to_string_lossy());
     if name.as_deref() != Some(saved.snapshot.as_str()) {
-        return Some(
+        return Err(
             "it was saved for another guest build, QEMU or VM size (--memory, --cpus)".into(),
         );
     }
-    match DiskIdentity::of(&cfg.state_disk_path()) {
-        Ok(now) if now == saved.disk => None,
-        Ok(_) => Some("the state disk changed since it was saved".into()),
-        Err(e) => Some(format!("{}: {e}", cfg.state_disk_path().display())),
+    match FileIdentity::of(&cfg.state_disk_path()) {
+        Ok(now) if now == saved.disk => {}
+        Ok(_) => return Err("the state disk changed since it was saved".into()),
+        Err(e) => return Err(format!("{}: {e}", cfg.state_disk_path().display())),
+    }
+    let Some(ram) = saved.ram else {
+        return Ok(None);
+    };
+    // a host reboot empties the tmpfs; anything else that touched the file is no guest's
+    let file = super::ramfile::suspended(&cfg.state_dir).ok_or("its RAM file's tmpfs is gone")?;
+    match FileIdentity::of(&file) {
+        Ok(now) if now == ram => Ok(Some(file)),
+        Ok(_) => Err(format!("its RAM file {} changed", file.display())),
+        Err(e) => Err(format!("its RAM file {}: {e}", file.display())),
     }
 }
 
-/// The suspended VM of `state_dir`, if any: its file, MB on disk (sparse) and save time
-/// (seconds since the epoch), for `snapshot ls`.
+/// The suspended VM of `state_dir`, if any: its file, MB it takes (the file's, sparse, plus
+/// its RAM file's on the tmpfs) and save time (seconds since the epoch), for `snapshot ls`.
 pub fn describe(state_dir: &Path) -> Option<(PathBuf, u64, i64)> {
     let file = state_dir.join(FILE);
     let m = std::fs::metadata(&file).ok()?;
+    let ram = super::ramfile::suspended(state_dir)
+        .and_then(|f| std::fs::metadata(f).ok())
+        .map_or(0, |r| r.blocks());
     state_dir
         .join(META)
         .exists()
-        .then(|| (file, m.blocks() * 512 / 1_000_000, m.mtime()))
+        .then(|| (file, (m.blocks() + ram) * 512 / 1_000_000, m.mtime()))
 }
 
 /// Record that the VM of `state_dir` (the one running, or the one a command is about to use)
@@ -287,6 +335,7 @@ pub fn forget(state_dir: &Path) -> bool {
     for name in [META, FILE] {
         removed |= std::fs::remove_file(state_dir.join(name)).is_ok();
     }
+    removed |= super::ramfile::forget_suspended(state_dir);
     if let Ok(entries) = std::fs::read_dir(state_dir) {
         let tmp = format!("{FILE}.tmp-");
         for entry in entries.flatten() {
@@ -313,7 +362,8 @@ mod tests {
         std::fs::write(cfg.state_dir.join(FILE), b"saved guest").expect("file");
         let meta = Meta {
             snapshot: snapshot.into(),
-            disk: DiskIdentity::of(&cfg.state_disk_path()).expect("identity"),
+            disk: FileIdentity::of(&cfg.state_disk_path()).expect("identity"),
+            ram: None,
         };
         std::fs::write(
             cfg.state_dir.join(META),
@@ -330,7 +380,7 @@ mod tests {
         assert_eq!(take(&cfg, &key).expect_err("none"), None);
 
         suspended(&cfg, "podman-x86_64-aaaa-1111.snap");
-        assert_eq!(take(&cfg, &key).expect("fits"), t.path().join(FILE));
+        assert_eq!(take(&cfg, &key).expect("fits"), (t.path().join(FILE), None));
         // taken: its JSON goes at once, the file once the restore loaded it
         assert!(!t.path().join(META).exists());
 

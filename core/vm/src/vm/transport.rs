@@ -145,7 +145,7 @@ pub fn socket_dir(state_dir: &Path) -> Result<PathBuf> {
 
 /// Create `dir` with mode 0700, or accept an existing one only when we own it and nobody else
 /// can write to it or replace it (it is in a world-writable /tmp): [`crate::trust`].
-fn private_dir(dir: &Path, uid: u32) -> Result<()> {
+pub(super) fn private_dir(dir: &Path, uid: u32) -> Result<()> {
     let checker = crate::trust::Checker { me: uid };
     checker.check_new(dir, crate::trust::Subject::SocketDir)?;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
