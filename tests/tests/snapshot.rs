@@ -166,6 +166,19 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
         "{err}"
     );
     assert!(suspended.exists() && state.join("suspended.json").exists());
+    // its RAM stayed in its tmpfs file, 0600, which no longer is the running VM's
+    let ram = ram_files(&state);
+    if let Some((running, kept)) = &ram {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kept)
+            .expect("suspended.ram")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!running.exists());
+        let json = std::fs::read_to_string(state.join("suspended.json")).expect("json");
+        assert!(json.contains("\"ram\":{"), "{json}");
+    }
     let (listed, _) = ok(&w, "vdkr", &["snapshot", "ls"]);
     assert!(
         listed
@@ -220,6 +233,10 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
         ["coldvol", "snapvol"]
     );
     assert!(!suspended.exists());
+    // a VM that ended without being suspended leaves no guest memory behind
+    if let Some((running, kept)) = &ram {
+        assert!(!running.exists() && !kept.exists());
+    }
 
     // memres: `start` restores a suspended VM, `stop` suspends it
     ok(&w, "vdkr", &["--no-daemon", "volume", "ls"]);
@@ -246,6 +263,12 @@ fn docker_vm_is_suspended_with_its_disk_and_restored_with_dockerd_running() {
     assert!(err.contains("a command gave it a secret"), "{err}");
     assert!(!suspended.exists());
     assert_no_vm_processes(w.home.path());
+}
+
+/// The tmpfs RAM files (running, suspended) of `state`'s VM; None on a host without a tmpfs.
+fn ram_files(state: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    use vcontainer::vm::ramfile;
+    Some((ramfile::running(state)?, ramfile::suspended(state)?))
 }
 
 fn ok(w: &World, tool: &str, args: &[&str]) -> (String, String) {
