@@ -88,6 +88,16 @@ enum Format {
     IgnoreShared,
 }
 
+impl Format {
+    /// The format of a VM whose guest RAM is `ram` (a tmpfs file, or None: a memfd).
+    fn for_ram(ram: Option<&PathBuf>) -> Self {
+        match ram {
+            Some(_) => Format::IgnoreShared,
+            None => Format::MappedRam,
+        }
+    }
+}
+
 /// Where a restore's time goes: the `-v` line names each phase, so a slow one shows (issue
 /// 14's goal is about the whole one-shot command; docs/snapshot.md has the figures).
 #[derive(Debug, Default)]
@@ -174,10 +184,7 @@ impl boot::SnapshotHook for Mode {
         if *with_disk {
             plug_state_disk(&mut qmp, cfg)?;
         }
-        let format = match suspended_ram {
-            Some(_) => Format::IgnoreShared,
-            None => Format::MappedRam,
-        };
+        let format = Format::for_ram(suspended_ram.as_ref());
         let loaded = incoming(&mut qmp, file, format, qemu, deadline);
         lap(&phases.load);
         if let Err(e) = loaded {
@@ -672,11 +679,7 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
         Some(json!({ "id": SNAPSHOT_VSOCK_CHARDEV })),
     );
     q.execute("stop", None).map_err(SnapshotError::Qmp)?;
-    let format = match vm.guest_ram {
-        Some(_) => Format::IgnoreShared,
-        None => Format::MappedRam,
-    };
-    set_capabilities(&mut q, format)?;
+    set_capabilities(&mut q, Format::for_ram(vm.guest_ram.as_ref()))?;
     // the default bandwidth cap (128 MiB/s) is for live migration over a network
     q.execute(
         "migrate-set-parameters",

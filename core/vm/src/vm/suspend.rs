@@ -400,6 +400,56 @@ mod tests {
         assert!(!t.path().join(FILE).exists());
     }
 
+    /// A suspended VM saved without its RAM, whose RAM file is in the tmpfs (false: no tmpfs).
+    fn suspended_with_ram(cfg: &VmConfig, snapshot: &str) -> bool {
+        if super::super::ramfile::fresh(&cfg.state_dir, 1).is_err() {
+            return false;
+        }
+        let ram = super::super::ramfile::keep_suspended(&cfg.state_dir).expect("keep");
+        std::fs::write(&ram, b"guest memory").expect("ram");
+        suspended(cfg, snapshot);
+        let mut meta: Meta =
+            serde_json::from_slice(&std::fs::read(cfg.state_dir.join(META)).expect("meta"))
+                .expect("json");
+        meta.ram = Some(FileIdentity::of(&ram).expect("identity"));
+        std::fs::write(
+            cfg.state_dir.join(META),
+            serde_json::to_vec(&meta).expect("json"),
+        )
+        .expect("meta");
+        true
+    }
+
+    #[test]
+    fn a_suspended_vm_fits_only_with_its_ram_file_as_saved() {
+        let t = tempfile::tempdir().expect("tmp");
+        let cfg = cfg_in(t.path());
+        let key = t.path().join("k.snap");
+        if !suspended_with_ram(&cfg, "k.snap") {
+            return; // a host without a tmpfs never saves without the RAM
+        }
+        let ram = super::super::ramfile::suspended(t.path()).expect("ram path");
+        assert_eq!(
+            take(&cfg, &key).expect("fits"),
+            (t.path().join(FILE), Some(ram.clone()))
+        );
+
+        // written since the save: dropped, with the RAM file
+        suspended_with_ram(&cfg, "k.snap");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&ram, b"other memory").expect("write");
+        let why = take(&cfg, &key).expect_err("dropped").expect("why");
+        assert!(why.contains("RAM file") && why.contains("changed"), "{why}");
+        assert!(!ram.exists() && !t.path().join(FILE).exists());
+
+        // gone (a host reboot empties the tmpfs): dropped
+        suspended_with_ram(&cfg, "k.snap");
+        std::fs::remove_file(&ram).expect("rm");
+        let why = take(&cfg, &key).expect_err("dropped").expect("why");
+        assert!(why.contains("RAM file"), "{why}");
+        assert!(!t.path().join(META).exists());
+    }
+
     #[test]
     fn a_half_written_suspended_vm_is_dropped() {
         let t = tempfile::tempdir().expect("tmp");
