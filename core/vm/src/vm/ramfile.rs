@@ -23,20 +23,24 @@ const SUSPENDED: &str = "suspended.ram";
 /// suspended VM's save writes it); for comparisons (scripts/bench-vm.sh) and hosts whose tmpfs is small.
 pub const ENV: &str = "VCONTAINER_RAM_FILE";
 
-/// The tmpfs dir for the RAM files of `state_dir`'s VM: under `$XDG_RUNTIME_DIR` when that is
-/// a tmpfs, else under /dev/shm. None: no tmpfs (the VM keeps its memfd).
-fn dir_for(state_dir: &Path) -> Option<PathBuf> {
+/// The tmpfs dirs that may hold the RAM files of `state_dir`'s VM, in the order a new one is
+/// placed: under `$XDG_RUNTIME_DIR` when that is a tmpfs, then under /dev/shm (systemd sizes
+/// the first at 10 % of the host's RAM, often less than a guest: the second then takes it).
+/// Empty: no tmpfs (the VM keeps its memfd).
+fn dirs_for(state_dir: &Path) -> Vec<PathBuf> {
     let uid = nix::unistd::getuid().as_raw();
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
+    let hash = hex::encode(&Sha256::digest(state_dir.as_os_str().as_encoded_bytes())[..8]);
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && is_tmpfs(d))
-        .map(|d| d.join("vcontainer-ram"))
-        .or_else(|| {
-            let shm = Path::new("/dev/shm");
-            is_tmpfs(shm).then(|| shm.join(format!("vcontainer-ram-{uid}")))
-        })?;
-    let hash = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
-    Some(base.join(hex::encode(&hash[..8])))
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("vcontainer-ram"));
+    let shm = Some(Path::new("/dev/shm").join(format!("vcontainer-ram-{uid}")));
+    [runtime, shm]
+        .into_iter()
+        .flatten()
+        .filter(|base| base.parent().is_some_and(is_tmpfs))
+        .map(|base| base.join(&hash))
+        .collect()
 }
 
 fn is_tmpfs(dir: &Path) -> bool {
@@ -44,43 +48,67 @@ fn is_tmpfs(dir: &Path) -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
-/// The RAM file of `state_dir`'s running VM, if it has one.
-pub fn running(state_dir: &Path) -> Option<PathBuf> {
-    dir_for(state_dir).map(|d| d.join(RUNNING))
+/// `name` of `state_dir`'s VM, in whichever of its dirs it is.
+fn find(state_dir: &Path, name: &str) -> Option<PathBuf> {
+    dirs_for(state_dir)
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|f| f.exists())
 }
 
-/// The RAM file of `state_dir`'s suspended VM, if it could have one.
+/// The RAM file of `state_dir`'s running VM, if it has one.
+pub fn running(state_dir: &Path) -> Option<PathBuf> {
+    find(state_dir, RUNNING)
+}
+
+/// The RAM file of `state_dir`'s suspended VM, if there is one.
 pub fn suspended(state_dir: &Path) -> Option<PathBuf> {
-    dir_for(state_dir).map(|d| d.join(SUSPENDED))
+    find(state_dir, SUSPENDED)
 }
 
 /// A new, empty RAM file for a VM of `state_dir` with `memory_mib` of RAM (QEMU sizes it),
-/// 0600 in a private dir; Err(why) when there is no tmpfs with room for all of it (a guest
-/// page the tmpfs cannot hold would kill QEMU with SIGBUS), and the VM keeps its memfd.
+/// 0600 in a private dir on the first tmpfs with room for all of it (a guest page the tmpfs
+/// cannot hold would kill QEMU with SIGBUS); Err(why) when there is none, and the VM keeps
+/// its memfd.
 pub fn fresh(state_dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
     if std::env::var_os(ENV).is_some_and(|v| v == "0") {
         return Err(format!("{ENV}=0 is set"));
     }
-    let dir = dir_for(state_dir).ok_or("no tmpfs ($XDG_RUNTIME_DIR or /dev/shm)")?;
+    // what an earlier run killed on the way left
+    remove_running(state_dir);
+    let mut why = Vec::new();
+    for dir in dirs_for(state_dir) {
+        match fresh_in(&dir, memory_mib) {
+            Ok(file) => return Ok(file),
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() {
+        why.push("no tmpfs ($XDG_RUNTIME_DIR or /dev/shm)".into());
+    }
+    Err(why.join("; "))
+}
+
+fn fresh_in(dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
     let uid = nix::unistd::getuid().as_raw();
-    for d in [dir.parent(), Some(dir.as_path())].into_iter().flatten() {
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
         super::transport::private_dir(d, uid).map_err(|e| e.to_string())?;
     }
-    let file = dir.join(RUNNING);
-    let _ = std::fs::remove_file(&file);
     // the field types differ between targets (u32 or u64 counts, i64 or u32 block size)
     #[allow(clippy::unnecessary_cast)]
-    let room = nix::sys::statfs::statfs(&dir)
+    let room = nix::sys::statfs::statfs(dir)
         .map(|s| s.blocks_available() as u64 * s.block_size() as u64)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let needed = u64::from(memory_mib) << 20;
     if room < needed {
+        let _ = std::fs::remove_dir(dir);
         return Err(format!(
             "{} has {} MiB free, the guest has {memory_mib} MiB",
             dir.display(),
             room >> 20
         ));
     }
+    let file = dir.join(RUNNING);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -93,39 +121,41 @@ pub fn fresh(state_dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
 /// The VM of `state_dir` ended without being suspended: its RAM goes (and its RAM dir, unless
 /// a suspended VM's RAM is in it).
 pub fn remove_running(state_dir: &Path) {
-    if let Some(dir) = dir_for(state_dir) {
+    for dir in dirs_for(state_dir) {
         let _ = std::fs::remove_file(dir.join(RUNNING));
         let _ = std::fs::remove_dir(dir);
     }
 }
 
+/// Rename `state_dir`'s RAM file `from` to `to`, in the dir it is in.
+fn rename(state_dir: &Path, from: &str, to: &str) -> std::io::Result<PathBuf> {
+    let file = find(state_dir, from)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {from}")))?;
+    let renamed = file.with_file_name(to);
+    std::fs::rename(&file, &renamed)?;
+    Ok(renamed)
+}
+
 /// The VM of `state_dir` was suspended and its QEMU is gone: its RAM file becomes the
 /// suspended VM's.
 pub fn keep_suspended(state_dir: &Path) -> std::io::Result<PathBuf> {
-    let (Some(from), Some(to)) = (running(state_dir), suspended(state_dir)) else {
-        return Err(std::io::Error::other("no RAM dir"));
-    };
-    std::fs::rename(&from, &to)?;
-    Ok(to)
+    rename(state_dir, RUNNING, SUSPENDED)
 }
 
 /// The suspended VM's RAM was mapped by the restoring QEMU: from now on it is the running
 /// VM's (a run killed later must not restore it again).
 pub fn resume_suspended(state_dir: &Path) -> std::io::Result<()> {
-    let (Some(from), Some(to)) = (suspended(state_dir), running(state_dir)) else {
-        return Err(std::io::Error::other("no RAM dir"));
-    };
-    std::fs::rename(from, to)
+    rename(state_dir, SUSPENDED, RUNNING).map(drop)
 }
 
 /// Remove the suspended VM's RAM file of `state_dir`, if any (and the RAM dir, unless a
 /// running VM's RAM is in it).
 pub fn forget_suspended(state_dir: &Path) -> bool {
-    let Some(dir) = dir_for(state_dir) else {
-        return false;
-    };
-    let removed = std::fs::remove_file(dir.join(SUSPENDED)).is_ok();
-    let _ = std::fs::remove_dir(dir);
+    let mut removed = false;
+    for dir in dirs_for(state_dir) {
+        removed |= std::fs::remove_file(dir.join(SUSPENDED)).is_ok();
+        let _ = std::fs::remove_dir(dir);
+    }
     removed
 }
 
@@ -138,7 +168,7 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         let Ok(file) = fresh(t.path(), 1) else {
             // a host without any tmpfs: nothing to check
-            assert!(dir_for(t.path()).is_none());
+            assert!(dirs_for(t.path()).is_empty());
             return;
         };
         use std::os::unix::fs::PermissionsExt;
