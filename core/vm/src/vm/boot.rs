@@ -69,9 +69,11 @@ pub struct RunningVm {
     pub secret: Secret,
     /// With snapshots on: how this VM came up (restored, or cold and why), the `-v` line.
     pub snapshot_note: Option<String>,
-    /// Restored from a snapshot (its devices sit on hot-plug ports, so it can be saved again:
-    /// `vm::suspend`).
-    pub restored: bool,
+    /// The snapshot file (the shared snapshot's key, in the cache dir) this VM descends from,
+    /// restored from it or from a suspended VM saved from one of its restores; None: booted
+    /// cold. A restored VM's devices sit on hot-plug ports, so it can be saved again
+    /// (`vm::suspend`).
+    pub restored_from: Option<PathBuf>,
     /// The named tmpfs file holding the guest RAM (vm/ramfile.rs); None: a memfd.
     pub guest_ram: Option<PathBuf>,
 }
@@ -188,7 +190,7 @@ fn boot_once(cfg: &VmConfig, snapshot: Option<&dyn SnapshotHook>) -> Result<Runn
         boot_time: started.elapsed(),
         secret,
         snapshot_note: None,
-        restored: false,
+        restored_from: None,
         guest_ram,
     })
 }

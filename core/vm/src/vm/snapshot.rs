@@ -220,10 +220,17 @@ impl boot::SnapshotHook for Mode {
     }
 }
 
-/// Boot the VM of `cfg` from its snapshot when one fits (making it first when missing), else
-/// cold (`vm::suspend::boot` tries the state dir's suspended VM first). Never fails because of the snapshot: every problem with it means a cold boot. With
+/// The snapshot `cfg`'s VM would be restored from (it may not exist yet): its file, the key
+/// of its lineage; Err(why) when this VM cannot come from a snapshot.
+pub(super) fn key(cfg: &VmConfig) -> std::result::Result<PathBuf, String> {
+    unusable(cfg).map_or_else(|| snapshot_file(cfg), Err)
+}
+
+/// Boot the VM of `cfg` from its snapshot `key` (see [`key`]) when one fits (making it first
+/// when missing), else cold (`vm::suspend::boot` tries the state dir's suspended VM first).
+/// Never fails because of the snapshot: every problem with it means a cold boot. With
 /// snapshots on, the returned VM's `snapshot_note` says which it was (and logged at `-v`).
-pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
+pub(super) fn boot(cfg: &VmConfig, key: std::result::Result<PathBuf, String>) -> Result<RunningVm> {
     if !cfg.snapshot {
         return boot::boot(cfg);
     }
@@ -234,7 +241,7 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
         vm.snapshot_note = Some(note);
         Ok(vm)
     };
-    let file = match unusable(cfg).map_or_else(|| snapshot_file(cfg), Err) {
+    let file = match key {
         Ok(file) => file,
         Err(why) => return cold(format!("no snapshot: {why}")),
     };
@@ -268,6 +275,7 @@ pub fn boot(cfg: &VmConfig) -> Result<RunningVm> {
     }
     match restore(cfg, &file, false, None, "restored from the snapshot") {
         Ok(mut vm) => {
+            vm.restored_from = Some(file);
             vm.snapshot_note = vm
                 .snapshot_note
                 .map(|restored| format!("{saved}{restored}"));
@@ -839,7 +847,8 @@ fn file_channel(path: &Path) -> Value {
     })
 }
 
-/// Restore `file` for `cfg` and make it the host's run. `with_disk`: a suspended VM of this
+/// Restore `file` for `cfg` and make it the host's run (the caller sets the VM's
+/// `restored_from`). `with_disk`: a suspended VM of this
 /// state dir (`vm::suspend`), whose RAM is in `suspended_ram` when it was saved without it.
 /// The VM's `snapshot_note` (also logged) is `<what> <file> in
 /// <s> (<phases>)`: where the time went.
@@ -858,7 +867,6 @@ pub(super) fn restore(
         suspended_ram: suspended_ram.map(Path::to_path_buf),
     };
     let mut vm = boot::boot_snapshot(cfg, &mode)?;
-    vm.restored = true;
     let resuming = Instant::now();
     let resumed = resume(&vm, cfg.state_disk);
     let phases = match &mode {

@@ -131,7 +131,7 @@ fn not_suspendable(vm: &RunningVm) -> Option<String> {
         Some("a command gave it a secret (a password or registry credentials), which its memory may hold".into())
     } else if vm.cfg.expose.is_some() {
         Some("its engine API is exposed: what host clients gave it is unknown".into())
-    } else if !vm.restored {
+    } else if vm.restored_from.is_none() {
         Some("it was not restored from a snapshot".into())
     } else if !vm.cfg.state_disk {
         Some("it has no state disk".into())
@@ -174,8 +174,10 @@ fn keep_ram(vm: &RunningVm) -> std::result::Result<Option<FileIdentity>, String>
 /// put the file in place (the JSON last, so a file without one is never used).
 fn keep(vm: &RunningVm, tmp: &Path, ram: Option<FileIdentity>) -> std::result::Result<(), String> {
     let dir = &vm.cfg.state_dir;
-    let snapshot = snapshot::snapshot_file(&vm.cfg)?
-        .file_name()
+    let snapshot = vm
+        .restored_from
+        .as_deref()
+        .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or("the snapshot file has no name")?;
     let disk = FileIdentity::of(&vm.cfg.state_disk_path())
@@ -199,14 +201,15 @@ fn keep(vm: &RunningVm, tmp: &Path, ram: Option<FileIdentity>) -> std::result::R
 /// why a suspended VM was dropped.
 pub fn boot(cfg: &VmConfig) -> super::Result<RunningVm> {
     new_vm(&cfg.state_dir);
-    let dropped = match snapshot::snapshot_file(cfg) {
-        Ok(key) if cfg.snapshot => match restore(cfg, &key) {
+    let key = snapshot::key(cfg);
+    let dropped = match &key {
+        Ok(key) if cfg.snapshot => match restore(cfg, key) {
             Ok(vm) => return Ok(vm),
             Err(why) => why,
         },
         _ => None,
     };
-    let mut vm = snapshot::boot(cfg)?;
+    let mut vm = snapshot::boot(cfg, key)?;
     if let Some(why) = dropped {
         vm.snapshot_note = Some(format!(
             "{why}; {}",
@@ -228,7 +231,10 @@ fn restore(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<RunningVm, Op
         ram.as_deref(),
         "restored the suspended VM",
     ) {
-        Ok(vm) => Ok(vm),
+        Ok(mut vm) => {
+            vm.restored_from = Some(snapshot.to_path_buf());
+            Ok(vm)
+        }
         Err(e) => {
             forget(&cfg.state_dir);
             let why = format!("restoring the suspended VM failed (removed it): {e}");
@@ -337,9 +343,12 @@ pub fn forget(state_dir: &Path) -> bool {
     }
     removed |= super::ramfile::forget_suspended(state_dir);
     if let Ok(entries) = std::fs::read_dir(state_dir) {
-        let tmp = format!("{FILE}.tmp-");
+        // what a run killed mid-save left: the file's and the JSON's temporaries
+        // (`instance::write_atomic` names it after the JSON without its extension)
+        let tmp = [format!("{FILE}.tmp-"), META.replace(".json", ".tmp-")];
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&tmp) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if tmp.iter().any(|t| name.starts_with(t.as_str())) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -473,6 +482,9 @@ mod tests {
         let cfg = cfg_in(t.path());
         suspended(&cfg, "k.snap");
         std::fs::write(t.path().join(format!("{FILE}.tmp-123")), b"x").expect("tmp");
+        // the JSON's temporary, named as instance::write_atomic names it
+        let json_tmp = t.path().join(META).with_extension("tmp-124");
+        std::fs::write(&json_tmp, b"{").expect("tmp");
         forget(t.path());
         let left: Vec<_> = std::fs::read_dir(t.path())
             .expect("ls")
