@@ -6,9 +6,11 @@
 //! in a named, shared file and QEMU's `x-ignore-shared`, the save writes the device state
 //! only and the file itself is kept: the next restore maps it instead of loading it.
 //!
-//! Owns the VM's RAM dir `<tmpfs>/<hash of the state dir>/` and its two files: `guest.ram`,
-//! the RAM of the running VM (removed whenever the VM ends), and `suspended.ram`, the RAM of
-//! the state dir's suspended VM. The files hold guest memory: 0600 in a 0700 dir, and only
+//! Owns the VM's RAM dir `<tmpfs>/<hash of the state dir>/` and its files: `guest.ram`,
+//! the RAM of the running VM (removed whenever the VM ends), `suspended.ram`, the RAM of
+//! the state dir's suspended VM, and `state`, a symlink to the state dir: a state dir removed
+//! by other means than `clean` (`rm -r`, a test's temporary home) leaves its RAM dir behind,
+//! and the next VM's [`fresh`] removes the RAM dirs whose state dir is gone. The files hold guest memory: 0600 in a 0700 dir, and only
 //! ever on a tmpfs (never written to a disk; gone with a host reboot).
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 const RUNNING: &str = "guest.ram";
 const SUSPENDED: &str = "suspended.ram";
+const STATE_LINK: &str = "state";
 
 /// `VCONTAINER_RAM_FILE=0`: VMs restored from now on keep the guest RAM in a memfd (and a
 /// suspended VM's save writes it); for comparisons (scripts/bench-vm.sh) and hosts whose tmpfs is small.
@@ -74,11 +77,12 @@ pub fn fresh(state_dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
     if std::env::var_os(ENV).is_some_and(|v| v == "0") {
         return Err(format!("{ENV}=0 is set"));
     }
-    // what an earlier run killed on the way left
+    // what an earlier run killed on the way left, and the RAM of state dirs removed since
     remove_running(state_dir);
+    sweep(state_dir);
     let mut why = Vec::new();
     for dir in dirs_for(state_dir) {
-        match fresh_in(&dir, memory_mib) {
+        match fresh_in(&dir, state_dir, memory_mib) {
             Ok(file) => return Ok(file),
             Err(e) => why.push(e),
         }
@@ -89,10 +93,16 @@ pub fn fresh(state_dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
     Err(why.join("; "))
 }
 
-fn fresh_in(dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
+fn fresh_in(dir: &Path, state_dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
     let uid = nix::unistd::getuid().as_raw();
     for d in [dir.parent(), Some(dir)].into_iter().flatten() {
         super::transport::private_dir(d, uid).map_err(|e| e.to_string())?;
+    }
+    let link = dir.join(STATE_LINK);
+    if std::fs::read_link(&link).ok().as_deref() != Some(state_dir) {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(state_dir, &link)
+            .map_err(|e| format!("{}: {e}", link.display()))?;
     }
     // the field types differ between targets (u32 or u64 counts, i64 or u32 block size)
     #[allow(clippy::unnecessary_cast)]
@@ -123,7 +133,37 @@ fn fresh_in(dir: &Path, memory_mib: u32) -> Result<PathBuf, String> {
 pub fn remove_running(state_dir: &Path) {
     for dir in dirs_for(state_dir) {
         let _ = std::fs::remove_file(dir.join(RUNNING));
+        remove_if_unused(&dir);
+    }
+}
+
+/// Remove the RAM dir `dir` when no RAM file is left in it.
+fn remove_if_unused(dir: &Path) {
+    if !dir.join(RUNNING).exists() && !dir.join(SUSPENDED).exists() {
+        let _ = std::fs::remove_file(dir.join(STATE_LINK));
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Remove the RAM dirs (beside `state_dir`'s) whose state dir no longer exists: its suspended
+/// VM can never be restored, and a running VM of a removed state dir keeps its mapping.
+fn sweep(state_dir: &Path) {
+    for base in dirs_for(state_dir).iter().filter_map(|d| d.parent()) {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for dir in entries.flatten().map(|e| e.path()) {
+            let Ok(owner) = std::fs::read_link(dir.join(STATE_LINK)) else {
+                continue;
+            };
+            if !owner.exists() {
+                tracing::debug!("removing {}: {} is gone", dir.display(), owner.display());
+                for name in [RUNNING, SUSPENDED, STATE_LINK] {
+                    let _ = std::fs::remove_file(dir.join(name));
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
     }
 }
 
@@ -154,7 +194,7 @@ pub fn forget_suspended(state_dir: &Path) -> bool {
     let mut removed = false;
     for dir in dirs_for(state_dir) {
         removed |= std::fs::remove_file(dir.join(SUSPENDED)).is_ok();
-        let _ = std::fs::remove_dir(dir);
+        remove_if_unused(&dir);
     }
     removed
 }
@@ -184,6 +224,17 @@ mod tests {
         assert!(file.exists() && !kept.exists());
         remove_running(t.path());
         assert!(!file.exists() && !dir.exists());
+        // a state dir removed by hand: the next fresh file of another one sweeps its RAM dir
+        let gone = tempfile::tempdir().expect("tmp");
+        fresh(gone.path(), 1).expect("fresh");
+        keep_suspended(gone.path()).expect("keep");
+        let gone_dir = suspended(gone.path()).expect("kept").with_file_name("");
+        let gone_path = gone.path().to_path_buf();
+        drop(gone);
+        assert!(gone_dir.exists());
+        fresh(t.path(), 1).expect("fresh");
+        assert!(!gone_dir.exists() && suspended(&gone_path).is_none());
+        remove_running(t.path());
         // no room for a guest of 1 PiB: the memfd stays
         let why = fresh(t.path(), u32::MAX).expect_err("no room");
         assert!(why.contains("MiB free"), "{why}");

@@ -251,6 +251,8 @@ fn take(cfg: &VmConfig, snapshot: &Path) -> std::result::Result<Taken, Option<St
     let dir = &cfg.state_dir;
     let (file, meta) = (dir.join(FILE), dir.join(META));
     if !file.exists() && !meta.exists() {
+        // a RAM file without them (a run killed mid-suspend) is no VM's
+        super::ramfile::forget_suspended(dir);
         return Err(None);
     }
     let why = match mismatch(cfg, snapshot, &file, &meta) {
