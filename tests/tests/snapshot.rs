@@ -5,7 +5,7 @@
 //! after the restore), its clock is now, two restores at once are two different guests, and a
 //! snapshot that does not load gives a cold boot.
 //! One one-shot test per runtime; the podman one carries the checks that are the same for
-//! both, the docker one those of suspended VMs.
+//! both (and that its VM is suspended too), the docker one those of suspended VMs.
 //! A memres VM starts from the same snapshot: its live volumes (virtiofs hot-plugged after
 //! the restore), static port forwards and exposed engine API work as after a cold boot.
 //! A docker VM is suspended with its disk after its command and restored with dockerd running.
@@ -26,7 +26,19 @@ const SAVED: &str = "saved the snapshot";
 const RESTORED: &str = "restored from the snapshot";
 
 fn run(w: &World, tool: &str, args: &[&str], state_dir: Option<&std::path::Path>) -> Output {
+    run_env(w, tool, args, state_dir, &[])
+}
+
+/// [`run`] with more environment.
+fn run_env(
+    w: &World,
+    tool: &str,
+    args: &[&str],
+    state_dir: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut c = w.cmd(tool);
+    c.envs(env.iter().copied());
     // snapshots are the default (no VCONTAINER_SNAPSHOT); the world's own ~/.cache, not the
     // harness's shared one: these tests see the save
     c.env_remove("VCONTAINER_SNAPSHOT")
@@ -71,12 +83,14 @@ fn snapshots(w: &World) -> Vec<String> {
 fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
     vm_or_skip!("podman");
     let w = World::new();
-    // first need: saved, then restored for this very command
-    let o = run(
+    // first need: saved, then restored for this very command (not suspended at its end, so
+    // that the next two restore the shared snapshot)
+    let o = run_env(
         &w,
         "vpdmn",
         &["--no-daemon", "volume", "create", "snapvol"],
         None,
+        &[("VCONTAINER_SUSPEND", "0")],
     );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -132,6 +146,14 @@ fn podman_one_shot_commands_restore_a_snapshot_with_the_users_state() {
         "the two restores draw the same random numbers"
     );
     assert_eq!(snapshots(&w).len(), 1);
+
+    // those two were suspended (podman's per-boot state is kept): the next command of the
+    // state dir restores its own
+    let o = run(&w, "vpdmn", &["--no-daemon", "volume", "ls", "-q"], None);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&o).trim(), "snapvol");
+    assert!(err.contains(RESUMED) && err.contains(SUSPENDED), "{err}");
 
     // the opt-out: a cold boot, the snapshot left alone
     let o = run_cold(&w, "vpdmn", &["--no-daemon", "volume", "ls", "-q"]);

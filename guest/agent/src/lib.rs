@@ -261,7 +261,7 @@ fn capabilities(snapshot: bool) -> Vec<String> {
     }
 }
 
-/// `Suspend`: refused when no service runs (nothing to keep) and (`Busy`, naming them) while
+/// `Suspend`: refused (`Busy`, naming them) while
 /// anything but the services runs, else the storage is frozen for the save.
 fn suspend(agent: &Agent) -> Response {
     let Some(hook) = &agent.snapshot else {
@@ -271,14 +271,6 @@ fn suspend(agent: &Agent) -> Response {
         );
     };
     let services = agent.services.pids();
-    if services.is_empty() {
-        // what a suspend keeps is a running engine; without one a restore of the shared
-        // snapshot is as fast, and the save would only cost time
-        return Response::error(
-            ErrorKind::BadRequest,
-            "no service runs: a suspended guest would keep nothing",
-        );
-    }
     let strays = idle::strays(Path::new("/proc"), &services);
     if !strays.is_empty() {
         return Response::error(
