@@ -56,16 +56,7 @@ impl ProcId {
 
     /// Wait until it is gone, polling (it may not be our child, so waitpid is not available).
     pub fn wait_gone(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if !self.is_alive() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_until(timeout, || !self.is_alive())
     }
 }
 
@@ -178,17 +169,35 @@ pub fn thread_names(pid: i32) -> Vec<String> {
 
 /// Wait for a child of ours with a deadline.
 pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    poll_until(timeout, || match child.try_wait() {
+        Ok(Some(st)) => {
+            status = Some(st);
+            true
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    });
+    status
+}
+
+/// Poll `done` until it holds (true) or `timeout` passed (false). The pause between polls
+/// starts at 1 ms and doubles up to 50 ms: a process asked to quit is usually gone within a
+/// few ms, and every VM stop and suspend waits for QEMU and its helpers one after the other
+/// (a fixed 50 ms poll cost ~0.1 s of each 0.27 s suspend).
+pub fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
     loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Some(st),
-            Ok(None) => {}
-            Err(_) => return None,
+        if done() {
+            return true;
         }
-        if Instant::now() >= deadline {
-            return None;
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -262,6 +271,21 @@ pub fn origin(found: &std::path::Path) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn poll_until_polls_often_at_first_and_gives_up_at_the_deadline() {
+        let start = Instant::now();
+        let mut polls = 0;
+        assert!(!poll_until(Duration::from_millis(120), || {
+            polls += 1;
+            false
+        }));
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(120) && waited < Duration::from_secs(1));
+        // pauses of 1, 2, 4, 8, 16, 32, 50 ms: a fixed 50 ms poll would ask 3 times
+        assert!(polls >= 5, "{polls} polls in {waited:?}");
+        assert!(poll_until(Duration::from_secs(1), || true));
+    }
     use super::*;
 
     #[test]

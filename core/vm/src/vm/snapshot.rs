@@ -697,6 +697,8 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     q.execute("migrate", Some(json!({ "channels": [file_channel(tmp)] })))
         .map_err(SnapshotError::Qmp)?;
     let deadline = Instant::now() + SAVE_TIMEOUT;
+    // a save without the RAM takes a few ms: ask again soon, then less often
+    let mut pause = Duration::from_millis(1);
     loop {
         let r = q
             .execute("query-migrate", None)
@@ -725,7 +727,10 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
                 ))
                 .into())
             }
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
         }
     }
 }
@@ -814,13 +819,11 @@ fn power_off_vsock_slot(vm: &RunningVm) -> bool {
 /// Waits until the vsock device's QOM path is gone (QEMU removed it), until `deadline`.
 fn vsock_gone(q: &mut Qmp, deadline: Instant) -> bool {
     let path = format!("/machine/peripheral/{SNAPSHOT_VSOCK_ID}");
-    while q.execute("qom-list", Some(json!({ "path": path }))).is_ok() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    super::process::poll_until(timeout, || {
+        q.execute("qom-list", Some(json!({ "path": path })))
+            .is_err()
+    })
 }
 
 /// The migration capabilities of `format` (see [`Format`]); both sides must set the same.
