@@ -40,7 +40,8 @@ pub use frame::{
 };
 pub use message::{
     check_version, ErrorKind, ExecRequest, ExitStatus, HelloOk, Request, Response, ResumeRequest,
-    ServiceStartRequest, SocketProbe, WindowSize, CAPABILITY_RESUME, CAPABILITY_SUSPEND,
+    ServiceStartRequest, SocketProbe, SuspendRequest, WindowSize, CAPABILITY_RESUME,
+    CAPABILITY_SUSPEND,
 };
 
 /// Version of this protocol. Bump it on any incompatible change of frames or messages; host

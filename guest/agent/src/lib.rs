@@ -229,7 +229,7 @@ fn converse<S: AgentStream>(agent: &Agent, stream: &S) -> Result<(), ProtoError>
             };
             sink.finish(&response)
         }
-        Request::Suspend => sink.finish(&suspend(agent)),
+        Request::Suspend(request) => sink.finish(&suspend(agent, &request)),
         Request::Signal { .. } | Request::Resize(_) => sink.finish(&Response::error(
             ErrorKind::BadRequest,
             "Signal and Resize are only valid on an Exec connection",
@@ -261,9 +261,9 @@ fn capabilities(snapshot: bool) -> Vec<String> {
     }
 }
 
-/// `Suspend`: refused (`Busy`, naming them) while
-/// anything but the services runs, else the storage is frozen for the save.
-fn suspend(agent: &Agent) -> Response {
+/// `Suspend`: refused when no service runs and the host asked for one, and (`Busy`, naming
+/// them) while anything but the services runs; else the storage is frozen for the save.
+fn suspend(agent: &Agent, request: &vcontainer_proto::SuspendRequest) -> Response {
     let Some(hook) = &agent.snapshot else {
         return Response::error(
             ErrorKind::BadRequest,
@@ -271,6 +271,12 @@ fn suspend(agent: &Agent) -> Response {
         );
     };
     let services = agent.services.pids();
+    if services.is_empty() && request.only_with_services {
+        return Response::error(
+            ErrorKind::BadRequest,
+            "no service runs, and this host's save is slow: a restore of the shared snapshot is faster",
+        );
+    }
     let strays = idle::strays(Path::new("/proc"), &services);
     if !strays.is_empty() {
         return Response::error(

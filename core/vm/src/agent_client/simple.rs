@@ -149,9 +149,12 @@ pub fn resume<C: AgentConn>(
 /// Ask a guest restored from a snapshot to get ready to be saved with its storage (see
 /// vm/snapshot.rs, "suspend"): `Ok` once its state disk is frozen; an error (kind `Busy`
 /// when something besides the services still runs) leaves it as it was.
-pub fn suspend<C: AgentConn>(mut conn: C) -> Result<(), ClientError> {
+pub fn suspend<C: AgentConn>(
+    mut conn: C,
+    request: vcontainer_proto::SuspendRequest,
+) -> Result<(), ClientError> {
     const DURING: &str = "while suspending the guest";
-    send_request(&mut conn, &Request::Suspend, DURING)?;
+    send_request(&mut conn, &Request::Suspend(request), DURING)?;
     match read_response(&mut conn, DURING)? {
         Response::Done => Ok(()),
         other => Err(unexpected(other)),

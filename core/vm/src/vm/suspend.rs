@@ -154,7 +154,10 @@ fn freeze(vm: &RunningVm) -> std::result::Result<(), String> {
         .connect(AGENT_VSOCK_PORT, Duration::from_secs(10), &vm.secret)
         .map_err(|e| e.to_string())?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    agent_client::suspend(conn).map_err(|e| format!("the guest declined: {e}"))
+    let request = vcontainer_proto::SuspendRequest {
+        only_with_services: snapshot::slow_vsock_release(vm.cfg.arch),
+    };
+    agent_client::suspend(conn, request).map_err(|e| format!("the guest declined: {e}"))
 }
 
 /// A VM whose RAM is a tmpfs file was saved without it: the file becomes the suspended VM's.
