@@ -166,7 +166,7 @@ pub enum Request {
 /// What a `Suspend` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuspendRequest {
-    /// Refuse when no service runs: the host's save is slow (on aarch64 the guest takes ~3 s
+    /// Refuse when no service runs: the host's save is slow (on aarch64 the guest takes ~2 s
     /// to release the vsock device), so a guest without an engine to keep is cheaper to
     /// restore from the shared snapshot. False: what a guest without services keeps (the
     /// runtime's per-boot state) is worth the save.

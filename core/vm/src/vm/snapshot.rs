@@ -737,8 +737,8 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
 
 /// Whether releasing the vsock device before a save takes seconds on `arch`: arm virt's root
 /// ports use native PCIe hotplug, and the guest's pciehp waits 1 s after powering a slot off
-/// and 1 s more before it takes a new presence change (3.0-3.2 s measured for the whole
-/// release, against 0.04 s with x86_64's ACPI hotplug). A suspend then pays it at the end of
+/// before QEMU may remove the device (1.6-1.8 s measured for the whole release, against
+/// 0.04 s with x86_64's ACPI hotplug). A suspend then pays it at the end of
 /// every command (docs/snapshot.md, "Suspended VMs").
 pub(super) fn slow_vsock_release(arch: Arch) -> bool {
     arch == Arch::Aarch64
@@ -752,10 +752,9 @@ fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
         && power_off_vsock_slot(vm)
         && vsock_gone(q, unplugging + SLOT_POWER_OFF_WAIT);
     if released {
-        // QEMU removes the device as the guest powers the slot off; pciehp then sleeps 1 s
-        // and drops the presence change that caused. Saved before that, the restored guest
-        // would drop the re-plug's presence change too and power it on after the button's
-        // 5 s (docs/snapshot.md, "Facts")
+        // QEMU removes the device only once pciehp, after its 1 s sleep and the drop of the
+        // presence change the power-off caused, turns the power indicator off; the removal's
+        // own presence change is left a moment to be handled (docs/snapshot.md, "Facts")
         std::thread::sleep(SLOT_SETTLE);
     } else {
         q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
@@ -782,9 +781,9 @@ fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
 /// How long the guest's own power-off of the vsock slot may take before `device_del` is used.
 const SLOT_POWER_OFF_WAIT: Duration = Duration::from_secs(3);
 
-/// How long the guest is left to finish powering the vsock slot off (its pciehp waits 1 s
-/// after the power-off, see `save_running`).
-const SLOT_SETTLE: Duration = Duration::from_millis(1500);
+/// How long the guest is left to handle the removal of the vsock device after QEMU removed it
+/// (pciehp's 1 s wait after the power-off is over by then, see `release_vsock`).
+const SLOT_SETTLE: Duration = Duration::from_millis(200);
 
 /// Run in the guest: find the vsock device (virtio 1af4:1053), and in a detached process (the
 /// exec's answer travels over that very device) power its hot-plug slot off through sysfs.
