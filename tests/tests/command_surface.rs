@@ -510,6 +510,37 @@ fn command_surface(tool: &'static str) {
     s.fails(&["inspect", &dangling]);
     assert!(has_image(&s.image_rows(&["images"]), "bb", "1"), "{tool}");
 
+    // --- podman's own commands: pod, kube play FILE / kube down FILE, generate kube ---------
+    if docker {
+        let said = s.fails(&["pod", "ls"]);
+        assert!(said.contains("unknown command 'pod'"), "{tool}: {said}");
+    } else {
+        s.ok(&["pod", "create", "--name", "surfpod"]);
+        let yaml = s.w.home.path().join("kpod.yaml");
+        std::fs::write(
+            &yaml,
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kpod\nspec:\n  containers:\n  \
+             - name: c1\n    image: localhost/bb:1\n    command: [\"sleep\", \"60\"]\n",
+        )
+        .expect("kube yaml");
+        let yaml = yaml.to_str().expect("utf-8 path");
+        // the YAML is a host file: it travels into the VM as a run's inputs do
+        s.ok(&["kube", "play", "--start=false", yaml]);
+        let pods = s.ok(&["pod", "ls", "--format", "{{.Name}}"]);
+        let mut names: Vec<&str> = pods.lines().map(str::trim).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["kpod", "surfpod"], "{tool}: pod ls");
+        // (podman refuses a pod with only its infra container)
+        let generated = s.ok(&["generate", "kube", "kpod"]);
+        assert!(
+            generated.contains("kind: Pod") && generated.contains("localhost/bb:1"),
+            "{tool}: generate kube: {generated}"
+        );
+        s.ok(&["kube", "down", yaml]);
+        s.ok(&["pod", "rm", "surfpod"]);
+        assert_eq!(s.ok(&["pod", "ls", "-q"]).trim(), "", "{tool}: pods left");
+    }
+
     // --- system df | info | prune, info, version ---------------------------------------------
     let df = s.ok(&["system", "df"]);
     let header = df.lines().next().unwrap_or_default();

@@ -150,6 +150,20 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("logout", "Log out from a registry"),
 ];
 
+/// The commands podman has and docker does not, planned here as well (`kube play FILE` and
+/// `play kube FILE` carry their YAML file into the VM as a run's inputs do; `pod` and
+/// `generate` pass through: a pod's `-p` publishes inside the VM, reached from the host
+/// through `memres start -p`).
+pub const PODMAN_COMMANDS: &[(&str, &str)] = &[
+    ("pod", "Manage pods"),
+    (
+        "kube",
+        "Play, generate or take down Kubernetes YAML (kube play FILE)",
+    ),
+    ("play", "Play Kubernetes YAML (play kube FILE)"),
+    ("generate", "Generate Kubernetes YAML or systemd units"),
+];
+
 /// Commands that only group subcommands (`docker image ls`, `podman pod ps`). Without a
 /// subcommand docker prints its help and exits 0, which a script cannot tell from success;
 /// the old tool refused them, exit 1, saying a subcommand is required, and so do we (before
@@ -217,7 +231,7 @@ fn plan_with(
             subcommand(&mut b, &prefix, sub, rest.get(1..).unwrap_or(&[]))?;
         }
         "kube" | "play" => {
-            // podman kube play FILE / podman play kube FILE
+            // podman kube play FILE / podman play kube FILE / podman kube down FILE
             let sub = rest.first().map(String::as_str).unwrap_or("");
             b.push_all(&[command.as_str(), sub]);
             let is_play =
@@ -226,6 +240,9 @@ fn plan_with(
             if is_play {
                 file_operand_command(&mut b, tail, RUN_SHORT_VALUES)?;
                 b.needs_network = true;
+            } else if command == "kube" && sub == "down" {
+                // `--force` is its only option, and takes no value
+                file_operand_command(&mut b, tail, &[])?;
             } else {
                 b.push_strings(tail);
             }
@@ -1055,7 +1072,8 @@ fn is_url(s: &str) -> bool {
     s.contains("://") || s.starts_with("git@") || s.starts_with("github.com/")
 }
 
-/// Commands whose first operand is a file the runtime reads: `import FILE`, `kube play FILE`.
+/// Commands whose first operand is a file the runtime reads: `import FILE`, `kube play FILE`,
+/// `kube down FILE`.
 fn file_operand_command(
     b: &mut Builder<'_>,
     args: &[String],
@@ -1976,6 +1994,22 @@ mod tests {
         assert_eq!(
             argv(&plan),
             ["docker", "kube", "play", "/tmp/vcontainer-io/in0/pod.yaml"]
+        );
+        // `kube down` reads the same file; other kube subcommands pass through
+        let plan = p(&["kube", "down", "--force", "pod.yaml"]);
+        assert_eq!(
+            argv(&plan),
+            [
+                "docker",
+                "kube",
+                "down",
+                "--force",
+                "/tmp/vcontainer-io/in0/pod.yaml"
+            ]
+        );
+        assert_eq!(
+            argv(&p(&["kube", "generate", "p1"])),
+            ["docker", "kube", "generate", "p1"]
         );
     }
 

@@ -153,7 +153,13 @@ pub fn spec() -> RuntimeSpec {
             auth_env: "REGISTRY_AUTH_FILE".into(),
             auth_env_names_dir: false,
         },
-        commands: CommandInfo::table(plan_kit::COMMANDS),
+        commands: CommandInfo::table(
+            &plan_kit::COMMANDS
+                .iter()
+                .chain(plan_kit::PODMAN_COMMANDS)
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
