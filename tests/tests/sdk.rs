@@ -620,7 +620,7 @@ fn missing_qemu_is_reported_with_the_package_to_install() {
     }
 }
 
-/// `-s` saves the snapshots of the host's guests after installing (docs/snapshot.md), into
+/// `-s` saves the snapshots of the installed guests after installing (docs/snapshot.md), into
 /// the installing user's cache dir and for the installed tree (their key holds its blobs' and
 /// QEMU's paths); without it nothing is saved and the output says how to do it later.
 #[test]
@@ -666,18 +666,26 @@ fn snapshots_are_saved_at_install_only_when_asked() {
         })
         .unwrap_or_default();
     saved.sort();
-    for (tool, runtime) in [("vdkr", "docker"), ("vpdmn", "podman")] {
-        assert!(
-            out.contains(&format!("Saving the {tool} VM snapshot... done")),
-            "{out}{}",
-            stderr(&o)
-        );
-        assert!(
-            saved
-                .iter()
-                .any(|n| n.starts_with(&format!("{runtime}-x86_64-")) && n.ends_with(".snap")),
-            "{saved:?}"
-        );
+    // every installed guest arch: the host's through vdkr/vpdmn, a foreign one through
+    // vdkr-<arch>/vpdmn-<arch>
+    for (arch, suffix) in [("x86_64", ""), ("aarch64", "-aarch64")] {
+        if !dir.join("share/vcontainer/blobs").join(arch).exists() {
+            continue;
+        }
+        for (tool, runtime) in [("vdkr", "docker"), ("vpdmn", "podman")] {
+            assert!(
+                out.contains(&format!("Saving the {tool}{suffix} VM snapshot... done")),
+                "{out}{}",
+                stderr(&o)
+            );
+            let prefix = format!("{runtime}-{arch}-");
+            assert!(
+                saved
+                    .iter()
+                    .any(|n| n.starts_with(&prefix) && n.ends_with(".snap")),
+                "{saved:?}"
+            );
+        }
     }
     // the installed tree restores what it saved: `snapshot ls` marks it current
     let o = Command::new(dir.join("bin/vpdmn"))
