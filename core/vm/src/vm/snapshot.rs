@@ -234,48 +234,19 @@ pub(super) fn boot(cfg: &VmConfig, key: std::result::Result<PathBuf, String>) ->
     if !cfg.snapshot {
         return boot::boot(cfg);
     }
-    let cold = |why: String| -> Result<RunningVm> {
-        let note = format!("cold boot: {why}");
-        tracing::info!("{note}");
-        let mut vm = boot::boot(cfg)?;
-        vm.snapshot_note = Some(note);
-        Ok(vm)
-    };
     let file = match key {
         Ok(file) => file,
-        Err(why) => return cold(format!("no snapshot: {why}")),
+        Err(why) => return cold(cfg, format!("no snapshot: {why}")),
     };
-    // the save's own line goes into the note too: a memres supervisor's log is not the
-    // user's terminal
-    let mut saved = String::new();
-    if !file.exists() {
-        if let Some(why) = recent_failure(&file) {
-            return cold(match why.strip_prefix(PERMANENT) {
-                Some(why) => format!(
-                    "no snapshot: this guest build cannot be restored ({why}); \
-                     a new guest build is saved again"
-                ),
-                None => format!(
-                    "no snapshot: a save or restore of this one failed less than {} min ago \
-                     ({why}); `snapshot rm` retries at once",
-                    FAILURE_PAUSE.as_secs() / 60
-                ),
-            });
-        }
-        let started = Instant::now();
-        if let Err(e) = save(cfg, &file) {
-            record_failure(&file, &failure_reason(&e));
-            return cold(format!("no snapshot: saving one failed: {e}"));
-        }
-        saved.push_str(&format!(
-            "saved the snapshot {} in {:?}; ",
-            file.display(),
-            started.elapsed()
-        ));
-    }
+    let saved = match ensure_saved(cfg, &file) {
+        Ok(saved) => saved,
+        Err(why) => return cold(cfg, why),
+    };
     match restore(cfg, &file, false, None, "restored from the snapshot") {
         Ok(mut vm) => {
             vm.restored_from = Some(file);
+            // the save's own line goes into the note too: a memres supervisor's log is not
+            // the user's terminal
             vm.snapshot_note = vm
                 .snapshot_note
                 .map(|restored| format!("{saved}{restored}"));
@@ -285,12 +256,52 @@ pub(super) fn boot(cfg: &VmConfig, key: std::result::Result<PathBuf, String>) ->
             // a snapshot that does not restore would fail the same way next time
             let _ = std::fs::remove_file(&file);
             record_failure(&file, &format!("restoring: {e}"));
-            cold(format!(
-                "restoring {} failed (removed it): {e}",
-                file.display()
-            ))
+            cold(
+                cfg,
+                format!("restoring {} failed (removed it): {e}", file.display()),
+            )
         }
     }
+}
+
+/// A cold boot of `cfg`, its note (logged) saying `why`.
+fn cold(cfg: &VmConfig, why: String) -> Result<RunningVm> {
+    let note = format!("cold boot: {why}");
+    tracing::info!("{note}");
+    let mut vm = boot::boot(cfg)?;
+    vm.snapshot_note = Some(note);
+    Ok(vm)
+}
+
+/// Make the snapshot `file` when it does not exist yet: Ok(the note's line on the save, empty
+/// when it existed), Err(why there is none: a recent failure, or this save's).
+fn ensure_saved(cfg: &VmConfig, file: &Path) -> std::result::Result<String, String> {
+    if file.exists() {
+        return Ok(String::new());
+    }
+    if let Some(why) = recent_failure(file) {
+        return Err(match why.strip_prefix(PERMANENT) {
+            Some(why) => format!(
+                "no snapshot: this guest build cannot be restored ({why}); \
+                 a new guest build is saved again"
+            ),
+            None => format!(
+                "no snapshot: a save or restore of this one failed less than {} min ago \
+                 ({why}); `snapshot rm` retries at once",
+                FAILURE_PAUSE.as_secs() / 60
+            ),
+        });
+    }
+    let started = Instant::now();
+    if let Err(e) = save(cfg, file) {
+        record_failure(file, &failure_reason(&e));
+        return Err(format!("no snapshot: saving one failed: {e}"));
+    }
+    Ok(format!(
+        "saved the snapshot {} in {:?}; ",
+        file.display(),
+        started.elapsed()
+    ))
 }
 
 /// How long a failed save or restore keeps a key from being saved again: each try costs a
