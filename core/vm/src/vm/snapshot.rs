@@ -763,10 +763,17 @@ fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
         && power_off_vsock_slot(vm)
         && vsock_gone(q, unplugging + SLOT_POWER_OFF_WAIT);
     if released {
-        // QEMU removes the device only once pciehp, after its 1 s sleep and the drop of the
-        // presence change the power-off caused, turns the power indicator off; the removal's
-        // own presence change is left a moment to be handled (docs/snapshot.md, "Facts")
-        std::thread::sleep(SLOT_SETTLE);
+        // pciehp sleeps 1 s after the power-off and then drops the presence change it caused:
+        // a guest saved inside that second would drop the re-plug's after the restore too.
+        // QEMU removes a device once the slot's power *and* its indicator are off: for a
+        // device pciehp hot-plugged (a restored VM's) that is after the second, for one
+        // present at boot (whose indicator Linux never lit) at the power-off itself
+        // (docs/snapshot.md, "Facts")
+        std::thread::sleep(if vm.restored_from.is_some() {
+            HOTPLUGGED_SLOT_SETTLE
+        } else {
+            SLOT_SETTLE
+        });
     } else {
         q.execute("device_del", Some(json!({ "id": SNAPSHOT_VSOCK_ID })))
             .map_err(SnapshotError::Qmp)?;
@@ -792,9 +799,14 @@ fn release_vsock(vm: &RunningVm, q: &mut Qmp) -> Result<()> {
 /// How long the guest's own power-off of the vsock slot may take before `device_del` is used.
 const SLOT_POWER_OFF_WAIT: Duration = Duration::from_secs(3);
 
-/// How long the guest is left to handle the removal of the vsock device after QEMU removed it
-/// (pciehp's 1 s wait after the power-off is over by then, see `release_vsock`).
-const SLOT_SETTLE: Duration = Duration::from_millis(200);
+/// How long the guest is left to finish powering the vsock slot off after QEMU removed a
+/// device that was present at boot (pciehp waits 1 s after the power-off, see
+/// `release_vsock`).
+const SLOT_SETTLE: Duration = Duration::from_millis(1500);
+
+/// The same for a device pciehp hot-plugged (a restored VM's): QEMU removed it after pciehp's
+/// 1 s, and the guest is left a moment to handle the removal.
+const HOTPLUGGED_SLOT_SETTLE: Duration = Duration::from_millis(200);
 
 /// Run in the guest: find the vsock device (virtio 1af4:1053), and in a detached process (the
 /// exec's answer travels over that very device) power its hot-plug slot off through sysfs.
