@@ -74,9 +74,14 @@ pub(crate) fn run(
         host_lost: Arc::clone(&host_lost),
     };
     let stdin_tx = stdin_target.map(spawn_stdin_writer);
+    // the relay outlives this function when the host is lost (its grace): still open
+    let open = agent.hold();
     thread::Builder::new()
         .name(format!("exec-{pid}-in"))
-        .spawn(move || control.relay(reader, stdin_tx))
+        .spawn(move || {
+            let _open = open;
+            control.relay(reader, stdin_tx)
+        })
         .map_err(ProtoError::Io)?;
     let status = exit_rx
         .recv()

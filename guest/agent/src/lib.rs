@@ -22,6 +22,7 @@ mod tarx;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -94,6 +95,18 @@ pub struct Agent {
     snapshot: Option<Box<dyn SnapshotHook>>,
     /// Result of [`Agent::make_state_safe`] once it ran.
     state_safe: std::sync::Mutex<Option<Result<(), String>>>,
+    /// Connections being served, and exec threads still reading a host's connection (see
+    /// [`Agent::hold`]).
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection or exec thread, counted in [`Agent`] while it lives.
+pub(crate) struct Hold(Arc<AtomicUsize>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Agent {
@@ -105,7 +118,16 @@ impl Agent {
             shutdown,
             snapshot: None,
             state_safe: std::sync::Mutex::new(None),
+            open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Count a connection (or a thread still using one) until the returned value is dropped:
+    /// a guest saved with one open would, once restored, close a socket of the vsock device
+    /// it no longer has, and reset the new connection that reuses its ports.
+    pub(crate) fn hold(&self) -> Hold {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Hold(Arc::clone(&self.open))
     }
 
     /// This agent serves a guest that is saved as a snapshot and restored (see
@@ -155,6 +177,7 @@ pub fn serve<L: AgentListener>(listener: L, agent: Arc<Agent>) {
 
 /// Serve one connection: authentication, one request, its conversation, then close.
 pub fn handle_connection<S: AgentStream>(agent: &Agent, stream: S) {
+    let _open = agent.hold();
     if let Err(e) = converse(agent, &stream) {
         log!("connection ended with an error: {e}");
     }
@@ -270,6 +293,12 @@ fn suspend(agent: &Agent, request: &vcontainer_proto::SuspendRequest) -> Respons
             "Suspend is only valid on a guest booted with vcontainer.snapshot=1",
         );
     };
+    if let Err(open) = only_this_connection(agent) {
+        return Response::error(
+            ErrorKind::Busy,
+            format!("a command is still finishing ({open} other connections open)"),
+        );
+    }
     let services = agent.services.pids();
     if services.is_empty() && request.only_with_services {
         return Response::error(
@@ -290,6 +319,28 @@ fn suspend(agent: &Agent, request: &vcontainer_proto::SuspendRequest) -> Respons
             Response::Done
         }
         Err(message) => Response::error(ErrorKind::Io, message),
+    }
+}
+
+/// How long a `Suspend` waits for the other connections to close: the host closed the last
+/// command's before asking, and its exec thread notices within moments; one that a lost host
+/// left (a timed-out command: SIGHUP, then SIGKILL after 5 s) takes longer, and the guest is
+/// then shut down instead.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Ok when the `Suspend`'s own connection is the only one open (within [`OPEN_WAIT`]), else
+/// Err(how many others are).
+fn only_this_connection(agent: &Agent) -> Result<(), usize> {
+    let deadline = std::time::Instant::now() + OPEN_WAIT;
+    loop {
+        let others = agent.open.load(Ordering::Acquire).saturating_sub(1);
+        if others == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(others);
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 

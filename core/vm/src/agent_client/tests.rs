@@ -1186,3 +1186,56 @@ fn a_snapshot_agent_serves_the_current_secret_and_takes_resume() {
         other => panic!("expected BadRequest, got {other:?}"),
     }
 }
+
+/// A guest saved while a connection is open would, once restored, close that socket of a
+/// vsock device it no longer has and reset the new connection reusing its ports (seen: a
+/// timed-out command's exec thread, waiting out its grace, broke the next command). So a
+/// `Suspend` waits for every other connection to close, and is refused (`Busy`) while one
+/// stays open.
+#[test]
+fn suspend_is_refused_while_another_connection_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).expect("bind");
+    let agent = Agent::for_tests(dir.path().join("logs"), test_secret()).with_snapshot(Box::new(
+        TestSnapshot {
+            secret: Arc::new(std::sync::Mutex::new(test_secret())),
+            resumed: Arc::new(std::sync::Mutex::new(Vec::new())),
+        },
+    ));
+    thread::spawn(move || vcontainer_agent::serve(listener, Arc::new(agent)));
+    let connect = || {
+        let mut conn = UnixStream::connect(&socket).expect("connect");
+        authenticate(&mut conn, &test_secret()).expect("auth");
+        conn
+    };
+    let busy = connect();
+    let running = thread::spawn(move || {
+        exec(
+            busy,
+            ExecRequest::new(["sleep", "4"]),
+            None,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+    });
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    match suspend(connect(), vcontainer_proto::SuspendRequest::default()) {
+        Err(ClientError::Agent { kind, message }) => {
+            assert_eq!(kind, ErrorKind::Busy, "{message}");
+            assert!(message.contains("still finishing"), "{message}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // it waited for the other connection a while first
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        running.join().expect("exec thread").expect("exec"),
+        ExitStatus::Code(0)
+    );
+}
