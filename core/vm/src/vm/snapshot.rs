@@ -707,42 +707,45 @@ pub(super) fn save_running(vm: &RunningVm, tmp: &Path) -> Result<()> {
     .map_err(SnapshotError::Qmp)?;
     q.execute("migrate", Some(json!({ "channels": [file_channel(tmp)] })))
         .map_err(SnapshotError::Qmp)?;
-    let deadline = Instant::now() + SAVE_TIMEOUT;
-    // a save without the RAM takes a few ms: ask again soon, then less often
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let r = q
-            .execute("query-migrate", None)
-            .map_err(SnapshotError::Qmp)?;
-        match r.get("status").and_then(Value::as_str) {
-            Some("completed") => {
-                tracing::debug!(
-                    total_ms = ?r.get("total-time"),
-                    setup_ms = ?r.get("setup-time"),
-                    ram = ?r.get("ram"),
-                    "saved"
-                );
-                return Ok(());
-            }
-            Some(s @ ("failed" | "cancelled")) => {
-                let why = r
-                    .get("error-desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no reason given");
-                return Err(SnapshotError::Migration(format!("{s}: {why}")).into());
-            }
-            _ if Instant::now() > deadline => {
-                return Err(SnapshotError::Migration(format!(
-                    "did not complete within {} s",
-                    SAVE_TIMEOUT.as_secs()
-                ))
-                .into())
-            }
-            _ => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
+    // a save without the RAM takes a few ms: asked again soon, then less often
+    let mut outcome = None;
+    super::process::poll_until(SAVE_TIMEOUT, || {
+        outcome = migration_outcome(&mut q);
+        outcome.is_some()
+    });
+    outcome.unwrap_or_else(|| {
+        Err(SnapshotError::Migration(format!(
+            "did not complete within {} s",
+            SAVE_TIMEOUT.as_secs()
+        ))
+        .into())
+    })
+}
+
+/// How the running `migrate` ended (None: it has not yet).
+fn migration_outcome(q: &mut Qmp) -> Option<Result<()>> {
+    let r = match q.execute("query-migrate", None) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(SnapshotError::Qmp(e).into())),
+    };
+    match r.get("status").and_then(Value::as_str) {
+        Some("completed") => {
+            tracing::debug!(
+                total_ms = ?r.get("total-time"),
+                setup_ms = ?r.get("setup-time"),
+                ram = ?r.get("ram"),
+                "saved"
+            );
+            Some(Ok(()))
         }
+        Some(s @ ("failed" | "cancelled")) => {
+            let why = r
+                .get("error-desc")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            Some(Err(SnapshotError::Migration(format!("{s}: {why}")).into()))
+        }
+        _ => None,
     }
 }
 
