@@ -10,8 +10,9 @@
 //! the RAM of the running VM (removed whenever the VM ends), `suspended.ram`, the RAM of
 //! the state dir's suspended VM, and `state`, a symlink to the state dir: a state dir removed
 //! by other means than `clean` (`rm -r`, a test's temporary home) leaves its RAM dir behind,
-//! and the next VM's [`fresh`] removes the RAM dirs whose state dir is gone. The files hold guest memory: 0600 in a 0700 dir, and only
-//! ever on a tmpfs (never written to a disk; gone with a host reboot).
+//! and the next VM's [`fresh`] removes the RAM dirs whose state dir is gone. The files hold
+//! guest memory: 0600 in a 0700 dir, and only ever on a tmpfs (never written to a disk; gone
+//! with a host reboot).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,8 @@ fn fresh_in(dir: &Path, state_dir: &Path, memory_mib: u32) -> Result<PathBuf, St
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let needed = u64::from(memory_mib) << 20;
     if room < needed {
-        let _ = std::fs::remove_dir(dir);
+        // (its state link was made above)
+        remove_if_unused(dir);
         return Err(format!(
             "{} has {} MiB free, the guest has {memory_mib} MiB",
             dir.display(),
